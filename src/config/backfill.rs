@@ -1,0 +1,149 @@
+//! `[[backfill.job]]`: IMAP backfill jobs (DESIGN.md §4). Serde shapes and defaults only.
+
+use super::values::{ByteSize, Date};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// `[backfill]`.
+#[derive(Clone, Debug, Default)]
+pub struct BackfillSection {
+    pub jobs: Vec<BackfillJob>,
+}
+
+/// IMAP connection security.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImapTls {
+    None,
+    Starttls,
+    Implicit,
+}
+
+/// How an IMAP side authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImapAuth {
+    /// LOGIN / SASL PLAIN (with `admin_user`: SASL PLAIN authzid = user, authcid = admin).
+    Plain,
+    /// SASL XOAUTH2 with a bearer token.
+    Xoauth2,
+}
+
+/// How an admin acts for a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminLogin {
+    /// SASL PLAIN with authorization identity = user, authentication identity = admin.
+    #[default]
+    Authzid,
+    /// Dovecot master-user form `user*admin` (separator configurable).
+    Separator,
+}
+
+/// OAuth2 client-credentials flow for XOAUTH2 tokens.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret_file: PathBuf,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_separator() -> String {
+    "*".to_string()
+}
+
+/// `source = {..}` / `destination = {..}`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: ImapTls,
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+    pub tls_ca: Option<PathBuf>,
+    pub auth: ImapAuth,
+    /// Act for each user as this admin (plain auth).
+    pub admin_user: Option<String>,
+    #[serde(default)]
+    pub admin_login: AdminLogin,
+    #[serde(default = "default_separator")]
+    pub admin_separator: String,
+    /// Password of the admin (or of each user, with `passwords_file`).
+    pub password_file: Option<PathBuf>,
+    /// Per-user passwords: CSV `user,password` (when there is no admin).
+    pub passwords_file: Option<PathBuf>,
+    /// XOAUTH2: run this with the user as argument; prints a token or JSON with `access_token`/`expires_in`.
+    pub token_command: Option<PathBuf>,
+    pub oauth: Option<OAuth>,
+    /// Upload cap per account per day (destination).
+    pub max_bytes_per_day: Option<ByteSize>,
+}
+
+/// `folders = {..}`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Folders {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
+}
+
+/// `direction`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Forward,
+    Both,
+}
+
+/// `dedupe_scope`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupeScope {
+    #[default]
+    Mailbox,
+    Folder,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+fn default_connections_per_mailbox() -> usize {
+    2
+}
+
+/// One `[[backfill.job]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillJob {
+    pub name: String,
+    pub source: ImapEndpoint,
+    pub destination: ImapEndpoint,
+    pub mailboxes_file: PathBuf,
+    #[serde(default)]
+    pub folders: Folders,
+    pub since: Option<Date>,
+    pub before: Option<Date>,
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default)]
+    pub dedupe_scope: DedupeScope,
+    /// Mailboxes processed at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// IMAP connections per mailbox (folders in parallel).
+    #[serde(default = "default_connections_per_mailbox")]
+    pub connections_per_mailbox: usize,
+}

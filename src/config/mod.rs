@@ -1,0 +1,366 @@
+//! Configuration: reads the TOML file (and the list files it names) into a typed, validated
+//! [`Config`]. Every problem is reported as a [`Diagnostic`] naming file, line and key, and all of
+//! them are collected before giving up. Never does IO other than reading those files.
+
+mod backfill;
+mod diag;
+mod model;
+mod validate;
+pub mod values;
+
+pub use backfill::*;
+pub use diag::{Diagnostic, KeyPath, Seg, Severity};
+pub use model::*;
+
+use diag::SpanIndex;
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    diags
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    /// The error diagnostics (empty for a read error).
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            ConfigError::Invalid(d) => d,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+/// A loaded configuration with its warnings.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+}
+
+const SECTIONS: &[&str] = &[
+    "gateway", "targets", "routing", "queue", "admin", "dns", "bounce", "backfill",
+];
+
+/// Read and validate the configuration at `path`.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parse and validate configuration text; `path` names it in messages and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+    let file = path.display().to_string();
+    let doc = match DeTable::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
+            return Err(ConfigError::Invalid(vec![Diagnostic {
+                severity: Severity::Error,
+                file,
+                line,
+                key: String::new(),
+                message: format!("TOML syntax error: {}", e.message().trim()),
+            }]));
+        }
+    };
+    let root = doc.get_ref();
+    let mut cx = Reader {
+        file: file.clone(),
+        index: SpanIndex::new(text, root),
+        diags: Vec::new(),
+    };
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    for (k, _) in root.iter() {
+        let k = k.get_ref().as_ref();
+        if !SECTIONS.contains(&k) {
+            cx.error(
+                &KeyPath::root().key(k),
+                format!("unknown section (known: {})", SECTIONS.join(", ")),
+            );
+        }
+    }
+    let top = |name: &str| {
+        root.iter()
+            .find(|(k, _)| k.get_ref().as_ref() == name)
+            .map(|(_, v)| v)
+    };
+    let p = KeyPath::root();
+
+    let gateway: Option<Gateway> = match top("gateway") {
+        Some(v) => cx.section(&p.key("gateway"), v),
+        None => toml::from_str("").ok(),
+    };
+
+    let mut targets = std::collections::BTreeMap::new();
+    if let Some(v) = top("targets") {
+        match v.get_ref() {
+            DeValue::Table(t) => {
+                for (name, tv) in t.iter() {
+                    let name = name.get_ref().to_string();
+                    if let Some(target) = cx.section::<Target>(&p.key("targets").key(&name), tv) {
+                        targets.insert(name, target);
+                    }
+                }
+            }
+            _ => cx.error(
+                &p.key("targets"),
+                "must be a table of [targets.NAME] sections".into(),
+            ),
+        }
+    }
+
+    let mut routing = Routing::default();
+    let mut routing_ok = true;
+    if let Some(v) = top("routing") {
+        let rp = p.key("routing");
+        match cx.section::<RoutingWithRules>(&rp, v) {
+            Some(head) => {
+                routing.default = head.default;
+                routing.ignore_local_case = head.ignore_local_case;
+                routing.recipient_delimiter = head.recipient_delimiter;
+            }
+            None => routing_ok = false,
+        }
+        if let DeValue::Table(t) = v.get_ref()
+            && let Some((_, rules)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == "rule")
+        {
+            match rules.get_ref() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        match cx.section::<Rule>(&rp.key("rule").index(i), item) {
+                            Some(r) => routing.rules.push(r),
+                            None => routing_ok = false,
+                        }
+                    }
+                }
+                _ => cx.error(
+                    &rp.key("rule"),
+                    "must be an array: write [[routing.rule]]".into(),
+                ),
+            }
+        }
+    } else {
+        routing.ignore_local_case = true;
+        routing.recipient_delimiter = "+".into();
+    }
+
+    let queue = match top("queue") {
+        Some(v) => cx.section(&p.key("queue"), v),
+        None => Some(Queue::default()),
+    };
+    let admin = match top("admin") {
+        Some(v) => cx.section(&p.key("admin"), v),
+        None => Some(Admin::default()),
+    };
+    let dns = match top("dns") {
+        Some(v) => cx.section(&p.key("dns"), v),
+        None => Some(Dns::default()),
+    };
+    let bounce = match top("bounce") {
+        Some(v) => cx.section(&p.key("bounce"), v),
+        None => Some(Bounce::default()),
+    };
+
+    let mut backfill = BackfillSection::default();
+    if let Some(v) = top("backfill") {
+        let bp = p.key("backfill");
+        cx.section::<BackfillWithJobs>(&bp, v);
+        if let DeValue::Table(t) = v.get_ref()
+            && let Some((_, jobs)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == "job")
+        {
+            match jobs.get_ref() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(j) = cx.section::<BackfillJob>(&bp.key("job").index(i), item) {
+                            backfill.jobs.push(j);
+                        }
+                    }
+                }
+                _ => cx.error(
+                    &bp.key("job"),
+                    "must be an array: write [[backfill.job]]".into(),
+                ),
+            }
+        }
+    }
+
+    let (Some(gateway), Some(queue), Some(admin), Some(dns), Some(bounce)) =
+        (gateway, queue, admin, dns, bounce)
+    else {
+        return Err(ConfigError::Invalid(cx.diags));
+    };
+    let mut config = Config {
+        path: path.to_path_buf(),
+        gateway,
+        targets,
+        routing,
+        queue,
+        admin,
+        dns,
+        bounce,
+        backfill,
+    };
+    validate::validate(&mut config, &base_dir, routing_ok, &mut cx);
+    let (errors, warnings): (Vec<_>, Vec<_>) = cx
+        .diags
+        .into_iter()
+        .partition(|d| d.severity == Severity::Error);
+    if errors.is_empty() {
+        Ok(Loaded { config, warnings })
+    } else {
+        Err(ConfigError::Invalid(errors))
+    }
+}
+
+/// `[routing]` with its rules skipped (they are read one by one).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingWithRules {
+    default: Option<Vec<String>>,
+    #[serde(default = "yes")]
+    ignore_local_case: bool,
+    #[serde(default = "plus")]
+    recipient_delimiter: String,
+    #[allow(dead_code)]
+    rule: Option<serde::de::IgnoredAny>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn plus() -> String {
+    "+".into()
+}
+
+/// `[backfill]` with its jobs skipped (they are read one by one).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackfillWithJobs {
+    #[allow(dead_code)]
+    job: Option<serde::de::IgnoredAny>,
+}
+
+/// Collects diagnostics while reading one document.
+pub(crate) struct Reader<'a> {
+    file: String,
+    index: SpanIndex<'a>,
+    diags: Vec<Diagnostic>,
+}
+
+impl Reader<'_> {
+    /// An error at `path` in the config file.
+    pub(crate) fn error(&mut self, path: &KeyPath, message: String) {
+        let line = self.index.line_of_path(path);
+        self.push(Severity::Error, self.file.clone(), line, path, message);
+    }
+
+    /// A warning at `path` in the config file.
+    pub(crate) fn warn(&mut self, path: &KeyPath, message: String) {
+        let line = self.index.line_of_path(path);
+        self.push(Severity::Warning, self.file.clone(), line, path, message);
+    }
+
+    /// An error about a line of another file (a list file) that `path` names.
+    pub(crate) fn error_in(&mut self, file: &Path, line: usize, path: &KeyPath, message: String) {
+        self.push(
+            Severity::Error,
+            file.display().to_string(),
+            Some(line),
+            path,
+            message,
+        );
+    }
+
+    fn push(
+        &mut self,
+        severity: Severity,
+        file: String,
+        line: Option<usize>,
+        path: &KeyPath,
+        message: String,
+    ) {
+        self.diags.push(Diagnostic {
+            severity,
+            file,
+            line,
+            key: path.to_string(),
+            message,
+        });
+    }
+
+    /// Deserialize one section, recording its first error.
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        path: &KeyPath,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<T> {
+        let de = v.clone().into_deserializer();
+        match serde_path_to_error::deserialize::<_, T>(de) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let mut key = path.join_serde(e.path());
+                let inner = e.inner();
+                let mut message = inner.message().trim().to_string();
+                if let Some(field) = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|r| r.split_once('`'))
+                    .map(|(f, _)| f.to_string())
+                {
+                    if key.0.last() != Some(&Seg::Key(field.clone())) {
+                        key = key.key(&field);
+                    }
+                    message = match message.split_once(", expected ") {
+                        Some((_, exp)) => {
+                            format!("unknown key (expected {})", exp.replace('`', ""))
+                        }
+                        None => "unknown key".into(),
+                    };
+                }
+                let line = self
+                    .index
+                    .line_of_path(&key)
+                    .or_else(|| inner.span().map(|s| self.index.line_of(s.start)));
+                self.push(Severity::Error, self.file.clone(), line, &key, message);
+                None
+            }
+        }
+    }
+}
+
+/// Resolve a path from the config relative to the config file's directory.
+pub fn resolve_path(base_dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}

@@ -1,0 +1,290 @@
+//! The typed configuration: one struct per TOML section, as DESIGN.md §4 lays out. Serde shapes
+//! and defaults only; cross-checks live in `validate.rs`, file handling in `mod.rs`.
+
+use super::values::{ByteSize, HostPort, HumanDuration, Timestamp};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use super::backfill::BackfillSection;
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from (for messages and for resolving relative paths).
+    pub path: PathBuf,
+    pub gateway: Gateway,
+    /// Targets by name (`[targets.NAME]`).
+    pub targets: BTreeMap<String, Target>,
+    pub routing: Routing,
+    pub queue: Queue,
+    pub admin: Admin,
+    pub dns: Dns,
+    pub bounce: Bounce,
+    pub backfill: BackfillSection,
+}
+
+fn default_hostname() -> String {
+    "localhost".to_string()
+}
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([0, 0, 0, 0], 25))]
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/cutover")
+}
+fn default_max_message_size() -> ByteSize {
+    ByteSize(50 << 20)
+}
+fn default_max_received() -> u32 {
+    30
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_recipients() -> usize {
+    1000
+}
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_max_connections_per_ip() -> usize {
+    50
+}
+fn default_command_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+fn default_data_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+fn default_min_free_space() -> ByteSize {
+    ByteSize(1 << 30)
+}
+
+/// `[gateway]`: the SMTP listener and its policy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub accept_domains: Vec<String>,
+    #[serde(default)]
+    pub trusted_networks: Vec<IpNet>,
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: ByteSize,
+    #[serde(default = "default_max_received")]
+    pub max_received: u32,
+    #[serde(default = "default_true")]
+    pub reject_unrouted: bool,
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: HumanDuration,
+    #[serde(default = "default_data_timeout")]
+    pub data_timeout: HumanDuration,
+    #[serde(default = "default_min_free_space")]
+    pub min_free_space: ByteSize,
+    pub tls: Option<GatewayTls>,
+}
+
+/// `gateway.tls`: STARTTLS on the MX listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub require: bool,
+}
+
+/// How a target's SMTP connection is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    None,
+    #[default]
+    Opportunistic,
+    Required,
+    Implicit,
+}
+
+fn default_connections() -> usize {
+    10
+}
+fn default_messages_per_connection() -> usize {
+    100
+}
+fn default_smtp_port() -> u16 {
+    25
+}
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_smtp_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+/// `[targets.NAME]`: a server legs are delivered to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Static `host:port` (no MX lookup).
+    pub address: Option<HostPort>,
+    /// Deliver by MX lookup of this domain.
+    pub mx: Option<String>,
+    /// Port used with `mx` (default 25).
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: TlsMode,
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+    pub tls_ca: Option<PathBuf>,
+    pub auth: Option<TargetAuth>,
+    /// Rewrite the recipient's domain to this one at this target.
+    pub rcpt_domain: Option<String>,
+    /// Concurrent connections to this target.
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+    /// Messages sent over one connection before it is closed.
+    #[serde(default = "default_messages_per_connection")]
+    pub messages_per_connection: usize,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout: HumanDuration,
+}
+
+/// `targets.NAME.auth`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetAuth {
+    pub username: String,
+    pub password_file: PathBuf,
+}
+
+/// `[routing]`.
+#[derive(Clone, Debug, Default)]
+pub struct Routing {
+    /// Targets for recipients no rule matches; `None` = unrouted.
+    pub default: Option<Vec<String>>,
+    /// Compare local parts case-insensitively (default true).
+    pub ignore_local_case: bool,
+    /// Separator of address extensions (`alice+tag`), Postfix's `recipient_delimiter`; empty = none.
+    pub recipient_delimiter: String,
+    pub rules: Vec<Rule>,
+}
+
+/// `[[routing.rule]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    pub recipients_file: Option<PathBuf>,
+    pub deliver: Vec<String>,
+    pub active_from: Option<Timestamp>,
+    pub active_until: Option<Timestamp>,
+    /// Patterns read from `recipients_file` (filled in by the loader), with their line numbers.
+    #[serde(skip)]
+    pub file_patterns: Vec<(usize, String)>,
+}
+
+fn default_retry_schedule() -> Vec<HumanDuration> {
+    ["1m", "5m", "15m", "30m", "1h", "2h", "4h"]
+        .iter()
+        .filter_map(|s| HumanDuration::parse(s).ok())
+        .collect()
+}
+fn default_max_age() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5 * 86_400))
+}
+fn default_delay_warning() -> HumanDuration {
+    HumanDuration(Duration::from_secs(4 * 3600))
+}
+
+/// `[queue]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    #[serde(default = "default_retry_schedule")]
+    pub retry_schedule: Vec<HumanDuration>,
+    #[serde(default = "default_max_age")]
+    pub max_age: HumanDuration,
+    /// `0` = no delay warnings.
+    #[serde(default = "default_delay_warning")]
+    pub delay_warning: HumanDuration,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Self {
+            retry_schedule: default_retry_schedule(),
+            max_age: default_max_age(),
+            delay_warning: default_delay_warning(),
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8025))
+}
+
+/// `[admin]`: the HTTP admin surface.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+/// `[dns]`: resolver settings for `mx` targets.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// Name servers to ask instead of the system resolver.
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
+}
+
+/// `[bounce]`: where DSNs go.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounce {
+    /// A target name, or `"mx"` for an MX lookup of the sender's domain.
+    #[serde(default = "default_bounce_via")]
+    pub via: String,
+}
+
+fn default_bounce_via() -> String {
+    "old".to_string()
+}
+
+impl Default for Bounce {
+    fn default() -> Self {
+        Self {
+            via: default_bounce_via(),
+        }
+    }
+}

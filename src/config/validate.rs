@@ -1,0 +1,362 @@
+//! Cross-checks over a parsed configuration: names that must exist, windows that must be ordered,
+//! patterns that must compile, list files read line by line; plus the warnings (shadowed rules,
+//! recipients outside `accept_domains`). Reads list files; nothing else.
+
+use super::{Config, KeyPath, Reader, resolve_path};
+use crate::routing::{Origin, Pattern, Router};
+use std::path::Path;
+
+pub(crate) fn validate(c: &mut Config, base_dir: &Path, routing_ok: bool, cx: &mut Reader<'_>) {
+    let p = KeyPath::root();
+    gateway(c, base_dir, cx);
+    let known: Vec<String> = c.targets.keys().cloned().collect();
+    let known_list = if known.is_empty() {
+        "none defined".to_string()
+    } else {
+        known.join(", ")
+    };
+    let check_targets = |names: &[String], path: &KeyPath, cx: &mut Reader<'_>| {
+        if names.is_empty() {
+            cx.error(path, "names no target".into());
+        }
+        for n in names {
+            if !c.targets.contains_key(n) {
+                cx.error(path, format!("unknown target {n:?} (known: {known_list})"));
+            }
+        }
+    };
+
+    for (name, t) in &c.targets {
+        let tp = p.key("targets").key(name);
+        match (&t.address, &t.mx) {
+            (Some(_), Some(_)) => {
+                cx.error(&tp.key("mx"), "set either address or mx, not both".into())
+            }
+            (None, None) => cx.error(
+                &tp,
+                "needs address = \"host:port\" or mx = \"domain\"".into(),
+            ),
+            _ => {}
+        }
+        if let Some(d) = &t.mx
+            && !is_domain(d)
+        {
+            cx.error(&tp.key("mx"), format!("invalid domain {d:?}"));
+        }
+        if let Some(d) = &t.rcpt_domain
+            && !is_domain(d)
+        {
+            cx.error(&tp.key("rcpt_domain"), format!("invalid domain {d:?}"));
+        }
+        if t.connections == 0 {
+            cx.error(&tp.key("connections"), "must be at least 1".into());
+        }
+        if t.messages_per_connection == 0 {
+            cx.error(
+                &tp.key("messages_per_connection"),
+                "must be at least 1".into(),
+            );
+        }
+        if let Some(ca) = &t.tls_ca {
+            readable(&resolve_path(base_dir, ca), &tp.key("tls_ca"), cx);
+        }
+        if let Some(a) = &t.auth {
+            readable(
+                &resolve_path(base_dir, &a.password_file),
+                &tp.key("auth").key("password_file"),
+                cx,
+            );
+            if t.tls == crate::config::TlsMode::None {
+                cx.warn(
+                    &tp.key("auth"),
+                    "password sent without TLS (tls = \"none\")".into(),
+                );
+            }
+        }
+    }
+
+    if let Some(d) = &c.routing.default {
+        check_targets(d, &p.key("routing").key("default"), cx);
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, rule) in c.routing.rules.iter_mut().enumerate() {
+        let rp = p.key("routing").key("rule").index(i);
+        if rule.name.trim().is_empty() {
+            cx.error(&rp.key("name"), "must not be empty".into());
+        } else if rule.name == "default" {
+            cx.error(
+                &rp.key("name"),
+                "\"default\" is reserved for routing.default".into(),
+            );
+        } else if !names.insert(rule.name.clone()) {
+            cx.error(
+                &rp.key("name"),
+                format!("duplicate rule name {:?}", rule.name),
+            );
+        }
+        check_targets(&rule.deliver, &rp.key("deliver"), cx);
+        if let (Some(f), Some(u)) = (rule.active_from, rule.active_until)
+            && f >= u
+        {
+            cx.error(
+                &rp.key("active_until"),
+                format!(
+                    "must be after active_from ({} >= {})",
+                    f.to_rfc3339(),
+                    u.to_rfc3339()
+                ),
+            );
+        }
+        if let Some(file) = &rule.recipients_file {
+            let full = resolve_path(base_dir, file);
+            match std::fs::read_to_string(&full) {
+                Ok(text) => {
+                    for (n, line) in text.lines().enumerate() {
+                        let l = line.split('#').next().unwrap_or("").trim();
+                        if !l.is_empty() {
+                            rule.file_patterns.push((n + 1, l.to_string()));
+                        }
+                    }
+                }
+                Err(e) => cx.error(
+                    &rp.key("recipients_file"),
+                    format!("cannot read {}: {e}", full.display()),
+                ),
+            }
+        }
+        if rule.recipients.is_empty() && rule.recipients_file.is_none() {
+            cx.error(
+                &rp,
+                "has no recipients (set recipients or recipients_file)".into(),
+            );
+        }
+    }
+
+    if routing_ok {
+        let (router, errors) = Router::new(&c.routing);
+        for e in errors {
+            let rp = p.key("routing").key("rule").index(e.rule);
+            match e.origin {
+                Origin::Inline(j) => cx.error(&rp.key("recipients").index(j), e.message),
+                Origin::File(line) => {
+                    let file = c.routing.rules[e.rule]
+                        .recipients_file
+                        .clone()
+                        .unwrap_or_default();
+                    cx.error_in(
+                        &resolve_path(base_dir, &file),
+                        line,
+                        &rp.key("recipients_file"),
+                        e.message,
+                    );
+                }
+            }
+        }
+        routing_warnings(c, &router, cx);
+    }
+
+    let q = p.key("queue");
+    if c.queue.retry_schedule.is_empty() {
+        cx.error(
+            &q.key("retry_schedule"),
+            "must list at least one interval".into(),
+        );
+    }
+    if c.queue.retry_schedule.iter().any(|d| d.0.is_zero()) {
+        cx.error(
+            &q.key("retry_schedule"),
+            "intervals must be greater than zero".into(),
+        );
+    }
+    if c.queue.max_age.0.is_zero() {
+        cx.error(&q.key("max_age"), "must be greater than zero".into());
+    }
+    if c.bounce.via != "mx" && !c.targets.contains_key(&c.bounce.via) {
+        cx.error(
+            &p.key("bounce").key("via"),
+            format!(
+                "unknown target {:?} (known: {known_list}; or \"mx\")",
+                c.bounce.via
+            ),
+        );
+    }
+
+    let mut jobs = std::collections::HashSet::new();
+    for (i, j) in c.backfill.jobs.iter().enumerate() {
+        let jp = p.key("backfill").key("job").index(i);
+        if !jobs.insert(j.name.clone()) {
+            cx.error(&jp.key("name"), format!("duplicate job name {:?}", j.name));
+        }
+        if let (Some(s), Some(b)) = (j.since, j.before)
+            && s >= b
+        {
+            cx.error(
+                &jp.key("before"),
+                format!("must be after since ({s} >= {b})"),
+            );
+        }
+        if j.concurrency == 0 {
+            cx.error(&jp.key("concurrency"), "must be at least 1".into());
+        }
+        if j.connections_per_mailbox == 0 {
+            cx.error(
+                &jp.key("connections_per_mailbox"),
+                "must be at least 1".into(),
+            );
+        }
+        for (side, ep) in [("source", &j.source), ("destination", &j.destination)] {
+            let sp = jp.key(side);
+            use crate::config::ImapAuth;
+            match ep.auth {
+                ImapAuth::Plain if ep.password_file.is_none() && ep.passwords_file.is_none() => cx
+                    .error(
+                        &sp.key("auth"),
+                        "plain auth needs password_file (admin or user) or passwords_file".into(),
+                    ),
+                ImapAuth::Xoauth2 if ep.token_command.is_none() && ep.oauth.is_none() => cx.error(
+                    &sp.key("auth"),
+                    "xoauth2 needs token_command or oauth = {..}".into(),
+                ),
+                _ => {}
+            }
+            for glob in j.folders.include.iter().chain(&j.folders.exclude) {
+                if let Err(e) = globset::Glob::new(glob) {
+                    cx.error(
+                        &jp.key("folders"),
+                        format!("invalid folder glob {glob:?}: {e}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
+    let g = KeyPath::root().key("gateway");
+    if c.gateway.hostname.trim().is_empty() || c.gateway.hostname.contains(char::is_whitespace) {
+        cx.error(&g.key("hostname"), "must be a host name".into());
+    }
+    if c.gateway.accept_domains.is_empty() {
+        cx.error(
+            &g.key("accept_domains"),
+            "must list at least one domain".into(),
+        );
+    }
+    for (i, d) in c.gateway.accept_domains.iter_mut().enumerate() {
+        let n = d.trim().trim_end_matches('.').to_lowercase();
+        if !is_domain(&n) {
+            cx.error(
+                &g.key("accept_domains").index(i),
+                format!("invalid domain {d:?}"),
+            );
+        }
+        *d = n;
+    }
+    if c.gateway.listen.is_empty() {
+        cx.error(&g.key("listen"), "must list at least one address".into());
+    }
+    if c.gateway.max_message_size.0 == 0 {
+        cx.error(
+            &g.key("max_message_size"),
+            "must be greater than zero".into(),
+        );
+    }
+    if c.gateway.max_recipients == 0 {
+        cx.error(&g.key("max_recipients"), "must be at least 1".into());
+    }
+    if c.gateway.max_connections == 0 || c.gateway.max_connections_per_ip == 0 {
+        cx.error(
+            &g.key("max_connections"),
+            "connection limits must be at least 1".into(),
+        );
+    }
+    if let Some(tls) = &c.gateway.tls {
+        readable(
+            &resolve_path(base_dir, &tls.cert),
+            &g.key("tls").key("cert"),
+            cx,
+        );
+        readable(
+            &resolve_path(base_dir, &tls.key),
+            &g.key("tls").key("key"),
+            cx,
+        );
+    }
+}
+
+fn routing_warnings(c: &Config, router: &Router, cx: &mut Reader<'_>) {
+    let opts = router.options();
+    let accepted = &c.gateway.accept_domains;
+    for (i, rule) in router.rules().iter().enumerate() {
+        let rp = KeyPath::root().key("routing").key("rule").index(i);
+        // Shadowed: every pattern covered by an earlier rule that is always active.
+        if !rule.patterns.is_empty() {
+            let shadow = router.rules()[..i].iter().find(|earlier| {
+                !earlier.has_window()
+                    && rule
+                        .patterns
+                        .iter()
+                        .all(|(p, _)| earlier.patterns.iter().any(|(e, _)| e.covers(p, opts)))
+            });
+            if let Some(e) = shadow {
+                cx.warn(
+                    &rp.key("name"),
+                    format!(
+                        "rule {:?} can never match: rule {:?} (no time window) comes first and covers all its recipients",
+                        rule.name, e.name
+                    ),
+                );
+            }
+        }
+        for (p, origin) in &rule.patterns {
+            if let Some(d) = p.literal_domain()
+                && !accepted.iter().any(|a| a == d)
+            {
+                let key = match origin {
+                    Origin::Inline(j) => rp.key("recipients").index(*j),
+                    Origin::File(_) => rp.key("recipients_file"),
+                };
+                let at = match origin {
+                    Origin::File(l) => format!(" (list file line {l})"),
+                    Origin::Inline(_) => String::new(),
+                };
+                cx.warn(
+                    &key,
+                    format!(
+                        "{}{at}: domain {d:?} is not in gateway.accept_domains; only trusted_networks can send to it",
+                        p.text()
+                    ),
+                );
+            }
+            if let Pattern::Subdomain(d) = p
+                && !accepted.iter().any(|a| a.ends_with(&format!(".{d}")))
+            {
+                cx.warn(
+                    &rp.key("recipients"),
+                    format!("@.{d}: no subdomain of {d:?} is in gateway.accept_domains"),
+                );
+            }
+        }
+    }
+}
+
+fn readable(path: &Path, key: &KeyPath, cx: &mut Reader<'_>) {
+    if let Err(e) = std::fs::metadata(path) {
+        cx.error(key, format!("cannot read {}: {e}", path.display()));
+    }
+}
+
+/// A plausible DNS domain (LDH labels or UTF-8, no empty labels).
+pub fn is_domain(d: &str) -> bool {
+    let d = d.trim_end_matches('.');
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+        })
+}

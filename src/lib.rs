@@ -1,0 +1,5 @@
+//! cutover: a mail-migration gateway.
+
+pub mod config;
+pub mod queue;
+pub mod routing;
