@@ -115,9 +115,9 @@ fn path_safe(id: &str) -> String {
 /// The admin API if something listens on `admin.listen`, else the store (stopped gateway).
 async fn connect(admin: SocketAddr, state_dir: &Path) -> anyhow::Result<Source> {
     let addr = loopback_for(admin);
-    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_probe)) => return Ok(Source::Api(addr)),
-        Ok(Err(_)) | Err(_) => {}
+    let probe = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await;
+    if let Ok(Ok(_open)) = probe {
+        return Ok(Source::Api(addr));
     }
     if !state_dir.join("db").exists() {
         return Ok(Source::Empty);
