@@ -47,10 +47,7 @@ pub fn help_reply() -> String {
 }
 
 fn printable(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .take(255)
-        .collect()
+    s.chars().filter(|c| !c.is_control()).take(255).collect()
 }
 
 #[cfg(test)]
@@ -59,10 +56,24 @@ mod tests {
 
     #[test]
     fn ehlo_lists_extensions() {
-        let r = ehlo_reply("mx", "c", Offer { max_size: 100, starttls: true });
+        let r = ehlo_reply(
+            "mx",
+            "c",
+            Offer {
+                max_size: 100,
+                starttls: true,
+            },
+        );
         assert!(r.starts_with("250-mx greets c\r\n250-PIPELINING\r\n250-SIZE 100\r\n"));
         assert!(r.ends_with("250 STARTTLS\r\n"));
-        let r = ehlo_reply("mx", "c\r\n", Offer { max_size: 1, starttls: false });
+        let r = ehlo_reply(
+            "mx",
+            "c\r\n",
+            Offer {
+                max_size: 1,
+                starttls: false,
+            },
+        );
         assert!(r.ends_with("250 ENHANCEDSTATUSCODES\r\n"));
         assert!(!r.contains("STARTTLS"));
         assert_eq!(r.matches("\r\n").count(), 6);

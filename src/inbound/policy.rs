@@ -135,12 +135,12 @@ impl AddrError {
             AddrError::SourceRoute
             | AddrError::QuotedRouting
             | AddrError::RoutingHack
-            | AddrError::IpLiteral => Reply::new(
-                550,
-                "5.7.1",
-                format!("Relaying denied: {self}"),
+            | AddrError::IpLiteral => Reply::new(550, "5.7.1", format!("Relaying denied: {self}")),
+            _ => Reply::new(
+                501,
+                "5.1.3",
+                format!("Bad recipient address syntax: {self}"),
             ),
-            _ => Reply::new(501, "5.1.3", format!("Bad recipient address syntax: {self}")),
         }
     }
 
@@ -233,7 +233,9 @@ pub fn parse_sender(raw: &str, utf8: bool) -> Result<Option<Mailbox>, AddrError>
     }
     // RFC 5321 §4.1.1.2: a source route in a reverse-path is accepted and ignored.
     let raw = if raw.starts_with('@') {
-        raw.split_once(':').map(|(_, r)| r).ok_or(AddrError::SourceRoute)?
+        raw.split_once(':')
+            .map(|(_, r)| r)
+            .ok_or(AddrError::SourceRoute)?
     } else {
         raw
     };

@@ -68,7 +68,10 @@ fn recipient_tricks_are_refused() {
     let long = format!("{}@example.com", "a".repeat(300));
     assert_eq!(parse_recipient(&long, false), Err(AddrError::TooLong));
     let long_local = format!("{}@example.com", "a".repeat(65));
-    assert_eq!(parse_recipient(&long_local, false), Err(AddrError::BadLocal));
+    assert_eq!(
+        parse_recipient(&long_local, false),
+        Err(AddrError::BadLocal)
+    );
 }
 
 #[test]
@@ -104,7 +107,10 @@ fn relay_decision() {
     let theirs = parse_recipient("a@evil.net", false).unwrap();
     let sub = parse_recipient("a@sub.example.com", false).unwrap();
     let r = || Some(route("r", &["old"]));
-    assert!(matches!(decide_rcpt(&p, &ours, false, r()), RcptDecision::Accept(_)));
+    assert!(matches!(
+        decide_rcpt(&p, &ours, false, r()),
+        RcptDecision::Accept(_)
+    ));
     for m in [&theirs, &sub] {
         match decide_rcpt(&p, m, false, r()) {
             RcptDecision::Reject(rep) => assert_eq!((rep.code, rep.esc), (550, "5.7.1")),
@@ -112,7 +118,10 @@ fn relay_decision() {
         }
     }
     // Trusted: any routed domain, nothing unrouted.
-    assert!(matches!(decide_rcpt(&p, &theirs, true, r()), RcptDecision::Accept(_)));
+    assert!(matches!(
+        decide_rcpt(&p, &theirs, true, r()),
+        RcptDecision::Accept(_)
+    ));
     match decide_rcpt(&p, &theirs, true, None) {
         RcptDecision::Reject(rep) => assert_eq!((rep.code, rep.esc), (550, "5.1.1")),
         d => panic!("{d:?}"),

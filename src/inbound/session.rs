@@ -143,7 +143,11 @@ impl Session {
                 }
                 let next = self.command(&line).await;
                 if self.errors >= MAX_ERRORS {
-                    self.reply(Reply::new(421, "4.7.0", "Too many errors, closing connection"));
+                    self.reply(Reply::new(
+                        421,
+                        "4.7.0",
+                        "Too many errors, closing connection",
+                    ));
                     self.close().await;
                     return;
                 }
@@ -194,7 +198,11 @@ impl Session {
                     return;
                 }
                 ReadOutcome::Shutdown => {
-                    self.reply(Reply::new(421, "4.3.2", "Service shutting down, try again later"));
+                    self.reply(Reply::new(
+                        421,
+                        "4.3.2",
+                        "Service shutting down, try again later",
+                    ));
                     self.close().await;
                     return;
                 }
@@ -321,12 +329,8 @@ impl Session {
                 self.reply(Reply::new(502, "5.5.1", "BDAT not supported, closing"));
                 return Next::Quit;
             }
-            Ok(Request::Expn { .. }) => {
-                self.reply(Reply::new(502, "5.5.1", "EXPN not available"))
-            }
-            Ok(Request::Auth { .. }) => {
-                self.reply(Reply::new(502, "5.5.1", "AUTH not available"))
-            }
+            Ok(Request::Expn { .. }) => self.reply(Reply::new(502, "5.5.1", "EXPN not available")),
+            Ok(Request::Auth { .. }) => self.reply(Reply::new(502, "5.5.1", "AUTH not available")),
             Ok(r) => {
                 let name = r.name();
                 self.reply(Reply::new(502, "5.5.1", format!("{name} not implemented")))
@@ -340,12 +344,18 @@ impl Session {
             Err(ProtoError::SyntaxError { syntax }) => {
                 self.reply(Reply::new(501, "5.5.4", format!("Syntax: {syntax}")))
             }
-            Err(ProtoError::InvalidParameter { param }) => {
-                self.reply(Reply::new(501, "5.5.4", format!("Invalid parameter {param}")))
-            }
+            Err(ProtoError::InvalidParameter { param }) => self.reply(Reply::new(
+                501,
+                "5.5.4",
+                format!("Invalid parameter {param}"),
+            )),
             Err(ProtoError::UnsupportedParameter { param }) => {
                 let p: String = param.chars().filter(|c| !c.is_control()).take(64).collect();
-                self.reply(Reply::new(555, "5.5.4", format!("Unsupported parameter {p}")))
+                self.reply(Reply::new(
+                    555,
+                    "5.5.4",
+                    format!("Unsupported parameter {p}"),
+                ))
             }
             Err(ProtoError::ResponseTooLong) => {
                 self.reply(Reply::new(500, "5.5.2", "Line too long"))
@@ -374,15 +384,19 @@ impl Session {
             );
         }
         let smtputf8 = flags & MAIL_SMTPUTF8 != 0;
-        let from = match policy::extract_path(line).and_then(|raw| policy::parse_sender(raw, smtputf8))
-        {
-            Ok(m) => m.map(|m| m.address()).unwrap_or_default(),
-            Err(e) => return e.mail_reply(),
-        };
-        match super::free_space(&self.settings.state_dir) {
+        let from =
+            match policy::extract_path(line).and_then(|raw| policy::parse_sender(raw, smtputf8)) {
+                Ok(m) => m.map(|m| m.address()).unwrap_or_default(),
+                Err(e) => return e.mail_reply(),
+            };
+        match crate::queue::disk::free_space(&self.settings.state_dir) {
             Ok(free) if free >= p.min_free_space => {}
             Ok(free) => {
-                tracing::warn!(free, reserve = p.min_free_space, "disk space below reserve, deferring mail");
+                tracing::warn!(
+                    free,
+                    reserve = p.min_free_space,
+                    "disk space below reserve, deferring mail"
+                );
                 return Reply::new(452, "4.3.1", "Insufficient system storage");
             }
             Err(e) => {
@@ -540,7 +554,11 @@ impl Session {
                 ReadOutcome::Data => {}
                 ReadOutcome::Timeout => {
                     tracing::info!(client = %self.peer, "DATA timeout");
-                    self.reply(Reply::new(421, "4.4.2", "Timeout during DATA, closing connection"));
+                    self.reply(Reply::new(
+                        421,
+                        "4.4.2",
+                        "Timeout during DATA, closing connection",
+                    ));
                     return false;
                 }
                 _ => {
@@ -551,15 +569,31 @@ impl Session {
         }
         scan.finish();
         let reply = if dec.size > max {
-            Reply::new(552, "5.3.4", "Message size exceeds fixed maximum message size")
+            Reply::new(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            )
         } else if dec.bare_lf > 0 {
-            Reply::new(550, "5.6.0", "Message contains bare LF; lines must end with CRLF")
+            Reply::new(
+                550,
+                "5.6.0",
+                "Message contains bare LF; lines must end with CRLF",
+            )
         } else if dec.nul > 0 {
             Reply::new(550, "5.6.0", "Message contains NUL bytes")
         } else if scan.loop_seen {
-            Reply::new(554, "5.4.6", "Mail loop detected (our X-Cutover-Loop header)")
+            Reply::new(
+                554,
+                "5.4.6",
+                "Mail loop detected (our X-Cutover-Loop header)",
+            )
         } else if scan.received > p.max_received {
-            Reply::new(554, "5.4.6", "Too many hops (Received: headers), mail loop?")
+            Reply::new(
+                554,
+                "5.4.6",
+                "Too many hops (Received: headers), mail loop?",
+            )
         } else if let (false, Some(w)) = (storage_error, writer) {
             let legs = policy::plan_legs(&tx.rcpts);
             let leg_summary: Vec<String> = legs
@@ -593,11 +627,19 @@ impl Session {
                 }
                 Err(e) => {
                     tracing::error!(client = %self.peer, error = %e, "queue commit failed");
-                    Reply::new(451, "4.3.0", "Error: queue storage failure, try again later")
+                    Reply::new(
+                        451,
+                        "4.3.0",
+                        "Error: queue storage failure, try again later",
+                    )
                 }
             }
         } else {
-            Reply::new(451, "4.3.0", "Error: queue storage failure, try again later")
+            Reply::new(
+                451,
+                "4.3.0",
+                "Error: queue storage failure, try again later",
+            )
         };
         if reply.code != 250 {
             tracing::info!(client = %self.peer, from = %tx.from, size = dec.size, reply = %reply, "message refused");
@@ -619,7 +661,11 @@ impl Session {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
             return false;
         };
-        let limit = self.settings.policy.command_timeout.min(Duration::from_secs(60));
+        let limit = self
+            .settings
+            .policy
+            .command_timeout
+            .min(Duration::from_secs(60));
         match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => {
                 self.stream = Stream::Tls(Box::new(tls));

@@ -180,7 +180,10 @@ impl HeaderScan {
     fn close_current(&mut self) {
         if let Some(v) = self.current.take()
             && v.split(|c: char| c.is_whitespace() || c == ',' || c == ';')
-                .any(|tok| tok.trim_end_matches('.').eq_ignore_ascii_case(&self.hostname))
+                .any(|tok| {
+                    tok.trim_end_matches('.')
+                        .eq_ignore_ascii_case(&self.hostname)
+                })
         {
             self.loop_seen = true;
         }
@@ -210,7 +213,9 @@ mod tests {
     fn received_forms() {
         let h = received(&info(Some("alice@example.com"), None));
         assert!(h.starts_with("Received: from client.example.net ([192.0.2.7])\r\n"));
-        assert!(h.contains("\tby mx1.example.com (cutover) with ESMTP\r\n\tfor <alice@example.com>;\r\n\t"));
+        assert!(h.contains(
+            "\tby mx1.example.com (cutover) with ESMTP\r\n\tfor <alice@example.com>;\r\n\t"
+        ));
         assert!(h.ends_with("+0000\r\n"));
         let h = received(&info(None, Some(("TLSv1.3", "TLS13_AES_256_GCM_SHA384"))));
         assert!(h.contains("(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)"));
@@ -225,7 +230,10 @@ mod tests {
         let mut i = info(None, None);
         i.helo = "evil\r\nBcc: x@y (comment); a";
         let h = received(&i);
-        assert!(h.starts_with("Received: from evilBcc:x@ycommenta ([192.0.2.7])\r\n"), "{h}");
+        assert!(
+            h.starts_with("Received: from evilBcc:x@ycommenta ([192.0.2.7])\r\n"),
+            "{h}"
+        );
     }
 
     #[test]
