@@ -101,7 +101,8 @@ impl Session {
     }
 
     fn reply(&mut self, r: Reply) {
-        if r.code >= 500 {
+        // Protocol errors (syntax, sequence) count towards the limit; policy refusals don't.
+        if r.code >= 500 && r.esc.starts_with("5.5.") {
             self.errors += 1;
         }
         r.write_to(&mut self.out);
