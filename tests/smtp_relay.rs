@@ -16,8 +16,14 @@ fn tricks() -> Vec<(String, &'static str)> {
         ("<user%evil.net@example.com>", "percent hack"),
         ("<evil.net!user@example.com>", "bang path"),
         ("<@example.com:user@evil.net>", "source route"),
-        ("<@example.com,@relay.net:user@evil.net>", "multi-hop source route"),
-        ("<\"user@evil.net\"@example.com>", "quoted local part with @"),
+        (
+            "<@example.com,@relay.net:user@evil.net>",
+            "multi-hop source route",
+        ),
+        (
+            "<\"user@evil.net\"@example.com>",
+            "quoted local part with @",
+        ),
         ("<\"user\\@evil.net\"@example.com>", "quoted escaped @"),
         ("<\"user%evil.net\"@example.com>", "quoted percent"),
         ("<user@[192.0.2.1]>", "IPv4 literal"),
@@ -33,7 +39,10 @@ fn tricks() -> Vec<(String, &'static str)> {
         ("<user@evil.net", "unterminated"),
         ("user@evil.net", "no brackets"),
         ("<user@localhost>", "localhost"),
-        ("<user@partner.net>", "routed but not accepted (trusted only)"),
+        (
+            "<user@partner.net>",
+            "routed but not accepted (trusted only)",
+        ),
         ("<user\0@example.com>", "NUL byte"),
         ("<us\ter@example.com>", "control char"),
         ("<user@evil.net> NOTIFY=NEVER", "with parameters"),
@@ -43,8 +52,14 @@ fn tricks() -> Vec<(String, &'static str)> {
     .into_iter()
     .map(|(a, d)| (a.to_string(), d))
     .collect();
-    v.push((format!("<{}@example.com>", "a".repeat(300)), "very long local part"));
-    v.push((format!("<user@{}evil.net>", "a.".repeat(130)), "very long domain"));
+    v.push((
+        format!("<{}@example.com>", "a".repeat(300)),
+        "very long local part",
+    ));
+    v.push((
+        format!("<user@{}evil.net>", "a.".repeat(130)),
+        "very long domain",
+    ));
     v.push((format!("<{}>", "x".repeat(5000)), "over-long line"));
     v
 }
@@ -83,7 +98,10 @@ async fn open_relay_battery() {
     let mut g = Gateway::start(Opts::default());
 
     let untrusted = battery(&g, "127.0.0.1").await;
-    assert!(untrusted.is_empty(), "relayed from untrusted: {untrusted:#?}");
+    assert!(
+        untrusted.is_empty(),
+        "relayed from untrusted: {untrusted:#?}"
+    );
     assert!(g.queue_list().as_array().unwrap().is_empty());
 
     // Trusted: only what a rule routes (here `@partner.net` → new); unrouted domains are 5.1.1.

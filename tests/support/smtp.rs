@@ -250,10 +250,14 @@ impl Reply {
     }
 }
 
+/// Any byte stream a test client can run over (TCP or TLS).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
 /// Minimal SMTP client for tests.
 pub struct Client {
-    r: BufReader<tokio::io::ReadHalf<TcpStream>>,
-    w: tokio::io::WriteHalf<TcpStream>,
+    r: BufReader<tokio::io::ReadHalf<Box<dyn Io>>>,
+    w: tokio::io::WriteHalf<Box<dyn Io>>,
 }
 
 impl Client {
@@ -263,8 +267,12 @@ impl Client {
 
     /// Connect with the client socket bound to `ip` (e.g. 127.0.0.2 for the trusted network).
     pub async fn connect_from(ip: &str, addr: SocketAddr) -> Client {
-        let s = Self::raw_from(ip, addr).await;
-        let (r, w) = tokio::io::split(s);
+        Self::from_stream(Self::raw_from(ip, addr).await)
+    }
+
+    pub fn from_stream(s: impl Io + 'static) -> Client {
+        let b: Box<dyn Io> = Box::new(s);
+        let (r, w) = tokio::io::split(b);
         Client {
             r: BufReader::new(r),
             w,
@@ -333,10 +341,6 @@ impl Client {
             Ok(Ok(0)) | Ok(Err(_))
         )
     }
-
-    pub fn into_inner(self) -> TcpStream {
-        self.r.into_inner().unsplit(self.w)
-    }
 }
 
 /// Dot-stuff a message body and terminate it.
@@ -388,4 +392,45 @@ pub fn queued_id(r: &Reply) -> Option<String> {
     r.text
         .strip_prefix("2.0.0 Ok: queued as ")
         .map(|s| s.trim().to_string())
+}
+
+/// One reply read byte by byte from a plain stream (never reads past it: what follows may be TLS).
+pub async fn plain_reply(s: &mut TcpStream) -> Reply {
+    use tokio::io::AsyncReadExt;
+    let mut text = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        loop {
+            let mut b = [0u8; 1];
+            let n = tokio::time::timeout(STEP, s.read(&mut b))
+                .await
+                .expect("reply timeout")
+                .unwrap_or(0);
+            if n == 0 {
+                return Reply {
+                    code: 0,
+                    text: text.join("\n"),
+                };
+            }
+            if b[0] == b'\n' {
+                break;
+            }
+            line.push(b[0]);
+        }
+        let line = String::from_utf8_lossy(&line).trim_end().to_string();
+        let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let more = line.as_bytes().get(3) == Some(&b'-');
+        text.push(line.get(4..).unwrap_or("").to_string());
+        if !more {
+            return Reply {
+                code,
+                text: text.join("\n"),
+            };
+        }
+    }
+}
+
+pub async fn plain_cmd(s: &mut TcpStream, line: &str) -> Reply {
+    s.write_all(format!("{line}\r\n").as_bytes()).await.unwrap();
+    plain_reply(s).await
 }
