@@ -300,6 +300,11 @@ impl Client {
         self.w.write_all(bytes).await.unwrap();
     }
 
+    /// Send, ignoring errors (the server may be gone; the next read tells).
+    pub async fn send_lossy(&mut self, bytes: &[u8]) {
+        let _ = tokio::time::timeout(STEP, self.w.write_all(bytes)).await;
+    }
+
     /// Read one full reply; code 0 when the server closed the connection.
     pub async fn read_reply(&mut self) -> Reply {
         let mut text = Vec::new();
@@ -329,7 +334,7 @@ impl Client {
     }
 
     pub async fn cmd(&mut self, line: &str) -> Reply {
-        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.send_lossy(format!("{line}\r\n").as_bytes()).await;
         self.read_reply().await
     }
 
