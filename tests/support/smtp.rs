@@ -22,7 +22,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Knobs of the generated config.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Opts {
     pub extra_gateway: String,
     /// Append to the file (targets/routing are always written).
@@ -30,15 +30,6 @@ pub struct Opts {
     pub default_route: bool,
 }
 
-impl Default for Opts {
-    fn default() -> Self {
-        Self {
-            extra_gateway: String::new(),
-            extra: String::new(),
-            default_route: false,
-        }
-    }
-}
 
 /// A running `cutover serve`.
 pub struct Gateway {
