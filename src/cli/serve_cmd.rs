@@ -61,6 +61,10 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<ExitCode> {
+    // Handlers first: a signal that arrives once the port is open must not kill us outright.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let state_dir = cfg.gateway.state_dir.clone();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating state_dir {}", state_dir.display()))?;
@@ -100,9 +104,6 @@ async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<Exi
         },
     ));
 
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }

@@ -23,8 +23,9 @@ use tokio::time::Instant;
 
 /// Longest command line, CRLF included (RFC 5321 allows 512; smtp-proto's cap is 4096).
 pub const MAX_COMMAND_LINE: usize = 4096;
-/// Read granularity.
+/// Read granularity in DATA, and between commands (kept small: idle sessions hold this buffer).
 const READ_CHUNK: usize = 64 * 1024;
+const COMMAND_CHUNK: usize = 4 * 1024;
 /// Bad commands tolerated before the session is closed.
 const MAX_ERRORS: u32 = 20;
 
@@ -182,7 +183,7 @@ impl Session {
                 return;
             }
             let deadline = Instant::now() + self.settings.policy.command_timeout;
-            match self.fill(deadline, true).await {
+            match self.fill(deadline, true, COMMAND_CHUNK).await {
                 ReadOutcome::Data => {}
                 ReadOutcome::Eof => {
                     tracing::debug!(client = %self.peer, "client closed the connection");
@@ -239,11 +240,11 @@ impl Session {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.stream.shutdown()).await;
     }
 
-    async fn fill(&mut self, deadline: Instant, interruptible: bool) -> ReadOutcome {
+    async fn fill(&mut self, deadline: Instant, interruptible: bool, chunk: usize) -> ReadOutcome {
         if interruptible && *self.shutdown.borrow() {
             return ReadOutcome::Shutdown;
         }
-        self.rbuf.reserve(READ_CHUNK);
+        self.rbuf.reserve(chunk);
         let stream = &mut self.stream;
         let rbuf = &mut self.rbuf;
         let stop = &mut self.shutdown;
@@ -551,7 +552,7 @@ impl Session {
                 }
             }
             self.compact();
-            match self.fill(deadline, false).await {
+            match self.fill(deadline, false, READ_CHUNK).await {
                 ReadOutcome::Data => {}
                 ReadOutcome::Timeout => {
                     tracing::info!(client = %self.peer, "DATA timeout");
@@ -569,6 +570,9 @@ impl Session {
             }
         }
         scan.finish();
+        // Back to command mode: don't keep the DATA-sized buffer on an idle session.
+        self.compact();
+        self.rbuf.shrink_to(2 * COMMAND_CHUNK);
         let reply = if dec.size > max {
             Reply::new(
                 552,
