@@ -256,6 +256,26 @@ async fn conformance_table() {
         ),
     ];
 
+    let mut too_many = vec![st("EHLO c\r\n", &[(250, "")])];
+    for _ in 0..19 {
+        too_many.push(st("BOGUS\r\n", &[(500, "5.5.1")]));
+    }
+    too_many.push(st("BOGUS\r\n", &[(500, "5.5.1"), (421, "4.7.0"), (0, "")]));
+    let bdat = vec![
+        st("EHLO c\r\n", &[(250, "")]),
+        st(
+            "MAIL FROM:<a@b.net>\r\nRCPT TO:<alice@example.com>\r\n",
+            &[(250, ""), (250, "")],
+        ),
+        st(
+            "BDAT 20 LAST\r\nMAIL FROM:<injected>\r\n",
+            &[(502, "5.5.1"), (0, "")],
+        ),
+    ];
+    let mut scripts = scripts;
+    scripts.push(("error limit", too_many));
+    scripts.push(("BDAT is not offered", bdat));
+
     let mut accepted = Vec::new();
     for (name, steps) in &scripts {
         accepted.extend(run_script(&g, name, steps).await);
@@ -505,4 +525,38 @@ async fn sighup_reloads_or_keeps_old_config() {
     c.cmd("EHLO c").await;
     c.cmd("MAIL FROM:<a@b.net>").await;
     assert_eq!(c.cmd("RCPT TO:<x@newdomain.test>").await.code, 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_acceptance_log() {
+    let mut g = Gateway::start(Opts {
+        args: vec!["--log-format".into(), "json".into()],
+        ..Default::default()
+    });
+    let mut c = Client::greeted(g.smtp).await;
+    c.cmd("EHLO c").await;
+    let r = send_message(
+        &mut c,
+        "s@b.net",
+        &["bob@example.com"],
+        b"Subject: log\r\n\r\nx\r\n",
+    )
+    .await;
+    let id = queued_id(&r).unwrap();
+    c.cmd("QUIT").await;
+    assert!(g.terminate().success());
+    let line = g
+        .log()
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("no log line for {id}: {}", g.log()))
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let f = &v["fields"];
+    assert_eq!(f["message"], "accepted");
+    assert_eq!(f["queue_id"], id.as_str());
+    assert_eq!(f["from"], "s@b.net");
+    assert!(f["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(f["legs"].as_str().unwrap().contains("old:1"));
+    assert!(f["legs"].as_str().unwrap().contains("new:1"));
 }

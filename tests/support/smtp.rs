@@ -28,8 +28,9 @@ pub struct Opts {
     /// Append to the file (targets/routing are always written).
     pub extra: String,
     pub default_route: bool,
+    /// Extra `cutover serve` arguments.
+    pub args: Vec<String>,
 }
-
 
 /// A running `cutover serve`.
 pub struct Gateway {
@@ -37,6 +38,7 @@ pub struct Gateway {
     pub config: PathBuf,
     pub smtp: SocketAddr,
     pub admin: SocketAddr,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -108,6 +110,7 @@ listen = "{admin}"
             config,
             smtp,
             admin,
+            args: opts.args.clone(),
             child: None,
         };
         g.spawn();
@@ -132,6 +135,7 @@ listen = "{admin}"
         let child = Command::new(bin())
             .args(["serve", "-c"])
             .arg(&self.config)
+            .args(&self.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
