@@ -231,3 +231,25 @@ async fn flush_of_an_idle_queue_returns() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn spool_failure_fails_the_commit_and_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let q = Queue::open_with(d.path(), opts(1000)).unwrap();
+        let mut w = q.body_writer().unwrap();
+        w.write(&body(50_000, 6)).await.unwrap();
+        assert!(w.is_spooled());
+        // The rename into the spool directory cannot succeed any more.
+        std::fs::remove_dir_all(d.path().join("spool")).unwrap();
+        let r = q.commit(w, env("a@example.org"), legs()).await;
+        assert!(r.is_err(), "commit must fail");
+        assert!(q.list().unwrap().is_empty());
+        assert!(q.has_reserve(1).unwrap());
+        assert!(!q.has_reserve(u64::MAX).unwrap());
+        q.close().unwrap();
+    }
+    let q = Queue::open_with(d.path(), opts(1000)).unwrap();
+    assert_eq!(q.recovery().messages, 0);
+    assert!(spool_files(d.path()).is_empty());
+}
