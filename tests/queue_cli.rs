@@ -64,6 +64,10 @@ async fn list_and_show_offline_and_through_the_admin_api() {
     };
 
     let offline = run_all(&offline_cfg, &ids);
+    eprintln!(
+        "--- queue list\n{}--- queue show\n{}",
+        offline[0].0, offline[2].0
+    );
     // list --json
     let list: Vec<MessageSummary> = serde_json::from_str(&offline[1].0).unwrap();
     assert_eq!(list.len(), 2);
@@ -92,7 +96,7 @@ async fn list_and_show_offline_and_through_the_admin_api() {
     let show = &offline[2].0;
     assert!(show.contains("Subject: message 1"), "{show}");
     assert!(
-        show.contains("rule for carol@example.com: default"),
+        show.contains("carol@example.com  queued  [rule default]"),
         "{show}"
     );
     // unknown id → exit 1

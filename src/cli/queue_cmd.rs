@@ -210,7 +210,7 @@ fn rcpt_state(s: &RcptState) -> String {
     }
 }
 
-fn render_leg(out: &mut String, leg: &Leg, indent: &str) {
+fn render_leg(out: &mut String, leg: &Leg, indent: &str, with_rule: bool) {
     let _ = writeln!(
         out,
         "{indent}{} {}{}",
@@ -220,6 +220,9 @@ fn render_leg(out: &mut String, leg: &Leg, indent: &str) {
     );
     for r in &leg.recipients {
         let _ = write!(out, "{indent}    {}  {}", r.address, rcpt_state(&r.state));
+        if with_rule {
+            let _ = write!(out, "  [rule {}]", r.rule);
+        }
         if let Some(reply) = r.state.last_reply() {
             let _ = write!(out, "  ({reply})");
         }
@@ -256,7 +259,7 @@ pub fn render_list(list: &[MessageSummary]) -> String {
             }
         );
         for leg in &m.legs {
-            render_leg(&mut out, leg, "    ");
+            render_leg(&mut out, leg, "    ", false);
         }
         out.push('\n');
     }
@@ -301,15 +304,12 @@ pub fn render_show(m: &Message) -> String {
     );
     let _ = writeln!(out, "legs:");
     for leg in &r.legs {
-        render_leg(&mut out, leg, "  ");
+        render_leg(&mut out, leg, "  ", true);
         let _ = write!(out, "      attempts {}", leg.attempts);
         if let Some(n) = leg.next_attempt {
             let _ = write!(out, ", next attempt {}", fmt_time(n));
         }
         let _ = writeln!(out, ", created {}", fmt_time(leg.created));
-        for rc in &leg.recipients {
-            let _ = writeln!(out, "      rule for {}: {}", rc.address, rc.rule);
-        }
     }
     let _ = writeln!(out, "headers:");
     for h in &m.headers {

@@ -253,3 +253,17 @@ async fn spool_failure_fails_the_commit_and_leaves_nothing() {
     assert_eq!(q.recovery().messages, 0);
     assert!(spool_files(d.path()).is_empty());
 }
+
+/// Sessions run on `tokio::spawn`: the writer, the queue and the commit future must be Send.
+#[test]
+fn commit_future_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_sync<T: Send + Sync>() {}
+    assert_sync::<Queue>();
+    let d = tempfile::tempdir().unwrap();
+    let q = Queue::open_with(d.path(), opts(100)).unwrap();
+    let w = q.body_writer().unwrap();
+    assert_send(&w);
+    let fut = q.commit(w, env("a@example.org"), legs());
+    assert_send(&fut);
+}
