@@ -101,6 +101,26 @@ async fn list_and_show_offline_and_through_the_admin_api() {
     );
     // unknown id → exit 1
     assert_eq!(offline.last().unwrap().1, 1);
+    // filters
+    let count = |args: &[&str]| {
+        let mut a = vec!["queue", "list", "--json", "-c", &offline_cfg];
+        a.extend_from_slice(args);
+        let o = cutover(&a);
+        assert!(o.status.success(), "{a:?}");
+        serde_json::from_str::<Vec<MessageSummary>>(&stdout(&o))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(&["--target", "new"]), 2);
+    assert_eq!(count(&["--target", "nowhere"]), 0);
+    assert_eq!(count(&["--state", "queued", "--target", "old"]), 2);
+    assert_eq!(count(&["--state", "deferred"]), 0);
+    assert_eq!(count(&["--state", "held"]), 0);
+    assert!(
+        !cutover(&["queue", "list", "--state", "bogus", "-c", &offline_cfg])
+            .status
+            .success()
+    );
 
     // Now a "running gateway": the queue open in this process, the admin API on a port.
     let q = Queue::open(&state).unwrap();

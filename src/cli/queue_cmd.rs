@@ -21,6 +21,13 @@ pub enum QueueCmd {
     List {
         #[command(flatten)]
         config: ConfigArg,
+        /// Only messages with a leg in this state (queued, deferred, delivered, failed,
+        /// partial, held).
+        #[arg(long, value_name = "S", value_parser = ["queued", "deferred", "delivered", "failed", "partial", "held"])]
+        state: Option<String>,
+        /// Only messages with a leg for this target.
+        #[arg(long, value_name = "T")]
+        target: Option<String>,
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
@@ -57,7 +64,9 @@ pub fn run(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
 
 async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
     let (config, json) = match &cmd {
-        QueueCmd::List { config, json } | QueueCmd::Show { config, json, .. } => (config, *json),
+        QueueCmd::List { config, json, .. } | QueueCmd::Show { config, json, .. } => {
+            (config, *json)
+        }
     };
     let loaded = match super::load_config(&config.config)? {
         Ok(l) => l,
@@ -66,14 +75,19 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
     let cfg = loaded.config;
     let source = connect(cfg.admin.listen, &cfg.gateway.state_dir).await?;
     match cmd {
-        QueueCmd::List { .. } => {
-            let list: Vec<MessageSummary> = match &source {
+        QueueCmd::List { state, target, .. } => {
+            let mut list: Vec<MessageSummary> = match &source {
                 Source::Api(addr) => api_get(*addr, "/api/queue").await?.ok_or_else(|| {
                     anyhow!("admin API at {addr} answered 404 for /api/queue (not cutover?)")
                 })?,
                 Source::Store(q) => q.list()?,
                 Source::Empty => Vec::new(),
             };
+            list.retain(|m| {
+                m.legs
+                    .iter()
+                    .any(|l| leg_matches(l, state.as_deref(), target.as_deref()))
+            });
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -105,6 +119,16 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--state` / `--target` filter on one leg (both must hold when both are given).
+fn leg_matches(leg: &Leg, state: Option<&str>, target: Option<&str>) -> bool {
+    let state_ok = match state {
+        None => true,
+        Some("held") => leg.held,
+        Some(s) => leg.state.as_str() == s,
+    };
+    state_ok && target.is_none_or(|t| leg.target == t)
 }
 
 /// Ids are Crockford base32; anything else cannot match, so keep the path clean.
