@@ -10,7 +10,9 @@
 //! then one sled transaction writes the record, the inline body (small bodies) and the due
 //! entries; then group commit flushes; only then does `commit` return the id (→ `250`).
 //! Recovery removes temp files, spool files without a record, and index entries without a
-//! record.
+//! record. A commit future dropped half-way (session gone) leaves at worst an unacknowledged
+//! message (queued, like any MTA whose 250 was lost) or a spool file without a record (removed
+//! by the next recovery); never an acknowledged message missing.
 
 pub mod body;
 pub mod commit;
@@ -136,7 +138,10 @@ impl Queue {
     /// [`Queue::open`] with explicit tunables.
     pub fn open_with(state_dir: &Path, opts: QueueOptions) -> Result<Queue, QueueError> {
         let spool_dir = state_dir.join("spool");
-        std::fs::create_dir_all(&spool_dir)?;
+        if !spool_dir.is_dir() {
+            std::fs::create_dir_all(&spool_dir)?;
+            spool::sync_dir(state_dir)?;
+        }
         let store = store::Store::open(&state_dir.join("db"), opts.cache_capacity)?;
         let ids = id::IdGen::new();
         let recovery = recovery::recover(&store, &spool_dir, &ids)?;
