@@ -560,3 +560,43 @@ async fn json_acceptance_log() {
     assert!(f["legs"].as_str().unwrap().contains("old:1"));
     assert!(f["legs"].as_str().unwrap().contains("new:1"));
 }
+
+/// Garbage (random bytes with many CR/LF/NUL/dots, long runs, pipelined commands) must never take
+/// the server down or wedge it: afterwards a fresh session still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_input_is_survived() {
+    let g = Gateway::start(Opts::default());
+    let alphabet: &[u8] = b"\r\n\0.:<>@\" \tMAILFROMRCPTDATAEHLOSTARTTLSBDAT0123456789\xff\xc3";
+    let mut rng = fastrand::Rng::with_seed(7);
+    for round in 0..60 {
+        let mut c = Client::greeted(g.smtp).await;
+        if round % 2 == 0 {
+            c.cmd("EHLO fuzz").await;
+            c.cmd("MAIL FROM:<a@b.net>").await;
+            c.cmd("RCPT TO:<alice@example.com>").await;
+            c.cmd("DATA").await;
+        }
+        let len = rng.usize(1..20_000);
+        let junk: Vec<u8> = (0..len)
+            .map(|_| alphabet[rng.usize(..alphabet.len())])
+            .collect();
+        c.send_lossy(&junk).await;
+        // Whatever it answered, it must still answer (or close) promptly.
+        c.send_lossy(b"\r\n.\r\nQUIT\r\n").await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while c.read_reply().await.code != 0 {}
+        })
+        .await;
+    }
+    let mut c = Client::greeted(g.smtp).await;
+    c.cmd("EHLO after").await;
+    let r = send_message(
+        &mut c,
+        "a@b.net",
+        &["alice@example.com"],
+        b"Subject: ok\r\n\r\nx\r\n",
+    )
+    .await;
+    assert!(r.is(250, "2.0.0"), "{r:?}");
+    assert!(!g.log().contains("panicked"), "{}", g.log());
+}
