@@ -600,3 +600,26 @@ async fn garbage_input_is_survived() {
     assert!(r.is(250, "2.0.0"), "{r:?}");
     assert!(!g.log().contains("panicked"), "{}", g.log());
 }
+
+/// A storage failure while the body is written (here: the spool directory vanished under a large
+/// message) answers `451 4.3.0`; the session and the server carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_error_gives_451() {
+    let g = Gateway::start(Opts::default());
+    std::fs::remove_dir_all(g.state_dir().join("spool")).unwrap();
+    let mut c = Client::greeted(g.smtp).await;
+    c.cmd("EHLO c").await;
+    let big = "y".repeat(78) + "\r\n";
+    let body = format!("Subject: big\r\n\r\n{}", big.repeat(4000));
+    let r = send_message(&mut c, "a@b.net", &["alice@example.com"], body.as_bytes()).await;
+    assert!(r.is(451, "4.3.0"), "{r:?}");
+    assert_eq!(c.cmd("NOOP").await.code, 250);
+    let r = send_message(
+        &mut c,
+        "a@b.net",
+        &["alice@example.com"],
+        b"Subject: small\r\n\r\nx\r\n",
+    )
+    .await;
+    assert!(r.is(250, "2.0.0"), "{r:?}");
+}
