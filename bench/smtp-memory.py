@@ -110,6 +110,8 @@ address = "127.0.0.1:10026"
 default = ["a"]
 [admin]
 listen = "127.0.0.1:{ADMIN}"
+[bounce]
+via = "a"
 """)
     log = open(os.path.join(STATE, "serve.log"), "w")
     # The child gets the raised fd limit too.
@@ -123,7 +125,7 @@ listen = "127.0.0.1:{ADMIN}"
                 break
             except OSError:
                 if time.time() > deadline or p.poll() is not None:
-                    sys.exit("cutover did not start; see " + log.name)
+                    sys.exit("cutover did not start: " + open(log.name).read())
                 time.sleep(0.05)
         r0 = status(p.pid)
         code, _ = send(2048)
@@ -134,6 +136,8 @@ listen = "127.0.0.1:{ADMIN}"
         code, text = send(a.mib << 20)
         dt = time.time() - t0
         assert code == 250, text
+        spool = os.path.join(STATE, "state", "spool")
+        spooled = sum(os.path.getsize(os.path.join(spool, n)) for n in os.listdir(spool))
         time.sleep(0.3)
         r2 = status(p.pid)
         socks = []
@@ -150,7 +154,9 @@ listen = "127.0.0.1:{ADMIN}"
         print(f"| after one {a.mib} MiB message ({dt:.1f} s) | {r2['VmRSS']:.1f} | {r2['VmHWM']:.1f} |")
         print(f"| with {a.idle} idle connections (EHLO done) | {r3['VmRSS']:.1f} | {r3['VmHWM']:.1f} |")
         print()
+        print(f"{a.mib} MiB message answered: {text.decode().strip()}")
         print(f"{a.mib} MiB message: peak RSS +{r2['VmHWM'] - r1['VmHWM']:.1f} MiB (target < 16)")
+        print(f"spool holds {spooled / 1048576:.1f} MiB after the {a.mib} MiB message")
         print(f"{a.idle} idle connections: RSS {r3['VmRSS']:.1f} MiB (target <= 64)")
     finally:
         p.send_signal(signal.SIGTERM)
