@@ -3,3 +3,5 @@
 pub mod config;
 pub mod queue;
 pub mod routing;
+pub mod bounce;
+pub mod outbound;
