@@ -57,21 +57,35 @@ fn main() {
     let sizes = [1_000usize, 10_000, 50_000];
     let mut rows = Vec::new();
     println!("routing lookup, 100 patterns + N exact addresses (ns per lookup)");
-    println!("{:>8} {:>10} {:>10} {:>10} {:>10}", "N", "exact", "+ext", "domain", "miss");
+    println!(
+        "{:>8} {:>10} {:>10} {:>10} {:>10}",
+        "N", "exact", "+ext", "domain", "miss"
+    );
     for &n in &sizes {
         let (router, errors) = Router::new(&table(n));
         assert!(errors.is_empty());
-        let exact: Vec<String> = (0..1000).map(|i| format!("user{:05}@example.com", (i * 7919) % n)).collect();
-        let ext: Vec<String> = (0..1000).map(|i| format!("USER{:05}+tag@Example.com", (i * 104_729) % n)).collect();
-        let domain: Vec<String> = (0..1000).map(|i| format!("x{i}@dept{}.example.com", (i % 25) * 4)).collect();
-        let miss: Vec<String> = (0..1000).map(|i| format!("nobody{i}@example.com")).collect();
+        let exact: Vec<String> = (0..1000)
+            .map(|i| format!("user{:05}@example.com", (i * 7919) % n))
+            .collect();
+        let ext: Vec<String> = (0..1000)
+            .map(|i| format!("USER{:05}+tag@Example.com", (i * 104_729) % n))
+            .collect();
+        let domain: Vec<String> = (0..1000)
+            .map(|i| format!("x{i}@dept{}.example.com", (i % 25) * 4))
+            .collect();
+        let miss: Vec<String> = (0..1000)
+            .map(|i| format!("nobody{i}@example.com"))
+            .collect();
         let row = [
             measure(&router, &exact, now),
             measure(&router, &ext, now),
             measure(&router, &domain, now),
             measure(&router, &miss, now),
         ];
-        println!("{:>8} {:>10.0} {:>10.0} {:>10.0} {:>10.0}", n, row[0], row[1], row[2], row[3]);
+        println!(
+            "{:>8} {:>10.0} {:>10.0} {:>10.0} {:>10.0}",
+            n, row[0], row[1], row[2], row[3]
+        );
         rows.push(row);
     }
     let first = rows[0];

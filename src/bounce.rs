@@ -9,7 +9,9 @@ use std::time::SystemTime;
 pub enum DsnKind {
     Failure,
     /// Delay warning; the message keeps being retried until this instant.
-    Delay { will_retry_until: SystemTime },
+    Delay {
+        will_retry_until: SystemTime,
+    },
 }
 
 /// One recipient reported in a DSN.
@@ -54,7 +56,9 @@ pub fn status_of(reply: &str, default: &str) -> String {
         let parts: Vec<&str> = esc.split('.').collect();
         if parts.len() == 3
             && matches!(parts[0], "2" | "4" | "5")
-            && parts[1..].iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+            && parts[1..]
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
         {
             return esc.to_string();
         }
@@ -72,13 +76,20 @@ pub fn rfc5322_date(t: SystemTime) -> String {
     let fmt = time::macros::format_description!(
         "[weekday repr:short], [day padding:none] [month repr:short] [year] [hour]:[minute]:[second] +0000"
     );
-    odt.format(&fmt).unwrap_or_else(|_| "Thu, 1 Jan 1970 00:00:00 +0000".into())
+    odt.format(&fmt)
+        .unwrap_or_else(|_| "Thu, 1 Jan 1970 00:00:00 +0000".into())
 }
 
 /// Keep only printable ASCII on one line (header/field values), bounded in length.
 fn field(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                ' '
+            }
+        })
         .take(900)
         .collect::<String>()
         .trim()
@@ -104,11 +115,17 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         m.push_str(v);
         m.push_str("\r\n");
     };
-    h("From", &format!("Mail Delivery System <MAILER-DAEMON@{host}>"));
+    h(
+        "From",
+        &format!("Mail Delivery System <MAILER-DAEMON@{host}>"),
+    );
     h("To", &format!("<{}>", field(input.sender)));
     h("Subject", subject);
     h("Date", &rfc5322_date(input.now));
-    h("Message-ID", &format!("<{}.{}.dsn@{host}>", field(input.queue_id), unix(input.now)));
+    h(
+        "Message-ID",
+        &format!("<{}.{}.dsn@{host}>", field(input.queue_id), unix(input.now)),
+    );
     h("Auto-Submitted", "auto-replied");
     h("MIME-Version", "1.0");
     h(
@@ -139,7 +156,10 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
             "<{}>: via {}{}: {}\r\n",
             field(&r.original),
             field(&r.target),
-            r.remote_mta.as_deref().map(|x| format!(" ({})", field(x))).unwrap_or_default(),
+            r.remote_mta
+                .as_deref()
+                .map(|x| format!(" ({})", field(x)))
+                .unwrap_or_default(),
             field(&r.diagnostic)
         ));
     }
@@ -150,21 +170,43 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         "--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"
     ));
     m.push_str(&format!("Reporting-MTA: dns; {host}\r\n"));
-    m.push_str(&format!("X-Cutover-Queue-ID: {}\r\n", field(input.queue_id)));
-    m.push_str(&format!("Arrival-Date: {}\r\n", rfc5322_date(input.arrival)));
+    m.push_str(&format!(
+        "X-Cutover-Queue-ID: {}\r\n",
+        field(input.queue_id)
+    ));
+    m.push_str(&format!(
+        "Arrival-Date: {}\r\n",
+        rfc5322_date(input.arrival)
+    ));
     for r in input.recipients {
         m.push_str("\r\n");
-        m.push_str(&format!("Final-Recipient: rfc822; {}\r\n", field(&r.final_rcpt)));
+        m.push_str(&format!(
+            "Final-Recipient: rfc822; {}\r\n",
+            field(&r.final_rcpt)
+        ));
         if r.final_rcpt != r.original {
-            m.push_str(&format!("Original-Recipient: rfc822; {}\r\n", field(&r.original)));
+            m.push_str(&format!(
+                "Original-Recipient: rfc822; {}\r\n",
+                field(&r.original)
+            ));
         }
         m.push_str(&format!("Action: {action}\r\n"));
-        m.push_str(&format!("Status: {}\r\n", status_of(&r.diagnostic, status_default)));
+        m.push_str(&format!(
+            "Status: {}\r\n",
+            status_of(&r.diagnostic, status_default)
+        ));
         if let Some(mta) = &r.remote_mta {
             let host_only = mta.rsplit_once(':').map(|(h, _)| h).unwrap_or(mta);
-            m.push_str(&format!("Remote-MTA: dns; {}\r\n", field(host_only.trim_matches(['[', ']']))));
+            m.push_str(&format!(
+                "Remote-MTA: dns; {}\r\n",
+                field(host_only.trim_matches(['[', ']']))
+            ));
         }
-        let is_smtp = r.diagnostic.as_bytes().first().is_some_and(|b| b.is_ascii_digit());
+        let is_smtp = r
+            .diagnostic
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_digit());
         m.push_str(&format!(
             "Diagnostic-Code: {}; {}\r\n",
             if is_smtp { "smtp" } else { "x-cutover" },
@@ -174,7 +216,10 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
             m.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc5322_date(t)));
         }
         if let DsnKind::Delay { will_retry_until } = input.kind {
-            m.push_str(&format!("Will-Retry-Until: {}\r\n", rfc5322_date(will_retry_until)));
+            m.push_str(&format!(
+                "Will-Retry-Until: {}\r\n",
+                rfc5322_date(will_retry_until)
+            ));
         }
     }
     m.push_str("\r\n");
@@ -193,7 +238,9 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
 }
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The header block of a message: everything before the first empty line.
@@ -267,7 +314,11 @@ mod tests {
 
     #[test]
     fn never_bounces_a_bounce() {
-        let rs = [rcpt("bob@example.com", "bob@example.com", "550 5.1.1 unknown")];
+        let rs = [rcpt(
+            "bob@example.com",
+            "bob@example.com",
+            "550 5.1.1 unknown",
+        )];
         assert!(build(&input(DsnKind::Failure, "", &rs)).is_none());
         assert!(build(&input(DsnKind::Failure, "a@example.org", &[])).is_none());
     }
@@ -275,24 +326,40 @@ mod tests {
     #[test]
     fn failure_dsn_is_rfc3464() {
         let rs = [
-            rcpt("bob@example.com", "bob@example-com.mail.onmicrosoft.com", "550 5.1.1 <bob@example-com.mail.onmicrosoft.com>: user unknown"),
-            rcpt("carol@example.com", "carol@example.com", "554 no valid recipients"),
+            rcpt(
+                "bob@example.com",
+                "bob@example-com.mail.onmicrosoft.com",
+                "550 5.1.1 <bob@example-com.mail.onmicrosoft.com>: user unknown",
+            ),
+            rcpt(
+                "carol@example.com",
+                "carol@example.com",
+                "554 no valid recipients",
+            ),
         ];
         let msg = build(&input(DsnKind::Failure, "alice@example.org", &rs)).unwrap();
         let text = String::from_utf8(msg.clone()).unwrap();
-        assert!(!text.contains("\n\n") && !text.replace("\r\n", "").contains('\n'), "CRLF only");
+        assert!(
+            !text.contains("\n\n") && !text.replace("\r\n", "").contains('\n'),
+            "CRLF only"
+        );
         let parsed = mail_parser::MessageParser::default().parse(&msg).unwrap();
         let ct = parsed.content_type().unwrap();
         assert_eq!(ct.ctype(), "multipart");
         assert_eq!(ct.subtype(), Some("report"));
         assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
         assert_eq!(parsed.parts.len(), 4, "root + 3 parts");
-        assert_eq!(parsed.subject(), Some("Undelivered Mail Returned to Sender"));
+        assert_eq!(
+            parsed.subject(),
+            Some("Undelivered Mail Returned to Sender")
+        );
         assert!(text.contains("To: <alice@example.org>\r\n"));
         assert!(text.contains("Auto-Submitted: auto-replied\r\n"));
         assert!(text.contains("Reporting-MTA: dns; mx1.example.com\r\n"));
         assert!(text.contains("Final-Recipient: rfc822; bob@example-com.mail.onmicrosoft.com\r\nOriginal-Recipient: rfc822; bob@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; new-mx.example.net\r\nDiagnostic-Code: smtp; 550 5.1.1"));
-        assert!(text.contains("Final-Recipient: rfc822; carol@example.com\r\nAction: failed\r\nStatus: 5.0.0\r\n"));
+        assert!(text.contains(
+            "Final-Recipient: rfc822; carol@example.com\r\nAction: failed\r\nStatus: 5.0.0\r\n"
+        ));
         assert!(text.contains("Content-Type: text/rfc822-headers\r\n\r\nFrom: alice@example.org\r\nSubject: hi\r\nMessage-ID: <m1@example.org>\r\n"));
         assert!(!text.contains("body text"), "only the headers are returned");
         assert!(text.ends_with("--\r\n"));
@@ -300,9 +367,20 @@ mod tests {
 
     #[test]
     fn delay_dsn() {
-        let rs = [rcpt("bob@example.com", "bob@example.com", "451 4.3.0 try again")];
+        let rs = [rcpt(
+            "bob@example.com",
+            "bob@example.com",
+            "451 4.3.0 try again",
+        )];
         let until = t(1_790_400_000);
-        let msg = build(&input(DsnKind::Delay { will_retry_until: until }, "alice@example.org", &rs)).unwrap();
+        let msg = build(&input(
+            DsnKind::Delay {
+                will_retry_until: until,
+            },
+            "alice@example.org",
+            &rs,
+        ))
+        .unwrap();
         let text = String::from_utf8(msg).unwrap();
         assert!(text.contains("Subject: Delayed Mail (still being retried)"));
         assert!(text.contains("Action: delayed\r\nStatus: 4.3.0\r\n"));
@@ -312,8 +390,14 @@ mod tests {
 
     #[test]
     fn hostile_values_cannot_inject_headers() {
-        let rs = [rcpt("bob@example.com\r\nBcc: evil@x", "bob@example.com", "550 5.1.1 bad\r\nX-Evil: 1")];
-        let text = String::from_utf8(build(&input(DsnKind::Failure, "a@b.org\r\nBcc: x@y", &rs)).unwrap()).unwrap();
+        let rs = [rcpt(
+            "bob@example.com\r\nBcc: evil@x",
+            "bob@example.com",
+            "550 5.1.1 bad\r\nX-Evil: 1",
+        )];
+        let text =
+            String::from_utf8(build(&input(DsnKind::Failure, "a@b.org\r\nBcc: x@y", &rs)).unwrap())
+                .unwrap();
         assert!(!text.contains("\r\nBcc:"));
         assert!(!text.contains("\r\nX-Evil:"));
     }
@@ -321,12 +405,18 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(rfc5322_date(t(0)), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(t(1_790_000_000)), "Mon, 21 Sep 2026 14:13:20 +0000");
+        assert_eq!(
+            rfc5322_date(t(1_790_000_000)),
+            "Mon, 21 Sep 2026 14:13:20 +0000"
+        );
     }
 
     #[test]
     fn header_block_stops_at_blank_line() {
-        assert_eq!(header_block(b"A: 1\r\nB: 2\r\n\r\nbody"), b"A: 1\r\nB: 2\r\n");
+        assert_eq!(
+            header_block(b"A: 1\r\nB: 2\r\n\r\nbody"),
+            b"A: 1\r\nB: 2\r\n"
+        );
         assert_eq!(header_block(b"A: 1\nB: 2\n\nbody"), b"A: 1\nB: 2\n");
         assert_eq!(header_block(b"A: 1\r\n"), b"A: 1\r\n");
     }

@@ -1,7 +1,7 @@
 //! cutover: a mail-migration gateway.
 
+pub mod bounce;
 pub mod config;
+pub mod outbound;
 pub mod queue;
 pub mod routing;
-pub mod bounce;
-pub mod outbound;

@@ -28,7 +28,11 @@ fn unit_has_the_required_settings() {
 
 #[test]
 fn systemd_analyze_verify_accepts_it() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("systemd-analyze not installed: skipping verify");
         return;
     }
@@ -47,6 +51,9 @@ fn systemd_analyze_verify_accepts_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Lines about our unit are what matter; a container without a running systemd may print
     // unrelated complaints about other units.
-    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("cutover.service")).collect();
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("cutover.service"))
+        .collect();
     assert!(ours.is_empty(), "systemd-analyze verify:\n{stderr}");
 }

@@ -2,6 +2,9 @@
 //! resolution (static address or MX via hickory), TLS/AUTH policy and reply classification.
 //! Never decides routes: legs arrive from the queue already routed.
 
+pub mod client;
 pub mod mx;
 pub mod reply;
+pub mod resolve;
 pub mod retry;
+pub mod tls;

@@ -14,7 +14,12 @@ pub enum MxPlan {
 
 /// Order MX records `(preference, exchange)`; `shuffle(n)` returns an index in `0..n`.
 /// `name_exists` tells whether the domain exists when there are no MX records.
-pub fn plan(domain: &str, records: &[(u16, String)], name_exists: bool, mut shuffle: impl FnMut(usize) -> usize) -> Option<MxPlan> {
+pub fn plan(
+    domain: &str,
+    records: &[(u16, String)],
+    name_exists: bool,
+    mut shuffle: impl FnMut(usize) -> usize,
+) -> Option<MxPlan> {
     let mut recs: Vec<(u16, String)> = records
         .iter()
         .map(|(p, h)| (*p, h.trim_end_matches('.').to_ascii_lowercase()))
@@ -24,7 +29,8 @@ pub fn plan(domain: &str, records: &[(u16, String)], name_exists: bool, mut shuf
     }
     recs.retain(|(_, h)| !h.is_empty());
     if recs.is_empty() {
-        return name_exists.then(|| MxPlan::Implicit(domain.trim_end_matches('.').to_ascii_lowercase()));
+        return name_exists
+            .then(|| MxPlan::Implicit(domain.trim_end_matches('.').to_ascii_lowercase()));
     }
     recs.sort_by_key(|(p, _)| *p);
     // Fisher–Yates within each group of equal preference.
@@ -59,14 +65,31 @@ mod tests {
 
     #[test]
     fn preference_order() {
-        let p = plan("example.com", &[r(20, "b.example.com."), r(10, "A.example.com.")], true, |_| 0);
-        assert_eq!(p, Some(MxPlan::Hosts(vec!["a.example.com".into(), "b.example.com".into()])));
+        let p = plan(
+            "example.com",
+            &[r(20, "b.example.com."), r(10, "A.example.com.")],
+            true,
+            |_| 0,
+        );
+        assert_eq!(
+            p,
+            Some(MxPlan::Hosts(vec![
+                "a.example.com".into(),
+                "b.example.com".into()
+            ]))
+        );
     }
 
     #[test]
     fn null_mx_and_implicit() {
-        assert_eq!(plan("example.com", &[r(0, ".")], true, |_| 0), Some(MxPlan::NullMx));
-        assert_eq!(plan("example.com.", &[], true, |_| 0), Some(MxPlan::Implicit("example.com".into())));
+        assert_eq!(
+            plan("example.com", &[r(0, ".")], true, |_| 0),
+            Some(MxPlan::NullMx)
+        );
+        assert_eq!(
+            plan("example.com.", &[], true, |_| 0),
+            Some(MxPlan::Implicit("example.com".into()))
+        );
         assert_eq!(plan("nx.example", &[], false, |_| 0), None);
     }
 
@@ -77,7 +100,10 @@ mod tests {
         for seed in 0..50usize {
             let mut s = seed;
             let Some(MxPlan::Hosts(h)) = plan("d", &recs, true, |n| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 3;
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407)
+                    >> 3;
                 s % n
             }) else {
                 panic!()

@@ -27,17 +27,23 @@ impl Outcome {
 
     /// A local or network failure (connection refused, timeout, TLS): always temporary.
     pub fn local(reason: &str) -> Outcome {
-        Outcome::Deferred { reply: one_line(reason) }
+        Outcome::Deferred {
+            reply: one_line(reason),
+        }
     }
 
     /// A local permanent failure (null MX, TLS required but not offered is NOT one of these).
     pub fn local_permanent(reason: &str) -> Outcome {
-        Outcome::Failed { reply: one_line(reason) }
+        Outcome::Failed {
+            reply: one_line(reason),
+        }
     }
 
     pub fn reply(&self) -> &str {
         match self {
-            Outcome::Delivered { reply } | Outcome::Deferred { reply } | Outcome::Failed { reply } => reply,
+            Outcome::Delivered { reply }
+            | Outcome::Deferred { reply }
+            | Outcome::Failed { reply } => reply,
         }
     }
 
@@ -58,7 +64,11 @@ pub fn one_line(s: &str) -> String {
         if !out.is_empty() {
             out.push_str(" / ");
         }
-        out.extend(part.trim().chars().map(|c| if c.is_control() { ' ' } else { c }));
+        out.extend(
+            part.trim()
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c }),
+        );
     }
     out.chars().take(512).collect()
 }
@@ -69,19 +79,46 @@ mod tests {
 
     #[test]
     fn classes() {
-        assert!(matches!(Outcome::from_reply(250, "2.0.0 Ok"), Outcome::Delivered { .. }));
-        assert!(matches!(Outcome::from_reply(451, "4.3.0 try later"), Outcome::Deferred { .. }));
-        assert!(matches!(Outcome::from_reply(452, "4.5.3 too many"), Outcome::Deferred { .. }));
-        assert!(matches!(Outcome::from_reply(550, "5.1.1 unknown"), Outcome::Failed { .. }));
-        assert!(matches!(Outcome::from_reply(354, "go ahead"), Outcome::Deferred { .. }));
-        assert!(matches!(Outcome::local("connection refused"), Outcome::Deferred { .. }));
-        assert_eq!(Outcome::from_reply(550, "5.1.1 unknown").reply(), "550 5.1.1 unknown");
-        assert_eq!(Outcome::from_reply(550, "5.1.1 unknown").status_word(), "bounced");
+        assert!(matches!(
+            Outcome::from_reply(250, "2.0.0 Ok"),
+            Outcome::Delivered { .. }
+        ));
+        assert!(matches!(
+            Outcome::from_reply(451, "4.3.0 try later"),
+            Outcome::Deferred { .. }
+        ));
+        assert!(matches!(
+            Outcome::from_reply(452, "4.5.3 too many"),
+            Outcome::Deferred { .. }
+        ));
+        assert!(matches!(
+            Outcome::from_reply(550, "5.1.1 unknown"),
+            Outcome::Failed { .. }
+        ));
+        assert!(matches!(
+            Outcome::from_reply(354, "go ahead"),
+            Outcome::Deferred { .. }
+        ));
+        assert!(matches!(
+            Outcome::local("connection refused"),
+            Outcome::Deferred { .. }
+        ));
+        assert_eq!(
+            Outcome::from_reply(550, "5.1.1 unknown").reply(),
+            "550 5.1.1 unknown"
+        );
+        assert_eq!(
+            Outcome::from_reply(550, "5.1.1 unknown").status_word(),
+            "bounced"
+        );
     }
 
     #[test]
     fn folds_multiline() {
-        assert_eq!(one_line("550-5.7.1 first\r\n550 5.7.1 second\r\n"), "550-5.7.1 first / 550 5.7.1 second");
+        assert_eq!(
+            one_line("550-5.7.1 first\r\n550 5.7.1 second\r\n"),
+            "550-5.7.1 first / 550 5.7.1 second"
+        );
         assert_eq!(one_line("a\u{0}b"), "a b");
         assert_eq!(one_line(&"x".repeat(2000)).len(), 512);
     }

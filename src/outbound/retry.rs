@@ -21,8 +21,15 @@ pub fn expired(created: SystemTime, now: SystemTime, max_age: Duration) -> bool 
 }
 
 /// Is a delay warning due (once per leg, `warning = 0` disables)?
-pub fn delay_warning_due(created: SystemTime, now: SystemTime, warning: Duration, already_sent: bool) -> bool {
-    !already_sent && !warning.is_zero() && now.duration_since(created).is_ok_and(|age| age >= warning)
+pub fn delay_warning_due(
+    created: SystemTime,
+    now: SystemTime,
+    warning: Duration,
+    already_sent: bool,
+) -> bool {
+    !already_sent
+        && !warning.is_zero()
+        && now.duration_since(created).is_ok_and(|age| age >= warning)
 }
 
 #[cfg(test)]
@@ -31,7 +38,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn sched() -> Vec<Duration> {
-        [60, 300, 900].iter().map(|s| Duration::from_secs(*s)).collect()
+        [60, 300, 900]
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect()
     }
 
     #[test]
@@ -51,10 +61,19 @@ mod tests {
         let h = Duration::from_secs(3600);
         assert!(!expired(t0, t0 + h, 2 * h));
         assert!(expired(t0, t0 + 2 * h, 2 * h));
-        assert!(!expired(t0, t0 - h, 2 * h), "clock going backwards never expires");
+        assert!(
+            !expired(t0, t0 - h, 2 * h),
+            "clock going backwards never expires"
+        );
         assert!(delay_warning_due(t0, t0 + 4 * h, 4 * h, false));
-        assert!(!delay_warning_due(t0, t0 + 4 * h, 4 * h, true), "once per leg");
-        assert!(!delay_warning_due(t0, t0 + 400 * h, Duration::ZERO, false), "0 = off");
+        assert!(
+            !delay_warning_due(t0, t0 + 4 * h, 4 * h, true),
+            "once per leg"
+        );
+        assert!(
+            !delay_warning_due(t0, t0 + 400 * h, Duration::ZERO, false),
+            "0 = off"
+        );
     }
 
     proptest! {
