@@ -2,6 +2,7 @@
 
 pub mod bounce;
 pub mod config;
+pub mod demo;
 pub mod outbound;
 pub mod queue;
 pub mod routing;
