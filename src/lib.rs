@@ -1,5 +1,6 @@
 //! cutover: a mail-migration gateway.
 
+pub mod admin;
 pub mod bounce;
 pub mod config;
 pub mod demo;

@@ -1,11 +1,319 @@
-//! `cutover queue ...` (owned by the intake work; not available yet).
+//! `cutover queue list|show`: inspect the queue of a running gateway through its admin API
+//! (`admin.listen`), or of a stopped one by opening the store directly. Both paths yield the
+//! same structs and go through the same rendering, so the output is identical. Never writes
+//! to the queue beyond what opening it does (recovery).
 
+use super::ConfigArg;
+use anyhow::{Context, anyhow, bail};
 use clap::Subcommand;
+use cutover::queue::model::{Leg, Message, MessageSummary, RcptState};
+use cutover::queue::{Queue, QueueError};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Subcommand, Debug)]
-pub enum QueueCmd {}
+pub enum QueueCmd {
+    /// List queued messages (like `postqueue -p`), with their legs.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message: envelope, size, legs with recipients, the first 20 header lines.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Queue id (case-insensitive).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where the answer came from (for errors only: the output is the same).
+enum Source {
+    Api(SocketAddr),
+    Store(Queue),
+    Empty,
+}
 
 pub fn run(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
-    match cmd {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(cmd))
+}
+
+async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
+    let (config, json) = match &cmd {
+        QueueCmd::List { config, json } | QueueCmd::Show { config, json, .. } => (config, *json),
+    };
+    let loaded = match super::load_config(&config.config)? {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
+    };
+    let cfg = loaded.config;
+    let source = connect(cfg.admin.listen, &cfg.gateway.state_dir).await?;
+    match cmd {
+        QueueCmd::List { .. } => {
+            let list: Vec<MessageSummary> = match &source {
+                Source::Api(addr) => api_get(*addr, "/api/queue").await?.ok_or_else(|| {
+                    anyhow!("admin API at {addr} answered 404 for /api/queue (not cutover?)")
+                })?,
+                Source::Store(q) => q.list()?,
+                Source::Empty => Vec::new(),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", render_list(&list));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCmd::Show { id, .. } => {
+            let msg: Option<Message> = match &source {
+                Source::Api(addr) => {
+                    api_get(*addr, &format!("/api/queue/{}", path_safe(&id))).await?
+                }
+                Source::Store(q) => match q.get(&id) {
+                    Ok(m) => Some(m),
+                    Err(QueueError::NotFound(_)) => None,
+                    Err(e) => return Err(e.into()),
+                },
+                Source::Empty => None,
+            };
+            let Some(msg) = msg else {
+                eprintln!("cutover: no such message in the queue: {id}");
+                return Ok(ExitCode::from(1));
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&msg)?);
+            } else {
+                print!("{}", render_show(&msg));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Ids are Crockford base32; anything else cannot match, so keep the path clean.
+fn path_safe(id: &str) -> String {
+    id.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+}
+
+/// The admin API if something listens on `admin.listen`, else the store (stopped gateway).
+async fn connect(admin: SocketAddr, state_dir: &Path) -> anyhow::Result<Source> {
+    let addr = loopback_for(admin);
+    let probe = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await;
+    if let Ok(Ok(_open)) = probe {
+        return Ok(Source::Api(addr));
+    }
+    if !state_dir.join("db").exists() {
+        return Ok(Source::Empty);
+    }
+    match Queue::open(state_dir) {
+        Ok(q) => Ok(Source::Store(q)),
+        Err(QueueError::Locked(_)) => bail!(
+            "the queue in {} is in use by another process (a running `cutover serve`?), \
+             but nothing answers on admin.listen = {admin}; check [admin] listen in the config",
+            state_dir.display()
+        ),
+        Err(e) => Err(anyhow!(e).context(format!("opening the queue in {}", state_dir.display()))),
+    }
+}
+
+/// An unspecified listen address (0.0.0.0 / ::) is reached through loopback.
+fn loopback_for(a: SocketAddr) -> SocketAddr {
+    let ip = match a.ip() {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    SocketAddr::new(ip, a.port())
+}
+
+/// `GET path` over HTTP/1.0 (the server closes after the response, no chunking). `Ok(None)`
+/// on 404; JSON body decoded on 200.
+async fn api_get<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<Option<T>> {
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let req =
+            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| anyhow!("admin API at {addr} did not answer within {REQUEST_TIMEOUT:?}"))?
+        .with_context(|| format!("talking to the admin API at {addr}"))?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("admin API at {addr}: malformed HTTP response"))?;
+    let head = String::from_utf8_lossy(&buf[..split]);
+    let body = &buf[split + 4..];
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("admin API at {addr}: malformed status line"))?;
+    match status {
+        200 => Ok(Some(serde_json::from_slice(body).with_context(|| {
+            format!("admin API at {addr}: unexpected response to {path}")
+        })?)),
+        404 => Ok(None),
+        s => bail!(
+            "admin API at {addr} answered {s} for {path}: {}",
+            String::from_utf8_lossy(body).trim()
+        ),
+    }
+}
+
+fn fmt_time(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    t.format(&fmt).unwrap_or_else(|_| "?".into())
+}
+
+fn sender(s: &str) -> String {
+    if s.is_empty() {
+        "<>".into()
+    } else {
+        s.to_string()
+    }
+}
+
+fn rcpt_state(s: &RcptState) -> String {
+    match s {
+        RcptState::Queued => "queued".into(),
+        RcptState::Deferred { next, attempts, .. } => {
+            format!("deferred (attempt {attempts}, next {})", fmt_time(*next))
+        }
+        RcptState::Delivered { .. } => "delivered".into(),
+        RcptState::Failed { .. } => "failed".into(),
+    }
+}
+
+fn render_leg(out: &mut String, leg: &Leg, indent: &str) {
+    let _ = writeln!(
+        out,
+        "{indent}{} {}{}",
+        leg.target,
+        leg.state.as_str(),
+        if leg.held { " (held)" } else { "" }
+    );
+    for r in &leg.recipients {
+        let _ = write!(out, "{indent}    {}  {}", r.address, rcpt_state(&r.state));
+        if let Some(reply) = r.state.last_reply() {
+            let _ = write!(out, "  ({reply})");
+        }
+        out.push('\n');
+    }
+}
+
+/// `postqueue -p`-like table.
+pub fn render_list(list: &[MessageSummary]) -> String {
+    let mut out = String::new();
+    if list.is_empty() {
+        out.push_str("Mail queue is empty\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<14} {:>10} {:<20} Sender / legs",
+        "-Queue ID-", "-Size-", "-Arrival Time-"
+    );
+    let mut total = 0u64;
+    for m in list {
+        total += m.size;
+        let _ = writeln!(
+            out,
+            "{:<14} {:>10} {:<20} {}{}",
+            m.id,
+            m.size,
+            fmt_time(m.received_at),
+            sender(&m.mail_from),
+            if m.body_missing {
+                "  [BODY MISSING]"
+            } else {
+                ""
+            }
+        );
+        for leg in &m.legs {
+            render_leg(&mut out, leg, "    ");
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "-- {} KiB in {} message{}.",
+        total.div_ceil(1024),
+        list.len(),
+        if list.len() == 1 { "" } else { "s" }
+    );
+    out
+}
+
+/// `queue show ID`.
+pub fn render_show(m: &Message) -> String {
+    let r = &m.record;
+    let e = &r.envelope;
+    let mut out = String::new();
+    let _ = writeln!(out, "id:       {}", r.id);
+    let _ = writeln!(out, "arrival:  {}", fmt_time(e.received_at));
+    let _ = writeln!(out, "size:     {} bytes", r.size);
+    let _ = writeln!(out, "sender:   {}", sender(&e.mail_from));
+    let _ = writeln!(out, "client:   {} [{}]", e.helo, e.client_addr);
+    let mut opts = Vec::new();
+    if e.smtputf8 {
+        opts.push("SMTPUTF8");
+    }
+    if e.body_8bit {
+        opts.push("BODY=8BITMIME");
+    }
+    if !opts.is_empty() {
+        let _ = writeln!(out, "options:  {}", opts.join(" "));
+    }
+    let body = match &r.body {
+        cutover::queue::model::BodyLocation::Inline => "inline".to_string(),
+        cutover::queue::model::BodyLocation::Spool { file } => format!("spool file {file}"),
+    };
+    let _ = writeln!(
+        out,
+        "body:     {body}{}",
+        if r.body_missing { " [MISSING]" } else { "" }
+    );
+    let _ = writeln!(out, "legs:");
+    for leg in &r.legs {
+        render_leg(&mut out, leg, "  ");
+        let _ = write!(out, "      attempts {}", leg.attempts);
+        if let Some(n) = leg.next_attempt {
+            let _ = write!(out, ", next attempt {}", fmt_time(n));
+        }
+        let _ = writeln!(out, ", created {}", fmt_time(leg.created));
+        for rc in &leg.recipients {
+            let _ = writeln!(out, "      rule for {}: {}", rc.address, rc.rule);
+        }
+    }
+    let _ = writeln!(out, "headers:");
+    for h in &m.headers {
+        let _ = writeln!(out, "  {h}");
+    }
+    out
 }
