@@ -118,7 +118,9 @@ fn encoding() {
         std::hint::black_box(MessageRecord::decode(&encoded).unwrap());
     }
     let dec = t.elapsed() / n;
-    println!("record encoding (JSON, 2 legs, 3 recipients): {bytes} bytes, encode {enc:?}, decode {dec:?}");
+    println!(
+        "record encoding (JSON, 2 legs, 3 recipients): {bytes} bytes, encode {enc:?}, decode {dec:?}"
+    );
 }
 
 fn main() {

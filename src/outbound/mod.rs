@@ -7,4 +7,5 @@ pub mod mx;
 pub mod reply;
 pub mod resolve;
 pub mod retry;
+pub mod scheduler;
 pub mod tls;

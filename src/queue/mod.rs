@@ -13,6 +13,7 @@
 //! record.
 
 pub mod commit;
+mod delivery;
 pub mod disk;
 pub mod id;
 pub mod model;
@@ -125,6 +126,8 @@ struct Inner {
     group: commit::GroupCommit,
     opts: QueueOptions,
     recovery: RecoveryReport,
+    /// Signalled when due entries may have been added (new message, operator action).
+    due_notify: tokio::sync::Notify,
 }
 
 /// Open handle to the queue (cheap to clone).
@@ -183,6 +186,7 @@ impl Queue {
                 group: commit::GroupCommit::new(),
                 opts,
                 recovery,
+                due_notify: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -275,6 +279,7 @@ impl Queue {
             return Err(e);
         }
         tracing::debug!(size = len, "queued");
+        self.inner.due_notify.notify_one();
         Ok(QueueId(id))
     }
 

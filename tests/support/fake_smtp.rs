@@ -37,7 +37,11 @@ pub struct FakeSmtp {
 
 impl FakeSmtp {
     pub async fn start(script: Script) -> FakeSmtp {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0", script).await
+    }
+
+    pub async fn start_on(addr: &str, script: Script) -> FakeSmtp {
+        let l = TcpListener::bind(addr).await.unwrap();
         let addr = l.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(Mutex::new(0));
