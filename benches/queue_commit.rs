@@ -4,7 +4,7 @@
 //!
 //!     cargo bench --bench queue_commit
 //!
-//! The state dir is created under `$CUTOVER_BENCH_DIR` (default: `target/bench-queue`), which
+//! `CUTOVER_BENCH_SIZES=262144,1048576` picks other body sizes. The state dir is created under `$CUTOVER_BENCH_DIR` (default: `target/bench-queue`), which
 //! must be on a real disk (not tmpfs) for the fsync costs to mean anything.
 
 use cutover::queue::model::{BodyLocation, Leg, MessageRecord};
@@ -123,6 +123,43 @@ fn encoding() {
     );
 }
 
+/// Peak RSS (VmHWM) of this process in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Peak RSS added by streaming one 50 MiB body through a body writer into the spool.
+async fn big_message(dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    let q = Queue::open(dir).unwrap();
+    let chunk: Vec<u8> = (0..64 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let before = peak_rss_kib();
+    let t = Instant::now();
+    let mut w = q.body_writer().unwrap();
+    for _ in 0..(50 * 16) {
+        w.write(&chunk).await.unwrap();
+    }
+    let id = q.commit(w, envelope(), legs()).await.unwrap();
+    let after = peak_rss_kib();
+    println!(
+        "50 MiB body streamed to the spool in {:?}: peak RSS {} KiB -> {} KiB (+{} KiB), id {id}",
+        t.elapsed(),
+        before,
+        after,
+        after.saturating_sub(before)
+    );
+    q.close().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn main() {
     let base = std::env::var_os("CUTOVER_BENCH_DIR")
         .map(std::path::PathBuf::from)
@@ -134,11 +171,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    rt.block_on(big_message(&base.join("big")));
     println!(
         "{:>5} {:>7} {:>6} {:>8} {:>9} {:>9} {:>9} {:>8}",
         "conc", "size", "body", "msgs", "msgs/s", "p50 ms", "p99 ms", "flushes"
     );
-    for &size in &[2 * 1024, 32 * 1024, 100 * 1024] {
+    // Body sizes in bytes: `CUTOVER_BENCH_SIZES=2048,262144` overrides the default set.
+    let sizes: Vec<usize> = std::env::var("CUTOVER_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![2 * 1024, 32 * 1024, 100 * 1024]);
+    for &size in &sizes {
         for &spool in &[false, true] {
             for &conc in &[1, 10, 50] {
                 let dir = base.join(format!("c{conc}-s{size}-{spool}"));

@@ -64,6 +64,10 @@ async fn list_and_show_offline_and_through_the_admin_api() {
     };
 
     let offline = run_all(&offline_cfg, &ids);
+    eprintln!(
+        "--- queue list\n{}--- queue show\n{}",
+        offline[0].0, offline[2].0
+    );
     // list --json
     let list: Vec<MessageSummary> = serde_json::from_str(&offline[1].0).unwrap();
     assert_eq!(list.len(), 2);
@@ -92,11 +96,31 @@ async fn list_and_show_offline_and_through_the_admin_api() {
     let show = &offline[2].0;
     assert!(show.contains("Subject: message 1"), "{show}");
     assert!(
-        show.contains("rule for carol@example.com: default"),
+        show.contains("carol@example.com  queued  [rule default]"),
         "{show}"
     );
     // unknown id → exit 1
     assert_eq!(offline.last().unwrap().1, 1);
+    // filters
+    let count = |args: &[&str]| {
+        let mut a = vec!["queue", "list", "--json", "-c", &offline_cfg];
+        a.extend_from_slice(args);
+        let o = cutover(&a);
+        assert!(o.status.success(), "{a:?}");
+        serde_json::from_str::<Vec<MessageSummary>>(&stdout(&o))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(&["--target", "new"]), 2);
+    assert_eq!(count(&["--target", "nowhere"]), 0);
+    assert_eq!(count(&["--state", "queued", "--target", "old"]), 2);
+    assert_eq!(count(&["--state", "deferred"]), 0);
+    assert_eq!(count(&["--state", "held"]), 0);
+    assert!(
+        !cutover(&["queue", "list", "--state", "bogus", "-c", &offline_cfg])
+            .status
+            .success()
+    );
 
     // Now a "running gateway": the queue open in this process, the admin API on a port.
     let q = Queue::open(&state).unwrap();

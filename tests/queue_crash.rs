@@ -169,5 +169,4 @@ fn acknowledged_messages_survive_kill_9() {
         );
         q.close().unwrap();
     }
-    assert!(started.elapsed() < Duration::from_secs(30));
 }

@@ -21,6 +21,13 @@ pub enum QueueCmd {
     List {
         #[command(flatten)]
         config: ConfigArg,
+        /// Only messages with a leg in this state (queued, deferred, delivered, failed,
+        /// partial, held).
+        #[arg(long, value_name = "S", value_parser = ["queued", "deferred", "delivered", "failed", "partial", "held"])]
+        state: Option<String>,
+        /// Only messages with a leg for this target.
+        #[arg(long, value_name = "T")]
+        target: Option<String>,
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
@@ -57,7 +64,9 @@ pub fn run(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
 
 async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
     let (config, json) = match &cmd {
-        QueueCmd::List { config, json } | QueueCmd::Show { config, json, .. } => (config, *json),
+        QueueCmd::List { config, json, .. } | QueueCmd::Show { config, json, .. } => {
+            (config, *json)
+        }
     };
     let loaded = match super::load_config(&config.config)? {
         Ok(l) => l,
@@ -66,14 +75,19 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
     let cfg = loaded.config;
     let source = connect(cfg.admin.listen, &cfg.gateway.state_dir).await?;
     match cmd {
-        QueueCmd::List { .. } => {
-            let list: Vec<MessageSummary> = match &source {
+        QueueCmd::List { state, target, .. } => {
+            let mut list: Vec<MessageSummary> = match &source {
                 Source::Api(addr) => api_get(*addr, "/api/queue").await?.ok_or_else(|| {
                     anyhow!("admin API at {addr} answered 404 for /api/queue (not cutover?)")
                 })?,
                 Source::Store(q) => q.list()?,
                 Source::Empty => Vec::new(),
             };
+            list.retain(|m| {
+                m.legs
+                    .iter()
+                    .any(|l| leg_matches(l, state.as_deref(), target.as_deref()))
+            });
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -105,6 +119,16 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--state` / `--target` filter on one leg (both must hold when both are given).
+fn leg_matches(leg: &Leg, state: Option<&str>, target: Option<&str>) -> bool {
+    let state_ok = match state {
+        None => true,
+        Some("held") => leg.held,
+        Some(s) => leg.state.as_str() == s,
+    };
+    state_ok && target.is_none_or(|t| leg.target == t)
 }
 
 /// Ids are Crockford base32; anything else cannot match, so keep the path clean.
@@ -210,7 +234,7 @@ fn rcpt_state(s: &RcptState) -> String {
     }
 }
 
-fn render_leg(out: &mut String, leg: &Leg, indent: &str) {
+fn render_leg(out: &mut String, leg: &Leg, indent: &str, with_rule: bool) {
     let _ = writeln!(
         out,
         "{indent}{} {}{}",
@@ -220,6 +244,9 @@ fn render_leg(out: &mut String, leg: &Leg, indent: &str) {
     );
     for r in &leg.recipients {
         let _ = write!(out, "{indent}    {}  {}", r.address, rcpt_state(&r.state));
+        if with_rule {
+            let _ = write!(out, "  [rule {}]", r.rule);
+        }
         if let Some(reply) = r.state.last_reply() {
             let _ = write!(out, "  ({reply})");
         }
@@ -256,7 +283,7 @@ pub fn render_list(list: &[MessageSummary]) -> String {
             }
         );
         for leg in &m.legs {
-            render_leg(&mut out, leg, "    ");
+            render_leg(&mut out, leg, "    ", false);
         }
         out.push('\n');
     }
@@ -301,15 +328,12 @@ pub fn render_show(m: &Message) -> String {
     );
     let _ = writeln!(out, "legs:");
     for leg in &r.legs {
-        render_leg(&mut out, leg, "  ");
+        render_leg(&mut out, leg, "  ", true);
         let _ = write!(out, "      attempts {}", leg.attempts);
         if let Some(n) = leg.next_attempt {
             let _ = write!(out, ", next attempt {}", fmt_time(n));
         }
         let _ = writeln!(out, ", created {}", fmt_time(leg.created));
-        for rc in &leg.recipients {
-            let _ = writeln!(out, "      rule for {}: {}", rc.address, rc.rule);
-        }
     }
     let _ = writeln!(out, "headers:");
     for h in &m.headers {

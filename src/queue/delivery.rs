@@ -4,8 +4,8 @@
 //! messages. Never does network IO and never decides what an outcome means.
 
 use super::model::{Leg, MessageRecord};
-use super::store::{self, DueEntry, TREE_BODIES, TREE_DUE, TREE_MESSAGES};
-use super::{BodyLocation, Queue, QueueError, due_keys, unix_ms};
+use super::store::{self, TREE_DUE, TREE_MESSAGES, due_keys};
+use super::{Queue, QueueError};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,11 +28,6 @@ fn abort(e: QueueError) -> ConflictableTransactionError<QueueError> {
 impl Queue {
     fn tree(&self, name: &str) -> Result<sled::Tree, QueueError> {
         self.inner.store.db().open_tree(name).map_err(storage)
-    }
-
-    /// Due legs at or before `now`, oldest first, at most `limit`.
-    pub fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<DueEntry>, QueueError> {
-        self.inner.store.due_until(unix_ms(now), limit)
     }
 
     /// The earliest due time in the index, if any.
@@ -135,38 +130,13 @@ impl Queue {
         Ok(rec)
     }
 
-    /// Remove a message for good (record, inline body, due entries, spool file), durably.
+    /// Remove a message for good (record, inline body, due entries, spool file), durably; a
+    /// message that is already gone is not an error.
     pub async fn remove_message(&self, id: &str) -> Result<(), QueueError> {
-        let (messages, bodies, due) = (
-            self.tree(TREE_MESSAGES)?,
-            self.tree(TREE_BODIES)?,
-            self.tree(TREE_DUE)?,
-        );
-        let rec = (&messages, &bodies, &due)
-            .transaction(|(m, b, d)| {
-                let Some(raw) = m.remove(id.as_bytes())? else {
-                    return Ok(None);
-                };
-                let rec = MessageRecord::decode(&raw)
-                    .map_err(|e| abort(QueueError::Storage(format!("record {id}: {e}"))))?;
-                b.remove(id.as_bytes())?;
-                for k in due_keys(&rec) {
-                    d.remove(k)?;
-                }
-                Ok(Some(rec))
-            })
-            .map_err(tx_err)?;
-        self.durable().await?;
-        // The record is gone durably; the spool file is now an orphan either way (recovery would
-        // remove it too).
-        if let Some(MessageRecord {
-            body: BodyLocation::Spool { file },
-            ..
-        }) = rec
-        {
-            let _ = std::fs::remove_file(self.inner.spool_dir.join(file));
+        match self.remove(id).await {
+            Err(QueueError::NotFound(_)) => Ok(()),
+            r => r,
         }
-        Ok(())
     }
 
     /// Ids of messages whose legs are all final (left behind by a crash between the last leg

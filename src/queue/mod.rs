@@ -10,13 +10,17 @@
 //! then one sled transaction writes the record, the inline body (small bodies) and the due
 //! entries; then group commit flushes; only then does `commit` return the id (→ `250`).
 //! Recovery removes temp files, spool files without a record, and index entries without a
-//! record.
+//! record. A commit future dropped half-way (session gone) leaves at worst an unacknowledged
+//! message (queued, like any MTA whose 250 was lost) or a spool file without a record (removed
+//! by the next recovery); never an acknowledged message missing.
 
+pub mod body;
 pub mod commit;
 mod delivery;
 pub mod disk;
 pub mod id;
 pub mod model;
+pub mod recovery;
 pub mod spool;
 pub mod store;
 
@@ -27,7 +31,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 
+pub use body::{BodyReader, BodyWriter};
 use model::{BodyLocation, HEADER_LINES, Leg, Message, MessageRecord, MessageSummary};
+pub use recovery::RecoveryReport;
 
 /// Short, unique, time-sortable message id (printable, e.g. `0V5KQ2H8M3A7C`).
 #[derive(
@@ -79,8 +85,9 @@ pub enum QueueError {
 }
 
 /// Bodies up to this size are stored inline in sled; larger ones go to a spool file.
-/// Chosen from `benches/queue_commit.rs` (see the report in that file's header).
-pub const DEFAULT_INLINE_THRESHOLD: usize = 64 * 1024;
+/// Chosen from `benches/queue_commit.rs`: inline wins up to 100 KiB, spool from 256 KiB at 10+
+/// committers; figures in `bench/queue-commit.md`.
+pub const DEFAULT_INLINE_THRESHOLD: usize = 128 * 1024;
 /// sled page cache size (sled's default is 1 GiB).
 pub const DEFAULT_CACHE_CAPACITY: u64 = 64 << 20;
 
@@ -101,23 +108,6 @@ impl Default for QueueOptions {
     }
 }
 
-/// What recovery found and did at open.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RecoveryReport {
-    /// Messages in the queue after recovery.
-    pub messages: usize,
-    /// Legs of those messages.
-    pub legs: usize,
-    /// `*.tmp` spool files removed (bodies of messages never acknowledged).
-    pub removed_tmp: usize,
-    /// Spool files without a message record removed.
-    pub removed_orphans: usize,
-    /// `bodies`/`due` entries without a message record removed.
-    pub removed_entries: usize,
-    /// Records whose body is missing (flagged `body_missing`, kept).
-    pub missing_bodies: usize,
-}
-
 struct Inner {
     state_dir: PathBuf,
     spool_dir: PathBuf,
@@ -136,18 +126,6 @@ pub struct Queue {
     inner: Arc<Inner>,
 }
 
-/// Receives a message body while DATA streams in; small bodies stay in memory, large ones are
-/// spilled to a spool temp file. Dropping it without commit discards it (no trace on disk).
-pub struct BodyWriter {
-    mem: Vec<u8>,
-    file: Option<spool::SpoolTmp>,
-    len: u64,
-    threshold: usize,
-    spool_dir: PathBuf,
-    /// A write failed: commit must fail too.
-    broken: bool,
-}
-
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -163,10 +141,13 @@ impl Queue {
     /// [`Queue::open`] with explicit tunables.
     pub fn open_with(state_dir: &Path, opts: QueueOptions) -> Result<Queue, QueueError> {
         let spool_dir = state_dir.join("spool");
-        std::fs::create_dir_all(&spool_dir)?;
+        if !spool_dir.is_dir() {
+            std::fs::create_dir_all(&spool_dir)?;
+            spool::sync_dir(state_dir)?;
+        }
         let store = store::Store::open(&state_dir.join("db"), opts.cache_capacity)?;
         let ids = id::IdGen::new();
-        let recovery = recover(&store, &spool_dir, &ids)?;
+        let recovery = recovery::recover(&store, &spool_dir, &ids)?;
         tracing::info!(
             state_dir = %state_dir.display(),
             messages = recovery.messages,
@@ -254,7 +235,7 @@ impl Queue {
             legs: legs.into_iter().map(|l| Leg::new(l, now)).collect(),
             body_missing: false,
         };
-        let due = due_keys(&rec);
+        let due = store::due_keys(&rec);
         let store = &self.inner.store;
         if let Err(e) = store.insert(&rec, inline.as_deref(), &due) {
             if let Some(p) = &spool_path {
@@ -305,6 +286,11 @@ impl Queue {
     /// Free bytes on the filesystem of the state directory (for the `452 4.3.1` reserve).
     pub fn free_space(&self) -> io::Result<u64> {
         disk::free_space(&self.inner.state_dir)
+    }
+
+    /// At least `reserve` bytes free under the state directory (`false` → `452 4.3.1`).
+    pub fn has_reserve(&self, reserve: u64) -> io::Result<bool> {
+        disk::has_reserve(&self.inner.state_dir, reserve)
     }
 
     /// Every message, oldest first.
@@ -368,6 +354,45 @@ impl Queue {
         }
     }
 
+    /// Due legs (`due` index) with a due time at or before `until`, oldest first.
+    pub fn due(&self, until: SystemTime, limit: usize) -> Result<Vec<store::DueEntry>, QueueError> {
+        self.inner.store.due_until(unix_ms(until), limit)
+    }
+
+    /// Replace the record of an existing message (delivery progress: recipient states, leg
+    /// states, next attempts, held flags), moving its `due` entries to match, in one
+    /// transaction; returns once durable (group-committed).
+    pub async fn update(&self, rec: &MessageRecord) -> Result<(), QueueError> {
+        let store = &self.inner.store;
+        store.replace(rec)?;
+        let ticket = self.inner.group.ticket();
+        self.inner
+            .group
+            .wait_durable(ticket, || store.flush_async())
+            .await
+    }
+
+    /// Remove a message: record, inline body and `due` entries in one transaction, durable on
+    /// return; then its spool file (a crash in between leaves an orphan that recovery removes).
+    pub async fn remove(&self, id: &str) -> Result<(), QueueError> {
+        let key = id::canonical(id).ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+        let store = &self.inner.store;
+        let rec = store.take(&key)?;
+        let ticket = self.inner.group.ticket();
+        self.inner
+            .group
+            .wait_durable(ticket, || store.flush_async())
+            .await?;
+        if let BodyLocation::Spool { file } = &rec.body {
+            match std::fs::remove_file(self.inner.spool_dir.join(file)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Make everything written so far durable.
     pub async fn flush(&self) -> Result<(), QueueError> {
         self.inner.store.flush_async().await
@@ -376,136 +401,6 @@ impl Queue {
     /// Flush and drop this handle (the db closes when the last clone is gone).
     pub fn close(self) -> Result<(), QueueError> {
         self.inner.store.flush()
-    }
-}
-
-/// The `due` index entries of a record: one per non-final, non-held leg.
-fn due_keys(rec: &MessageRecord) -> Vec<Vec<u8>> {
-    rec.legs
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| !l.held)
-        .filter_map(|(i, l)| {
-            l.next_attempt
-                .map(|t| store::due_key(unix_ms(t), &rec.id.0, i as u16))
-        })
-        .collect()
-}
-
-/// Streaming reader over a stored body.
-pub enum BodyReader {
-    Inline(io::Cursor<sled::IVec>),
-    File(std::fs::File),
-}
-
-impl Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            BodyReader::Inline(c) => c.read(buf),
-            BodyReader::File(f) => f.read(buf),
-        }
-    }
-}
-
-/// Recovery at open (see the module doc for the write order it relies on).
-fn recover(
-    store: &store::Store,
-    spool_dir: &Path,
-    ids: &id::IdGen,
-) -> Result<RecoveryReport, QueueError> {
-    let mut rep = RecoveryReport::default();
-    let mut spool_names = std::collections::HashSet::new();
-    let mut flagged = Vec::new();
-    for rec in store.records() {
-        let mut rec = rec?;
-        rep.messages += 1;
-        rep.legs += rec.legs.len();
-        let present = match &rec.body {
-            BodyLocation::Inline => store.has_inline_body(&rec)?,
-            BodyLocation::Spool { file } => {
-                spool_names.insert(file.clone());
-                spool_dir.join(file).is_file()
-            }
-        };
-        if !present {
-            rep.missing_bodies += 1;
-            tracing::error!(queue_id = %rec.id, "message body missing; record kept and flagged");
-            if !rec.body_missing {
-                rec.body_missing = true;
-                flagged.push(rec);
-            }
-        }
-    }
-    for rec in &flagged {
-        store.update(rec)?;
-    }
-    for (name, tmp) in spool::list(spool_dir)? {
-        if tmp {
-            std::fs::remove_file(spool_dir.join(&name))?;
-            rep.removed_tmp += 1;
-        } else if !spool_names.contains(&name) {
-            tracing::warn!(file = %name, "removing spool file without a message record");
-            std::fs::remove_file(spool_dir.join(&name))?;
-            rep.removed_orphans += 1;
-        }
-    }
-    if rep.removed_tmp + rep.removed_orphans > 0 {
-        spool::sync_dir(spool_dir)?;
-    }
-    rep.removed_entries = store.remove_dangling()?;
-    if let Some(raw) = store.last_id()?.as_deref().and_then(id::decode) {
-        ids.observe(raw);
-    }
-    if !flagged.is_empty() || rep.removed_entries > 0 {
-        store.flush()?;
-    }
-    Ok(rep)
-}
-
-impl BodyWriter {
-    /// Append bytes (already dot-unstuffed, CRLF line ends as received).
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), QueueError> {
-        if self.broken {
-            return Err(QueueError::Storage("body writer failed earlier".into()));
-        }
-        let r = self.write_inner(chunk).await;
-        if r.is_err() {
-            self.broken = true;
-            self.file = None; // removes the temp file
-        }
-        r
-    }
-
-    async fn write_inner(&mut self, chunk: &[u8]) -> Result<(), QueueError> {
-        self.len += chunk.len() as u64;
-        if let Some(f) = self.file.as_mut() {
-            f.write_all(chunk).await?;
-            return Ok(());
-        }
-        if self.mem.len() + chunk.len() <= self.threshold {
-            self.mem.extend_from_slice(chunk);
-            return Ok(());
-        }
-        let mut f = spool::SpoolTmp::create(&self.spool_dir).await?;
-        f.write_all(&self.mem).await?;
-        f.write_all(chunk).await?;
-        self.mem = Vec::new();
-        self.file = Some(f);
-        Ok(())
-    }
-
-    /// Bytes written so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The body went to a spool file (it outgrew the inline threshold).
-    pub fn is_spooled(&self) -> bool {
-        self.file.is_some()
     }
 }
 

@@ -15,6 +15,7 @@ use super::model::{BodyLocation, MessageRecord};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
+use std::time::UNIX_EPOCH;
 
 pub const TREE_MESSAGES: &str = "messages";
 pub const TREE_BODIES: &str = "bodies";
@@ -44,6 +45,26 @@ pub fn due_key(due_ms: u64, id: &str, leg: u16) -> Vec<u8> {
     k.extend_from_slice(id.as_bytes());
     k.extend_from_slice(&leg.to_be_bytes());
     k
+}
+
+/// The `due` index entries of a record: one per non-final, non-held leg.
+pub fn due_keys(rec: &MessageRecord) -> Vec<Vec<u8>> {
+    rec.legs
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.held)
+        .filter_map(|(i, l)| {
+            l.next_attempt.map(|t| {
+                due_key(
+                    t.duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0),
+                    &rec.id.0,
+                    i as u16,
+                )
+            })
+        })
+        .collect()
 }
 
 /// Inverse of [`due_key`]; `None` for a malformed key.
@@ -139,7 +160,68 @@ impl Store {
             .map_err(tx_err)
     }
 
-    /// Replace a record (same id). Not durable until the next flush.
+    /// Replace the record of an existing message, moving its `due` entries (old ones removed,
+    /// new ones from `rec` inserted) in one transaction. `NotFound` if it is not queued.
+    /// Not durable until the next flush.
+    pub fn replace(&self, rec: &MessageRecord) -> Result<(), QueueError> {
+        let encoded = rec
+            .encode()
+            .map_err(|e| QueueError::Storage(format!("encoding record: {e}")))?;
+        let id = rec.id.0.as_str();
+        let new_due = due_keys(rec);
+        (&self.messages, &self.due)
+            .transaction(|(m, d)| {
+                let old = match m.get(id.as_bytes())? {
+                    Some(v) => MessageRecord::decode(&v).map_err(|e| {
+                        ConflictableTransactionError::Abort(QueueError::Storage(format!(
+                            "record {id}: {e}"
+                        )))
+                    })?,
+                    None => {
+                        return Err(ConflictableTransactionError::Abort(QueueError::NotFound(
+                            id.to_string(),
+                        )));
+                    }
+                };
+                for k in due_keys(&old) {
+                    d.remove(k)?;
+                }
+                m.insert(id.as_bytes(), encoded.as_slice())?;
+                for k in &new_due {
+                    d.insert(k.as_slice(), &[][..])?;
+                }
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+
+    /// Remove a message (record, inline body, its `due` entries) in one transaction and return
+    /// the removed record. `NotFound` if it is not queued. Not durable until the next flush.
+    pub fn take(&self, id: &str) -> Result<MessageRecord, QueueError> {
+        (&self.messages, &self.bodies, &self.due)
+            .transaction(|(m, b, d)| {
+                let old = match m.remove(id.as_bytes())? {
+                    Some(v) => MessageRecord::decode(&v).map_err(|e| {
+                        ConflictableTransactionError::Abort(QueueError::Storage(format!(
+                            "record {id}: {e}"
+                        )))
+                    })?,
+                    None => {
+                        return Err(ConflictableTransactionError::Abort(QueueError::NotFound(
+                            id.to_string(),
+                        )));
+                    }
+                };
+                b.remove(id.as_bytes())?;
+                for k in due_keys(&old) {
+                    d.remove(k)?;
+                }
+                Ok(old)
+            })
+            .map_err(tx_err)
+    }
+
+    /// Replace a record (same id) without touching the index. Not durable until the next flush.
     pub fn update(&self, rec: &MessageRecord) -> Result<(), QueueError> {
         let encoded = rec
             .encode()

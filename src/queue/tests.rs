@@ -231,3 +231,103 @@ async fn flush_of_an_idle_queue_returns() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn spool_failure_fails_the_commit_and_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let q = Queue::open_with(d.path(), opts(1000)).unwrap();
+        let mut w = q.body_writer().unwrap();
+        w.write(&body(50_000, 6)).await.unwrap();
+        assert!(w.is_spooled());
+        // The rename into the spool directory cannot succeed any more.
+        std::fs::remove_dir_all(d.path().join("spool")).unwrap();
+        let r = q.commit(w, env("a@example.org"), legs()).await;
+        assert!(r.is_err(), "commit must fail");
+        assert!(q.list().unwrap().is_empty());
+        assert!(q.has_reserve(1).unwrap());
+        assert!(!q.has_reserve(u64::MAX).unwrap());
+        q.close().unwrap();
+    }
+    let q = Queue::open_with(d.path(), opts(1000)).unwrap();
+    assert_eq!(q.recovery().messages, 0);
+    assert!(spool_files(d.path()).is_empty());
+}
+
+/// Sessions run on `tokio::spawn`: the writer, the queue and the commit future must be Send.
+#[test]
+fn commit_future_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_sync<T: Send + Sync>() {}
+    assert_sync::<Queue>();
+    let d = tempfile::tempdir().unwrap();
+    let q = Queue::open_with(d.path(), opts(100)).unwrap();
+    let w = q.body_writer().unwrap();
+    assert_send(&w);
+    let fut = q.commit(w, env("a@example.org"), legs());
+    assert_send(&fut);
+}
+
+#[tokio::test]
+async fn update_moves_due_entries_and_remove_deletes_everything() {
+    use model::RcptState;
+    let d = tempfile::tempdir().unwrap();
+    let q = Queue::open_with(d.path(), opts(1000)).unwrap();
+    let small = put(&q, &body(500, 7)).await;
+    let large = put(&q, &body(5000, 8)).await;
+    let far = SystemTime::now() + Duration::from_secs(3600);
+    assert_eq!(q.due(SystemTime::now(), 100).unwrap().len(), 4);
+
+    // Leg 0 delivered (leaves the index), leg 1 deferred an hour, then held.
+    let mut rec = q.record(&small.0).unwrap();
+    rec.legs[0].recipients[0].state = RcptState::Delivered {
+        reply: "250 2.0.0 ok".into(),
+    };
+    rec.legs[0].refresh_state();
+    for r in &mut rec.legs[1].recipients {
+        r.state = RcptState::Deferred {
+            next: far,
+            attempts: 1,
+            last_reply: "451 4.4.1 later".into(),
+        };
+    }
+    rec.legs[1].attempts = 1;
+    rec.legs[1].next_attempt = Some(far);
+    rec.legs[1].refresh_state();
+    q.update(&rec).await.unwrap();
+    let now_due = q.due(SystemTime::now(), 100).unwrap();
+    assert_eq!(now_due.len(), 2, "only the other message's legs");
+    assert!(now_due.iter().all(|e| e.id == large.0));
+    let later = q.due(far, 100).unwrap();
+    assert_eq!(later.len(), 3);
+    assert_eq!(later[2].id, small.0);
+    assert_eq!(later[2].leg, 1);
+    rec.legs[1].held = true;
+    q.update(&rec).await.unwrap();
+    assert_eq!(q.due(far, 100).unwrap().len(), 2, "held legs are not due");
+    assert_eq!(
+        q.get(&small.0).unwrap().record.legs[1].state,
+        model::LegState::Deferred
+    );
+
+    q.remove(&large.0).await.unwrap();
+    assert!(spool_files(d.path()).is_empty());
+    assert!(matches!(q.get(&large.0), Err(QueueError::NotFound(_))));
+    assert!(matches!(
+        q.remove(&large.0).await,
+        Err(QueueError::NotFound(_))
+    ));
+    assert!(q.due(far, 100).unwrap().is_empty());
+    q.remove(&small.0).await.unwrap();
+    assert!(q.store().body(&small.0).unwrap().is_none());
+    let mut ghost = rec.clone();
+    ghost.id = QueueId("0000000000000Z".into());
+    assert!(matches!(
+        q.update(&ghost).await,
+        Err(QueueError::NotFound(_))
+    ));
+    q.close().unwrap();
+    let q = Queue::open_with(d.path(), opts(1000)).unwrap();
+    assert_eq!(q.recovery().messages, 0);
+    assert_eq!(q.recovery().removed_entries, 0);
+}
