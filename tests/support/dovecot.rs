@@ -298,6 +298,7 @@ first_valid_uid = 500
 disable_plaintext_auth = no
 auth_mechanisms = {mechs}
 auth_master_user_separator = *
+auth_failure_delay = 0
 ssl = yes
 ssl_cert = <{root}/ssl/cert.pem
 ssl_key = <{root}/ssl/key.pem
@@ -337,6 +338,12 @@ service imap-login {{
 }}
 service imap {{
   process_limit = 256
+}}
+# no auth penalty (anvil's per-IP 2..15 s delay after a failed login; tests fail logins on purpose)
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 {extra}
 "#,
