@@ -1,10 +1,183 @@
 //! Self-test of the IMAP test fixtures (tests/support/{dovecot,corpus,imapcheck,imap_fault,oauth}.rs) against
 //! real private Dovecot instances on loopback. Owns nothing but these checks; must never touch the system Dovecot.
 
+#[path = "support/corpus.rs"]
+mod corpus;
 #[path = "support/dovecot.rs"]
 mod dovecot;
+#[path = "support/imapcheck.rs"]
+mod imapcheck;
 
-use dovecot::{Dovecot, DovecotOptions};
+use corpus::{Corpus, CorpusOptions, Kind, Manifest};
+use dovecot::{Dovecot, DovecotOptions, MAIL_GID, MAIL_UID};
+use imapcheck::{FolderMap, MsgSnap, Snapshot};
+
+fn expected(m: &Manifest) -> Snapshot {
+    Snapshot::from_messages(m.entries.iter().map(|e| {
+        (
+            e.folder.clone(),
+            MsgSnap {
+                uid: 0,
+                flags: e.flags.clone(),
+                internaldate: e.internaldate,
+                size: e.size as u64,
+                sha256: e.sha256.clone(),
+                message_id: e.message_id.clone(),
+                test_id: Some(e.id.clone()),
+            },
+        )
+    }))
+}
+
+#[test]
+fn corpus_is_deterministic_and_complete() {
+    let opts = CorpusOptions::new("alice", 120).big_attachment(Some(64 * 1024));
+    let a = Corpus::generate(&opts);
+    let b = Corpus::generate(&opts);
+    assert_eq!(a.manifest(), b.manifest());
+    assert_eq!(a.messages.len(), 120);
+    let m = a.manifest();
+    for k in [
+        Kind::NoMessageId,
+        Kind::DupExact,
+        Kind::DupCross,
+        Kind::ListCopy,
+        Kind::Big,
+    ] {
+        assert!(m.count_kind(k) >= 1, "no {k:?}");
+    }
+    for f in ["Projects/2024", "Entwürfe", "Архив", "INBOX", "Sent"] {
+        assert!(m.folders.contains(f), "no folder {f}: {:?}", m.folders);
+    }
+    // list copy: same Message-ID as another message in the same folder, different bytes
+    let lc = m.entries.iter().find(|e| e.kind == Kind::ListCopy).unwrap();
+    assert!(m.entries.iter().any(|e| e.kind != Kind::ListCopy
+        && e.message_id == lc.message_id
+        && e.folder == lc.folder
+        && e.sha256 != lc.sha256));
+    // exact duplicate: same bytes twice in one folder
+    let de = m.entries.iter().find(|e| e.kind == Kind::DupExact).unwrap();
+    assert!(
+        m.entries
+            .iter()
+            .filter(|e| e.sha256 == de.sha256 && e.folder == de.folder)
+            .count()
+            >= 2
+    );
+    // cross-folder copy: same Message-ID in two folders
+    let dc = m.entries.iter().find(|e| e.kind == Kind::DupCross).unwrap();
+    assert!(
+        m.entries
+            .iter()
+            .any(|e| e.sha256 == dc.sha256 && e.folder != dc.folder)
+    );
+    let all_flags: std::collections::BTreeSet<&str> = m
+        .entries
+        .iter()
+        .flat_map(|e| e.flags.iter().map(String::as_str))
+        .collect();
+    for f in [
+        "\\Seen",
+        "\\Answered",
+        "\\Flagged",
+        "\\Draft",
+        "\\Deleted",
+        "$Forwarded",
+        "$Label1",
+        "Work",
+    ] {
+        assert!(all_flags.contains(f), "flag {f} unused: {all_flags:?}");
+    }
+    let years: std::collections::BTreeSet<i64> = m
+        .entries
+        .iter()
+        .map(|e| 1970 + e.internaldate / 31_556_952)
+        .collect();
+    assert!(years.contains(&2012) && years.contains(&2024), "{years:?}");
+    // a later batch has new ids
+    let delta = Corpus::generate(&CorpusOptions::new("alice", 20).start(120));
+    assert!(
+        delta
+            .messages
+            .iter()
+            .all(|d| !a.messages.iter().any(|x| x.id == d.id))
+    );
+    // big attachment default: 5 MiB raw
+    let big = Corpus::generate(&CorpusOptions::new("bob", 12));
+    let b = big.messages.iter().find(|m| m.kind == Kind::Big).unwrap();
+    assert!(b.data.len() > 5 * 1024 * 1024, "{}", b.data.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_loads_snapshot_and_compare() {
+    let old = Dovecot::start(DovecotOptions::old());
+    let new = Dovecot::start(DovecotOptions::new());
+    let corpus =
+        Corpus::generate(&CorpusOptions::new("alice", 80).big_attachment(Some(1024 * 1024)));
+    // by APPEND
+    let manifest = corpus
+        .load_imap(old.addr(), "alice", &old.password("alice"), old.separator())
+        .await
+        .unwrap();
+    let src = imapcheck::snapshot(old.addr(), "alice", &old.password("alice"))
+        .await
+        .unwrap();
+    let d = imapcheck::compare(&expected(&manifest), &src, &FolderMap::identity());
+    assert!(d.is_exact(), "{}", d.summary());
+    assert_eq!(src.total(), 80);
+    assert_eq!(src.special("\\Sent"), Some("Sent"));
+    assert!(src.folders["Projects/2024"].wire == "Projects.2024");
+    assert!(src.folders.contains_key("Архив"));
+    // straight into a Maildir (fs layout on the new server), same result
+    let md = new.maildir("bob");
+    let m2 = corpus
+        .write_maildir(&md, true, Some((MAIL_UID, MAIL_GID)))
+        .unwrap();
+    let dst = imapcheck::snapshot(new.addr(), "bob", &new.password("bob"))
+        .await
+        .unwrap();
+    let d = imapcheck::compare(&expected(&m2), &dst, &FolderMap::identity());
+    assert!(d.is_exact(), "{}", d.summary());
+    assert!(dst.folders["Projects/2024"].wire == "Projects/2024");
+    // old (Maildir++ ".") vs new (fs "/") compare equal through the identity map
+    let d = imapcheck::compare(&src, &dst, &FolderMap::identity());
+    assert!(d.is_exact(), "{}", d.summary());
+    assert_eq!(d.duplicates(), 0);
+    assert_eq!(dst.duplicate_count(), src.duplicate_count());
+    // break the destination: one duplicate, one flag change, one missing, one changed body
+    let mut c = new.login("bob").await;
+    let inbox = c.fetch_all("INBOX").await;
+    let (a, b, x) = (&inbox[0], &inbox[1], &inbox[2]);
+    let fl: Vec<&str> = a.flags.iter().map(String::as_str).collect();
+    c.append("INBOX", &fl, a.internaldate, &a.body).await;
+    c.session
+        .run_command_and_check_ok(format!("UID STORE {} +FLAGS (Work)", b.uid))
+        .await
+        .unwrap();
+    c.session
+        .run_command_and_check_ok(format!("UID STORE {} +FLAGS (\\Deleted)", x.uid))
+        .await
+        .unwrap();
+    c.session
+        .run_command_and_check_ok(format!("UID EXPUNGE {}", x.uid))
+        .await
+        .unwrap();
+    let mut changed = x.body.clone();
+    changed.splice(0..0, b"X-TUID: abc\r\n".iter().copied());
+    let fl: Vec<&str> = x.flags.iter().map(String::as_str).collect();
+    c.append("INBOX", &fl, x.internaldate, &changed).await;
+    c.logout().await;
+    let dst = imapcheck::snapshot(new.addr(), "bob", &new.password("bob"))
+        .await
+        .unwrap();
+    let d = imapcheck::compare(&src, &dst, &FolderMap::identity());
+    assert!(!d.is_exact());
+    assert_eq!(d.duplicates(), 1, "{}", d.summary());
+    assert_eq!(d.flag_mismatches(), 1, "{}", d.summary());
+    assert_eq!(d.body_mismatches(), 1, "{}", d.summary());
+    assert_eq!(d.missing(), 0, "{}", d.summary());
+    assert!(!d.converged());
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dovecot_logins_and_uidvalidity_reset() {
