@@ -5,11 +5,14 @@
 mod corpus;
 #[path = "support/dovecot.rs"]
 mod dovecot;
+#[path = "support/imap_fault.rs"]
+mod imap_fault;
 #[path = "support/imapcheck.rs"]
 mod imapcheck;
 
 use corpus::{Corpus, CorpusOptions, Kind, Manifest};
 use dovecot::{Dovecot, DovecotOptions, MAIL_GID, MAIL_UID};
+use imap_fault::{Action, FaultProxy};
 use imapcheck::{FolderMap, MsgSnap, Snapshot};
 
 fn expected(m: &Manifest) -> Snapshot {
@@ -234,4 +237,104 @@ async fn dovecot_logins_and_uidvalidity_reset() {
     assert_eq!(msgs[0].internaldate, 1_500_000_000);
     assert_eq!(c.fetch_all("INBOX").await.len(), 1);
     c.logout().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_proxy_injects_as_told() {
+    let dc = Dovecot::start(DovecotOptions::new());
+    let pw = dc.password("alice");
+    let proxy = FaultProxy::start(dc.addr()).await;
+    proxy.inject("APPEND", 2, Action::throttled());
+    proxy.inject("SELECT", 1, Action::o365_backoff(500));
+    proxy.inject("EXAMINE", 1, Action::unavailable());
+    let mut c = dovecot::ImapClient::login(proxy.addr(), "alice", &pw, '/')
+        .await
+        .unwrap();
+    let msg =
+        |i: u32| format!("Subject: m{i}\r\nX-Test-Id: t-{i}\r\n\r\nbody {i}\r\n").into_bytes();
+    let s = &mut c.session;
+    s.append("INBOX", Some("(\\Seen)"), None, msg(1))
+        .await
+        .unwrap();
+    let e = s
+        .append("INBOX", Some("(\\Seen)"), None, msg(2))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("[THROTTLED]"), "{e}");
+    s.append("INBOX", Some("(\\Seen)"), None, msg(3))
+        .await
+        .unwrap();
+    for i in 4..=6 {
+        s.append("INBOX", None, None, msg(i)).await.unwrap();
+    }
+    let e = s.select("INBOX").await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("Suggested Backoff Time: 500 milliseconds"),
+        "{e}"
+    );
+    let e = s.examine("INBOX").await.unwrap_err();
+    assert!(e.to_string().contains("[UNAVAILABLE]"), "{e}");
+    let mb = s.select("INBOX").await.unwrap();
+    assert_eq!(
+        mb.exists, 5,
+        "the throttled APPEND must not reach the server"
+    );
+    // BYE after the first FETCH response
+    proxy.inject_next("FETCH", 1, Action::bye_mid_fetch());
+    let got = {
+        use futures_util::StreamExt as _;
+        let stream = s.uid_fetch("1:*", "(UID BODY.PEEK[])").await.unwrap();
+        let items: Vec<_> = stream.collect().await;
+        items
+            .iter()
+            .filter(|r| r.as_ref().is_ok_and(|f| f.uid.is_some()))
+            .count()
+    };
+    assert_eq!(got, 1, "relayed {got} FETCH responses before the BYE");
+    assert!(
+        s.noop().await.is_err(),
+        "connection must be closed after BYE"
+    );
+    // reset on the next NOOP of a new connection
+    let mut c = dovecot::ImapClient::login(proxy.addr(), "alice", &pw, '/')
+        .await
+        .unwrap();
+    proxy.inject_next("NOOP", 1, Action::Reset);
+    assert!(c.session.noop().await.is_err());
+    // truncated literal
+    let mut c = dovecot::ImapClient::login(proxy.addr(), "alice", &pw, '/')
+        .await
+        .unwrap();
+    c.session.select("INBOX").await.unwrap();
+    proxy.inject_next("FETCH", 1, Action::CloseMidLiteral);
+    {
+        use futures_util::StreamExt as _;
+        let r = c.session.uid_fetch("1:*", "(UID BODY.PEEK[])").await;
+        if let Ok(stream) = r {
+            let items: Vec<_> = stream.collect().await;
+            assert!(items.iter().filter(|r| r.is_ok()).count() < 5);
+        }
+    }
+    assert!(c.session.noop().await.is_err());
+    // untouched traffic still works
+    let mut c = dovecot::ImapClient::login(proxy.addr(), "alice", &pw, '/')
+        .await
+        .unwrap();
+    assert_eq!(c.fetch_all("INBOX").await.len(), 5);
+    c.logout().await;
+    let labels: Vec<String> = proxy.injected().iter().map(|i| i.label.clone()).collect();
+    assert_eq!(
+        labels,
+        [
+            "throttled",
+            "o365-backoff",
+            "unavailable",
+            "bye-mid-fetch",
+            "reset",
+            "close-mid-literal"
+        ]
+    );
+    assert_eq!(proxy.injected_with("throttled"), 1);
+    assert!(proxy.seen("APPEND") == 6 && proxy.connections() == 4);
 }
