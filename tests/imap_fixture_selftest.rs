@@ -9,6 +9,8 @@ mod dovecot;
 mod imap_fault;
 #[path = "support/imapcheck.rs"]
 mod imapcheck;
+#[path = "support/oauth.rs"]
+mod oauth;
 
 use corpus::{Corpus, CorpusOptions, Kind, Manifest};
 use dovecot::{Dovecot, DovecotOptions, MAIL_GID, MAIL_UID};
@@ -337,4 +339,87 @@ async fn fault_proxy_injects_as_told() {
     );
     assert_eq!(proxy.injected_with("throttled"), 1);
     assert!(proxy.seen("APPEND") == 6 && proxy.connections() == 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_token_server_and_dovecot_xoauth2() {
+    let auth = oauth::OAuthServer::start().await;
+    // user-bound tokens (token_command style)
+    let dc = Dovecot::start(DovecotOptions::new().oauth2(&auth.introspection_url()));
+    let t_alice = auth.issue_token("alice");
+    let c = dc
+        .login_xoauth2("alice", &t_alice)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", dc.log_tail()));
+    c.logout().await;
+    assert!(
+        dc.login_xoauth2("bob", &t_alice).await.is_err(),
+        "alice's token must not open bob"
+    );
+    assert!(dc.login_xoauth2("alice", "bogus").await.is_err());
+    auth.revoke_all();
+    let e = dc
+        .login_xoauth2("alice", &t_alice)
+        .await
+        .err()
+        .expect("revoked token accepted");
+    assert!(
+        e.contains("AUTHENTICATIONFAILED") || e.contains("uthentication failed"),
+        "{e}"
+    );
+    // password logins still work next to oauth2
+    dc.login("carol").await.logout().await;
+    // client-credentials app tokens, valid for every mailbox
+    let app = Dovecot::start(DovecotOptions::old().oauth2_app_tokens(&auth.introspection_url()));
+    auth.fail_next_token_requests(1);
+    assert!(
+        oauth::client_credentials(
+            &auth.token_url(),
+            oauth::CLIENT_ID,
+            oauth::CLIENT_SECRET,
+            "imap"
+        )
+        .await
+        .is_err()
+    );
+    assert!(
+        oauth::client_credentials(&auth.token_url(), oauth::CLIENT_ID, "wrong", "imap")
+            .await
+            .is_err()
+    );
+    let tok = oauth::client_credentials(
+        &auth.token_url(),
+        oauth::CLIENT_ID,
+        oauth::CLIENT_SECRET,
+        "imap",
+    )
+    .await
+    .unwrap();
+    assert_eq!(tok["token_type"], "Bearer");
+    assert_eq!(tok["expires_in"], 3600);
+    let token = tok["access_token"].as_str().unwrap().to_string();
+    for user in ["alice", "bob"] {
+        let c = app
+            .login_xoauth2(user, &token)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", app.log_tail()));
+        c.logout().await;
+    }
+    assert_eq!(auth.token_requests(), 3);
+    assert!(auth.introspections() >= 6);
+    // expiry
+    auth.set_expires_in(0);
+    let short = oauth::client_credentials(
+        &auth.token_url(),
+        oauth::CLIENT_ID,
+        oauth::CLIENT_SECRET,
+        "imap",
+    )
+    .await
+    .unwrap();
+    assert!(
+        app.login_xoauth2("alice", short["access_token"].as_str().unwrap())
+            .await
+            .is_err()
+    );
 }

@@ -61,6 +61,10 @@ pub struct DovecotOptions {
     /// Enable the oauth2 passdb (XOAUTH2/OAUTHBEARER) with this token introspection URL
     /// (`introspection_mode = post`, username attribute `username`, active attribute `active` = `true`).
     pub oauth2_introspection_url: Option<String>,
+    /// oauth2 passdb: accept client-credentials "app" tokens for every user (`username_format` set to a
+    /// constant, so the introspected `username` is not compared with the login name — Office 365 app-only
+    /// model). Default false: the token's `username` must equal the login user.
+    pub oauth2_app_tokens: bool,
     /// Extra dovecot.conf lines appended verbatim.
     pub extra_conf: String,
     /// Label used in the instance name and in panic messages.
@@ -75,6 +79,7 @@ impl Default for DovecotOptions {
             autocreate_special: true,
             users: vec!["alice".into(), "bob".into(), "carol".into()],
             oauth2_introspection_url: None,
+            oauth2_app_tokens: false,
             extra_conf: String::new(),
             label: "dovecot".into(),
         }
@@ -133,6 +138,12 @@ impl DovecotOptions {
     }
     pub fn oauth2(mut self, introspection_url: &str) -> Self {
         self.oauth2_introspection_url = Some(introspection_url.to_string());
+        self
+    }
+    /// Accept app (client-credentials) tokens for every user; see the field doc.
+    pub fn oauth2_app_tokens(mut self, url: &str) -> Self {
+        self.oauth2_introspection_url = Some(url.to_string());
+        self.oauth2_app_tokens = true;
         self
     }
     pub fn extra_conf(mut self, lines: &str) -> Self {
@@ -212,7 +223,11 @@ impl Dovecot {
             self.ensure_user(&u);
         }
         if let Some(url) = &self.opts.oauth2_introspection_url {
-            std::fs::write(root.join("oauth2.conf.ext"), oauth2_conf(url)).expect("write oauth2");
+            std::fs::write(
+                root.join("oauth2.conf.ext"),
+                oauth2_conf(url, self.opts.oauth2_app_tokens),
+            )
+            .expect("write oauth2");
             set_mode(&root.join("oauth2.conf.ext"), 0o644);
         }
     }
@@ -304,6 +319,8 @@ ssl_cert = <{root}/ssl/cert.pem
 ssl_key = <{root}/ssl/key.pem
 mail_location = {loc}
 mail_max_userip_connections = 100
+# throw-away test server: no fsync (the client under test is what gets killed, never Dovecot)
+mail_fsync = never
 imap_capability = +SPECIAL-USE
 namespace inbox {{
   inbox = yes
@@ -521,6 +538,11 @@ service anvil {{
         )
         .await
         .unwrap_or_else(|e| panic!("master login {user}: {e}\n{}", self.log_tail()))
+    }
+    /// AUTHENTICATE XOAUTH2 as `user` with an access token (needs `DovecotOptions::oauth2`).
+    pub async fn login_xoauth2(&self, user: &str, token: &str) -> Result<ImapClient, String> {
+        self.ensure_user(user);
+        ImapClient::authenticate_xoauth2(self.addr(), user, token, self.separator()).await
     }
     /// AUTHENTICATE PLAIN with authzid=`user`, authcid=`admin`, password `pw-admin`.
     pub async fn login_authzid(&self, user: &str) -> ImapClient {
@@ -864,9 +886,12 @@ fn write_certs(dir: &Path) {
     set_mode(&dir.join("ca.pem"), 0o644);
 }
 
-fn oauth2_conf(url: &str) -> String {
+fn oauth2_conf(url: &str, app_tokens: bool) -> String {
+    // username_format is expanded for both the login name and the introspected `username`; a constant makes
+    // them always equal (any user may log in with an active app token).
+    let fmt = if app_tokens { "cutover-app" } else { "%Lu" };
     format!(
-        "introspection_mode = post\nintrospection_url = {url}\nusername_attribute = username\nactive_attribute = active\nactive_value = true\ntls_ca_cert_file = /etc/ssl/certs/ca-certificates.crt\n"
+        "introspection_mode = post\nintrospection_url = {url}\nusername_attribute = username\nusername_format = {fmt}\nactive_attribute = active\nactive_value = true\n"
     )
 }
 
