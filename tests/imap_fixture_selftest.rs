@@ -423,3 +423,84 @@ async fn oauth_token_server_and_dovecot_xoauth2() {
             .is_err()
     );
 }
+
+fn tls_connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_ports_verify_with_exposed_ca_and_lda_delivers() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let dc = Dovecot::start(DovecotOptions::new());
+    let tls = tls_connector(&dc.ca_pem());
+    // implicit TLS, by IP and by name
+    for name in ["127.0.0.1", "localhost"] {
+        let tcp = tokio::net::TcpStream::connect(dc.tls_addr()).await.unwrap();
+        let sn = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        let s = tls.connect(sn, tcp).await.unwrap();
+        let mut client = async_imap::Client::new(s);
+        client.read_response().await.unwrap().unwrap();
+        let mut sess = client
+            .login("alice", "pw-alice")
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        sess.select("INBOX").await.unwrap();
+        sess.logout().await.unwrap();
+    }
+    // STARTTLS on the plain port
+    let mut tcp = BufReader::new(tokio::net::TcpStream::connect(dc.addr()).await.unwrap());
+    let mut line = String::new();
+    tcp.read_line(&mut line).await.unwrap();
+    assert!(
+        line.starts_with("* OK") && line.contains("STARTTLS"),
+        "{line}"
+    );
+    tcp.get_mut().write_all(b"a STARTTLS\r\n").await.unwrap();
+    line.clear();
+    tcp.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("a OK"), "{line}");
+    let sn = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let s = tls.connect(sn, tcp.into_inner()).await.unwrap();
+    let client = async_imap::Client::new(s);
+    let sess = client
+        .login("bob", "pw-bob")
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    drop(sess);
+    // a foreign CA is rejected
+    let other = Dovecot::start(DovecotOptions::old());
+    let tcp = tokio::net::TcpStream::connect(other.tls_addr())
+        .await
+        .unwrap();
+    let sn = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    assert!(tls.connect(sn, tcp).await.is_err());
+    // LDA delivery (what dual delivery leaves on the destination)
+    dc.lda_deliver(
+        "carol",
+        "INBOX",
+        b"From: a@example.net\nSubject: lda\nMessage-ID: <lda-1@example.net>\n\nhello\n",
+    );
+    dc.lda_deliver("carol", "Projects/2024", b"Subject: lda2\n\nhello\n");
+    let snap = imapcheck::snapshot(dc.addr(), "carol", "pw-carol")
+        .await
+        .unwrap();
+    assert_eq!(snap.folders["INBOX"].messages.len(), 1);
+    assert_eq!(
+        snap.folders["INBOX"].messages[0].message_id.as_deref(),
+        Some("<lda-1@example.net>")
+    );
+    assert_eq!(snap.folders["Projects/2024"].messages.len(), 1);
+}

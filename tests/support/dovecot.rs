@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 pub const MAIL_UID: u32 = 5000;
 pub const MAIL_GID: u32 = 5000;
 const DOVECOT_BIN: &str = "/usr/sbin/dovecot";
+const DOVECOT_LDA: &str = "/usr/lib/dovecot/dovecot-lda";
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Mailbox hierarchy layout of an instance.
@@ -321,6 +322,8 @@ mail_location = {loc}
 mail_max_userip_connections = 100
 # throw-away test server: no fsync (the client under test is what gets killed, never Dovecot)
 mail_fsync = never
+lda_mailbox_autocreate = yes
+lda_mailbox_autosubscribe = yes
 imap_capability = +SPECIAL-USE
 namespace inbox {{
   inbox = yes
@@ -550,6 +553,40 @@ service anvil {{
         ImapClient::authenticate_plain(self.addr(), user, "admin", "pw-admin", self.separator())
             .await
             .unwrap_or_else(|e| panic!("authzid login {user}: {e}\n{}", self.log_tail()))
+    }
+
+    /// Deliver `message` to `user`'s `folder` (UTF-8, `/` hierarchy; created if missing) with Dovecot's own LDA
+    /// (`/usr/lib/dovecot/dovecot-lda`, as an MTA would: what a dual-delivered message looks like on the server).
+    /// INTERNALDATE = now, no flags.
+    pub fn lda_deliver(&self, user: &str, folder: &str, message: &[u8]) {
+        self.ensure_user(user);
+        let _ = self.maildir(user);
+        let mut child = Command::new(DOVECOT_LDA)
+            .arg("-c")
+            .arg(self.conf_path())
+            .arg("-d")
+            .arg(user)
+            .arg("-m")
+            .arg(self.wire_name(folder))
+            .arg("-f")
+            .arg("sender@example.net")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {DOVECOT_LDA}: {e}"));
+        let mut stdin = child.stdin.take().expect("lda stdin");
+        // LDA expects LF line endings like an MTA pipe; Dovecot stores and serves the same bytes either way
+        stdin.write_all(message).expect("write to lda");
+        drop(stdin);
+        let out = child.wait_with_output().expect("wait lda");
+        assert!(
+            out.status.success(),
+            "dovecot-lda {user}/{folder} failed: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
     }
 
     /// Give `folder` (UTF-8, `/` hierarchy) of `user` a new UIDVALIDITY while keeping its messages
