@@ -504,3 +504,70 @@ async fn tls_ports_verify_with_exposed_ca_and_lda_delivers() {
     );
     assert_eq!(snap.folders["Projects/2024"].messages.len(), 1);
 }
+
+fn msg(uid: u32, sha: &str, flags: &[&str], date: i64) -> MsgSnap {
+    MsgSnap {
+        uid,
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+        internaldate: date,
+        size: 10,
+        sha256: sha.into(),
+        message_id: Some(format!("<{sha}@x>")),
+        test_id: Some(sha.into()),
+    }
+}
+
+#[test]
+fn compare_multiplicity_and_special_use_mapping() {
+    let mut src = Snapshot::from_messages([
+        ("INBOX".to_string(), msg(1, "a", &["\\Seen"], 10)),
+        ("INBOX".to_string(), msg(2, "a", &["\\Seen"], 10)), // identical duplicate on the source
+        ("Sent".to_string(), msg(1, "b", &[], 20)),
+    ]);
+    src.folders.get_mut("Sent").unwrap().special_use = Some("\\Sent".into());
+    let mut dst = Snapshot::from_messages([
+        ("INBOX".to_string(), msg(7, "a", &["\\Seen"], 10)),
+        ("INBOX".to_string(), msg(8, "a", &["\\Seen"], 10)),
+        ("Sent Items".to_string(), msg(3, "b", &[], 20)),
+    ]);
+    dst.folders.get_mut("Sent Items").unwrap().special_use = Some("\\Sent".into());
+    dst.subscriptions.insert("Sent".into()); // irrelevant: mapped name is what counts
+    let d = imapcheck::compare(&src, &dst, &FolderMap::identity());
+    assert!(d.is_exact(), "{}", d.summary());
+    assert_eq!(src.duplicate_count(), 1);
+    // a third copy is a duplicate, one copy only is a missing message
+    let mut dst3 = dst.clone();
+    dst3.folders
+        .get_mut("INBOX")
+        .unwrap()
+        .messages
+        .push(msg(9, "a", &["\\Seen"], 10));
+    let d = imapcheck::compare(&src, &dst3, &FolderMap::identity());
+    assert_eq!((d.duplicates(), d.missing()), (1, 0));
+    let mut dst1 = dst.clone();
+    dst1.folders.get_mut("INBOX").unwrap().messages.pop();
+    let d = imapcheck::compare(&src, &dst1, &FolderMap::identity());
+    assert_eq!((d.duplicates(), d.missing()), (0, 1));
+    assert!(!d.converged());
+    // without SPECIAL-USE mapping, Sent is missing on the destination and "Sent Items" is extra
+    let d = imapcheck::compare(&src, &dst, &FolderMap::identity().no_special_use());
+    assert_eq!(d.missing_folders, vec!["Sent".to_string()]);
+    assert_eq!(d.extra_folders, vec!["Sent Items".to_string()]);
+    // explicit map and exclusion
+    let d = imapcheck::compare(
+        &src,
+        &dst,
+        &FolderMap::identity()
+            .no_special_use()
+            .map("Sent", "Sent Items"),
+    );
+    assert!(d.is_exact(), "{}", d.summary());
+    let d = imapcheck::compare(&src, &dst1, &FolderMap::identity().exclude("INBOX"));
+    assert!(!d.folders.contains_key("INBOX"));
+    // date mismatch
+    let mut dd = dst.clone();
+    dd.folders.get_mut("Sent Items").unwrap().messages[0].internaldate = 21;
+    let d = imapcheck::compare(&src, &dd, &FolderMap::identity());
+    assert_eq!(d.date_mismatches(), 1);
+    assert!(d.converged() && !d.is_exact());
+}

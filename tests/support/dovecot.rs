@@ -11,6 +11,18 @@
 //!
 //! Include with `#[path = "support/dovecot.rs"] mod dovecot;`. Needs root (CI runs as root): mail files belong
 //! to uid/gid 5000 (`MAIL_UID`/`MAIL_GID`), login processes run as `dovenull`, internal ones as `dovecot`.
+//!
+//! ```ignore
+//! let old = Dovecot::start(DovecotOptions::old());            // Maildir++, separator "."
+//! let mut new = Dovecot::start(DovecotOptions::new());        // LAYOUT=fs, separator "/"
+//! let mut c = old.login("alice").await;                       // also login_master / login_authzid / login_xoauth2
+//! c.create(&old.wire_name("Projects/2024")).await;
+//! c.append("INBOX", &["\\Seen", "$Label1"], 1_500_000_000, b"Subject: x\r\n\r\nhi\r\n").await;
+//! // job config: host 127.0.0.1, old.port() (plain/STARTTLS) or old.tls_port() (IMAPS), tls_ca = old.ca_pem(),
+//! // password_file = old.secret_file("alice") / old.secret_file("admin")
+//! new.uidvalidity_reset("alice", "Projects/2024").await;     // same messages, new UIDVALIDITY
+//! new.lda_deliver("alice", "INBOX", b"Message-ID: <x@y>\n\nbody\n"); // like a dual delivery
+//! ```
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -498,6 +510,19 @@ service anvil {{
             chown(&p);
         }
         md
+    }
+    /// Write `pw-<user>` (no newline) to a 0600 file in the instance directory and return its path
+    /// (for `password_file` in job configs). `secret_file("admin")` holds the master password `pw-admin`.
+    pub fn secret_file(&self, user: &str) -> PathBuf {
+        if user != "admin" {
+            self.ensure_user(user);
+        }
+        let dir = self.dir.path().join("secrets");
+        std::fs::create_dir_all(&dir).expect("mkdir secrets");
+        let p = dir.join(format!("{user}.pass"));
+        std::fs::write(&p, format!("pw-{user}")).expect("write secret");
+        set_mode(&p, 0o600);
+        p
     }
     /// Add `user` (password `pw-<user>`) to the passwd-file if missing. Dovecot re-reads the file on change.
     pub fn ensure_user(&self, user: &str) {
