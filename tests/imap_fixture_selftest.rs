@@ -369,6 +369,35 @@ async fn oauth_token_server_and_dovecot_xoauth2() {
     );
     // password logins still work next to oauth2
     dc.login("carol").await.logout().await;
+    // token_command script: a fresh user token per run
+    let dir = tempfile::tempdir().unwrap();
+    let script = auth.token_command_script(dir.path(), false);
+    let run = |script: std::path::PathBuf, user: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(script)
+                .arg(user)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(script.clone(), "bob").await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t_bob = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(t_bob.starts_with("tok-"), "{t_bob}");
+    dc.login_xoauth2("bob", &t_bob)
+        .await
+        .unwrap()
+        .logout()
+        .await;
+    let json_script = auth.token_command_script(dir.path(), true);
+    let out = run(json_script, "bob").await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["expires_in"], 3600);
+    assert_eq!(auth.user_token_requests(), 2);
     // client-credentials app tokens, valid for every mailbox
     let app = Dovecot::start(DovecotOptions::old().oauth2_app_tokens(&auth.introspection_url()));
     auth.fail_next_token_requests(1);

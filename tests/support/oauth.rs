@@ -6,7 +6,8 @@
 //! `client_id`, `scope`, `exp`), tokens bound to a user (`issue_token(user)`, for `token_command` scripts) or to the
 //! client (client-credentials "app" tokens, valid for every mailbox like Office 365's app-only tokens: Dovecot
 //! must then run with `DovecotOptions::oauth2_app_tokens`), expiry, revocation, injected token-endpoint failures,
-//! and request counters.
+//! request counters, and a `token_command` script (bash, /dev/tcp) that fetches a fresh user token from the test-only
+//! `POST /user-token` endpoint each time it runs (so "refresh on AUTHENTICATIONFAILED" can be tested).
 //! Must never: listen beyond loopback, block (every read has a timeout), or depend on another support file.
 #![allow(dead_code)]
 
@@ -41,6 +42,7 @@ struct State {
     counter: u64,
     fail_token_requests: usize,
     token_requests: usize,
+    user_token_requests: usize,
     token_failures_sent: usize,
     introspections: usize,
     /// token -> active answers given
@@ -129,6 +131,44 @@ impl OAuthServer {
     /// Introspection requests received (one per XOAUTH2 login Dovecot verified).
     pub fn introspections(&self) -> usize {
         self.state.lock().unwrap().introspections
+    }
+    /// Times the `token_command` script (or anything else) asked `POST /user-token` for a user token.
+    pub fn user_token_requests(&self) -> usize {
+        self.state.lock().unwrap().user_token_requests
+    }
+    /// Write an executable bash script to `dir/token-command.sh` that prints a fresh access token for the user
+    /// given as its first argument (`json = false`: the bare token on one line; `json = true`: the JSON
+    /// `{"access_token", "expires_in", "token_type"}`). Exits 1 with a message on stderr if the server refuses.
+    pub fn token_command_script(&self, dir: &std::path::Path, json: bool) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let port = self.addr.port();
+        let extract = if json {
+            "printf '%s\\n' \"$json\""
+        } else {
+            "printf '%s\\n' \"$json\" | sed -n 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/p'"
+        };
+        let script = format!(
+            r#"#!/bin/bash
+# token_command for tests (tests/support/oauth.rs): prints an access token for user $1
+set -eu
+user=${{1:?usage: token-command.sh USER}}
+body="user=$user"
+exec 3<>/dev/tcp/127.0.0.1/{port}
+printf 'POST /user-token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' "${{#body}}" "$body" >&3
+resp=$(timeout 10 cat <&3)
+case "$resp" in
+  "HTTP/1.1 200"*) ;;
+  *) echo "token server refused: ${{resp%%$'\r'*}}" >&2; exit 1 ;;
+esac
+json=${{resp#*$'\r\n\r\n'}}
+{extract}
+"#
+        );
+        let path = dir.join("token-command.sh");
+        std::fs::write(&path, script).expect("write token command");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod token command");
+        path
     }
     pub fn token_info(&self, token: &str) -> Option<TokenInfo> {
         self.state.lock().unwrap().tokens.get(token).cloned()
@@ -256,6 +296,24 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
     let path = req.path.split('?').next().unwrap_or("");
     let (status, body) = match (req.method.as_str(), path) {
         ("POST", "/token") => token_endpoint(&req, &form, &state),
+        ("POST", "/user-token") => {
+            let mut s = state.lock().unwrap();
+            s.user_token_requests += 1;
+            match form.get("user").filter(|u| !u.is_empty()) {
+                Some(user) => {
+                    let token = issue(&mut s, user, "token-command", "imap");
+                    let expires_in = s.expires_in;
+                    (
+                        "200 OK",
+                        serde_json::json!({"access_token": token, "token_type": "Bearer", "expires_in": expires_in}),
+                    )
+                }
+                None => (
+                    "400 Bad Request",
+                    serde_json::json!({"error": "invalid_request"}),
+                ),
+            }
+        }
         ("POST", "/introspect") | ("GET", "/introspect") => {
             let token = form.get("token").cloned().or_else(|| {
                 req.header("authorization")
