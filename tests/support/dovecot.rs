@@ -641,7 +641,8 @@ service anvil {{
             let msgs = c.fetch_all(&wire).await;
             c.close().await;
             c.delete(&wire).await;
-            c.create(&wire).await;
+            // an `auto = subscribe` SPECIAL-USE folder may already be back
+            c.create_if_missing(&wire).await;
             c.subscribe(&wire).await;
             for m in &msgs {
                 let flags: Vec<&str> = m.flags.iter().map(String::as_str).collect();
