@@ -21,7 +21,7 @@ const ROUND_ENV: &str = "CUTOVER_QUEUE_CRASH_ROUND";
 
 fn size_for(seed: u64) -> usize {
     // Mostly small (inline), every fifth one large (spooled).
-    if seed % 5 == 0 {
+    if seed.is_multiple_of(5) {
         80_000 + (seed as usize % 7) * 10_000
     } else {
         500 + (seed as usize % 13) * 300

@@ -16,6 +16,7 @@
 
 pub mod body;
 pub mod commit;
+mod delivery;
 pub mod disk;
 pub mod id;
 pub mod model;
@@ -115,6 +116,8 @@ struct Inner {
     group: commit::GroupCommit,
     opts: QueueOptions,
     recovery: RecoveryReport,
+    /// Signalled when due entries may have been added (new message, operator action).
+    due_notify: tokio::sync::Notify,
 }
 
 /// Open handle to the queue (cheap to clone).
@@ -164,6 +167,7 @@ impl Queue {
                 group: commit::GroupCommit::new(),
                 opts,
                 recovery,
+                due_notify: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -256,6 +260,7 @@ impl Queue {
             return Err(e);
         }
         tracing::debug!(size = len, "queued");
+        self.inner.due_notify.notify_one();
         Ok(QueueId(id))
     }
 

@@ -111,6 +111,9 @@ pub struct Leg {
     pub created: SystemTime,
     /// Held legs are not scheduled until released.
     pub held: bool,
+    /// A delay DSN was sent for this leg (at most one per leg).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delay_warned: bool,
 }
 
 impl Leg {
@@ -142,6 +145,7 @@ impl Leg {
             next_attempt: Some(now),
             created: now,
             held: false,
+            delay_warned: false,
         };
         leg.refresh_state();
         leg
