@@ -46,7 +46,7 @@ n_for() {  # messages per run: a few seconds each on 2 vCPU
     echo "$n"
 }
 
-CUT_CMD="rm -rf /tmp/relay-bench/cutover-state; RUST_LOG=info exec $CUTOVER serve -c $HERE/cutover-intake.toml"
+CUT_CMD="rm -rf /tmp/relay-bench/cutover-state; RUST_LOG=info exec $CUTOVER serve --no-deliver -c $HERE/cutover-intake.toml"
 echo "results -> $RESULTS" >&2
 for round in $(seq 1 "$ROUNDS"); do
     for size in $SIZES; do

@@ -115,7 +115,7 @@ via = "a"
 """)
     log = open(os.path.join(STATE, "serve.log"), "w")
     # The child gets the raised fd limit too.
-    p = subprocess.Popen([a.cutover, "serve", "-c", cfg], stdout=log, stderr=log,
+    p = subprocess.Popen([a.cutover, "serve", "--no-deliver", "-c", cfg], stdout=log, stderr=log,
                          env=dict(os.environ, RUST_LOG="warn"))
     try:
         deadline = time.time() + 30

@@ -73,7 +73,7 @@ fn body_for(token: &str, n: usize) -> Vec<u8> {
         "From: load@client.test\r\nTo: someone@example.com\r\nSubject: crash {token}\r\nMessage-ID: <{token}@client.test>\r\nX-Token: {token}\r\n\r\n"
     );
     // Mostly ~2 KB; every 40th is 200 KB (spooled rather than inline).
-    let lines = if n % 40 == 0 { 2600 } else { 25 };
+    let lines = if n.is_multiple_of(40) { 2600 } else { 25 };
     for i in 0..lines {
         b.push_str(&format!("{token} line {i:05} .{}\r\n", "z".repeat(60)));
         if i % 7 == 0 {

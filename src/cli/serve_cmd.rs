@@ -1,5 +1,5 @@
 //! `cutover serve`: load the config, open the queue, bind every `gateway.listen` address and the
-//! admin API, run until SIGTERM/SIGINT (drain: stop accepting, let sessions in DATA finish within
+//! admin API, start the delivery scheduler (unless `--no-deliver`), run until SIGTERM/SIGINT (drain: stop accepting, let sessions in DATA finish within
 //! a bound, flush the queue, exit 0), and reload on SIGHUP (routing, policy, TLS — atomically; an
 //! invalid new config is logged and the old one kept). Also sets up logging (`--log-format`).
 //! No protocol logic here.
@@ -32,6 +32,9 @@ pub struct ServeArgs {
     /// How long SIGTERM waits for sessions in DATA to finish.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Accept and queue only; do not run the delivery scheduler (intake benchmarks, maintenance).
+    #[arg(long)]
+    pub no_deliver: bool,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -86,6 +89,16 @@ async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<Exi
 
     let inbound = Inbound::new(settings, queue.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The delivery engine follows config reloads through this channel.
+    let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
+    let scheduler = if a.no_deliver {
+        tracing::info!("--no-deliver: the delivery scheduler is not started");
+        None
+    } else {
+        let sched = cutover::outbound::scheduler::Scheduler::new(queue.clone(), cfg_rx, None)
+            .context("starting the delivery scheduler")?;
+        Some(tokio::spawn(sched.run(stop_rx.clone())))
+    };
 
     let mut tasks = Vec::new();
     for l in listeners {
@@ -108,7 +121,11 @@ async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<Exi
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
-            _ = hup.recv() => reload(&a.config.config, &cfg, &inbound),
+            _ = hup.recv() => {
+                if let Some(new) = reload(&a.config.config, &cfg, &inbound) {
+                    let _ = cfg_tx.send(Arc::new(new));
+                }
+            }
         }
     }
 
@@ -127,6 +144,12 @@ async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<Exi
         );
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
+    if let Some(s) = scheduler {
+        // In-flight attempts end within their own SMTP timeouts; don't wait longer than the drain.
+        if tokio::time::timeout(a.drain_timeout, s).await.is_err() {
+            tracing::warn!("delivery attempts still running at exit; they will be retried");
+        }
+    }
     if let Err(e) = queue.flush().await {
         tracing::error!(error = %e, "final queue flush failed");
         return Ok(ExitCode::from(1));
@@ -136,7 +159,12 @@ async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<Exi
 }
 
 /// SIGHUP: load and validate the file again; switch atomically or keep the old settings.
-fn reload(path: &Path, running: &cutover::config::Config, inbound: &Arc<Inbound>) {
+/// Returns the new configuration when it was applied (for the delivery engine).
+fn reload(
+    path: &Path,
+    running: &cutover::config::Config,
+    inbound: &Arc<Inbound>,
+) -> Option<cutover::config::Config> {
     let cfg = match cutover::config::load(path) {
         Ok(l) => {
             for w in &l.warnings {
@@ -149,7 +177,7 @@ fn reload(path: &Path, running: &cutover::config::Config, inbound: &Arc<Inbound>
                 tracing::error!("reload: {line}");
             }
             tracing::error!("reload failed: keeping the running configuration");
-            return;
+            return None;
         }
     };
     match Settings::from_config(&cfg) {
@@ -163,8 +191,12 @@ fn reload(path: &Path, running: &cutover::config::Config, inbound: &Arc<Inbound>
                 );
             }
             inbound.replace_settings(s);
-            tracing::info!("configuration reloaded (routing, policy, TLS)");
+            tracing::info!("configuration reloaded (routing, policy, TLS, targets)");
+            Some(cfg)
         }
-        Err(e) => tracing::error!(error = %e, "reload failed: keeping the running configuration"),
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed: keeping the running configuration");
+            None
+        }
     }
 }

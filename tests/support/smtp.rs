@@ -30,6 +30,8 @@ pub struct Opts {
     pub default_route: bool,
     /// Extra `cutover serve` arguments.
     pub args: Vec<String>,
+    /// `host:port` of both targets (default 127.0.0.1:9, nothing listens: legs stay queued).
+    pub target: Option<String>,
 }
 
 /// A running `cutover serve`.
@@ -70,9 +72,11 @@ trusted_networks = ["127.0.0.2/32"]
 {reserve}{extra_gateway}
 
 [targets.old]
-address = "127.0.0.1:9"
+address = "{target}"
+tls = "none"
 [targets.new]
-address = "127.0.0.1:9"
+address = "{target}"
+tls = "none"
 
 [routing]
 {default}
@@ -101,6 +105,7 @@ listen = "{admin}"
                 "min_free_space = \"1MiB\"\n"
             },
             extra_gateway = opts.extra_gateway,
+            target = opts.target.as_deref().unwrap_or("127.0.0.1:9"),
             extra = opts.extra,
         );
         let config = dir.path().join("cutover.toml");
