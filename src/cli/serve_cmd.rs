@@ -68,7 +68,11 @@ async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<Exi
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let state_dir = cfg.gateway.state_dir.clone();
+    // Relative to the config file's directory, like every path in it.
+    let state_dir = cutover::config::resolve_path(
+        cfg.path.parent().unwrap_or(Path::new(".")),
+        &cfg.gateway.state_dir,
+    );
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating state_dir {}", state_dir.display()))?;
     let settings = Settings::from_config(&cfg).context("setting up the SMTP listener")?;

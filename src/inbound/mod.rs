@@ -17,7 +17,7 @@ pub mod session;
 pub mod stamp;
 pub mod tls;
 
-use crate::config::Config;
+use crate::config::{Config, resolve_path};
 use crate::queue::Queue;
 use crate::routing::Router;
 use std::path::PathBuf;
@@ -54,9 +54,12 @@ impl Settings {
                 e.message
             )));
         }
+        // Relative paths are relative to the config file's directory (as `config check` reads them).
+        let base = cfg.path.parent().unwrap_or(std::path::Path::new("."));
         let tls = match &cfg.gateway.tls {
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(tls::load_server_config(
-                &t.cert, &t.key,
+                &resolve_path(base, &t.cert),
+                &resolve_path(base, &t.key),
             )?)),
             None => None,
         };
@@ -64,7 +67,7 @@ impl Settings {
             policy: Policy::from_gateway(&cfg.gateway),
             router,
             tls,
-            state_dir: cfg.gateway.state_dir.clone(),
+            state_dir: resolve_path(base, &cfg.gateway.state_dir),
         })
     }
 }
