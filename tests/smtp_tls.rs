@@ -149,3 +149,48 @@ async fn starttls_required() {
     let mut c = Client::greeted(g.smtp).await;
     assert_eq!(c.cmd("NOOP").await.code, 250);
 }
+
+/// SIGHUP reloads the certificate: new sessions present the new one; a broken key file is
+/// refused and the old certificate stays in service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tls_opts(dir.path(), false);
+    let g = Gateway::start(t.opts.clone());
+    let handshake = |pem: String| async move {
+        let mut s = Client::raw_from("127.0.0.1", g.smtp).await;
+        plain_reply(&mut s).await;
+        plain_cmd(&mut s, "EHLO c").await;
+        plain_cmd(&mut s, "STARTTLS").await;
+        let name = rustls_pki_types::ServerName::try_from("mx.test").unwrap();
+        tokio::time::timeout(STEP, connector(&pem).connect(name, s))
+            .await
+            .unwrap()
+            .is_ok()
+    };
+    assert!(handshake(t.cert_pem.clone()).await);
+
+    // Rotate: same file names, new key pair.
+    let t2 = tls_opts(dir.path(), false);
+    g.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + STEP;
+    while !handshake(t2.cert_pem.clone()).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new certificate not served: {}",
+            g.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!handshake(t.cert_pem.clone()).await);
+
+    // A broken key: reload refused, the rotated certificate keeps working.
+    std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+    g.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + STEP;
+    while !g.log().contains("reload failed") {
+        assert!(std::time::Instant::now() < deadline, "{}", g.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(handshake(t2.cert_pem.clone()).await);
+}

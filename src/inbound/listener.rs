@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
+use tracing::Instrument;
 
 /// Counts open sessions, in total and per client IP.
 #[derive(Default)]
@@ -151,11 +152,15 @@ pub async fn serve_listener(
             Ok(guard) => {
                 let inbound = inbound.clone();
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    let session = Session::new(sock, peer, local, inbound, settings, shutdown);
-                    session.run().await;
-                    drop(guard);
-                });
+                let span = tracing::info_span!("smtp", client = %peer);
+                tokio::spawn(
+                    async move {
+                        let session = Session::new(sock, peer, local, inbound, settings, shutdown);
+                        session.run().await;
+                        drop(guard);
+                    }
+                    .instrument(span),
+                );
             }
             Err(why) => {
                 tracing::info!(client = %peer, reason = ?why, "connection refused: limit reached");
