@@ -859,7 +859,8 @@ deliver = ["old", "new"]
         assert_eq!(r.unchanged, 1, "zed stays on old by default");
         assert!(r.unrouted.is_empty() && r.busy.is_empty());
         let rec = q.record(&id).unwrap();
-        let show: Vec<(&str, Vec<(&str, &str, bool)>)> = rec
+        type Shown<'a> = Vec<(&'a str, Vec<(&'a str, &'a str, bool)>)>;
+        let show: Shown = rec
             .legs
             .iter()
             .map(|l| {
