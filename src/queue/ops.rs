@@ -140,7 +140,8 @@ fn make_due(leg: &mut Leg, now: SystemTime) {
 ///
 /// Per pending recipient whose target set changed: its pending entries on targets it no
 /// longer goes to are removed, and it is added as `queued` for each new target it has no
-/// entry on yet (an existing pending, idle leg of that target, else a leg emptied by this plan,
+/// entry on yet (an existing pending, idle leg of that target, with the same held flag,
+/// else a leg emptied by this plan,
 /// else a new leg). Delivered and failed entries are never touched; unrouted recipients stay.
 /// Legs left empty are dropped unless that would shift the index of a busy leg.
 pub fn plan_reroute<R, B>(
@@ -279,7 +280,7 @@ where
             l.target == target
                 && !l.recipients.is_empty()
                 && !l.state.is_final()
-                && !l.held
+                && l.held == all_held
                 && !busy_legs.get(i).copied().unwrap_or(false)
         });
         if let Some(i) = existing {
