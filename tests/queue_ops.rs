@@ -72,7 +72,7 @@ async fn scenario(
     let (a, b) = (&ids[0], &ids[1]);
     let steps: Vec<(String, &Path)> = vec![
         (format!("queue hold {a}"), cfg),
-        (format!("queue list --state held --json"), cfg),
+        ("queue list --state held --json".to_string(), cfg),
         (
             format!("queue release {} --json", a.to_ascii_lowercase()),
             cfg,
@@ -81,7 +81,7 @@ async fn scenario(
         ("queue retry --all".into(), cfg),
         (format!("queue reroute {a}"), cfg),
         (format!("queue reroute {a} --json"), rerouted),
-        (format!("queue reroute --all"), rerouted),
+        ("queue reroute --all".to_string(), rerouted),
         (format!("queue show {a}"), cfg),
         (format!("queue release {a} {b}"), cfg),
         (format!("queue retry {a}"), cfg),
