@@ -50,7 +50,8 @@ pub enum QueueCmd {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
-        target: Selection,
+        select: Selection,
+        /// Print JSON (one object per message).
         #[arg(long)]
         json: bool,
     },
@@ -61,6 +62,7 @@ pub enum QueueCmd {
         /// Queue ids (case-insensitive).
         #[arg(required = true)]
         ids: Vec<String>,
+        /// Print JSON (one object per message).
         #[arg(long)]
         json: bool,
     },
@@ -71,6 +73,7 @@ pub enum QueueCmd {
         /// Queue ids (case-insensitive).
         #[arg(required = true)]
         ids: Vec<String>,
+        /// Print JSON (one object per message).
         #[arg(long)]
         json: bool,
     },
@@ -87,15 +90,18 @@ pub enum QueueCmd {
         /// Send the sender a non-delivery report for the recipients not delivered yet.
         #[arg(long)]
         bounce: bool,
+        /// Print JSON (one object per message).
         #[arg(long)]
         json: bool,
     },
-    /// Re-apply the current routing to recipients not delivered yet.
+    /// Re-apply the current routing to recipients not delivered yet (on a running gateway: its
+    /// loaded routing; recipients on a leg being delivered right now are reported, not moved).
     Reroute {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
-        target: Selection,
+        select: Selection,
+        /// Print JSON (one object per message).
         #[arg(long)]
         json: bool,
     },
@@ -198,9 +204,9 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        QueueCmd::Retry { target, .. } => {
+        QueueCmd::Retry { select, .. } => {
             let mut out = Outcome::default();
-            if target.all {
+            if select.all {
                 let v: Vec<LegsChanged> = match &source {
                     Source::Api(addr) => api_all(*addr, "/api/queue/retry").await?,
                     Source::Store(q) => q.retry_all(SystemTime::now()).await?,
@@ -209,7 +215,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
                 out.items
                     .extend(v.iter().map(|r| (render_legs(r), to_json(r))));
             } else {
-                for id in &target.ids {
+                for id in &select.ids {
                     let r: Option<LegsChanged> = match &source {
                         Source::Api(addr) => api_one(*addr, "POST", id, "/retry").await?,
                         Source::Store(q) => found(q.retry(id, SystemTime::now()).await)?,
@@ -256,11 +262,11 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
             }
             out.finish(json)
         }
-        QueueCmd::Reroute { target, .. } => {
+        QueueCmd::Reroute { select, .. } => {
             // Offline: no scheduler runs, so no leg is in flight (`live = false`).
             let routes = Router::new(&cfg.routing).0;
             let mut out = Outcome::default();
-            if target.all {
+            if select.all {
                 let v: Vec<Rerouted> = match &source {
                     Source::Api(addr) => api_all(*addr, "/api/queue/reroute").await?,
                     Source::Store(q) => q.reroute_all(&routes, SystemTime::now(), false).await?,
@@ -269,7 +275,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
                 out.items
                     .extend(v.iter().map(|r| (render_rerouted(r), to_json(r))));
             } else {
-                for id in &target.ids {
+                for id in &select.ids {
                     let r: Option<Rerouted> = match &source {
                         Source::Api(addr) => api_one(*addr, "POST", id, "/reroute").await?,
                         Source::Store(q) => {

@@ -140,10 +140,11 @@ fn make_due(leg: &mut Leg, now: SystemTime) {
 ///
 /// Per pending recipient whose target set changed: its pending entries on targets it no
 /// longer goes to are removed, and it is added as `queued` for each new target it has no
-/// entry on yet (an existing pending, idle leg of that target, with the same held flag,
-/// else a leg emptied by this plan,
-/// else a new leg). Delivered and failed entries are never touched; unrouted recipients stay.
-/// Legs left empty are dropped unless that would shift the index of a busy leg.
+/// entry on yet (an existing pending, idle leg of that target with the same held flag, else a
+/// leg emptied by this plan, else a new leg; held if the recipient was held everywhere it was
+/// pending). Delivered and failed entries are never touched; unrouted recipients stay where
+/// they are; a recipient on a busy leg is left alone entirely. Legs left empty are dropped
+/// unless that would shift the index of a busy leg (then they stay, empty and final).
 pub fn plan_reroute<R, B>(
     rec: &MessageRecord,
     route: R,
@@ -173,9 +174,9 @@ where
         .collect();
     let busy_legs: Vec<bool> = rec.legs.iter().map(&busy).collect();
     let mut removals: HashSet<(usize, usize)> = HashSet::new();
-    // target → recipients to add (address, rule), in order of appearance.
-    let mut additions: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let mut add_order: Vec<String> = Vec::new();
+    // (target, held) → recipients to add (address, rule), in order of appearance.
+    let mut additions: BTreeMap<(String, bool), Vec<(String, String)>> = BTreeMap::new();
+    let mut add_order: Vec<(String, bool)> = Vec::new();
     for addr in addresses {
         let Some((mut targets, rule)) = route(addr) else {
             report.unrouted.push(addr.to_string());
@@ -214,6 +215,8 @@ where
             report.busy.push(addr.to_string());
             continue;
         }
+        // A recipient held everywhere it is pending stays held where it goes.
+        let held = entries.iter().filter(|e| e.3).all(|e| rec.legs[e.0].held);
         let mut from: Vec<String> = Vec::new();
         for (li, ri, t) in &away {
             removals.insert((*li, *ri));
@@ -222,11 +225,12 @@ where
             }
         }
         for t in &new_targets {
-            if !additions.contains_key(t) {
-                add_order.push(t.clone());
+            let key = (t.clone(), held);
+            if !additions.contains_key(&key) {
+                add_order.push(key.clone());
             }
             additions
-                .entry(t.clone())
+                .entry(key)
                 .or_default()
                 .push((addr.to_string(), rule.clone()));
         }
@@ -264,10 +268,8 @@ where
         .map(|l| l.created)
         .min()
         .unwrap_or(rec.envelope.received_at);
-    // A held message stays held after a reroute.
-    let all_held = pending_legs(rec).count() > 0 && pending_legs(rec).all(|l| l.held);
-    for target in add_order {
-        let Some(adds) = additions.remove(&target) else {
+    for (target, held) in add_order {
+        let Some(adds) = additions.remove(&(target.clone(), held)) else {
             continue;
         };
         let queued = |(address, rule): (String, String)| Recipient {
@@ -280,7 +282,7 @@ where
             l.target == target
                 && !l.recipients.is_empty()
                 && !l.state.is_final()
-                && l.held == all_held
+                && l.held == held
                 && !busy_legs.get(i).copied().unwrap_or(false)
         });
         if let Some(i) = existing {
@@ -292,7 +294,8 @@ where
             l.refresh_state();
             continue;
         }
-        let recycled = (0..out.legs.len()).find(|&i| emptied[i] && !reused[i] && !busy_legs[i]);
+        // Only the original legs can have been emptied (`emptied` covers exactly those).
+        let recycled = (0..emptied.len()).find(|&i| emptied[i] && !reused[i] && !busy_legs[i]);
         let (rules, recipients): (Vec<String>, Vec<String>) =
             adds.into_iter().map(|(a, r)| (r, a)).unzip();
         let mut leg = Leg::new(
@@ -304,7 +307,7 @@ where
             now,
         );
         leg.created = created;
-        leg.held = all_held;
+        leg.held = held;
         match recycled {
             Some(i) => {
                 reused[i] = true;
@@ -990,5 +993,161 @@ deliver = ["old", "new"]
         assert_eq!(out.legs[0].target, "new");
         assert_eq!(out.legs[0].recipients[0].address, "a@example.com");
         assert_eq!(out.legs[1], rec.legs[1]);
+    }
+
+    #[test]
+    fn a_recipient_held_on_its_leg_stays_held_where_it_goes() {
+        let now = SystemTime::now();
+        let mut rec = MessageRecord {
+            id: QueueId("0000000000000B".into()),
+            envelope: env("s@example.org"),
+            size: 1,
+            body: crate::queue::model::BodyLocation::Inline,
+            legs: vec![
+                Leg::new(leg("old", &["carol@example.com"]), now),
+                Leg::new(leg("new", &["bob@example.com"]), now),
+            ],
+            body_missing: false,
+        };
+        rec.legs[0].held = true;
+        let route = |_: &str| Some((vec!["new".to_string()], "r".to_string()));
+        let (out, r) = plan_reroute(&rec, route, |_: &Leg| false, now);
+        assert_eq!(r.moved.len(), 1);
+        assert_eq!(out.legs.len(), 2);
+        // carol's old leg emptied and recycled as a held leg for new; bob's leg untouched.
+        assert_eq!(out.legs[0].target, "new");
+        assert!(out.legs[0].held);
+        assert_eq!(out.legs[0].recipients[0].address, "carol@example.com");
+        assert_eq!(out.legs[1], rec.legs[1]);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TARGETS: [&str; 3] = ["old", "new", "third"];
+        const ADDRS: [&str; 4] = ["a@x", "b@x", "c@x", "d@x"];
+
+        fn state(k: u8) -> RcptState {
+            match k % 4 {
+                0 => RcptState::Queued,
+                1 => RcptState::Deferred {
+                    next: SystemTime::UNIX_EPOCH,
+                    attempts: 1,
+                    last_reply: "451".into(),
+                },
+                2 => RcptState::Delivered {
+                    reply: "250".into(),
+                },
+                _ => RcptState::Failed {
+                    reply: "550".into(),
+                },
+            }
+        }
+
+        fn record(spec: &[(usize, bool, bool, Vec<(usize, u8)>)]) -> MessageRecord {
+            let now = SystemTime::UNIX_EPOCH;
+            let legs = spec
+                .iter()
+                .map(|(t, held, _, rs)| {
+                    let mut seen = HashSet::new();
+                    let mut l = Leg::new(leg(TARGETS[*t], &[]), now);
+                    l.recipients = rs
+                        .iter()
+                        .filter(|(a, _)| seen.insert(*a))
+                        .map(|(a, k)| Recipient {
+                            address: ADDRS[*a].into(),
+                            rule: "default".into(),
+                            state: state(*k),
+                        })
+                        .collect();
+                    l.held = *held;
+                    l.refresh_state();
+                    l
+                })
+                .collect();
+            MessageRecord {
+                id: QueueId("0000000000000C".into()),
+                envelope: env("s@x"),
+                size: 1,
+                body: crate::queue::model::BodyLocation::Inline,
+                legs,
+                body_missing: false,
+            }
+        }
+
+        fn entries(rec: &MessageRecord, pending: bool) -> Vec<(String, String, RcptState)> {
+            let mut v: Vec<_> = rec
+                .legs
+                .iter()
+                .flat_map(|l| {
+                    l.recipients
+                        .iter()
+                        .filter(move |r| r.state.is_pending() == pending)
+                        .map(move |r| (r.address.clone(), l.target.clone(), r.state.clone()))
+                })
+                .collect();
+            v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            v
+        }
+
+        proptest! {
+            #[test]
+            fn reroute_invariants(
+                spec in prop::collection::vec(
+                    (0usize..3, any::<bool>(), any::<bool>(),
+                     prop::collection::vec((0usize..4, 0u8..4), 1..4)),
+                    1..4),
+                routes in prop::collection::vec(prop::option::of(prop::collection::btree_set(0usize..3, 1..3)), 4),
+            ) {
+                let rec = record(&spec);
+                let busy_flags: Vec<bool> = spec.iter().map(|s| s.2).collect();
+                let route = |a: &str| {
+                    let i = ADDRS.iter().position(|x| *x == a)?;
+                    routes[i].as_ref().map(|set| {
+                        (set.iter().map(|t| TARGETS[*t].to_string()).collect::<Vec<_>>(), "r".to_string())
+                    })
+                };
+                let busy_of = |l: &Leg| {
+                    rec.legs.iter().position(|x| std::ptr::eq(x, l)).map(|i| busy_flags[i]).unwrap_or(false)
+                };
+                let now = SystemTime::UNIX_EPOCH;
+                let (out, report) = plan_reroute(&rec, route, busy_of, now);
+                // Delivered and failed entries are never touched.
+                prop_assert_eq!(entries(&out, false), entries(&rec, false));
+                // Busy legs keep their index and content.
+                for (i, b) in busy_flags.iter().enumerate() {
+                    if *b {
+                        prop_assert_eq!(&out.legs[i], &rec.legs[i]);
+                    }
+                }
+                let moved: HashSet<&str> = report.moved.iter().map(|m| m.recipient.as_str()).collect();
+                for a in ADDRS {
+                    let before: Vec<_> = entries(&rec, true).into_iter().filter(|e| e.0 == a).collect();
+                    let after: Vec<_> = entries(&out, true).into_iter().filter(|e| e.0 == a).collect();
+                    if !moved.contains(a) {
+                        prop_assert_eq!(before, after, "{} not moved", a);
+                        continue;
+                    }
+                    // Moved: pending only on routed targets, and every routed target carried.
+                    let (targets, _) = route(a).unwrap();
+                    for e in &after {
+                        prop_assert!(targets.contains(&e.1));
+                    }
+                    for t in &targets {
+                        let anywhere = out.legs.iter().any(|l| &l.target == t && l.recipients.iter().any(|r| r.address == a));
+                        prop_assert!(anywhere, "{} not on {}", a, t);
+                    }
+                }
+                // No empty leg, except before a busy one.
+                let last_busy = busy_flags.iter().rposition(|b| *b);
+                for (i, l) in out.legs.iter().enumerate() {
+                    if l.recipients.is_empty() {
+                        prop_assert!(last_busy.is_some_and(|b| i < b));
+                    }
+                    prop_assert_eq!(l.state, l.derive_state());
+                }
+            }
+        }
     }
 }
