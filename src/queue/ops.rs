@@ -1045,7 +1045,10 @@ deliver = ["old", "new"]
             }
         }
 
-        fn record(spec: &[(usize, bool, bool, Vec<(usize, u8)>)]) -> MessageRecord {
+        /// (target index, held, busy, recipients as (address index, state kind)).
+        type LegSpec = (usize, bool, bool, Vec<(usize, u8)>);
+
+        fn record(spec: &[LegSpec]) -> MessageRecord {
             let now = SystemTime::UNIX_EPOCH;
             let legs = spec
                 .iter()
