@@ -7,6 +7,7 @@
 use super::ConfigArg;
 use anyhow::{Context, anyhow, bail};
 use clap::Subcommand;
+use cutover::admin::ApiError;
 use cutover::queue::model::{Leg, Message, MessageSummary, RcptState};
 use cutover::queue::ops::{Deleted, LegsChanged, Rerouted};
 use cutover::queue::{Queue, QueueError};
@@ -493,7 +494,9 @@ async fn api_call<T: serde::de::DeserializeOwned>(
         200 => Ok(Some(serde_json::from_slice(&body).with_context(|| {
             format!("admin API at {addr}: unexpected response to {method} {path}")
         })?)),
-        404 => Ok(None),
+        // The API's own 404 (unknown id) carries `{"error": ..}`; a bare 404 is an unknown route.
+        404 if serde_json::from_slice::<ApiError>(&body).is_ok() => Ok(None),
+        404 => bail!("admin API at {addr} has no {method} {path} (an older cutover?)"),
         s => bail!(
             "admin API at {addr} answered {s} for {method} {path}: {}",
             String::from_utf8_lossy(&body).trim()
