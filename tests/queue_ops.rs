@@ -1,8 +1,10 @@
 //! `cutover queue retry|hold|release|delete|reroute` through the real binary, on a stopped
 //! gateway (store opened directly) and on a running one (admin API served in-process): the
 //! same output either way; the admin API's operation routes and status codes; `/metrics` as
-//! Prometheus text.
+//! Prometheus text; the operations alongside the real delivery engine (loopback SMTP sinks).
 
+#[path = "support/fake_smtp.rs"]
+mod fake_smtp;
 #[path = "support/queueops.rs"]
 mod queueops;
 #[path = "support/queue.rs"]
@@ -431,4 +433,165 @@ async fn admin_api_operations_and_metrics() {
     assert_eq!(m["cutover_queue_messages"], 1.0);
     assert!(!m.keys().any(|k| k.starts_with("cutover_delivery")));
     admin.stop().await;
+}
+
+/// A config whose targets are the given sinks: default `old`, carol on `new` (wave-1).
+fn sink_config(
+    dir: &Path,
+    state: &Path,
+    admin: SocketAddr,
+    old: SocketAddr,
+    new: SocketAddr,
+) -> PathBuf {
+    let text = format!(
+        r#"[gateway]
+hostname = "mx.test"
+listen = ["127.0.0.1:0"]
+state_dir = "{}"
+accept_domains = ["example.com"]
+
+[targets.old]
+address = "{old}"
+tls = "none"
+[targets.new]
+address = "{new}"
+tls = "none"
+
+[routing]
+default = ["old"]
+[[routing.rule]]
+name = "wave-1"
+recipients = ["carol@example.com"]
+deliver = ["new"]
+
+[queue]
+retry_schedule = ["1s"]
+
+[admin]
+listen = "{admin}"
+"#,
+        state.display()
+    );
+    let path = dir.join("sinks.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// With the real delivery engine running: a held message is not delivered while others are;
+/// a live reroute moves it; release delivers it to the new target only; /metrics shows the
+/// engine's counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_operations_with_the_delivery_engine() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let old = fake_smtp::FakeSmtp::start(fake_smtp::Script::default()).await;
+    let new = fake_smtp::FakeSmtp::start(fake_smtp::Script::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let q = Queue::open(&state).unwrap();
+    // Accepted when carol still lived on old.
+    let held_id = commit(
+        &q,
+        "s@example.org",
+        &body(1, 1500),
+        vec![cutover::queue::NewLeg {
+            target: "old".into(),
+            rules: vec!["default".into()],
+            recipients: vec!["carol@example.com".into()],
+        }],
+    )
+    .await
+    .0;
+    q.hold(&held_id).await.unwrap();
+    let other_id = commit(
+        &q,
+        "s@example.org",
+        &body(2, 1500),
+        vec![cutover::queue::NewLeg {
+            target: "old".into(),
+            rules: vec!["default".into()],
+            recipients: vec!["dave@example.com".into()],
+        }],
+    )
+    .await
+    .0;
+
+    // The engine and the admin API share the config channel, as `serve` wires them.
+    let cfg_path = sink_config(dir.path(), &state, dead_addr(), old.addr, new.addr);
+    let cfg = cutover::config::load(&cfg_path).unwrap().config;
+    let (cfg_tx, cfg_rx) = tokio::sync::watch::channel(Arc::new(cfg));
+    let sched =
+        cutover::outbound::scheduler::Scheduler::new(q.clone(), cfg_rx.clone(), None).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let engine = tokio::spawn(sched.clone().run(stop_rx));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = listener.local_addr().unwrap();
+    let (admin_stop, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(cutover::admin::serve(
+        listener,
+        cutover::admin::AdminState::new(q.clone(), cfg_rx, Some(sched.stats.clone())),
+        async {
+            let _ = admin_stop_rx.await;
+        },
+    ));
+    let cli_dir = dir.path().join("cli");
+    std::fs::create_dir_all(&cli_dir).unwrap();
+    let cli_cfg = sink_config(&cli_dir, &state, admin_addr, old.addr, new.addr);
+
+    // The unheld message goes out; the held one stays.
+    let q2 = q.clone();
+    wait_for("the unheld message to be delivered", || {
+        q2.list().unwrap().iter().all(|m| m.id.0 != other_id)
+    })
+    .await;
+    assert_eq!(old.received().len(), 1);
+    assert_eq!(old.received()[0].rcpts, vec!["dave@example.com"]);
+    assert!(q.record(&held_id).unwrap().legs[0].held);
+
+    // Live reroute through the binary: carol moves to new, still held.
+    let o = run(args(&format!("queue reroute {held_id}"), &cli_cfg)).await;
+    assert_eq!(
+        stdout(&o),
+        format!("{held_id}: rerouted 1 recipient (carol@example.com: old -> new)\n"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rec = q.record(&held_id).unwrap();
+    assert_eq!(rec.legs.len(), 1);
+    assert_eq!(rec.legs[0].target, "new");
+    assert!(rec.legs[0].held);
+
+    // Release: delivered to new only.
+    let o = run(args(&format!("queue release {held_id}"), &cli_cfg)).await;
+    assert_eq!(stdout(&o), format!("{held_id}: released (1 leg)\n"));
+    let q2 = q.clone();
+    wait_for("the released message to be delivered", || {
+        q2.list().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(new.received().len(), 1);
+    assert_eq!(new.received()[0].rcpts, vec!["carol@example.com"]);
+    assert_eq!(old.received().len(), 1, "nothing more went to old");
+
+    let m = parse_metrics(body_of(&http(admin_addr, "GET", "/metrics").await));
+    assert_eq!(m["cutover_queue_messages"], 0.0);
+    assert_eq!(m["cutover_delivery_attempts_total"], 2.0);
+    assert_eq!(m["cutover_delivery_delivered_total"], 2.0);
+    assert!(m["cutover_connections_opened_total"] >= 2.0);
+
+    let _ = admin_stop.send(());
+    admin.await.unwrap().unwrap();
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), engine).await;
+    drop(cfg_tx);
 }
