@@ -1,7 +1,13 @@
 //! RFC 3464 delivery status notifications: builds the `multipart/report` message for a failure
-//! or a delay. Pure: it never sends and never touches the queue (the caller enqueues the result
-//! from `<>`), and it refuses to build a DSN for a message whose own sender is `<>`.
+//! or a delay. [`build`] is pure: it never sends, never touches the queue, and refuses to build a
+//! DSN for a message whose own sender is `<>`. [`enqueue`] is the one shared way to hand a built
+//! DSN to the queue (from `<>` to the sender, on the `bounce.via` target); it never delivers.
 
+use crate::config::Config;
+use crate::outbound::scheduler::MX_TARGET;
+use crate::queue::model::MessageRecord;
+use crate::queue::{Envelope, NewLeg, Queue, QueueError, QueueId};
+use std::io::Read;
 use std::time::SystemTime;
 
 /// Failure (Action: failed) or delay warning (Action: delayed).
@@ -266,6 +272,82 @@ fn crlf_normalised(b: &[u8]) -> Vec<u8> {
         prev = c;
     }
     out
+}
+
+/// The leg target a DSN is queued for: `bounce.via`, where `"mx"` (or unset) means delivery by
+/// MX lookup of the sender's domain ([`MX_TARGET`]).
+pub fn dsn_target(cfg: &Config) -> String {
+    match cfg.bounce.via.as_deref() {
+        None | Some("mx") => MX_TARGET.to_string(),
+        Some(t) => t.to_string(),
+    }
+}
+
+/// How much of the original body is read for its header block.
+const HEADER_READ_LIMIT: u64 = 64 * 1024;
+
+/// Build a DSN about `original` for `recipients` and queue it durably (group-committed) from
+/// `<>` to the original sender on the [`dsn_target`] leg. `Ok(None)` when there is nothing to
+/// send (sender `<>`, no recipients). The original's header block is read from the queue (a
+/// missing body gives a DSN without it).
+pub async fn enqueue(
+    queue: &Queue,
+    cfg: &Config,
+    original: &MessageRecord,
+    kind: DsnKind,
+    recipients: &[DsnRecipient],
+    now: SystemTime,
+) -> Result<Option<QueueId>, QueueError> {
+    if original.envelope.mail_from.is_empty() || recipients.is_empty() {
+        return Ok(None);
+    }
+    let headers = {
+        let q = queue.clone();
+        let id = original.id.0.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<u8>, QueueError> {
+            let mut head = Vec::new();
+            q.open_body(&id)?
+                .take(HEADER_READ_LIMIT)
+                .read_to_end(&mut head)?;
+            Ok(header_block(&head).to_vec())
+        })
+        .await
+        .map_err(|e| QueueError::Storage(format!("header reader task: {e}")))?
+        .unwrap_or_default()
+    };
+    let Some(msg) = build(&DsnInput {
+        kind,
+        reporting_mta: &cfg.gateway.hostname,
+        queue_id: &original.id.0,
+        sender: &original.envelope.mail_from,
+        arrival: original.envelope.received_at,
+        now,
+        original_headers: &headers,
+        recipients,
+    }) else {
+        return Ok(None);
+    };
+    let mut w = queue.body_writer()?;
+    w.write(&msg).await?;
+    let id = queue
+        .commit(
+            w,
+            Envelope {
+                mail_from: String::new(),
+                helo: cfg.gateway.hostname.clone(),
+                client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                received_at: now,
+                smtputf8: false,
+                body_8bit: false,
+            },
+            vec![NewLeg {
+                target: dsn_target(cfg),
+                rules: vec!["bounce".into()],
+                recipients: vec![original.envelope.mail_from.clone()],
+            }],
+        )
+        .await?;
+    Ok(Some(id))
 }
 
 #[cfg(test)]

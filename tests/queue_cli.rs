@@ -1,6 +1,8 @@
 //! `cutover queue list|show` against a stopped gateway (store opened directly) and a running one
 //! (admin API served in-process): the real binary, the same output either way.
 
+#[path = "support/queueops.rs"]
+mod queueops;
 #[path = "support/queue.rs"]
 mod support;
 
@@ -124,12 +126,8 @@ async fn list_and_show_offline_and_through_the_admin_api() {
 
     // Now a "running gateway": the queue open in this process, the admin API on a port.
     let q = Queue::open(&state).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cutover::admin::serve(listener, q.clone(), async {
-        let _ = stop_rx.await;
-    }));
+    let server = queueops::start_admin(q.clone(), std::path::Path::new(&offline_cfg), None).await;
+    let admin = server.addr;
     let live_dir = dir.path().join("live");
     std::fs::create_dir_all(&live_dir).unwrap();
     let live_cfg = write_config(&live_dir, &state, admin);
@@ -148,8 +146,7 @@ async fn list_and_show_offline_and_through_the_admin_api() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("in use by another process"), "{err}");
 
-    let _ = stop_tx.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,12 +154,9 @@ async fn admin_api_status_codes() {
     let dir = tempfile::tempdir().unwrap();
     let q = Queue::open(dir.path()).unwrap();
     let id = commit(&q, "a@example.org", &body(3, 500), legs()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cutover::admin::serve(listener, q.clone(), async {
-        let _ = stop_rx.await;
-    }));
+    let cfg = write_config(dir.path(), dir.path(), dead_addr());
+    let server = queueops::start_admin(q.clone(), &cfg, None).await;
+    let addr = server.addr;
     let get = |path: String| async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -183,6 +177,5 @@ async fn admin_api_status_codes() {
     assert!(r.contains(r#""error""#), "{r}");
     let r = get("/api/queue".into()).await;
     assert!(r.starts_with("HTTP/1.0 200") && r.contains(&id.0), "{r}");
-    let _ = stop_tx.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }

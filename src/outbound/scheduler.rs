@@ -8,10 +8,10 @@ use super::reply::Outcome;
 use super::resolve::{Hop, Resolver};
 use super::retry::{delay_warning_due, expired, next_delay};
 use super::tls::connector;
-use crate::bounce::{self, DsnInput, DsnKind, DsnRecipient};
+use crate::bounce::{self, DsnKind, DsnRecipient};
 use crate::config::{Config, Target, TlsMode, resolve_path};
 use crate::queue::model::{Leg, MessageRecord, RcptState};
-use crate::queue::{Envelope, NewLeg, Queue, QueueError};
+use crate::queue::{Queue, QueueError};
 use crate::routing::rewrite_rcpt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -602,11 +602,19 @@ impl Scheduler {
             .iter()
             .any(|(_, o)| matches!(o, Outcome::Deferred { .. }));
         let apply = |l: &mut Leg| {
+            if l.target != leg.target {
+                return; // the leg was rewritten (reroute/delete) while we were delivering
+            }
             for (i, o) in &outcomes {
                 let Some(r) = l.recipients.get_mut(*i) else {
                     continue;
                 };
-                if !r.state.is_pending() {
+                // Only the recipient we attempted, and only while it is still pending.
+                let same = leg
+                    .recipients
+                    .get(*i)
+                    .is_some_and(|snap| snap.address == r.address);
+                if !same || !r.state.is_pending() {
                     continue;
                 }
                 let prev_attempts = match &r.state {
@@ -728,57 +736,17 @@ impl Scheduler {
                 last_attempt: Some(SystemTime::now()),
             })
             .collect();
-        let headers = match self.read_body(&rec.id.0).await {
-            Ok(b) => bounce::header_block(&b).to_vec(),
-            Err(_) => Vec::new(),
-        };
-        let Some(msg) = bounce::build(&DsnInput {
+        let target = bounce::dsn_target(cfg);
+        match (
+            bounce::enqueue(&self.queue, cfg, rec, kind, &recipients, SystemTime::now()).await,
             kind,
-            reporting_mta: &cfg.gateway.hostname,
-            queue_id: &rec.id.0,
-            sender: &rec.envelope.mail_from,
-            arrival: rec.envelope.received_at,
-            now: SystemTime::now(),
-            original_headers: &headers,
-            recipients: &recipients,
-        }) else {
-            return;
-        };
-        let via = cfg.bounce.via.clone().unwrap_or_else(|| "mx".into());
-        let target = if via == "mx" {
-            MX_TARGET.to_string()
-        } else {
-            via
-        };
-        let result = async {
-            let mut w = self.queue.body_writer()?;
-            w.write(&msg).await?;
-            self.queue
-                .commit(
-                    w,
-                    Envelope {
-                        mail_from: String::new(),
-                        helo: cfg.gateway.hostname.clone(),
-                        client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                        received_at: SystemTime::now(),
-                        smtputf8: false,
-                        body_8bit: false,
-                    },
-                    vec![NewLeg {
-                        target: target.clone(),
-                        rules: vec!["bounce".into()],
-                        recipients: vec![rec.envelope.mail_from.clone()],
-                    }],
-                )
-                .await
-        }
-        .await;
-        match (result, kind) {
-            (Ok(dsn_id), DsnKind::Failure) => {
+        ) {
+            (Ok(None), _) => {}
+            (Ok(Some(dsn_id)), DsnKind::Failure) => {
                 self.stats.dsn_failure.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(dsn_id = %dsn_id, to = %rec.envelope.mail_from, via = %target, recipients = recipients.len(), "sender non-delivery notification");
             }
-            (Ok(dsn_id), DsnKind::Delay { .. }) => {
+            (Ok(Some(dsn_id)), DsnKind::Delay { .. }) => {
                 self.stats.dsn_delay.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(dsn_id = %dsn_id, to = %rec.envelope.mail_from, via = %target, "sender delay notification");
             }

@@ -20,6 +20,7 @@ mod delivery;
 pub mod disk;
 pub mod id;
 pub mod model;
+pub mod ops;
 pub mod recovery;
 pub mod spool;
 pub mod store;
