@@ -95,13 +95,15 @@ async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<Exi
     let (stop_tx, stop_rx) = watch::channel(false);
     // The delivery engine follows config reloads through this channel.
     let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
-    let scheduler = if a.no_deliver {
+    let (scheduler, stats) = if a.no_deliver {
         tracing::info!("--no-deliver: the delivery scheduler is not started");
-        None
+        (None, None)
     } else {
-        let sched = cutover::outbound::scheduler::Scheduler::new(queue.clone(), cfg_rx, None)
-            .context("starting the delivery scheduler")?;
-        Some(tokio::spawn(sched.run(stop_rx.clone())))
+        let sched =
+            cutover::outbound::scheduler::Scheduler::new(queue.clone(), cfg_rx.clone(), None)
+                .context("starting the delivery scheduler")?;
+        let stats = sched.stats.clone();
+        (Some(tokio::spawn(sched.run(stop_rx.clone()))), Some(stats))
     };
 
     let mut tasks = Vec::new();
@@ -115,7 +117,7 @@ async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<Exi
     let mut admin_stop = stop_rx.clone();
     let admin = tokio::spawn(cutover::admin::serve(
         admin_listener,
-        queue.clone(),
+        cutover::admin::AdminState::new(queue.clone(), cfg_rx, stats),
         async move {
             let _ = admin_stop.wait_for(|s| *s).await;
         },
