@@ -8,3 +8,4 @@ pub mod inbound;
 pub mod outbound;
 pub mod queue;
 pub mod routing;
+pub mod server;
