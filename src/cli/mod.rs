@@ -3,6 +3,7 @@
 
 mod backfill_cmd;
 mod config_cmd;
+mod demo_cmd;
 mod queue_cmd;
 mod route_cmd;
 mod serve_cmd;
@@ -33,6 +34,8 @@ pub struct ConfigArg {
 pub enum Command {
     /// Run the gateway (SMTP listener, delivery, admin HTTP).
     Serve(serve_cmd::ServeArgs),
+    /// Zero-setup tour: stand-in old/new servers, sample mail, where each message went.
+    Demo(demo_cmd::DemoArgs),
     /// Validate the configuration.
     Config {
         #[command(subcommand)]
@@ -59,6 +62,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => serve_cmd::run(a),
+        Command::Demo(a) => demo_cmd::run_cmd(a),
         Command::Config { command } => config_cmd::run(command),
         Command::Route { command } => route_cmd::run(command),
         Command::Queue { command } => queue_cmd::run(command),

@@ -1,0 +1,68 @@
+//! `cutover demo --once` (the README's main command, in CI mode): the stand-in servers' Maildirs
+//! hold exactly what the routing rules say.
+
+use std::path::Path;
+use std::process::Command;
+
+fn count(dir: &Path, user: &str) -> usize {
+    std::fs::read_dir(dir.join(user).join("new"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn demo_once_routes_every_sample_where_the_rules_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("cutover-demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args([
+            "demo",
+            "--once",
+            "--smtp",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--json",
+            "--dir",
+        ])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Phase 2: wave-2"), "{stdout}");
+    let (old, new) = (demo.join("old"), demo.join("new"));
+    // alice: 2 (quarterly + team lunch) on old only.
+    assert_eq!((count(&old, "alice"), count(&new, "alice")), (2, 0));
+    // bob: pilot dual delivery, 2 messages on each side.
+    assert_eq!((count(&old, "bob"), count(&new, "bob")), (2, 2));
+    // carol: wave-1 -> new only.
+    assert_eq!((count(&old, "carol"), count(&new, "carol")), (0, 2));
+    assert_eq!(count(&new, "team"), 1);
+    assert_eq!(count(&new, "db.admin"), 1);
+    // dave: before the wave on old, after it on new.
+    assert_eq!((count(&old, "dave"), count(&new, "dave")), (1, 1));
+    assert_eq!(count(&old, "erin+newsletter"), 1);
+    // The relay attempt was refused and stored nowhere.
+    assert_eq!(count(&old, "mallory") + count(&new, "mallory"), 0);
+    assert!(stdout.contains("550 5.7.1"), "{stdout}");
+    // Bytes arrive as sent, plus exactly one Received: and one X-Cutover-Loop: on top.
+    let f = std::fs::read_dir(new.join("carol").join("new"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(f).unwrap();
+    assert!(text.starts_with("Received: from "), "{text}");
+    assert_eq!(
+        text.matches("X-Cutover-Loop: mx.demo.example.com").count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains("Delivered-To"), "{text}");
+}
