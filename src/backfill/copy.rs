@@ -23,6 +23,8 @@ use tokio::io::AsyncWriteExt;
 pub const WINDOW: usize = 64;
 /// Bytes in flight (bodies written but not yet confirmed).
 pub const WINDOW_BYTES: usize = 32 << 20;
+/// Messages per MULTIAPPEND command.
+pub const MULTIAPPEND_BATCH: usize = 32;
 /// UIDs per FETCH command.
 const UID_CHUNK: usize = 2000;
 /// Timeout for one step of a streamed response (one FETCH item, one APPEND reply).
@@ -381,6 +383,9 @@ pub enum Outcome {
     },
     /// The destination refused this message (reply text); other messages go on.
     Refused(String),
+    /// A MULTIAPPEND batch holding this message was refused as a whole (none appended): the
+    /// caller retries these one by one to find the culprit.
+    RefusedBatch(String),
     /// The source no longer has it (expunged meanwhile).
     Vanished,
 }
@@ -396,6 +401,7 @@ pub async fn copy_messages(
     dst_wire: &str,
     uids: &[u32],
     meta: &HashMap<u32, Meta>,
+    multiappend: bool,
     confirm: &mut (dyn FnMut(u32, Outcome) + Send),
 ) -> Result<()> {
     if uids.is_empty() {
@@ -410,7 +416,12 @@ pub async fn copy_messages(
     })
     .await?;
     let pipelined = dst.caps.literal_plus;
-    let mut app = Appender::new(dst_wire);
+    let batch = if dst.caps.multiappend && multiappend {
+        MULTIAPPEND_BATCH
+    } else {
+        1
+    };
+    let mut app = Appender::new(dst_wire, batch);
     for chunk in uids.chunks(UID_CHUNK) {
         let mut seen: std::collections::HashSet<u32> = std::collections::HashSet::new();
         {
@@ -470,6 +481,7 @@ pub async fn copy_messages(
         }
         app.release(confirm);
     }
+    app.close_batch(dst).await?;
     while app.in_flight() > 0 {
         app.complete_one(dst, confirm).await?;
     }
@@ -477,17 +489,26 @@ pub async fn copy_messages(
     Ok(())
 }
 
-/// Pipelined APPENDs on one destination connection (raw commands with LITERAL+), confirmations
-/// released to the caller as they become final.
+/// Pipelined APPENDs on one destination connection: raw commands with LITERAL+, several
+/// messages per command when the server offers MULTIAPPEND (one transaction, and one fsync,
+/// per batch), confirmations released to the caller as they become final.
 struct Appender {
     wire_quoted: String,
     next_tag: u64,
-    /// tag → (uid, bytes) for commands sent and not yet answered, in send order.
-    pending: VecDeque<(String, u32, usize)>,
+    /// Messages per APPEND command (1 without MULTIAPPEND).
+    batch_max: usize,
+    /// The command being written: (tag, uids+bytes); terminated by `close_batch`.
+    open: Option<(String, Vec<(u32, usize)>)>,
+    /// Commands sent and not yet answered, in send order.
+    pending: VecDeque<(String, Vec<(u32, usize)>)>,
+    msgs_in_flight: usize,
     bytes_in_flight: usize,
-    /// Ordered fates: uid → outcome (None = still in flight).
+    /// Fates: uid → outcome (None = still in flight).
     fates: VecDeque<(u32, Option<Outcome>)>,
 }
+
+/// Bytes per MULTIAPPEND command.
+const BATCH_BYTES: usize = 8 << 20;
 
 fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -503,20 +524,24 @@ fn quote(s: &str) -> String {
 }
 
 impl Appender {
-    fn new(dst_wire: &str) -> Self {
+    fn new(dst_wire: &str, batch_max: usize) -> Self {
         Appender {
             wire_quoted: quote(dst_wire),
             next_tag: 0,
+            batch_max: batch_max.max(1),
+            open: None,
             pending: VecDeque::new(),
+            msgs_in_flight: 0,
             bytes_in_flight: 0,
             fates: VecDeque::new(),
         }
     }
     fn in_flight(&self) -> usize {
-        self.pending.len()
+        self.msgs_in_flight
     }
     fn over_window(&self) -> bool {
-        self.pending.len() >= WINDOW || self.bytes_in_flight >= WINDOW_BYTES
+        self.pending.len() > 1
+            && (self.msgs_in_flight >= WINDOW || self.bytes_in_flight >= WINDOW_BYTES)
     }
     fn vanished(&mut self, uid: u32) {
         if !self.fates.iter().any(|(u, _)| *u == uid) {
@@ -541,39 +566,71 @@ impl Appender {
         self.fates = rest;
     }
 
-    async fn send(&mut self, dst: &mut Conn, uid: u32, m: &Meta, body: &[u8]) -> Result<()> {
-        self.next_tag += 1;
-        let tag = format!("C{}", self.next_tag);
-        let mut head = format!("{tag} APPEND {} {}", self.wire_quoted, m.flags);
-        if !m.idate.is_empty() {
-            head.push(' ');
-            head.push_str(&m.idate);
-        }
-        head.push_str(&format!(" {{{}+}}\r\n", body.len()));
+    async fn write(dst: &mut Conn, parts: &[&[u8]]) -> Result<()> {
         let io = async {
             let s: &mut ImapStream = dst.session.get_mut();
-            s.write_all(head.as_bytes()).await?;
-            s.write_all(body).await?;
-            s.write_all(b"\r\n").await?;
+            for p in parts {
+                s.write_all(p).await?;
+            }
             s.flush().await
         };
         tokio::time::timeout(STEP_TIMEOUT, io)
             .await
             .map_err(|_| BackfillError::Timeout("APPEND write".into()))?
-            .map_err(|e| BackfillError::Connection(format!("APPEND write: {e}")))?;
-        self.pending.push_back((tag, uid, body.len()));
+            .map_err(|e| BackfillError::Connection(format!("APPEND write: {e}")))
+    }
+
+    async fn send(&mut self, dst: &mut Conn, uid: u32, m: &Meta, body: &[u8]) -> Result<()> {
+        let mut head = String::new();
+        if self.open.is_none() {
+            self.next_tag += 1;
+            let tag = format!("C{}", self.next_tag);
+            head.push_str(&format!("{tag} APPEND {}", self.wire_quoted));
+            self.open = Some((tag, Vec::new()));
+        }
+        head.push(' ');
+        head.push_str(&m.flags);
+        if !m.idate.is_empty() {
+            head.push(' ');
+            head.push_str(&m.idate);
+        }
+        head.push_str(&format!(" {{{}+}}\r\n", body.len()));
+        Self::write(dst, &[head.as_bytes(), body]).await?;
+        self.msgs_in_flight += 1;
         self.bytes_in_flight += body.len();
         self.fates.push_back((uid, None));
+        let full = match &mut self.open {
+            Some((_, v)) => {
+                v.push((uid, body.len()));
+                v.len() >= self.batch_max || v.iter().map(|x| x.1).sum::<usize>() >= BATCH_BYTES
+            }
+            None => false,
+        };
+        if full {
+            self.close_batch(dst).await?;
+        }
         Ok(())
     }
 
-    /// Read responses until the oldest pending APPEND is answered.
+    /// Terminate the command being written.
+    async fn close_batch(&mut self, dst: &mut Conn) -> Result<()> {
+        if let Some(b) = self.open.take() {
+            Self::write(dst, &[b"\r\n"]).await?;
+            self.pending.push_back(b);
+        }
+        Ok(())
+    }
+
+    /// Read responses until the oldest pending APPEND command is answered.
     async fn complete_one(
         &mut self,
         dst: &mut Conn,
         confirm: &mut (dyn FnMut(u32, Outcome) + Send),
     ) -> Result<()> {
-        let Some((tag, uid, bytes)) = self.pending.front().cloned() else {
+        if self.pending.is_empty() {
+            self.close_batch(dst).await?;
+        }
+        let Some((tag, batch)) = self.pending.front().cloned() else {
             return Ok(());
         };
         loop {
@@ -592,36 +649,41 @@ impl Appender {
                     status,
                     outcome,
                 } if t.0 == tag => {
-                    let code = &outcome.code;
-                    let information = &outcome.information;
                     let text = format!(
                         "{status:?} {}{}",
-                        code.as_ref()
+                        outcome
+                            .code
+                            .as_ref()
                             .map(|c| format!("[{c:?}] "))
                             .unwrap_or_default(),
-                        information.as_deref().unwrap_or("")
+                        outcome.information.as_deref().unwrap_or("")
                     );
                     self.pending.pop_front();
-                    self.bytes_in_flight = self.bytes_in_flight.saturating_sub(bytes);
-                    let fate = match status {
-                        Status::Ok => Outcome::Copied {
-                            bytes: bytes as u64,
-                        },
-                        _ => {
-                            if let Some(hint) = super::throttle::hint(&text) {
-                                // Not appended: leave it unconfirmed; the caller retries.
-                                self.fates.retain(|(u, _)| *u != uid);
-                                self.drain_rest(dst).await;
-                                return Err(BackfillError::Throttled {
-                                    reply: format!("APPEND: {text}"),
-                                    hint,
-                                });
-                            }
+                    for (_, n) in &batch {
+                        self.msgs_in_flight = self.msgs_in_flight.saturating_sub(1);
+                        self.bytes_in_flight = self.bytes_in_flight.saturating_sub(*n);
+                    }
+                    if *status != Status::Ok
+                        && let Some(hint) = super::throttle::hint(&text)
+                    {
+                        // Not appended: leave them unconfirmed; the caller retries.
+                        self.forget_in_flight();
+                        return Err(BackfillError::Throttled {
+                            reply: format!("APPEND: {text}"),
+                            hint,
+                        });
+                    }
+                    for (uid, n) in &batch {
+                        let fate = if *status == Status::Ok {
+                            Outcome::Copied { bytes: *n as u64 }
+                        } else if batch.len() > 1 {
+                            Outcome::RefusedBatch(format!("APPEND: {text}"))
+                        } else {
                             Outcome::Refused(format!("APPEND: {text}"))
+                        };
+                        if let Some(f) = self.fates.iter_mut().find(|(u, _)| u == uid) {
+                            f.1 = Some(fate);
                         }
-                    };
-                    if let Some(f) = self.fates.iter_mut().find(|(u, _)| *u == uid) {
-                        f.1 = Some(fate);
                     }
                     self.release(confirm);
                     return Ok(());
@@ -632,6 +694,7 @@ impl Appender {
                     outcome,
                 } => {
                     let text = outcome.information.as_deref().unwrap_or("").to_string();
+                    self.forget_in_flight();
                     if let Some(hint) = super::throttle::hint(&text) {
                         return Err(BackfillError::Throttled {
                             reply: format!("BYE {text}"),
@@ -645,10 +708,12 @@ impl Appender {
         }
     }
 
-    /// After a failure, forget in-flight APPENDs (the connection is dropped by the caller; a
-    /// message appended anyway is recognised by fingerprint on the retry).
-    async fn drain_rest(&mut self, _dst: &mut Conn) {
+    /// After a failure, forget in-flight APPENDs (the caller drops the connection; a message
+    /// appended anyway is recognised by fingerprint on the retry).
+    fn forget_in_flight(&mut self) {
         self.pending.clear();
+        self.open = None;
+        self.msgs_in_flight = 0;
         self.bytes_in_flight = 0;
         self.fates.retain(|(_, f)| f.is_some());
     }

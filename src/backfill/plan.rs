@@ -165,7 +165,7 @@ pub fn plan(src: &Listing, dst: &Listing, folders: &Folders) -> Vec<FolderPair> 
             name,
             src_wire: f.wire.clone(),
             create: !exists && dst_wire != "INBOX",
-            subscribe: f.subscribed && dst_wire != "INBOX",
+            subscribe: f.subscribed,
             dst_wire,
             dst_name,
         });
@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("INBOX", "INBOX", false, false),
+                ("INBOX", "INBOX", false, true),
                 ("Sent Items", "Sent", false, true),
                 ("Archive/2019", "Archive/2019", true, true),
                 ("Entwürfe", "Entw&APw-rfe", true, false),

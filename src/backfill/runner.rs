@@ -601,16 +601,37 @@ async fn copy_folder(
     if !ctx.dry_run {
         for batch in to_copy.chunks(SAVE_EVERY) {
             let mut got: Vec<(u32, Outcome)> = Vec::new();
-            let r = copy::copy_messages(
+            let mut r = copy::copy_messages(
                 src,
                 dst,
                 &w.pair.src_wire,
                 &w.pair.dst_wire,
                 batch,
                 &w.src.meta,
+                true,
                 &mut |uid, o| got.push((uid, o)),
             )
             .await;
+            // A refused MULTIAPPEND batch: retry its messages one by one.
+            let again: Vec<u32> = got
+                .iter()
+                .filter(|(_, o)| matches!(o, Outcome::RefusedBatch(_)))
+                .map(|(u, _)| *u)
+                .collect();
+            if r.is_ok() && !again.is_empty() {
+                got.retain(|(_, o)| !matches!(o, Outcome::RefusedBatch(_)));
+                r = copy::copy_messages(
+                    src,
+                    dst,
+                    &w.pair.src_wire,
+                    &w.pair.dst_wire,
+                    &again,
+                    &w.src.meta,
+                    false,
+                    &mut |uid, o| got.push((uid, o)),
+                )
+                .await;
+            }
             {
                 let mut b = bar.lock().await;
                 for (uid, o) in got {
@@ -622,7 +643,7 @@ async fn copy_folder(
                             ctx.progress.counters.copied.fetch_add(1, Ordering::Relaxed);
                             ctx.progress.counters.bytes.fetch_add(*n, Ordering::Relaxed);
                         }
-                        Outcome::Refused(reply) => {
+                        Outcome::Refused(reply) | Outcome::RefusedBatch(reply) => {
                             ctx.progress.counters.failed.fetch_add(1, Ordering::Relaxed);
                             failures.push(Failure {
                                 uid,
