@@ -332,7 +332,18 @@ impl Side {
         let s = tokio_rustls::TlsConnector::from(cfg)
             .connect(name, tcp)
             .await
-            .map_err(|e| BackfillError::Connection(format!("{what}: TLS: {e}")))?;
+            .map_err(|e| {
+                // A certificate problem will not fix itself: do not retry it.
+                let cert = e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<rustls::Error>())
+                    .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+                if cert {
+                    BackfillError::Refused(format!("{what}: TLS: {e}"))
+                } else {
+                    BackfillError::Connection(format!("{what}: TLS: {e}"))
+                }
+            })?;
         Ok(ImapStream::Tls(Box::new(s)))
     }
 }
