@@ -265,6 +265,15 @@ async fn index_folder(conn: &mut Conn, wire: &str, with_meta: bool) -> Result<In
             });
         }
     }
+    if raw.items.len() < mb.exists as usize {
+        // A cut-short response (BYE ends the stream quietly) or a concurrent change: an
+        // incomplete index would copy duplicates or skip messages, so retry instead.
+        return Err(BackfillError::Connection(format!(
+            "index of {wire}: {} of {} messages returned",
+            raw.items.len(),
+            mb.exists
+        )));
+    }
     if !needs_prefix.is_empty() {
         let pos: HashMap<u32, usize> = needs_prefix
             .iter()
@@ -299,11 +308,10 @@ async fn index_folder(conn: &mut Conn, wire: &str, with_meta: bool) -> Result<In
                 raw.items[i].fp = fingerprint::fingerprint(&buf);
             }
         }
-        // Anything the server did not answer gets a unique, never-matching fingerprint.
-        for &i in &needs_prefix {
-            if raw.items[i].fp.0.is_empty() {
-                raw.items[i].fp = Fingerprint(format!("u:{wire}:{}", raw.items[i].uid));
-            }
+        if needs_prefix.iter().any(|&i| raw.items[i].fp.0.is_empty()) {
+            return Err(BackfillError::Connection(format!(
+                "index of {wire}: body prefixes missing from the FETCH response"
+            )));
         }
     }
     Ok(raw)
@@ -476,8 +484,30 @@ pub async fn copy_messages(
                 }
             }
         }
-        for &v in chunk.iter().filter(|v| !seen.contains(v)) {
-            app.vanished(v);
+        // UIDs the FETCH did not return: expunged meanwhile, or a response cut short (a BYE
+        // ends async-imap's stream quietly). Only a fresh UID SEARCH can tell.
+        let unseen: Vec<u32> = chunk
+            .iter()
+            .copied()
+            .filter(|v| !seen.contains(v))
+            .collect();
+        if !unseen.is_empty() {
+            let still = timed("UID SEARCH", CMD_TIMEOUT, async {
+                src.session
+                    .uid_search(format!("UID {}", uid_set(&unseen)))
+                    .await
+                    .map_err(|e| BackfillError::from_imap(&format!("UID SEARCH {src_wire}"), e))
+            })
+            .await?;
+            if unseen.iter().any(|u| still.contains(u)) {
+                return Err(BackfillError::Connection(format!(
+                    "FETCH from {src_wire} ended early ({} message(s) not returned)",
+                    unseen.len()
+                )));
+            }
+            for v in unseen {
+                app.vanished(v);
+            }
         }
         app.release(confirm);
     }
