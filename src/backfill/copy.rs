@@ -402,6 +402,7 @@ pub enum Outcome {
 /// `confirm(uid, outcome)` is called once for each UID when its fate is final (any order).
 /// Returns early with an error on connection trouble or throttling; everything confirmed so
 /// far stays confirmed.
+#[allow(clippy::too_many_arguments)]
 pub async fn copy_messages(
     src: &mut Conn,
     dst: &mut Conn,
