@@ -598,9 +598,54 @@ async fn copy_folder(
     let mut bytes = 0u64;
     let mut failures: Vec<Failure> = Vec::new();
     let mut err: Option<BackfillError> = None;
+    let cap = match way {
+        Way::Forward => ctx.job.destination.max_bytes_per_day,
+        Way::Reverse => ctx.job.source.max_bytes_per_day,
+    }
+    .map(|b| b.0);
+    let sizes: HashMap<u32, u64> = w
+        .src
+        .msgs
+        .iter()
+        .map(|m| (m.uid, u64::from(m.size)))
+        .collect();
+    let dst_account = dst.user.clone();
     if !ctx.dry_run {
         for batch in to_copy.chunks(SAVE_EVERY) {
+            // Daily upload cap (e.g. Gmail's 500 MB/day): copy what fits, then stop the folder.
+            let mut batch = batch;
+            let mut capped = None;
+            let day = today();
+            if let Some(cap) = cap {
+                let used = ctx.state.bytes_on(&dst_account, &day)?;
+                let mut room = cap.saturating_sub(used);
+                let fit = batch
+                    .iter()
+                    .take_while(|u| {
+                        let n = sizes.get(u).copied().unwrap_or(0);
+                        if n <= room {
+                            room -= n;
+                            true
+                        } else {
+                            false
+                        }
+                    })
+                    .count();
+                if fit == 0 {
+                    err = Some(BackfillError::Refused(format!(
+                        "max_bytes_per_day ({cap} bytes) reached for {dst_account} on {day}; the next pass continues"
+                    )));
+                    break;
+                }
+                if fit < batch.len() {
+                    capped = Some(format!(
+                        "max_bytes_per_day ({cap} bytes) reached for {dst_account} on {day}; the next pass continues"
+                    ));
+                }
+                batch = &batch[..fit];
+            }
             let mut got: Vec<(u32, Outcome)> = Vec::new();
+            let before_bytes = bytes;
             let mut r = copy::copy_messages(
                 src,
                 dst,
@@ -655,6 +700,11 @@ async fn copy_folder(
                     outcomes.insert(uid, o);
                 }
             }
+            if cap.is_some() {
+                ctx.state
+                    .add_bytes(&dst_account, &day, bytes - before_bytes)
+                    .await?;
+            }
             // Watermark: below the first UID to copy that is not yet final (refused ones
             // stay below it, so the next pass tries them again).
             let first_open = to_copy
@@ -682,6 +732,10 @@ async fn copy_folder(
             ctx.state.put(way.key(), src_user, &name, &st).await?;
             if let Err(e) = r {
                 err = Some(e);
+                break;
+            }
+            if let Some(c) = capped {
+                err = Some(BackfillError::Refused(c));
                 break;
             }
         }
@@ -757,6 +811,11 @@ async fn copy_folder(
     let _ = &w.dst;
     book.lock().await.finished.insert(name, fr);
     Ok(())
+}
+
+fn today() -> String {
+    let d = time::OffsetDateTime::now_utc().date();
+    format!("{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day())
 }
 
 #[cfg(test)]

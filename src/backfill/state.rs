@@ -114,13 +114,37 @@ impl State {
         Ok(())
     }
 
+    /// Bytes uploaded to `account` on `day` (`YYYY-MM-DD`, UTC) for `max_bytes_per_day`.
+    pub fn bytes_on(&self, account: &str, day: &str) -> Result<u64, StateError> {
+        Ok(self
+            .db
+            .get(Self::key("bytes", account, day))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Add to [`State::bytes_on`].
+    pub async fn add_bytes(&self, account: &str, day: &str, n: u64) -> Result<(), StateError> {
+        let key = Self::key("bytes", account, day);
+        self.db.update_and_fetch(key, |old| {
+            let cur = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some((cur + n).to_be_bytes().to_vec())
+        })?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
     /// Every stored folder state: (direction, mailbox, folder, state).
     pub fn all(&self) -> Result<Vec<(String, String, String, FolderState)>, StateError> {
         let mut out = Vec::new();
         for kv in self.db.iter() {
             let (k, v) = kv?;
             let parts: Vec<&[u8]> = k.splitn(3, |&b| b == 0).collect();
-            if parts.len() != 3 {
+            if parts.len() != 3 || parts[0] == b"bytes" {
                 continue;
             }
             let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
