@@ -6,7 +6,7 @@
 //! IMAP itself (that is `session` / `copy`).
 
 use super::copy::{self, Outcome, SrcIndex};
-use super::index::{self, DstMsg, FolderDecision, Verdict};
+use super::index::{self, FolderDecision, Verdict};
 use super::plan::{self, FolderPair};
 use super::progress::{MailboxBar, Progress};
 use super::report::{Failure, FolderReport, JobReport, MailboxReport, now_rfc3339};
@@ -389,7 +389,6 @@ type RoundErr = (Option<String>, BackfillError);
 struct Work {
     pair: FolderPair,
     src: SrcIndex,
-    dst: Vec<DstMsg>,
     dst_uv: u32,
     decision: FolderDecision,
     started: Instant,
@@ -496,7 +495,6 @@ async fn round(
         work.push(Work {
             pair: p,
             src: src_idx,
-            dst: dst_msgs,
             dst_uv,
             decision,
             started,
@@ -808,7 +806,6 @@ async fn copy_folder(
     if ctx.dry_run {
         fr.skipped.insert("would_copy".into(), to_copy.len() as u64);
     }
-    let _ = &w.dst;
     book.lock().await.finished.insert(name, fr);
     Ok(())
 }
