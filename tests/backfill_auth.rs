@@ -104,6 +104,38 @@ async fn xoauth2_token_command_and_client_credentials() {
     assert!(tokens.user_token_requests() >= 1);
     assert!(tokens.introspections() >= 1);
 
+    // A token the server rejects (AUTHENTICATIONFAILED) is dropped and fetched again.
+    let flaky = dir.path().join("flaky-token.sh");
+    std::fs::write(
+        &flaky,
+        format!(
+            "#!/bin/bash\nif [ ! -e {d}/served-bogus ]; then touch {d}/served-bogus; echo not-a-valid-token; else exec {s} \"$1\"; fi\n",
+            d = dir.path().display(),
+            s = script.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&flaky, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bob = small("bob");
+    bob.write_maildir(&old.maildir("bob"), false, Some((MAIL_UID, MAIL_GID)))
+        .unwrap();
+    let dst = format!(
+        r#"host = "127.0.0.1", port = {}, tls = "none", auth = "xoauth2", token_command = "{}""#,
+        new.port(),
+        flaky.display()
+    );
+    let job = Job::new(
+        &plain_side(old.port(), &old.secret_file("bob")),
+        &dst,
+        "bob\n",
+        "",
+        "",
+    );
+    let r = job.run_ok(&[]);
+    assert_eq!(copied(&r), 30, "{r:#}");
+    assert!(dir.path().join("served-bogus").exists());
+    assert_exact(&old, &new, "bob").await;
+
     // Client credentials: one app token for every mailbox.
     let secret = dir.path().join("client.secret");
     std::fs::write(&secret, format!("{}\n", oauth::CLIENT_SECRET)).unwrap();
