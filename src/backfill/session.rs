@@ -419,6 +419,7 @@ pub fn tls_config(verify: bool, ca: Option<&Path>) -> Result<rustls::ClientConfi
             .with_no_client_auth());
     }
     let mut roots = rustls::RootCertStore::empty();
+    let mut pinned = Vec::new();
     match ca {
         Some(path) => {
             use rustls_pki_types::pem::PemObject;
@@ -426,9 +427,10 @@ pub fn tls_config(verify: bool, ca: Option<&Path>) -> Result<rustls::ClientConfi
                 .map_err(|e| BackfillError::Config(format!("{}: {e}", path.display())))?;
             for c in certs {
                 let c = c.map_err(|e| BackfillError::Config(format!("{}: {e}", path.display())))?;
-                roots
-                    .add(c)
-                    .map_err(|e| BackfillError::Config(format!("{}: {e}", path.display())))?;
+                pinned.push(c.to_vec());
+                // A self-signed server certificate may not be usable as a trust anchor; it is
+                // still accepted below when the server presents exactly it.
+                let _ = roots.add(c);
             }
         }
         None => {
@@ -438,7 +440,98 @@ pub fn tls_config(verify: bool, ca: Option<&Path>) -> Result<rustls::ClientConfi
             }
         }
     }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    if pinned.is_empty() {
+        return Ok(builder.with_root_certificates(roots).with_no_client_auth());
+    }
+    let webpki = if roots.is_empty() {
+        None
+    } else {
+        rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .ok()
+    };
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            webpki,
+            pinned,
+            provider,
+        }))
+        .with_no_client_auth())
+}
+
+/// `tls_ca` verification: a chain to one of the given certificates (WebPKI rules), or exactly
+/// one of them as the server's own certificate (a self-signed lab certificate, which WebPKI
+/// rejects as "CA used as end entity").
+#[derive(Debug)]
+struct Pinned {
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    pinned: Vec<Vec<u8>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let webpki = match &self.webpki {
+            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        };
+        match webpki {
+            Ok(v) => Ok(v),
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_slice() == end_entity.as_ref()) =>
+            {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 #[derive(Debug)]
