@@ -597,13 +597,18 @@ impl Appender {
         self.fates = rest;
     }
 
-    async fn write(dst: &mut Conn, parts: &[&[u8]]) -> Result<()> {
+    /// Write (and with `flush`, push out any bytes TLS still buffers: needed before waiting
+    /// for replies, wasteful per message).
+    async fn write(dst: &mut Conn, parts: &[&[u8]], flush: bool) -> Result<()> {
         let io = async {
             let s: &mut ImapStream = dst.session.get_mut();
             for p in parts {
                 s.write_all(p).await?;
             }
-            s.flush().await
+            if flush {
+                s.flush().await?;
+            }
+            Ok::<(), std::io::Error>(())
         };
         tokio::time::timeout(STEP_TIMEOUT, io)
             .await
@@ -626,7 +631,7 @@ impl Appender {
             head.push_str(&m.idate);
         }
         head.push_str(&format!(" {{{}+}}\r\n", body.len()));
-        Self::write(dst, &[head.as_bytes(), body]).await?;
+        Self::write(dst, &[head.as_bytes(), body], false).await?;
         self.msgs_in_flight += 1;
         self.bytes_in_flight += body.len();
         self.fates.push_back((uid, None));
@@ -646,7 +651,7 @@ impl Appender {
     /// Terminate the command being written.
     async fn close_batch(&mut self, dst: &mut Conn) -> Result<()> {
         if let Some(b) = self.open.take() {
-            Self::write(dst, &[b"\r\n"]).await?;
+            Self::write(dst, &[b"\r\n"], true).await?;
             self.pending.push_back(b);
         }
         Ok(())
