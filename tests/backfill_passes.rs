@@ -92,9 +92,29 @@ async fn first_noop_and_uidvalidity_passes() {
     assert_eq!(d.duplicates(), 0);
     assert_eq!(folder(&r, "INBOX")["converged"], true);
 
+    // Flag changes on the source (no new mail): the next pass copies nothing and sets the
+    // destination flags of those messages to the source's.
+    let mut c = old.login("alice").await;
+    c.select("INBOX").await;
+    let stored: Vec<_> = futures_util::TryStreamExt::try_collect::<Vec<_>>(
+        c.session
+            .uid_store("1:5", "FLAGS (\\Flagged $Label2)")
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 5);
+    c.logout().await;
+    let r = job.run_ok(&[]);
+    assert_eq!(copied(&r), 0, "{r:#}");
+    assert_eq!(folder(&r, "INBOX")["flags_updated"], 5, "{r:#}");
+    let d = exact(&old, &new, "alice").await;
+    assert!(d.is_exact(), "{}", d.summary());
+
     // status --json reads the last report.
     let s = job.status_json();
     assert_eq!(s["converged"], true);
     assert_eq!(s["running"], false);
-    assert_eq!(s["copied"], 20);
+    assert_eq!(s["copied"], 0);
 }

@@ -142,21 +142,80 @@ pub async fn subscribe(conn: &mut Conn, wire: &str) -> Result<()> {
     .await
 }
 
-/// `(UIDVALIDITY, UIDNEXT, MESSAGES)` without selecting.
-pub async fn status(conn: &mut Conn, wire: &str) -> Result<(u32, u32, u32)> {
+/// What STATUS tells about a folder without selecting it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FolderStatus {
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub messages: u32,
+    /// CONDSTORE HIGHESTMODSEQ (0 when the server has no CONDSTORE): changes with any flag change.
+    pub modseq: u64,
+}
+
+/// STATUS (UIDVALIDITY UIDNEXT MESSAGES [HIGHESTMODSEQ]).
+pub async fn status(conn: &mut Conn, wire: &str) -> Result<FolderStatus> {
+    let items = if conn.caps.condstore {
+        "(UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)"
+    } else {
+        "(UIDVALIDITY UIDNEXT MESSAGES)"
+    };
     timed("STATUS", CMD_TIMEOUT, async {
         let m = conn
             .session
-            .status(wire, "(UIDVALIDITY UIDNEXT MESSAGES)")
+            .status(wire, items)
             .await
             .map_err(|e| BackfillError::from_imap(&format!("STATUS {wire}"), e))?;
-        Ok((
-            m.uid_validity.unwrap_or(0),
-            m.uid_next.unwrap_or(0),
-            m.exists,
-        ))
+        Ok(FolderStatus {
+            uidvalidity: m.uid_validity.unwrap_or(0),
+            uidnext: m.uid_next.unwrap_or(0),
+            messages: m.exists,
+            modseq: m.highest_modseq.unwrap_or(0),
+        })
     })
     .await
+}
+
+/// Normalised flag set of a `(...)` flags string (for comparisons).
+pub fn flag_set(flags: &str) -> std::collections::BTreeSet<String> {
+    flags
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split_whitespace()
+        .map(|f| f.to_ascii_lowercase())
+        .collect()
+}
+
+/// Set the flags of destination messages: `(flags string, dst UIDs)` groups, in `wire`.
+pub async fn store_flags(conn: &mut Conn, wire: &str, groups: &[(String, Vec<u32>)]) -> Result<()> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    timed("SELECT", CMD_TIMEOUT, async {
+        conn.session
+            .select(wire)
+            .await
+            .map(|_| ())
+            .map_err(|e| BackfillError::from_imap(&format!("SELECT {wire}"), e))
+    })
+    .await?;
+    for (flags, uids) in groups {
+        for chunk in uids.chunks(UID_CHUNK) {
+            timed("UID STORE", CMD_TIMEOUT, async {
+                let stream = conn
+                    .session
+                    .uid_store(uid_set(chunk), format!("FLAGS.SILENT {flags}"))
+                    .await
+                    .map_err(|e| BackfillError::from_imap(&format!("UID STORE {wire}"), e))?;
+                let _: Vec<_> = stream
+                    .try_collect()
+                    .await
+                    .map_err(|e| BackfillError::from_imap(&format!("UID STORE {wire}"), e))?;
+                Ok(())
+            })
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// A compact UID set (`1:5,7,9:12`) for sorted, deduplicated UIDs.
@@ -365,22 +424,35 @@ pub async fn index_source(
     Ok(out)
 }
 
-/// Index the destination folder: `(uidvalidity, messages)`.
-pub async fn index_destination(conn: &mut Conn, wire: &str) -> Result<(u32, Vec<DstMsg>)> {
-    let raw = index_folder(conn, wire, false).await?;
-    Ok((
-        raw.uidvalidity,
-        raw.items
-            .into_iter()
-            .map(|it| DstMsg {
-                uid: it.uid,
-                fp: it.fp,
-                size: it.size,
-                date: it.date,
-                stamped: it.stamped,
-            })
-            .collect(),
-    ))
+/// The destination index of a folder.
+#[derive(Debug, Default)]
+pub struct DstIndex {
+    pub uidvalidity: u32,
+    pub msgs: Vec<DstMsg>,
+    /// uid → `(flags)`.
+    pub flags: HashMap<u32, String>,
+}
+
+/// Index the destination folder.
+pub async fn index_destination(conn: &mut Conn, wire: &str) -> Result<DstIndex> {
+    let raw = index_folder(conn, wire, true).await?;
+    let mut out = DstIndex {
+        uidvalidity: raw.uidvalidity,
+        ..Default::default()
+    };
+    for it in raw.items {
+        if let Some(m) = it.meta {
+            out.flags.insert(it.uid, m.flags);
+        }
+        out.msgs.push(DstMsg {
+            uid: it.uid,
+            fp: it.fp,
+            size: it.size,
+            date: it.date,
+            stamped: it.stamped,
+        });
+    }
+    Ok(out)
 }
 
 /// The outcome of one APPEND.

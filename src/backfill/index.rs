@@ -57,6 +57,8 @@ pub struct FolderDecision {
     pub verdicts: Vec<Verdict>,
     /// Fingerprints of stamped destination messages paired in this folder (consume credits first).
     pub stamped_pairs: Vec<Fingerprint>,
+    /// (source UID, destination UID) of every pair (for flag synchronisation).
+    pub pairs: Vec<(u32, u32)>,
 }
 
 impl FolderDecision {
@@ -77,6 +79,7 @@ pub fn decide(src: &[SrcMsg], dst: &[DstMsg]) -> FolderDecision {
     }
     let mut verdicts = vec![Verdict::Copy; src.len()];
     let mut stamped_pairs = Vec::new();
+    let mut pairs = Vec::new();
     let mut used = vec![false; dst.len()];
     for (fp, mut members) in src_groups {
         // done first, then by UID.
@@ -98,6 +101,7 @@ pub fn decide(src: &[SrcMsg], dst: &[DstMsg]) -> FolderDecision {
                     used[di] = true;
                     paired[k] = true;
                     verdicts[si] = Verdict::Present;
+                    pairs.push((s.uid, dst[di].uid));
                     if dst[di].stamped {
                         stamped_pairs.push(dst[di].fp.clone());
                     }
@@ -114,9 +118,11 @@ pub fn decide(src: &[SrcMsg], dst: &[DstMsg]) -> FolderDecision {
             }
         }
     }
+    pairs.sort_unstable();
     FolderDecision {
         verdicts,
         stamped_pairs,
+        pairs,
     }
 }
 

@@ -30,6 +30,9 @@ pub struct FolderReport {
     pub skipped: BTreeMap<String, u64>,
     /// Handled by an earlier pass but gone from the destination (never re-copied).
     pub missing: u64,
+    /// Messages already present whose destination flags were set to the source's.
+    #[serde(default)]
+    pub flags_updated: u64,
     pub failed: Vec<Failure>,
     pub bytes: u64,
     pub duration_ms: u64,

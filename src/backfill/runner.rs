@@ -390,6 +390,9 @@ struct Work {
     pair: FolderPair,
     src: SrcIndex,
     dst_uv: u32,
+    src_modseq: u64,
+    /// Destination messages whose flags differ from their source counterpart: (flags, UIDs).
+    flag_groups: Vec<(String, Vec<u32>)>,
     decision: FolderDecision,
     started: Instant,
 }
@@ -451,13 +454,21 @@ async fn round(
             .state
             .get(way.key(), src_user, &p.name)
             .map_err(|e| fe(e.into()))?;
-        let (suv, snext, _) = copy::status(&mut src, &p.src_wire).await.map_err(fe)?;
+        let sst = copy::status(&mut src, &p.src_wire).await.map_err(fe)?;
+        let (suv, snext) = (sst.uidvalidity, sst.uidnext);
         let dst_missing = ctx.dry_run && p.create;
         let duv = if dst_missing {
             0
         } else {
-            copy::status(&mut dst, &p.dst_wire).await.map_err(fe)?.0
+            copy::status(&mut dst, &p.dst_wire)
+                .await
+                .map_err(fe)?
+                .uidvalidity
         };
+        // Flag changes on the source (CONDSTORE) re-examine a folder even without new mail.
+        let flags_changed = sync_flags(ctx, way)
+            && sst.modseq != 0
+            && st.as_ref().is_some_and(|s| s.src_modseq != sst.modseq);
         let watermark = st
             .as_ref()
             .filter(|s| {
@@ -465,7 +476,7 @@ async fn round(
             })
             .map(|s| s.done_uid)
             .unwrap_or(0);
-        if watermark > 0 && snext.saturating_sub(1) <= watermark {
+        if watermark > 0 && snext.saturating_sub(1) <= watermark && !flags_changed {
             // Nothing new since the last pass.
             let st = st.unwrap_or_default();
             let mut fr = FolderReport {
@@ -484,20 +495,34 @@ async fn round(
         let src_idx = copy::index_source(&mut src, &p.src_wire, watermark, ctx.window)
             .await
             .map_err(fe)?;
-        let (dst_uv, dst_msgs) = if dst_missing {
-            (0, Vec::new())
+        let dst_idx = if dst_missing {
+            copy::DstIndex::default()
         } else {
             copy::index_destination(&mut dst, &p.dst_wire)
                 .await
                 .map_err(fe)?
         };
-        let decision = index::decide(&src_idx.msgs, &dst_msgs);
+        let decision = index::decide(&src_idx.msgs, &dst_idx.msgs);
+        // Source flags win for paired messages (forward jobs): group the differences.
+        let mut flag_groups: HashMap<String, Vec<u32>> = HashMap::new();
+        if sync_flags(ctx, way) {
+            for (su, du) in &decision.pairs {
+                let (Some(sm), Some(df)) = (src_idx.meta.get(su), dst_idx.flags.get(du)) else {
+                    continue;
+                };
+                if copy::flag_set(&sm.flags) != copy::flag_set(df) {
+                    flag_groups.entry(sm.flags.clone()).or_default().push(*du);
+                }
+            }
+        }
         work.push(Work {
             pair: p,
             src: src_idx,
-            dst_uv,
+            dst_uv: dst_idx.uidvalidity,
             decision,
             started,
+            src_modseq: sst.modseq,
+            flag_groups: flag_groups.into_iter().collect(),
         });
     }
 
@@ -726,6 +751,8 @@ async fn copy_folder(
                 converged: false,
                 src_count: w.src.msgs.len() as u64,
                 dst_count: 0,
+                // Not yet: flags are synchronised at the end of the folder.
+                src_modseq: 0,
             };
             ctx.state.put(way.key(), src_user, &name, &st).await?;
             if let Err(e) = r {
@@ -754,6 +781,10 @@ async fn copy_folder(
         .get(&name)
         .copied()
         .unwrap_or_default();
+    let flags_updated: u64 = w.flag_groups.iter().map(|(_, u)| u.len() as u64).sum();
+    if !ctx.dry_run {
+        copy::store_flags(dst, &w.pair.dst_wire, &w.flag_groups).await?;
+    }
     let all_copied = to_copy.iter().all(|u| {
         matches!(
             outcomes.get(u),
@@ -763,7 +794,7 @@ async fn copy_folder(
     let dst_count = if ctx.dry_run && w.pair.create {
         0
     } else {
-        copy::status(dst, &w.pair.dst_wire).await?.2 as u64
+        copy::status(dst, &w.pair.dst_wire).await?.messages as u64
     };
     let converged = !ctx.dry_run && all_copied && missing == 0 && failures.is_empty();
     if ctx.dry_run {
@@ -784,6 +815,7 @@ async fn copy_folder(
             converged,
             src_count: w.src.msgs.len() as u64,
             dst_count,
+            src_modseq: w.src_modseq,
         };
         ctx.state.put(way.key(), src_user, &name, &st).await?;
     }
@@ -801,6 +833,7 @@ async fn copy_folder(
         error: None,
         ..Default::default()
     };
+    fr.flags_updated = flags_updated;
     fr.skipped.insert("present".into(), present);
     fr.skipped.insert("ledger".into(), ledger);
     if ctx.dry_run {
@@ -808,6 +841,11 @@ async fn copy_folder(
     }
     book.lock().await.finished.insert(name, fr);
     Ok(())
+}
+
+/// Forward-only jobs make the source's flags authoritative for copies already present.
+fn sync_flags(ctx: &Ctx, way: Way) -> bool {
+    way == Way::Forward && ctx.job.direction == Direction::Forward
 }
 
 fn today() -> String {

@@ -72,6 +72,7 @@ pub struct Caps {
     pub multiappend: bool,
     pub uidplus: bool,
     pub special_use: bool,
+    pub condstore: bool,
 }
 
 /// A logged-in session for one user.
@@ -213,6 +214,7 @@ impl Side {
                 multiappend: c.has_str("MULTIAPPEND"),
                 uidplus: c.has_str("UIDPLUS"),
                 special_use: c.has_str("SPECIAL-USE"),
+                condstore: c.has_str("CONDSTORE"),
             })
         })
         .await?;

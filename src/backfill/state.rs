@@ -36,6 +36,9 @@ pub struct FolderState {
     pub src_count: u64,
     #[serde(default)]
     pub dst_count: u64,
+    /// Source HIGHESTMODSEQ when the folder was last examined (0: no CONDSTORE).
+    #[serde(default)]
+    pub src_modseq: u64,
 }
 
 /// The state directory of a job (and shard).
