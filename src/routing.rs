@@ -233,6 +233,10 @@ impl Pattern {
             }
             (Pattern::Glob(a, _), Pattern::Glob(b, _))
             | (Pattern::Regex(a, _), Pattern::Regex(b, _)) => a == b,
+            (Pattern::Domain(a), Pattern::Glob(g, _)) => glob_domain(g).is_some_and(|d| d == *a),
+            (Pattern::Subdomain(a), Pattern::Glob(g, _)) => {
+                glob_domain(g).is_some_and(|d| is_subdomain(&d, a))
+            }
             (p, Pattern::Exact(e)) => Address::parse(e).is_some_and(|addr| {
                 let (full, base) = opts.keys(&addr);
                 p.matches(&addr, &full, base.as_deref()).is_some()
@@ -242,8 +246,16 @@ impl Pattern {
     }
 }
 
+/// The last line of a (multi-line) regex error, without its `error: ` prefix.
 fn first_line(s: &str) -> String {
-    s.lines().last().unwrap_or(s).trim().to_string()
+    let l = s.lines().last().unwrap_or(s).trim();
+    l.strip_prefix("error: ").unwrap_or(l).to_string()
+}
+
+/// The domain of a glob when it is literal (no wildcard after the `@`).
+fn glob_domain(g: &str) -> Option<String> {
+    let (_, d) = g.rsplit_once('@')?;
+    (!d.contains(['*', '?'])).then(|| d.trim_end_matches('.').to_lowercase())
 }
 
 fn domain_part(d: &str, whole: &str) -> Result<String, String> {

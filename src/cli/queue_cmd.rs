@@ -1,11 +1,670 @@
-//! `cutover queue ...` (owned by the intake work; not available yet).
+//! `cutover queue list|show|retry|hold|release|delete|reroute` (postqueue/postsuper
+//! equivalents): work on a running gateway through its admin API (`admin.listen`), or on a
+//! stopped one by opening the store directly. Both paths yield the same structs and go through
+//! the same rendering, so the output is identical. Changes the queue only through the queue's
+//! operations (`queue::ops`); holds no queue logic itself.
 
+use super::ConfigArg;
+use anyhow::{Context, anyhow, bail};
 use clap::Subcommand;
+use cutover::admin::ApiError;
+use cutover::queue::model::{Leg, Message, MessageSummary, RcptState};
+use cutover::queue::ops::{Deleted, LegsChanged, Rerouted};
+use cutover::queue::{Queue, QueueError};
+use cutover::routing::Router;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Subcommand, Debug)]
-pub enum QueueCmd {}
+pub enum QueueCmd {
+    /// List queued messages (like `postqueue -p`), with their legs.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only messages with a leg in this state (queued, deferred, delivered, failed,
+        /// partial, held).
+        #[arg(long, value_name = "S", value_parser = ["queued", "deferred", "delivered", "failed", "partial", "held"])]
+        state: Option<String>,
+        /// Only messages with a leg for this target.
+        #[arg(long, value_name = "T")]
+        target: Option<String>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message: envelope, size, legs with recipients, the first 20 header lines.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Queue id (case-insensitive).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make pending deliveries due now (like `postqueue -i` / `postqueue -f`).
+    Retry {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        select: Selection,
+        /// Print JSON (one object per message).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold messages: no delivery attempt until released (like `postsuper -h`).
+    Hold {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Queue ids (case-insensitive).
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Print JSON (one object per message).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release held messages (like `postsuper -H`).
+    Release {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Queue ids (case-insensitive).
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Print JSON (one object per message).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete messages (like `postsuper -d`); no bounce unless --bounce.
+    Delete {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Queue ids (case-insensitive).
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Really delete (required).
+        #[arg(long)]
+        yes: bool,
+        /// Send the sender a non-delivery report for the recipients not delivered yet.
+        #[arg(long)]
+        bounce: bool,
+        /// Print JSON (one object per message).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-apply the current routing to recipients not delivered yet (on a running gateway: its
+    /// loaded routing; recipients on a leg being delivered right now are reported, not moved).
+    Reroute {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        select: Selection,
+        /// Print JSON (one object per message).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ID...` or `--all`.
+#[derive(clap::Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct Selection {
+    /// Queue ids (case-insensitive).
+    ids: Vec<String>,
+    /// Every message in the queue.
+    #[arg(long)]
+    all: bool,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where the answer came from (for errors only: the output is the same).
+enum Source {
+    Api(SocketAddr),
+    Store(Queue),
+    Empty,
+}
 
 pub fn run(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
-    match cmd {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(cmd))
+}
+
+async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
+    let (config, json) = match &cmd {
+        QueueCmd::List { config, json, .. }
+        | QueueCmd::Show { config, json, .. }
+        | QueueCmd::Retry { config, json, .. }
+        | QueueCmd::Hold { config, json, .. }
+        | QueueCmd::Release { config, json, .. }
+        | QueueCmd::Delete { config, json, .. }
+        | QueueCmd::Reroute { config, json, .. } => (config, *json),
+    };
+    if let QueueCmd::Delete { yes: false, .. } = &cmd {
+        eprintln!(
+            "cutover: refusing to delete without --yes (deleted messages are gone for good; \
+             add --bounce to notify their senders)"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let loaded = match super::load_config(&config.config)? {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
+    };
+    let cfg = loaded.config;
+    let source = connect(cfg.admin.listen, &cfg.gateway.state_dir).await?;
+    let hold = matches!(cmd, QueueCmd::Hold { .. });
+    match cmd {
+        QueueCmd::List { state, target, .. } => {
+            let mut list: Vec<MessageSummary> = match &source {
+                Source::Api(addr) => api_get(*addr, "/api/queue").await?.ok_or_else(|| {
+                    anyhow!("admin API at {addr} answered 404 for /api/queue (not cutover?)")
+                })?,
+                Source::Store(q) => q.list()?,
+                Source::Empty => Vec::new(),
+            };
+            list.retain(|m| {
+                m.legs
+                    .iter()
+                    .any(|l| leg_matches(l, state.as_deref(), target.as_deref()))
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", render_list(&list));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCmd::Show { id, .. } => {
+            let msg: Option<Message> = match &source {
+                Source::Api(addr) => {
+                    api_get(*addr, &format!("/api/queue/{}", path_safe(&id))).await?
+                }
+                Source::Store(q) => match q.get(&id) {
+                    Ok(m) => Some(m),
+                    Err(QueueError::NotFound(_)) => None,
+                    Err(e) => return Err(e.into()),
+                },
+                Source::Empty => None,
+            };
+            let Some(msg) = msg else {
+                eprintln!("cutover: no such message in the queue: {id}");
+                return Ok(ExitCode::from(1));
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&msg)?);
+            } else {
+                print!("{}", render_show(&msg));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCmd::Retry { select, .. } => {
+            let mut out = Outcome::default();
+            if select.all {
+                let v: Vec<LegsChanged> = match &source {
+                    Source::Api(addr) => api_all(*addr, "/api/queue/retry").await?,
+                    Source::Store(q) => q.retry_all(SystemTime::now()).await?,
+                    Source::Empty => Vec::new(),
+                };
+                out.items
+                    .extend(v.iter().map(|r| (render_legs(r), to_json(r))));
+            } else {
+                for id in &select.ids {
+                    let r: Option<LegsChanged> = match &source {
+                        Source::Api(addr) => api_one(*addr, "POST", id, "/retry").await?,
+                        Source::Store(q) => found(q.retry(id, SystemTime::now()).await)?,
+                        Source::Empty => None,
+                    };
+                    out.push(id, r.as_ref().map(|r| (render_legs(r), to_json(r))));
+                }
+            }
+            out.finish(json)
+        }
+        QueueCmd::Hold { ids, .. } | QueueCmd::Release { ids, .. } => {
+            let mut out = Outcome::default();
+            for id in &ids {
+                let r: Option<LegsChanged> = match (&source, hold) {
+                    (Source::Api(addr), true) => api_one(*addr, "POST", id, "/hold").await?,
+                    (Source::Api(addr), false) => api_one(*addr, "POST", id, "/release").await?,
+                    (Source::Store(q), true) => found(q.hold(id).await)?,
+                    (Source::Store(q), false) => found(q.release(id, SystemTime::now()).await)?,
+                    (Source::Empty, _) => None,
+                };
+                out.push(id, r.as_ref().map(|r| (render_legs(r), to_json(r))));
+            }
+            out.finish(json)
+        }
+        QueueCmd::Delete { ids, bounce, .. } => {
+            let mut out = Outcome::default();
+            for id in &ids {
+                let r: Option<Deleted> = match &source {
+                    Source::Api(addr) => {
+                        let q = if bounce {
+                            "?bounce=true"
+                        } else {
+                            "?bounce=false"
+                        };
+                        api_one(*addr, "DELETE", id, q).await?
+                    }
+                    Source::Store(q) => found(
+                        q.delete(id, bounce.then_some(&cfg), SystemTime::now())
+                            .await,
+                    )?,
+                    Source::Empty => None,
+                };
+                out.push(id, r.as_ref().map(|r| (render_deleted(r), to_json(r))));
+            }
+            out.finish(json)
+        }
+        QueueCmd::Reroute { select, .. } => {
+            // Offline: no scheduler runs, so no leg is in flight (`live = false`).
+            let routes = Router::new(&cfg.routing).0;
+            let mut out = Outcome::default();
+            if select.all {
+                let v: Vec<Rerouted> = match &source {
+                    Source::Api(addr) => api_all(*addr, "/api/queue/reroute").await?,
+                    Source::Store(q) => q.reroute_all(&routes, SystemTime::now(), false).await?,
+                    Source::Empty => Vec::new(),
+                };
+                out.items
+                    .extend(v.iter().map(|r| (render_rerouted(r), to_json(r))));
+            } else {
+                for id in &select.ids {
+                    let r: Option<Rerouted> = match &source {
+                        Source::Api(addr) => api_one(*addr, "POST", id, "/reroute").await?,
+                        Source::Store(q) => {
+                            found(q.reroute(id, &routes, SystemTime::now(), false).await)?
+                        }
+                        Source::Empty => None,
+                    };
+                    out.push(id, r.as_ref().map(|r| (render_rerouted(r), to_json(r))));
+                }
+            }
+            out.finish(json)
+        }
+    }
+}
+
+/// Results of an action over several messages: one line (or JSON value) per message; ids not
+/// in the queue are reported on stderr and make the exit code 1.
+#[derive(Default)]
+struct Outcome {
+    items: Vec<(String, serde_json::Value)>,
+    missing: usize,
+}
+
+impl Outcome {
+    fn push(&mut self, id: &str, item: Option<(String, serde_json::Value)>) {
+        match item {
+            Some(i) => self.items.push(i),
+            None => {
+                eprintln!("cutover: no such message in the queue: {id}");
+                self.missing += 1;
+            }
+        }
+    }
+
+    fn finish(self, json: bool) -> anyhow::Result<ExitCode> {
+        if json {
+            let v: Vec<serde_json::Value> = self.items.into_iter().map(|(_, j)| j).collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            for (line, _) in &self.items {
+                println!("{line}");
+            }
+        }
+        Ok(if self.missing > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// `NotFound` → `None` (reported per id), other queue errors fail the command.
+fn found<T>(r: Result<T, QueueError>) -> anyhow::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(QueueError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// `0V5KQ2H8M3A7C: held (2 legs)`.
+pub fn render_legs(r: &LegsChanged) -> String {
+    let mut s = format!("{}: {} ({})", r.id, r.action.past(), plural(r.legs, "leg"));
+    if r.held > 0 {
+        let _ = write!(s, ", {} held", plural(r.held, "leg"));
+    }
+    s
+}
+
+/// `ID: deleted (2 pending recipients, bounce DSNID)`.
+pub fn render_deleted(r: &Deleted) -> String {
+    let bounce = match &r.bounce {
+        Some(b) => format!("bounce {b}"),
+        None => "no bounce".into(),
+    };
+    format!(
+        "{}: deleted ({}, {bounce})",
+        r.id,
+        plural(r.pending.len(), "pending recipient")
+    )
+}
+
+/// `ID: rerouted 2 recipients (a@x: old -> new; ...)`, plus unrouted / busy ones.
+pub fn render_rerouted(r: &Rerouted) -> String {
+    let mut s = if r.moved.is_empty() {
+        format!("{}: unchanged", r.id)
+    } else {
+        let moves: Vec<String> = r
+            .moved
+            .iter()
+            .map(|m| {
+                let side = |v: &[String]| {
+                    if v.is_empty() {
+                        "-".to_string()
+                    } else {
+                        v.join(",")
+                    }
+                };
+                format!("{}: {} -> {}", m.recipient, side(&m.from), side(&m.to))
+            })
+            .collect();
+        format!(
+            "{}: rerouted {} ({})",
+            r.id,
+            plural(r.moved.len(), "recipient"),
+            moves.join("; ")
+        )
+    };
+    if !r.unrouted.is_empty() {
+        let _ = write!(s, "; unrouted, left in place: {}", r.unrouted.join(", "));
+    }
+    if !r.busy.is_empty() {
+        let _ = write!(
+            s,
+            "; being delivered right now, try again: {}",
+            r.busy.join(", ")
+        );
+    }
+    s
+}
+
+/// `--state` / `--target` filter on one leg (both must hold when both are given).
+fn leg_matches(leg: &Leg, state: Option<&str>, target: Option<&str>) -> bool {
+    let state_ok = match state {
+        None => true,
+        Some("held") => leg.held,
+        Some(s) => leg.state.as_str() == s,
+    };
+    state_ok && target.is_none_or(|t| leg.target == t)
+}
+
+/// Ids are Crockford base32; anything else cannot match, so keep the path clean.
+fn path_safe(id: &str) -> String {
+    id.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+}
+
+/// The admin API if something listens on `admin.listen`, else the store (stopped gateway).
+async fn connect(admin: SocketAddr, state_dir: &Path) -> anyhow::Result<Source> {
+    let addr = loopback_for(admin);
+    let probe = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await;
+    if let Ok(Ok(_open)) = probe {
+        return Ok(Source::Api(addr));
+    }
+    if !state_dir.join("db").exists() {
+        return Ok(Source::Empty);
+    }
+    match Queue::open(state_dir) {
+        Ok(q) => Ok(Source::Store(q)),
+        Err(QueueError::Locked(_)) => bail!(
+            "the queue in {} is in use by another process (a running `cutover serve`?), \
+             but nothing answers on admin.listen = {admin}; check [admin] listen in the config",
+            state_dir.display()
+        ),
+        Err(e) => Err(anyhow!(e).context(format!("opening the queue in {}", state_dir.display()))),
+    }
+}
+
+/// An unspecified listen address (0.0.0.0 / ::) is reached through loopback.
+fn loopback_for(a: SocketAddr) -> SocketAddr {
+    let ip = match a.ip() {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    SocketAddr::new(ip, a.port())
+}
+
+/// `method path` over HTTP/1.0 (the server closes after the response, no chunking): the status
+/// and the body.
+async fn api_request(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let req = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let mut buf = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| anyhow!("admin API at {addr} did not answer within {REQUEST_TIMEOUT:?}"))?
+        .with_context(|| format!("talking to the admin API at {addr}"))?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("admin API at {addr}: malformed HTTP response"))?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("admin API at {addr}: malformed status line"))?;
+    Ok((status, buf.split_off(split + 4)))
+}
+
+/// `method path`: JSON body decoded on 200, `Ok(None)` on 404, an error otherwise.
+async fn api_call<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<Option<T>> {
+    let (status, body) = api_request(addr, method, path).await?;
+    match status {
+        200 => Ok(Some(serde_json::from_slice(&body).with_context(|| {
+            format!("admin API at {addr}: unexpected response to {method} {path}")
+        })?)),
+        // The API's own 404 (unknown id) carries `{"error": ..}`; a bare 404 is an unknown route.
+        404 if serde_json::from_slice::<ApiError>(&body).is_ok() => Ok(None),
+        404 => bail!("admin API at {addr} has no {method} {path} (an older cutover?)"),
+        s => bail!(
+            "admin API at {addr} answered {s} for {method} {path}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ),
+    }
+}
+
+async fn api_get<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<Option<T>> {
+    api_call(addr, "GET", path).await
+}
+
+/// An action on one message: `/api/queue/{id}{suffix}`.
+async fn api_one<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    method: &str,
+    id: &str,
+    suffix: &str,
+) -> anyhow::Result<Option<T>> {
+    api_call(
+        addr,
+        method,
+        &format!("/api/queue/{}{suffix}", path_safe(id)),
+    )
+    .await
+}
+
+/// An action on every message (`POST`); a 404 means an older gateway without it.
+async fn api_all<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<Vec<T>> {
+    api_call(addr, "POST", path)
+        .await?
+        .ok_or_else(|| anyhow!("admin API at {addr} does not know POST {path} (older gateway?)"))
+}
+
+fn fmt_time(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    t.format(&fmt).unwrap_or_else(|_| "?".into())
+}
+
+fn sender(s: &str) -> String {
+    if s.is_empty() {
+        "<>".into()
+    } else {
+        s.to_string()
+    }
+}
+
+fn rcpt_state(s: &RcptState) -> String {
+    match s {
+        RcptState::Queued => "queued".into(),
+        RcptState::Deferred { next, attempts, .. } => {
+            format!("deferred (attempt {attempts}, next {})", fmt_time(*next))
+        }
+        RcptState::Delivered { .. } => "delivered".into(),
+        RcptState::Failed { .. } => "failed".into(),
+    }
+}
+
+fn render_leg(out: &mut String, leg: &Leg, indent: &str, with_rule: bool) {
+    let _ = writeln!(
+        out,
+        "{indent}{} {}{}",
+        leg.target,
+        leg.state.as_str(),
+        if leg.held { " (held)" } else { "" }
+    );
+    for r in &leg.recipients {
+        let _ = write!(out, "{indent}    {}  {}", r.address, rcpt_state(&r.state));
+        if with_rule {
+            let _ = write!(out, "  [rule {}]", r.rule);
+        }
+        if let Some(reply) = r.state.last_reply() {
+            let _ = write!(out, "  ({reply})");
+        }
+        out.push('\n');
+    }
+}
+
+/// `postqueue -p`-like table.
+pub fn render_list(list: &[MessageSummary]) -> String {
+    let mut out = String::new();
+    if list.is_empty() {
+        out.push_str("Mail queue is empty\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<14} {:>10} {:<20} Sender / legs",
+        "-Queue ID-", "-Size-", "-Arrival Time-"
+    );
+    let mut total = 0u64;
+    for m in list {
+        total += m.size;
+        let _ = writeln!(
+            out,
+            "{:<14} {:>10} {:<20} {}{}",
+            m.id,
+            m.size,
+            fmt_time(m.received_at),
+            sender(&m.mail_from),
+            if m.body_missing {
+                "  [BODY MISSING]"
+            } else {
+                ""
+            }
+        );
+        for leg in &m.legs {
+            render_leg(&mut out, leg, "    ", false);
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "-- {} KiB in {} message{}.",
+        total.div_ceil(1024),
+        list.len(),
+        if list.len() == 1 { "" } else { "s" }
+    );
+    out
+}
+
+/// `queue show ID`.
+pub fn render_show(m: &Message) -> String {
+    let r = &m.record;
+    let e = &r.envelope;
+    let mut out = String::new();
+    let _ = writeln!(out, "id:       {}", r.id);
+    let _ = writeln!(out, "arrival:  {}", fmt_time(e.received_at));
+    let _ = writeln!(out, "size:     {} bytes", r.size);
+    let _ = writeln!(out, "sender:   {}", sender(&e.mail_from));
+    let _ = writeln!(out, "client:   {} [{}]", e.helo, e.client_addr);
+    let mut opts = Vec::new();
+    if e.smtputf8 {
+        opts.push("SMTPUTF8");
+    }
+    if e.body_8bit {
+        opts.push("BODY=8BITMIME");
+    }
+    if !opts.is_empty() {
+        let _ = writeln!(out, "options:  {}", opts.join(" "));
+    }
+    let body = match &r.body {
+        cutover::queue::model::BodyLocation::Inline => "inline".to_string(),
+        cutover::queue::model::BodyLocation::Spool { file } => format!("spool file {file}"),
+    };
+    let _ = writeln!(
+        out,
+        "body:     {body}{}",
+        if r.body_missing { " [MISSING]" } else { "" }
+    );
+    let _ = writeln!(out, "legs:");
+    for leg in &r.legs {
+        render_leg(&mut out, leg, "  ", true);
+        let _ = write!(out, "      attempts {}", leg.attempts);
+        if let Some(n) = leg.next_attempt {
+            let _ = write!(out, ", next attempt {}", fmt_time(n));
+        }
+        let _ = writeln!(out, ", created {}", fmt_time(leg.created));
+    }
+    let _ = writeln!(out, "headers:");
+    for h in &m.headers {
+        let _ = writeln!(out, "  {h}");
+    }
+    out
 }

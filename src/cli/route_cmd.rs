@@ -70,11 +70,7 @@ pub fn run(cmd: RouteCmd) -> anyhow::Result<ExitCode> {
     let now = at.map(|t| t.0).unwrap_or_else(SystemTime::now);
     let (router, _) = Router::new(&c.routing);
     let route = router.route_address(&address, now);
-    let accepted = c
-        .gateway
-        .accept_domains
-        .iter()
-        .any(|d| *d == address.domain);
+    let accepted = c.gateway.accept_domains.contains(&address.domain);
     let mut out = Explained {
         address: address.to_string(),
         at: Timestamp(now).to_rfc3339(),

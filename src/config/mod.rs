@@ -115,19 +115,23 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
     };
     let p = KeyPath::root();
 
-    let gateway: Option<Gateway> = match top("gateway") {
-        Some(v) => cx.section(&p.key("gateway"), v),
-        None => toml::from_str("").ok(),
-    };
-
+    // A section that fails to read is replaced by its defaults and marked, so that the rest of the
+    // file is still checked and every error is reported at once.
+    let mut failed: Vec<&'static str> = Vec::new();
+    let gateway: Gateway = cx.section_or_default("gateway", top("gateway"), &mut failed);
     let mut targets = std::collections::BTreeMap::new();
+    // Targets that failed to read still count as defined (no cascade of "unknown target").
+    let mut broken_targets = Vec::new();
     if let Some(v) = top("targets") {
         match v.get_ref() {
             DeValue::Table(t) => {
                 for (name, tv) in t.iter() {
                     let name = name.get_ref().to_string();
-                    if let Some(target) = cx.section::<Target>(&p.key("targets").key(&name), tv) {
-                        targets.insert(name, target);
+                    match cx.section::<Target>(&p.key("targets").key(&name), tv) {
+                        Some(target) => {
+                            targets.insert(name, target);
+                        }
+                        None => broken_targets.push(name),
                     }
                 }
             }
@@ -173,22 +177,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
         routing.recipient_delimiter = "+".into();
     }
 
-    let queue = match top("queue") {
-        Some(v) => cx.section(&p.key("queue"), v),
-        None => Some(Queue::default()),
-    };
-    let admin = match top("admin") {
-        Some(v) => cx.section(&p.key("admin"), v),
-        None => Some(Admin::default()),
-    };
-    let dns = match top("dns") {
-        Some(v) => cx.section(&p.key("dns"), v),
-        None => Some(Dns::default()),
-    };
-    let bounce = match top("bounce") {
-        Some(v) => cx.section(&p.key("bounce"), v),
-        None => Some(Bounce::default()),
-    };
+    let queue: Queue = cx.section_or_default("queue", top("queue"), &mut failed);
+    let admin: Admin = cx.section_or_default("admin", top("admin"), &mut failed);
+    let dns: Dns = cx.section_or_default("dns", top("dns"), &mut failed);
+    let bounce: Bounce = cx.section_or_default("bounce", top("bounce"), &mut failed);
 
     let mut backfill = BackfillSection::default();
     if let Some(v) = top("backfill") {
@@ -213,11 +205,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
         }
     }
 
-    let (Some(gateway), Some(queue), Some(admin), Some(dns), Some(bounce)) =
-        (gateway, queue, admin, dns, bounce)
-    else {
-        return Err(ConfigError::Invalid(cx.diags));
-    };
     let mut config = Config {
         path: path.to_path_buf(),
         gateway,
@@ -229,7 +216,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
         bounce,
         backfill,
     };
-    validate::validate(&mut config, &base_dir, routing_ok, &mut cx);
+    validate::validate(
+        &mut config,
+        &base_dir,
+        routing_ok,
+        &failed,
+        &broken_targets,
+        &mut cx,
+    );
+    // Report in reading order: the config file by line, then list files by line.
+    cx.diags
+        .sort_by(|a, b| (a.file != file, &a.file, a.line).cmp(&(b.file != file, &b.file, b.line)));
     let (errors, warnings): (Vec<_>, Vec<_>) = cx
         .diags
         .into_iter()
@@ -317,6 +314,31 @@ impl Reader<'_> {
         });
     }
 
+    /// Deserialize a top-level section (defaults when absent); on error record it, mark the
+    /// section failed and return the defaults.
+    fn section_or_default<T: DeserializeOwned>(
+        &mut self,
+        name: &'static str,
+        v: Option<&Spanned<DeValue<'_>>>,
+        failed: &mut Vec<&'static str>,
+    ) -> T {
+        let defaults = || toml::from_str::<T>("");
+        let got = match v {
+            Some(v) => self.section(&KeyPath::root().key(name), v),
+            None => defaults().ok(),
+        };
+        match got {
+            Some(t) => t,
+            None => {
+                failed.push(name);
+                match defaults() {
+                    Ok(t) => t,
+                    Err(_) => unreachable_defaults(name),
+                }
+            }
+        }
+    }
+
     /// Deserialize one section, recording its first error.
     fn section<T: DeserializeOwned>(
         &mut self,
@@ -354,6 +376,11 @@ impl Reader<'_> {
             }
         }
     }
+}
+
+/// Every top-level section deserializes from an empty table (all keys have defaults).
+fn unreachable_defaults(name: &str) -> ! {
+    panic!("section [{name}] has a key without a default")
 }
 
 /// Resolve a path from the config relative to the config file's directory.

@@ -269,22 +269,11 @@ pub struct Dns {
 }
 
 /// `[bounce]`: where DSNs go.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bounce {
-    /// A target name, or `"mx"` for an MX lookup of the sender's domain.
-    #[serde(default = "default_bounce_via")]
-    pub via: String,
-}
-
-fn default_bounce_via() -> String {
-    "old".to_string()
-}
-
-impl Default for Bounce {
-    fn default() -> Self {
-        Self {
-            via: default_bounce_via(),
-        }
-    }
+    /// A target name, or `"mx"` for an MX lookup of the sender's domain. Unset: the target
+    /// named `old` when there is one, else `"mx"` (resolved by the loader; always `Some` after it).
+    #[serde(default)]
+    pub via: Option<String>,
 }

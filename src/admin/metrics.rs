@@ -1,0 +1,240 @@
+//! `/metrics`: renders queue gauges (legs by target and state, messages, bytes, oldest message
+//! age) and the delivery engine's counters as Prometheus/OpenMetrics text (prometheus-client).
+//! A fresh registry per scrape from a queue summary and a counter snapshot; pure rendering, it
+//! never reads the store itself and never changes anything.
+
+use crate::outbound::scheduler::Stats;
+use crate::queue::model::MessageSummary;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(String, String)>;
+
+/// What a scrape reports about the queue, computed from `Queue::list`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueGauges {
+    pub messages: u64,
+    pub bytes: u64,
+    /// (target, state) → legs; `state` is the leg state, or `held` for a held pending leg.
+    pub legs: BTreeMap<(String, String), u64>,
+    pub oldest_age_seconds: f64,
+}
+
+impl QueueGauges {
+    pub fn from_list(list: &[MessageSummary], now: SystemTime) -> Self {
+        let mut g = QueueGauges {
+            messages: list.len() as u64,
+            ..Default::default()
+        };
+        for m in list {
+            g.bytes += m.size;
+            for l in &m.legs {
+                let state = if l.held && !l.state.is_final() {
+                    "held"
+                } else {
+                    l.state.as_str()
+                };
+                *g.legs
+                    .entry((l.target.clone(), state.to_string()))
+                    .or_default() += 1;
+            }
+        }
+        if let Some(oldest) = list.iter().map(|m| m.received_at).min() {
+            g.oldest_age_seconds = now
+                .duration_since(oldest)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+        }
+        g
+    }
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: &AtomicU64) {
+    let c: Counter = Counter::default();
+    c.inc_by(value.load(Ordering::Relaxed));
+    registry.register(name, help, c);
+}
+
+/// Render the queue gauges and (when a delivery engine runs) its counters. Counter names get
+/// the `_total` suffix from the encoder.
+pub fn render(q: &QueueGauges, stats: Option<&Stats>) -> Result<String, std::fmt::Error> {
+    let mut r = Registry::default();
+    let messages: Gauge = Gauge::default();
+    messages.set(q.messages as i64);
+    r.register("cutover_queue_messages", "Messages in the queue", messages);
+    let bytes: Gauge = Gauge::default();
+    bytes.set(q.bytes as i64);
+    r.register(
+        "cutover_queue_bytes",
+        "Total body size of the queued messages",
+        bytes,
+    );
+    let legs = Family::<Labels, Gauge>::default();
+    for ((target, state), n) in &q.legs {
+        legs.get_or_create(&vec![
+            ("target".to_string(), target.clone()),
+            ("state".to_string(), state.clone()),
+        ])
+        .set(*n as i64);
+    }
+    r.register(
+        "cutover_queue_legs",
+        "Queued legs by target and state (queued, deferred, held, delivered, failed, partial)",
+        legs,
+    );
+    let age = Gauge::<f64, AtomicU64>::default();
+    age.set(q.oldest_age_seconds);
+    r.register(
+        "cutover_queue_oldest_message_age_seconds",
+        "Age of the oldest queued message (0 when empty)",
+        age,
+    );
+    if let Some(s) = stats {
+        counter(
+            &mut r,
+            "cutover_delivery_attempts",
+            "Delivery attempts (one per leg attempt)",
+            &s.attempts,
+        );
+        counter(
+            &mut r,
+            "cutover_delivery_delivered",
+            "Recipients delivered",
+            &s.delivered,
+        );
+        counter(
+            &mut r,
+            "cutover_delivery_deferred",
+            "Recipient deferrals",
+            &s.deferred,
+        );
+        counter(
+            &mut r,
+            "cutover_delivery_failed",
+            "Recipients failed permanently",
+            &s.failed,
+        );
+        counter(
+            &mut r,
+            "cutover_delivery_expired",
+            "Recipients failed after max_age",
+            &s.expired,
+        );
+        let dsn = Family::<Labels, Counter>::default();
+        for (kind, v) in [("failure", &s.dsn_failure), ("delay", &s.dsn_delay)] {
+            dsn.get_or_create(&vec![("kind".to_string(), kind.to_string())])
+                .inc_by(v.load(Ordering::Relaxed));
+        }
+        r.register("cutover_dsn", "DSNs queued to senders, by kind", dsn);
+        counter(
+            &mut r,
+            "cutover_dual_leg_failures",
+            "Dual-delivery legs that failed while another leg delivered",
+            &s.dual_leg_failures,
+        );
+        counter(
+            &mut r,
+            "cutover_target_backoffs",
+            "Whole-target back-offs after connection failures",
+            &s.target_backoffs,
+        );
+        counter(
+            &mut r,
+            "cutover_connections_opened",
+            "Outbound SMTP connections opened",
+            &s.connections_opened,
+        );
+    }
+    let mut out = String::new();
+    encode(&mut out, &r)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::model::{Leg, RcptState};
+    use crate::queue::{NewLeg, QueueId};
+    use std::time::Duration;
+
+    fn summary(at: SystemTime, size: u64) -> MessageSummary {
+        let mk = |t: &str| {
+            Leg::new(
+                NewLeg {
+                    target: t.into(),
+                    rules: vec!["default".into()],
+                    recipients: vec!["a@example.com".into()],
+                },
+                at,
+            )
+        };
+        let mut held = mk("new");
+        held.held = true;
+        let mut done = mk("old");
+        done.recipients[0].state = RcptState::Delivered {
+            reply: "250".into(),
+        };
+        done.refresh_state();
+        MessageSummary {
+            id: QueueId("0000000000000A".into()),
+            received_at: at,
+            size,
+            mail_from: String::new(),
+            legs: vec![mk("old"), held, done],
+            body_missing: false,
+        }
+    }
+
+    #[test]
+    fn renders_gauges_and_counters() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let list = vec![
+            summary(now - Duration::from_secs(90), 100),
+            summary(now - Duration::from_secs(30), 50),
+        ];
+        let g = QueueGauges::from_list(&list, now);
+        assert_eq!(g.messages, 2);
+        assert_eq!(g.bytes, 150);
+        assert_eq!(g.oldest_age_seconds, 90.0);
+        assert_eq!(g.legs[&("old".to_string(), "queued".to_string())], 2);
+        assert_eq!(g.legs[&("new".to_string(), "held".to_string())], 2);
+        assert_eq!(g.legs[&("old".to_string(), "delivered".to_string())], 2);
+        let stats = Stats::default();
+        stats.attempts.store(7, Ordering::Relaxed);
+        stats.dsn_delay.store(2, Ordering::Relaxed);
+        let text = render(&g, Some(&stats)).unwrap();
+        assert!(text.contains("cutover_queue_messages 2\n"), "{text}");
+        assert!(
+            text.contains(r#"cutover_queue_legs{target="new",state="held"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("cutover_delivery_attempts_total 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"cutover_dsn_total{kind="delay"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("cutover_queue_oldest_message_age_seconds 90.0"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+        let bare = render(&QueueGauges::default(), None).unwrap();
+        assert!(!bare.contains("cutover_delivery"), "{bare}");
+        assert!(
+            bare.contains("cutover_queue_oldest_message_age_seconds 0.0"),
+            "{bare}"
+        );
+    }
+}

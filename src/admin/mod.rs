@@ -1,0 +1,205 @@
+//! Admin HTTP API (axum) on `admin.listen`: health, queue inspection and queue operations as
+//! JSON, and `/metrics`, so the CLI can work on a running gateway (sled allows one process per
+//! db). Owns routes, their status codes and the JSON shapes; changes the queue only through the
+//! queue's operations (`queue::ops`), never directly. No authentication: `admin.listen` is
+//! loopback by default and must stay on a trusted interface.
+
+pub mod metrics;
+
+use crate::config::Config;
+use crate::outbound::scheduler::Stats;
+use crate::queue::{Queue, QueueError};
+use crate::routing::Router as Routes;
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// JSON error body: `{"error": "..."}`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// What the admin API works on: the queue, the current config (routing for reroute, the bounce
+/// target and hostname for `delete?bounce=true`; replaced on reload), and the delivery engine's
+/// counters when one runs in this process.
+#[derive(Clone)]
+pub struct AdminState {
+    pub queue: Queue,
+    pub config: watch::Receiver<Arc<Config>>,
+    pub stats: Option<Arc<Stats>>,
+}
+
+impl AdminState {
+    pub fn new(
+        queue: Queue,
+        config: watch::Receiver<Arc<Config>>,
+        stats: Option<Arc<Stats>>,
+    ) -> Self {
+        AdminState {
+            queue,
+            config,
+            stats,
+        }
+    }
+
+    fn cfg(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+}
+
+fn error(status: StatusCode, msg: String) -> Response {
+    (status, Json(ApiError { error: msg })).into_response()
+}
+
+fn queue_error(e: QueueError) -> Response {
+    match e {
+        QueueError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        e => {
+            tracing::error!(error = %e, "admin API: queue error");
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(r: Result<T, QueueError>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => queue_error(e),
+    }
+}
+
+/// Run blocking store reads off the async workers.
+async fn blocking<T, F>(f: F) -> Result<T, Response>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, QueueError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(queue_error),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn list(State(s): State<AdminState>) -> Response {
+    let q = s.queue;
+    match blocking(move || q.list()).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    let q = s.queue;
+    match blocking(move || q.get(&id)).await {
+        Ok(m) => Json(m).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn retry(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    json(s.queue.retry(&id, SystemTime::now()).await)
+}
+
+async fn retry_all(State(s): State<AdminState>) -> Response {
+    json(s.queue.retry_all(SystemTime::now()).await)
+}
+
+async fn hold(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    json(s.queue.hold(&id).await)
+}
+
+async fn release(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    json(s.queue.release(&id, SystemTime::now()).await)
+}
+
+/// A live reroute: legs that may be in flight are left alone (reported as `busy`).
+async fn reroute(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    let routes = Routes::new(&s.cfg().routing).0;
+    json(s.queue.reroute(&id, &routes, SystemTime::now(), true).await)
+}
+
+async fn reroute_all(State(s): State<AdminState>) -> Response {
+    let routes = Routes::new(&s.cfg().routing).0;
+    json(s.queue.reroute_all(&routes, SystemTime::now(), true).await)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DeleteParams {
+    #[serde(default)]
+    bounce: bool,
+}
+
+async fn delete(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+    Query(p): Query<DeleteParams>,
+) -> Response {
+    let cfg = s.cfg();
+    json(
+        s.queue
+            .delete(&id, p.bounce.then_some(&*cfg), SystemTime::now())
+            .await,
+    )
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> Response {
+    let q = s.queue.clone();
+    let gauges = match blocking(move || {
+        q.list()
+            .map(|l| metrics::QueueGauges::from_list(&l, SystemTime::now()))
+    })
+    .await
+    {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    match metrics::render(&gauges, s.stats.as_deref()) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The admin routes:
+/// `GET /healthz`, `GET /metrics`, `GET /api/queue`, `GET /api/queue/{id}`,
+/// `POST /api/queue/{id}/retry|hold|release|reroute`, `POST /api/queue/retry|reroute` (every
+/// message), `DELETE /api/queue/{id}?bounce=true|false`. Unknown ids: 404 with `{"error"}`.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/api/queue", get(list))
+        .route("/api/queue/retry", post(retry_all))
+        .route("/api/queue/reroute", post(reroute_all))
+        .route("/api/queue/{id}", get(show).delete(delete))
+        .route("/api/queue/{id}/retry", post(retry))
+        .route("/api/queue/{id}/hold", post(hold))
+        .route("/api/queue/{id}/release", post(release))
+        .route("/api/queue/{id}/reroute", post(reroute))
+        .with_state(state)
+}
+
+/// Serve the admin API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin API listening");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

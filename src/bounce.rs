@@ -1,0 +1,505 @@
+//! RFC 3464 delivery status notifications: builds the `multipart/report` message for a failure
+//! or a delay. [`build`] is pure: it never sends, never touches the queue, and refuses to build a
+//! DSN for a message whose own sender is `<>`. [`enqueue`] is the one shared way to hand a built
+//! DSN to the queue (from `<>` to the sender, on the `bounce.via` target); it never delivers.
+
+use crate::config::Config;
+use crate::outbound::scheduler::MX_TARGET;
+use crate::queue::model::MessageRecord;
+use crate::queue::{Envelope, NewLeg, Queue, QueueError, QueueId};
+use std::io::Read;
+use std::time::SystemTime;
+
+/// Failure (Action: failed) or delay warning (Action: delayed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DsnKind {
+    Failure,
+    /// Delay warning; the message keeps being retried until this instant.
+    Delay {
+        will_retry_until: SystemTime,
+    },
+}
+
+/// One recipient reported in a DSN.
+#[derive(Clone, Debug)]
+pub struct DsnRecipient {
+    /// The address the sender used (envelope RCPT).
+    pub original: String,
+    /// The address given to the target (after `rcpt_domain` rewriting).
+    pub final_rcpt: String,
+    /// Target name (`old`, `new`, ...).
+    pub target: String,
+    /// The remote server that answered, `host` or `host:port`.
+    pub remote_mta: Option<String>,
+    /// The remote reply, e.g. `550 5.1.1 <bob@example.com>: user unknown`, or a local reason.
+    pub diagnostic: String,
+    pub last_attempt: Option<SystemTime>,
+}
+
+/// Everything the builder needs.
+#[derive(Clone, Debug)]
+pub struct DsnInput<'a> {
+    pub kind: DsnKind,
+    /// This gateway's hostname (Reporting-MTA).
+    pub reporting_mta: &'a str,
+    pub queue_id: &'a str,
+    /// The envelope sender of the original message; empty = `<>`.
+    pub sender: &'a str,
+    pub arrival: SystemTime,
+    pub now: SystemTime,
+    /// The original message's header block (up to the blank line).
+    pub original_headers: &'a [u8],
+    pub recipients: &'a [DsnRecipient],
+}
+
+/// Status code (`5.1.1`) from a reply: its enhanced code if present, else class from the basic
+/// code (`5.0.0` / `4.0.0`), else `default`.
+pub fn status_of(reply: &str, default: &str) -> String {
+    let mut words = reply.split_whitespace();
+    let code = words.next().unwrap_or("");
+    let code = code.split('-').next().unwrap_or(code);
+    if let Some(esc) = words.next() {
+        let parts: Vec<&str> = esc.split('.').collect();
+        if parts.len() == 3
+            && matches!(parts[0], "2" | "4" | "5")
+            && parts[1..]
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return esc.to_string();
+        }
+    }
+    match code.as_bytes().first() {
+        Some(b'5') if code.len() == 3 => "5.0.0".into(),
+        Some(b'4') if code.len() == 3 => "4.0.0".into(),
+        _ => default.to_string(),
+    }
+}
+
+/// RFC 5322 date-time in UTC.
+pub fn rfc5322_date(t: SystemTime) -> String {
+    let odt = time::OffsetDateTime::from(t);
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day padding:none] [month repr:short] [year] [hour]:[minute]:[second] +0000"
+    );
+    odt.format(&fmt)
+        .unwrap_or_else(|_| "Thu, 1 Jan 1970 00:00:00 +0000".into())
+}
+
+/// Keep only printable ASCII on one line (header/field values), bounded in length.
+fn field(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .take(900)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// Build the DSN (full message bytes, CRLF line ends) for `input`, addressed to its sender.
+/// `None` when the original sender is `<>` (never bounce a bounce) or there is nobody to report.
+pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
+    if input.sender.is_empty() || input.recipients.is_empty() {
+        return None;
+    }
+    let host = field(input.reporting_mta);
+    let boundary = format!("{}.{}/{}", input.queue_id, unix(input.now), host);
+    let (subject, action, status_default) = match input.kind {
+        DsnKind::Failure => ("Undelivered Mail Returned to Sender", "failed", "5.0.0"),
+        DsnKind::Delay { .. } => ("Delayed Mail (still being retried)", "delayed", "4.0.0"),
+    };
+    let mut m = String::new();
+    let mut h = |k: &str, v: &str| {
+        m.push_str(k);
+        m.push_str(": ");
+        m.push_str(v);
+        m.push_str("\r\n");
+    };
+    h(
+        "From",
+        &format!("Mail Delivery System <MAILER-DAEMON@{host}>"),
+    );
+    h("To", &format!("<{}>", field(input.sender)));
+    h("Subject", subject);
+    h("Date", &rfc5322_date(input.now));
+    h(
+        "Message-ID",
+        &format!("<{}.{}.dsn@{host}>", field(input.queue_id), unix(input.now)),
+    );
+    h("Auto-Submitted", "auto-replied");
+    h("MIME-Version", "1.0");
+    h(
+        "Content-Type",
+        &format!("multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\""),
+    );
+    m.push_str("\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+
+    // Part 1: for humans.
+    m.push_str(&format!("--{boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"));
+    m.push_str(&format!("This is the mail system at host {host}.\r\n\r\n"));
+    match input.kind {
+        DsnKind::Failure => m.push_str(
+            "I'm sorry to have to inform you that your message could not\r\nbe delivered to one or more recipients. \
+             It's attached below.\r\n\r\nFor further assistance, please send mail to postmaster.\r\n\r\n",
+        ),
+        DsnKind::Delay { will_retry_until } => m.push_str(&format!(
+            "####################################################################\r\n\
+             # THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\r\n\
+             ####################################################################\r\n\r\n\
+             Your message could not be delivered yet to the recipients below.\r\n\
+             It will be retried until {}.\r\n\r\n",
+            rfc5322_date(will_retry_until)
+        )),
+    }
+    for r in input.recipients {
+        m.push_str(&format!(
+            "<{}>: via {}{}: {}\r\n",
+            field(&r.original),
+            field(&r.target),
+            r.remote_mta
+                .as_deref()
+                .map(|x| format!(" ({})", field(x)))
+                .unwrap_or_default(),
+            field(&r.diagnostic)
+        ));
+    }
+    m.push_str("\r\n");
+
+    // Part 2: machine-readable status.
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"
+    ));
+    m.push_str(&format!("Reporting-MTA: dns; {host}\r\n"));
+    m.push_str(&format!(
+        "X-Cutover-Queue-ID: {}\r\n",
+        field(input.queue_id)
+    ));
+    m.push_str(&format!(
+        "Arrival-Date: {}\r\n",
+        rfc5322_date(input.arrival)
+    ));
+    for r in input.recipients {
+        m.push_str("\r\n");
+        m.push_str(&format!(
+            "Final-Recipient: rfc822; {}\r\n",
+            field(&r.final_rcpt)
+        ));
+        if r.final_rcpt != r.original {
+            m.push_str(&format!(
+                "Original-Recipient: rfc822; {}\r\n",
+                field(&r.original)
+            ));
+        }
+        m.push_str(&format!("Action: {action}\r\n"));
+        m.push_str(&format!(
+            "Status: {}\r\n",
+            status_of(&r.diagnostic, status_default)
+        ));
+        if let Some(mta) = &r.remote_mta {
+            let host_only = mta.rsplit_once(':').map(|(h, _)| h).unwrap_or(mta);
+            m.push_str(&format!(
+                "Remote-MTA: dns; {}\r\n",
+                field(host_only.trim_matches(['[', ']']))
+            ));
+        }
+        let is_smtp = r
+            .diagnostic
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_digit());
+        m.push_str(&format!(
+            "Diagnostic-Code: {}; {}\r\n",
+            if is_smtp { "smtp" } else { "x-cutover" },
+            field(&r.diagnostic)
+        ));
+        if let Some(t) = r.last_attempt {
+            m.push_str(&format!("Last-Attempt-Date: {}\r\n", rfc5322_date(t)));
+        }
+        if let DsnKind::Delay { will_retry_until } = input.kind {
+            m.push_str(&format!(
+                "Will-Retry-Until: {}\r\n",
+                rfc5322_date(will_retry_until)
+            ));
+        }
+    }
+    m.push_str("\r\n");
+
+    // Part 3: the original headers.
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    ));
+    let mut out = m.into_bytes();
+    out.extend_from_slice(&crlf_normalised(header_block(input.original_headers)));
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Some(out)
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The header block of a message: everything before the first empty line.
+pub fn header_block(msg: &[u8]) -> &[u8] {
+    let crlf = msg.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2);
+    let lf = msg.windows(2).position(|w| w == b"\n\n").map(|i| i + 1);
+    let end = match (crlf, lf) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => msg.len(),
+    };
+    &msg[..end]
+}
+
+fn crlf_normalised(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len() + 64);
+    let mut prev = 0u8;
+    for &c in b {
+        if c == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
+}
+
+/// The leg target a DSN is queued for: `bounce.via`, where `"mx"` (or unset) means delivery by
+/// MX lookup of the sender's domain ([`MX_TARGET`]).
+pub fn dsn_target(cfg: &Config) -> String {
+    match cfg.bounce.via.as_deref() {
+        None | Some("mx") => MX_TARGET.to_string(),
+        Some(t) => t.to_string(),
+    }
+}
+
+/// How much of the original body is read for its header block.
+const HEADER_READ_LIMIT: u64 = 64 * 1024;
+
+/// Build a DSN about `original` for `recipients` and queue it durably (group-committed) from
+/// `<>` to the original sender on the [`dsn_target`] leg. `Ok(None)` when there is nothing to
+/// send (sender `<>`, no recipients). The original's header block is read from the queue (a
+/// missing body gives a DSN without it).
+pub async fn enqueue(
+    queue: &Queue,
+    cfg: &Config,
+    original: &MessageRecord,
+    kind: DsnKind,
+    recipients: &[DsnRecipient],
+    now: SystemTime,
+) -> Result<Option<QueueId>, QueueError> {
+    if original.envelope.mail_from.is_empty() || recipients.is_empty() {
+        return Ok(None);
+    }
+    let headers = {
+        let q = queue.clone();
+        let id = original.id.0.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<u8>, QueueError> {
+            let mut head = Vec::new();
+            q.open_body(&id)?
+                .take(HEADER_READ_LIMIT)
+                .read_to_end(&mut head)?;
+            Ok(header_block(&head).to_vec())
+        })
+        .await
+        .map_err(|e| QueueError::Storage(format!("header reader task: {e}")))?
+        .unwrap_or_default()
+    };
+    let Some(msg) = build(&DsnInput {
+        kind,
+        reporting_mta: &cfg.gateway.hostname,
+        queue_id: &original.id.0,
+        sender: &original.envelope.mail_from,
+        arrival: original.envelope.received_at,
+        now,
+        original_headers: &headers,
+        recipients,
+    }) else {
+        return Ok(None);
+    };
+    let mut w = queue.body_writer()?;
+    w.write(&msg).await?;
+    let id = queue
+        .commit(
+            w,
+            Envelope {
+                mail_from: String::new(),
+                helo: cfg.gateway.hostname.clone(),
+                client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                received_at: now,
+                smtputf8: false,
+                body_8bit: false,
+            },
+            vec![NewLeg {
+                target: dsn_target(cfg),
+                rules: vec!["bounce".into()],
+                recipients: vec![original.envelope.mail_from.clone()],
+            }],
+        )
+        .await?;
+    Ok(Some(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_parser::MimeHeaders;
+    use std::time::Duration;
+
+    fn t(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    fn rcpt(o: &str, f: &str, diag: &str) -> DsnRecipient {
+        DsnRecipient {
+            original: o.into(),
+            final_rcpt: f.into(),
+            target: "new".into(),
+            remote_mta: Some("new-mx.example.net:25".into()),
+            diagnostic: diag.into(),
+            last_attempt: Some(t(1_790_000_100)),
+        }
+    }
+
+    fn input<'a>(kind: DsnKind, sender: &'a str, rs: &'a [DsnRecipient]) -> DsnInput<'a> {
+        DsnInput {
+            kind,
+            reporting_mta: "mx1.example.com",
+            queue_id: "0V5KQ2H8M3A7C",
+            sender,
+            arrival: t(1_790_000_000),
+            now: t(1_790_000_200),
+            original_headers: b"From: alice@example.org\r\nSubject: hi\r\nMessage-ID: <m1@example.org>\r\n\r\nbody text\r\n",
+            recipients: rs,
+        }
+    }
+
+    #[test]
+    fn status_codes() {
+        assert_eq!(status_of("550 5.1.1 <x>: user unknown", "5.0.0"), "5.1.1");
+        assert_eq!(status_of("550-5.7.1 denied", "5.0.0"), "5.0.0");
+        assert_eq!(status_of("554 transaction failed", "5.0.0"), "5.0.0");
+        assert_eq!(status_of("451 try later", "4.0.0"), "4.0.0");
+        assert_eq!(status_of("connection refused", "4.4.1"), "4.4.1");
+        assert_eq!(status_of("452 4.2.2 mailbox full", "4.0.0"), "4.2.2");
+    }
+
+    #[test]
+    fn never_bounces_a_bounce() {
+        let rs = [rcpt(
+            "bob@example.com",
+            "bob@example.com",
+            "550 5.1.1 unknown",
+        )];
+        assert!(build(&input(DsnKind::Failure, "", &rs)).is_none());
+        assert!(build(&input(DsnKind::Failure, "a@example.org", &[])).is_none());
+    }
+
+    #[test]
+    fn failure_dsn_is_rfc3464() {
+        let rs = [
+            rcpt(
+                "bob@example.com",
+                "bob@example-com.mail.onmicrosoft.com",
+                "550 5.1.1 <bob@example-com.mail.onmicrosoft.com>: user unknown",
+            ),
+            rcpt(
+                "carol@example.com",
+                "carol@example.com",
+                "554 no valid recipients",
+            ),
+        ];
+        let msg = build(&input(DsnKind::Failure, "alice@example.org", &rs)).unwrap();
+        let text = String::from_utf8(msg.clone()).unwrap();
+        assert!(
+            !text.contains("\n\n") && !text.replace("\r\n", "").contains('\n'),
+            "CRLF only"
+        );
+        let parsed = mail_parser::MessageParser::default().parse(&msg).unwrap();
+        let ct = parsed.content_type().unwrap();
+        assert_eq!(ct.ctype(), "multipart");
+        assert_eq!(ct.subtype(), Some("report"));
+        assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+        assert_eq!(parsed.parts.len(), 4, "root + 3 parts");
+        assert_eq!(
+            parsed.subject(),
+            Some("Undelivered Mail Returned to Sender")
+        );
+        assert!(text.contains("To: <alice@example.org>\r\n"));
+        assert!(text.contains("Auto-Submitted: auto-replied\r\n"));
+        assert!(text.contains("Reporting-MTA: dns; mx1.example.com\r\n"));
+        assert!(text.contains("Final-Recipient: rfc822; bob@example-com.mail.onmicrosoft.com\r\nOriginal-Recipient: rfc822; bob@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; new-mx.example.net\r\nDiagnostic-Code: smtp; 550 5.1.1"));
+        assert!(text.contains(
+            "Final-Recipient: rfc822; carol@example.com\r\nAction: failed\r\nStatus: 5.0.0\r\n"
+        ));
+        assert!(text.contains("Content-Type: text/rfc822-headers\r\n\r\nFrom: alice@example.org\r\nSubject: hi\r\nMessage-ID: <m1@example.org>\r\n"));
+        assert!(!text.contains("body text"), "only the headers are returned");
+        assert!(text.ends_with("--\r\n"));
+    }
+
+    #[test]
+    fn delay_dsn() {
+        let rs = [rcpt(
+            "bob@example.com",
+            "bob@example.com",
+            "451 4.3.0 try again",
+        )];
+        let until = t(1_790_400_000);
+        let msg = build(&input(
+            DsnKind::Delay {
+                will_retry_until: until,
+            },
+            "alice@example.org",
+            &rs,
+        ))
+        .unwrap();
+        let text = String::from_utf8(msg).unwrap();
+        assert!(text.contains("Subject: Delayed Mail (still being retried)"));
+        assert!(text.contains("Action: delayed\r\nStatus: 4.3.0\r\n"));
+        assert!(text.contains(&format!("Will-Retry-Until: {}", rfc5322_date(until))));
+        assert!(text.contains("THIS IS A WARNING ONLY"));
+    }
+
+    #[test]
+    fn hostile_values_cannot_inject_headers() {
+        let rs = [rcpt(
+            "bob@example.com\r\nBcc: evil@x",
+            "bob@example.com",
+            "550 5.1.1 bad\r\nX-Evil: 1",
+        )];
+        let text =
+            String::from_utf8(build(&input(DsnKind::Failure, "a@b.org\r\nBcc: x@y", &rs)).unwrap())
+                .unwrap();
+        assert!(!text.contains("\r\nBcc:"));
+        assert!(!text.contains("\r\nX-Evil:"));
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc5322_date(t(0)), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(t(1_790_000_000)),
+            "Mon, 21 Sep 2026 14:13:20 +0000"
+        );
+    }
+
+    #[test]
+    fn header_block_stops_at_blank_line() {
+        assert_eq!(
+            header_block(b"A: 1\r\nB: 2\r\n\r\nbody"),
+            b"A: 1\r\nB: 2\r\n"
+        );
+        assert_eq!(header_block(b"A: 1\nB: 2\n\nbody"), b"A: 1\nB: 2\n");
+        assert_eq!(header_block(b"A: 1\r\n"), b"A: 1\r\n");
+    }
+}

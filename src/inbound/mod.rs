@@ -1,0 +1,107 @@
+//! The SMTP listener (intake): one tokio task per connection running our own session state
+//! machine on `smtp-proto`'s command parser, STARTTLS, the acceptance policy, trace stamping, and
+//! the hand-off of each accepted message to the durable queue (`250` only once it is on disk).
+//! It never delivers mail and never reaches into the queue's storage beyond its public API.
+//!
+//! Layout, by protocol phase: `listener` (accept loop, connection limits, shutdown), `session`
+//! (the state machine and its IO), `ehlo` (greeting/capabilities), `policy` (pure address and
+//! relay decisions, leg planning), `data` (pure DATA decoder), `stamp` (pure trace headers and
+//! loop scan), `tls` (certificates and the plain/TLS stream), `reply` (reply formatting).
+
+pub mod data;
+pub mod ehlo;
+pub mod listener;
+pub mod policy;
+pub mod reply;
+pub mod session;
+pub mod stamp;
+pub mod tls;
+
+use crate::config::{Config, resolve_path};
+use crate::queue::Queue;
+use crate::routing::Router;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+pub use listener::{ConnTracker, serve_listener};
+pub use policy::Policy;
+
+/// Why the intake could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("routing: {0}")]
+    Routing(String),
+}
+
+/// Everything a session needs from the configuration; replaced as a whole on reload.
+pub struct Settings {
+    pub policy: Policy,
+    pub router: Router,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub state_dir: PathBuf,
+}
+
+impl Settings {
+    /// Build from a validated configuration (reads the TLS PEM files).
+    pub fn from_config(cfg: &Config) -> Result<Settings, InboundError> {
+        let (router, errors) = Router::new(&cfg.routing);
+        if let Some(e) = errors.first() {
+            return Err(InboundError::Routing(format!(
+                "rule #{}: {}",
+                e.rule + 1,
+                e.message
+            )));
+        }
+        // Relative paths are relative to the config file's directory (as `config check` reads them).
+        let base = cfg.path.parent().unwrap_or(std::path::Path::new("."));
+        let tls = match &cfg.gateway.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(tls::load_server_config(
+                &resolve_path(base, &t.cert),
+                &resolve_path(base, &t.key),
+            )?)),
+            None => None,
+        };
+        Ok(Settings {
+            policy: Policy::from_gateway(&cfg.gateway),
+            router,
+            tls,
+            state_dir: resolve_path(base, &cfg.gateway.state_dir),
+        })
+    }
+}
+
+/// Shared state of the intake: current settings (swappable), the queue, connection counts.
+pub struct Inbound {
+    settings: RwLock<Arc<Settings>>,
+    pub queue: Queue,
+    pub conns: ConnTracker,
+}
+
+impl Inbound {
+    pub fn new(settings: Settings, queue: Queue) -> Arc<Inbound> {
+        Arc::new(Inbound {
+            settings: RwLock::new(Arc::new(settings)),
+            queue,
+            conns: ConnTracker::default(),
+        })
+    }
+
+    /// The settings in force now (sessions take one snapshot per connection).
+    pub fn settings(&self) -> Arc<Settings> {
+        match self.settings.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Atomically switch to new settings (SIGHUP reload); sessions already running keep theirs.
+    pub fn replace_settings(&self, s: Settings) {
+        let new = Arc::new(s);
+        match self.settings.write() {
+            Ok(mut g) => *g = new,
+            Err(p) => *p.into_inner() = new,
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Intake policy as pure functions: address syntax (the raw path between `<` and `>`), domain
+//! normalisation, the relay decision (accepted domain or trusted client, plus a route), and the
+//! grouping of accepted recipients into legs. Never does IO and never touches a socket: the
+//! session asks, this module answers with a [`Reply`].
+
+use super::reply::Reply;
+use crate::config::Gateway;
+use crate::queue::NewLeg;
+use crate::routing::Route;
+use ipnet::IpNet;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Longest local part (RFC 5321 §4.5.3.1.1) and whole path we accept.
+pub const MAX_LOCAL_LEN: usize = 64;
+pub const MAX_DOMAIN_LEN: usize = 255;
+pub const MAX_PATH_LEN: usize = 256;
+
+/// The gateway section, pre-digested for per-command checks.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub hostname: String,
+    /// Normalised (lower case, no trailing dot).
+    pub accept_domains: HashSet<String>,
+    pub trusted_networks: Vec<IpNet>,
+    pub max_message_size: u64,
+    pub max_received: u32,
+    pub reject_unrouted: bool,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub min_free_space: u64,
+    pub require_tls: bool,
+}
+
+impl Policy {
+    pub fn from_gateway(g: &Gateway) -> Self {
+        Self {
+            hostname: g.hostname.clone(),
+            accept_domains: g
+                .accept_domains
+                .iter()
+                .filter_map(|d| normalise_domain(d, true).ok())
+                .collect(),
+            trusted_networks: g.trusted_networks.clone(),
+            max_message_size: g.max_message_size.0,
+            max_received: g.max_received,
+            reject_unrouted: g.reject_unrouted,
+            max_recipients: g.max_recipients.max(1),
+            max_connections: g.max_connections.max(1),
+            max_connections_per_ip: g.max_connections_per_ip.max(1),
+            command_timeout: g.command_timeout.0,
+            data_timeout: g.data_timeout.0,
+            min_free_space: g.min_free_space.0,
+            require_tls: g.tls.as_ref().is_some_and(|t| t.require),
+        }
+    }
+
+    /// Is `ip` in `trusted_networks` (IPv4-mapped IPv6 addresses count as IPv4)?
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.trusted_networks.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn accepts_domain(&self, domain: &str) -> bool {
+        self.accept_domains.contains(domain)
+    }
+}
+
+/// `::ffff:a.b.c.d` → `a.b.c.d`.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// A syntactically acceptable mailbox: local part as written, domain normalised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mailbox {
+    pub local: String,
+    pub domain: String,
+}
+
+impl Mailbox {
+    pub fn address(&self) -> String {
+        format!("{}@{}", self.local, self.domain)
+    }
+}
+
+/// Why an address was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("no closing '>' in path")]
+    Unterminated,
+    #[error("empty address")]
+    Empty,
+    #[error("address too long")]
+    TooLong,
+    #[error("source routes are not accepted")]
+    SourceRoute,
+    #[error("address has no domain")]
+    NoDomain,
+    #[error("malformed local part")]
+    BadLocal,
+    #[error("quoted local part hides a routing character")]
+    QuotedRouting,
+    #[error("'%' or '!' routing in local part")]
+    RoutingHack,
+    #[error("address literals are not accepted")]
+    IpLiteral,
+    #[error("malformed domain")]
+    BadDomain,
+    #[error("non-ASCII address without SMTPUTF8")]
+    NeedsUtf8,
+    #[error("control character in address")]
+    Control,
+}
+
+impl AddrError {
+    /// The reply for a refused recipient.
+    pub fn rcpt_reply(self) -> Reply {
+        match self {
+            AddrError::NeedsUtf8 => Reply::new(
+                553,
+                "5.6.7",
+                "Non-ASCII address requires SMTPUTF8 at MAIL FROM",
+            ),
+            AddrError::SourceRoute
+            | AddrError::QuotedRouting
+            | AddrError::RoutingHack
+            | AddrError::IpLiteral => Reply::new(550, "5.7.1", format!("Relaying denied: {self}")),
+            _ => Reply::new(
+                501,
+                "5.1.3",
+                format!("Bad recipient address syntax: {self}"),
+            ),
+        }
+    }
+
+    /// The reply for a refused sender.
+    pub fn mail_reply(self) -> Reply {
+        match self {
+            AddrError::NeedsUtf8 => Reply::new(
+                553,
+                "5.6.7",
+                "Non-ASCII address requires SMTPUTF8 at MAIL FROM",
+            ),
+            _ => Reply::new(501, "5.1.7", format!("Bad sender address syntax: {self}")),
+        }
+    }
+}
+
+/// The raw path of a `MAIL FROM:`/`RCPT TO:` line: the text between the first `<` and the `>`
+/// closing it (quotes respected), or the bare word after the colon when there are no brackets.
+pub fn extract_path(line: &str) -> Result<&str, AddrError> {
+    let Some(colon) = line.find(':') else {
+        return Err(AddrError::Empty);
+    };
+    let rest = line[colon + 1..].trim_start_matches([' ', '\t']);
+    let Some(inner) = rest.strip_prefix('<') else {
+        // Lenient form without brackets: up to the first whitespace.
+        let end = rest
+            .find(|c: char| c.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        return Ok(&rest[..end]);
+    };
+    let mut in_quote = false;
+    let mut escaped = false;
+    for (i, c) in inner.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quote => escaped = true,
+            '"' => in_quote = !in_quote,
+            '>' if !in_quote => return Ok(&inner[..i]),
+            '\r' | '\n' => return Err(AddrError::Unterminated),
+            _ => {}
+        }
+    }
+    Err(AddrError::Unterminated)
+}
+
+/// Lower-case, drop one trailing dot, check the labels. `utf8` allows non-ASCII labels.
+pub fn normalise_domain(domain: &str, utf8: bool) -> Result<String, AddrError> {
+    if domain.starts_with('[') {
+        return Err(AddrError::IpLiteral);
+    }
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    if d.is_empty() || d.len() > MAX_DOMAIN_LEN {
+        return Err(AddrError::BadDomain);
+    }
+    for label in d.split('.') {
+        if label.is_empty() || label.len() > 63 || label.starts_with('-') || label.ends_with('-') {
+            return Err(AddrError::BadDomain);
+        }
+        for c in label.chars() {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                continue;
+            }
+            if !c.is_ascii() && !c.is_control() && !c.is_whitespace() {
+                if !utf8 {
+                    return Err(AddrError::NeedsUtf8);
+                }
+                continue;
+            }
+            return Err(AddrError::BadDomain);
+        }
+    }
+    Ok(d.to_lowercase())
+}
+
+/// Parse a raw path (as returned by [`extract_path`]) strictly, the way a recipient must look:
+/// no source route, no `%`/`!` routing, no quoted local part hiding `@`/`%`/`!`, no address
+/// literal, non-ASCII only with `utf8`.
+pub fn parse_recipient(raw: &str, utf8: bool) -> Result<Mailbox, AddrError> {
+    parse_mailbox(raw, utf8, true)
+}
+
+/// Parse a sender path leniently (`%`/`!` allowed in the local part, which only matters for
+/// bounces); an empty path is the null sender and returns `Ok(None)`.
+pub fn parse_sender(raw: &str, utf8: bool) -> Result<Option<Mailbox>, AddrError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    // RFC 5321 §4.1.1.2: a source route in a reverse-path is accepted and ignored.
+    let raw = if raw.starts_with('@') {
+        raw.split_once(':')
+            .map(|(_, r)| r)
+            .ok_or(AddrError::SourceRoute)?
+    } else {
+        raw
+    };
+    parse_mailbox(raw, utf8, false).map(Some)
+}
+
+fn parse_mailbox(raw: &str, utf8: bool, strict: bool) -> Result<Mailbox, AddrError> {
+    if raw.is_empty() {
+        return Err(AddrError::Empty);
+    }
+    if raw.len() > MAX_PATH_LEN {
+        return Err(AddrError::TooLong);
+    }
+    if raw.chars().any(|c| c.is_control()) {
+        return Err(AddrError::Control);
+    }
+    if raw.starts_with('@') {
+        return Err(AddrError::SourceRoute);
+    }
+    if !utf8 && !raw.is_ascii() {
+        return Err(AddrError::NeedsUtf8);
+    }
+    // Split at the last '@' outside quotes.
+    let (local, domain) = split_local_domain(raw)?;
+    if local.is_empty() || local.len() > MAX_LOCAL_LEN {
+        return Err(AddrError::BadLocal);
+    }
+    if local.starts_with('"') {
+        let inner = local
+            .strip_prefix('"')
+            .and_then(|l| l.strip_suffix('"'))
+            .filter(|_| local.len() >= 2)
+            .ok_or(AddrError::BadLocal)?;
+        let unescaped: String = unescape_quoted(inner)?;
+        if strict && unescaped.contains(['@', '%', '!', '"', ':', ',', '<', '>']) {
+            return Err(AddrError::QuotedRouting);
+        }
+    } else {
+        if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err(AddrError::BadLocal);
+        }
+        for c in local.chars() {
+            let ok = c.is_ascii_alphanumeric()
+                || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+                || (!c.is_ascii() && !c.is_whitespace());
+            if !ok {
+                return Err(AddrError::BadLocal);
+            }
+        }
+        if strict && local.contains(['%', '!']) {
+            return Err(AddrError::RoutingHack);
+        }
+    }
+    let domain = normalise_domain(domain, utf8)?;
+    Ok(Mailbox {
+        local: local.to_string(),
+        domain,
+    })
+}
+
+fn split_local_domain(raw: &str) -> Result<(&str, &str), AddrError> {
+    let mut in_quote = false;
+    let mut escaped = false;
+    let mut at = None;
+    for (i, c) in raw.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quote => escaped = true,
+            '"' => in_quote = !in_quote,
+            '@' if !in_quote => {
+                if at.is_some() {
+                    // Two unquoted '@': `a@b@example.com`.
+                    return Err(AddrError::BadLocal);
+                }
+                at = Some(i);
+            }
+            _ => {}
+        }
+    }
+    if in_quote {
+        return Err(AddrError::BadLocal);
+    }
+    let at = at.ok_or(AddrError::NoDomain)?;
+    Ok((&raw[..at], &raw[at + 1..]))
+}
+
+fn unescape_quoted(inner: &str) -> Result<String, AddrError> {
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next().ok_or(AddrError::BadLocal)?),
+            '"' => return Err(AddrError::BadLocal),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// What the relay check decided for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RcptDecision {
+    Accept(Route),
+    Reject(Reply),
+}
+
+/// The relay decision for a syntactically valid recipient: the domain must be accepted (or the
+/// client trusted), and a rule (or the default) must route it.
+pub fn decide_rcpt(
+    policy: &Policy,
+    mailbox: &Mailbox,
+    trusted: bool,
+    route: Option<Route>,
+) -> RcptDecision {
+    if !trusted && !policy.accepts_domain(&mailbox.domain) {
+        return RcptDecision::Reject(Reply::new(550, "5.7.1", "Relaying denied"));
+    }
+    match route {
+        Some(r) if !r.targets.is_empty() => RcptDecision::Accept(r),
+        _ if policy.reject_unrouted || trusted && !policy.accepts_domain(&mailbox.domain) => {
+            RcptDecision::Reject(Reply::new(
+                550,
+                "5.1.1",
+                "Recipient address rejected: no route to this mailbox",
+            ))
+        }
+        // reject_unrouted = false: never accept mail we have nowhere to put; ask to retry
+        // (the admin may be adding the rule).
+        _ => RcptDecision::Reject(Reply::new(
+            450,
+            "4.1.1",
+            "Recipient address not routed yet, try again later",
+        )),
+    }
+}
+
+/// Group accepted recipients by target, in first-seen order: one leg per target, each with
+/// the recipients (and the rule each matched) that go there. A dual-delivery rule gives two legs.
+pub fn plan_legs(accepted: &[(String, Route)]) -> Vec<NewLeg> {
+    let mut legs: Vec<NewLeg> = Vec::new();
+    for (rcpt, route) in accepted {
+        for target in &route.targets {
+            let leg = match legs.iter_mut().position(|l| &l.target == target) {
+                Some(i) => &mut legs[i],
+                None => {
+                    legs.push(NewLeg {
+                        target: target.clone(),
+                        rules: Vec::new(),
+                        recipients: Vec::new(),
+                    });
+                    let n = legs.len() - 1;
+                    &mut legs[n]
+                }
+            };
+            if !leg.recipients.contains(rcpt) {
+                leg.recipients.push(rcpt.clone());
+                leg.rules.push(route.rule.clone());
+            }
+        }
+    }
+    legs
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -1,0 +1,203 @@
+use super::*;
+use crate::routing::How;
+use proptest::prelude::*;
+
+fn policy() -> Policy {
+    Policy {
+        hostname: "mx.test".into(),
+        accept_domains: ["example.com".to_string()].into_iter().collect(),
+        trusted_networks: vec!["127.0.0.2/32".parse().unwrap()],
+        max_message_size: 1 << 20,
+        max_received: 30,
+        reject_unrouted: true,
+        max_recipients: 10,
+        max_connections: 10,
+        max_connections_per_ip: 5,
+        command_timeout: Duration::from_secs(300),
+        data_timeout: Duration::from_secs(600),
+        min_free_space: 0,
+        require_tls: false,
+    }
+}
+
+fn route(rule: &str, targets: &[&str]) -> Route {
+    Route {
+        rule: rule.into(),
+        rule_index: Some(0),
+        targets: targets.iter().map(|s| s.to_string()).collect(),
+        how: How::Address,
+        pattern: None,
+        origin: None,
+    }
+}
+
+#[test]
+fn extract_path_forms() {
+    assert_eq!(extract_path("RCPT TO:<a@b.c>"), Ok("a@b.c"));
+    assert_eq!(extract_path("RCPT TO: <a@b.c> NOTIFY=NEVER"), Ok("a@b.c"));
+    assert_eq!(extract_path("MAIL FROM:<>"), Ok(""));
+    assert_eq!(extract_path("RCPT TO:<\"a>b\"@c.d>"), Ok("\"a>b\"@c.d"));
+    assert_eq!(extract_path("RCPT TO:<a@b"), Err(AddrError::Unterminated));
+    assert_eq!(extract_path("RCPT TO:a@b.c"), Ok("a@b.c"));
+}
+
+#[test]
+fn recipient_tricks_are_refused() {
+    let cases: &[(&str, AddrError)] = &[
+        ("@a.net,@b.net:u@example.com", AddrError::SourceRoute),
+        ("@evil.net:u@example.com", AddrError::SourceRoute),
+        ("u%evil.net@example.com", AddrError::RoutingHack),
+        ("evil.net!u@example.com", AddrError::RoutingHack),
+        ("\"u@evil.net\"@example.com", AddrError::QuotedRouting),
+        ("\"u%evil.net\"@example.com", AddrError::QuotedRouting),
+        ("u@[192.0.2.1]", AddrError::IpLiteral),
+        ("u@evil.net@example.com", AddrError::BadLocal),
+        ("u@", AddrError::BadDomain),
+        ("@", AddrError::SourceRoute),
+        ("u", AddrError::NoDomain),
+        ("", AddrError::Empty),
+        ("u\0@example.com", AddrError::Control),
+        ("u@exa mple.com", AddrError::BadDomain),
+        ("u@example..com", AddrError::BadDomain),
+        ("u@.example.com", AddrError::BadDomain),
+        ("müller@example.com", AddrError::NeedsUtf8),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(parse_recipient(raw, false), Err(*want), "{raw}");
+    }
+    let long = format!("{}@example.com", "a".repeat(300));
+    assert_eq!(parse_recipient(&long, false), Err(AddrError::TooLong));
+    let long_local = format!("{}@example.com", "a".repeat(65));
+    assert_eq!(
+        parse_recipient(&long_local, false),
+        Err(AddrError::BadLocal)
+    );
+}
+
+#[test]
+fn recipients_normalise() {
+    let m = parse_recipient("Alice@EXAMPLE.COM.", false).unwrap();
+    assert_eq!(m.local, "Alice");
+    assert_eq!(m.domain, "example.com");
+    assert_eq!(m.address(), "Alice@example.com");
+    let q = parse_recipient("\"john smith\"@example.com", false).unwrap();
+    assert_eq!(q.local, "\"john smith\"");
+    let u = parse_recipient("müller@exämple.com", true).unwrap();
+    assert_eq!(u.domain, "exämple.com");
+}
+
+#[test]
+fn senders_are_lenient() {
+    assert_eq!(parse_sender("", false), Ok(None));
+    assert!(parse_sender("a%b@example.net", false).unwrap().is_some());
+    assert_eq!(
+        parse_sender("@relay.net:bob@example.net", false)
+            .unwrap()
+            .unwrap()
+            .address(),
+        "bob@example.net"
+    );
+    assert_eq!(parse_sender("nodomain", false), Err(AddrError::NoDomain));
+}
+
+#[test]
+fn relay_decision() {
+    let p = policy();
+    let ours = parse_recipient("a@example.com", false).unwrap();
+    let theirs = parse_recipient("a@evil.net", false).unwrap();
+    let sub = parse_recipient("a@sub.example.com", false).unwrap();
+    let r = || Some(route("r", &["old"]));
+    assert!(matches!(
+        decide_rcpt(&p, &ours, false, r()),
+        RcptDecision::Accept(_)
+    ));
+    for m in [&theirs, &sub] {
+        match decide_rcpt(&p, m, false, r()) {
+            RcptDecision::Reject(rep) => assert_eq!((rep.code, rep.esc), (550, "5.7.1")),
+            d => panic!("{d:?}"),
+        }
+    }
+    // Trusted: any routed domain, nothing unrouted.
+    assert!(matches!(
+        decide_rcpt(&p, &theirs, true, r()),
+        RcptDecision::Accept(_)
+    ));
+    match decide_rcpt(&p, &theirs, true, None) {
+        RcptDecision::Reject(rep) => assert_eq!((rep.code, rep.esc), (550, "5.1.1")),
+        d => panic!("{d:?}"),
+    }
+    match decide_rcpt(&p, &ours, false, None) {
+        RcptDecision::Reject(rep) => assert_eq!((rep.code, rep.esc), (550, "5.1.1")),
+        d => panic!("{d:?}"),
+    }
+    let mut lax = p.clone();
+    lax.reject_unrouted = false;
+    match decide_rcpt(&lax, &ours, false, None) {
+        RcptDecision::Reject(rep) => assert_eq!(rep.code, 450),
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn trusted_networks_and_mapped_v6() {
+    let p = policy();
+    assert!(p.is_trusted("127.0.0.2".parse().unwrap()));
+    assert!(p.is_trusted("::ffff:127.0.0.2".parse().unwrap()));
+    assert!(!p.is_trusted("127.0.0.1".parse().unwrap()));
+}
+
+#[test]
+fn legs_group_by_target() {
+    let accepted = vec![
+        ("a@example.com".to_string(), route("wave", &["new"])),
+        ("b@example.com".to_string(), route("pilot", &["old", "new"])),
+        ("c@example.com".to_string(), route("default", &["old"])),
+    ];
+    let legs = plan_legs(&accepted);
+    assert_eq!(legs.len(), 2);
+    assert_eq!(legs[0].target, "new");
+    assert_eq!(legs[0].recipients, vec!["a@example.com", "b@example.com"]);
+    assert_eq!(legs[0].rules, vec!["wave", "pilot"]);
+    assert_eq!(legs[1].target, "old");
+    assert_eq!(legs[1].recipients, vec!["b@example.com", "c@example.com"]);
+}
+
+proptest! {
+    #[test]
+    fn parsers_never_panic(s in "\\PC{0,300}") {
+        let _ = extract_path(&s);
+        let _ = parse_recipient(&s, false);
+        let _ = parse_recipient(&s, true);
+        let _ = parse_sender(&s, true);
+    }
+
+    #[test]
+    fn accepted_recipients_never_route_elsewhere(s in "[a-z%!@\"\\[\\]:,.]{1,40}") {
+        // Whatever is accepted has exactly one unquoted '@' and a plain domain.
+        if let Ok(m) = parse_recipient(&s, false) {
+            prop_assert!(!m.domain.contains(['@', '[', ']', ':', ',']));
+            prop_assert!(!m.local.contains(['%', '!']));
+            prop_assert!(!m.local.trim_matches('"').contains('@'));
+        }
+    }
+
+    #[test]
+    fn legs_cover_every_recipient(n in 1usize..20, dual in proptest::collection::vec(any::<bool>(), 20)) {
+        let accepted: Vec<(String, Route)> = (0..n)
+            .map(|i| {
+                let t: &[&str] = if dual[i] { &["old", "new"] } else { &["old"] };
+                (format!("u{i}@example.com"), route("r", t))
+            })
+            .collect();
+        let legs = plan_legs(&accepted);
+        for (rcpt, r) in &accepted {
+            for t in &r.targets {
+                let leg = legs.iter().find(|l| &l.target == t).unwrap();
+                prop_assert_eq!(leg.recipients.iter().filter(|x| *x == rcpt).count(), 1);
+            }
+        }
+        for l in &legs {
+            prop_assert_eq!(l.recipients.len(), l.rules.len());
+        }
+    }
+}

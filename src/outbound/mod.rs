@@ -1,0 +1,11 @@
+//! Outbound delivery: the scheduler that picks due legs, the SMTP client (mail-send), target
+//! resolution (static address or MX via hickory), TLS/AUTH policy and reply classification.
+//! Never decides routes: legs arrive from the queue already routed.
+
+pub mod client;
+pub mod mx;
+pub mod reply;
+pub mod resolve;
+pub mod retry;
+pub mod scheduler;
+pub mod tls;

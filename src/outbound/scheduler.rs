@@ -1,0 +1,756 @@
+//! The delivery scheduler: picks due legs from the queue's due index (never a full scan), runs
+//! each attempt under its target's connection limit over pooled SMTP sessions, records the
+//! per-recipient outcomes durably, and hands permanent failures and delays to the DSN builder.
+//! One leg's failure never re-sends another. Never decides routes: legs come routed.
+
+use super::client::{ConnectSpec, Session, Transaction};
+use super::reply::Outcome;
+use super::resolve::{Hop, Resolver};
+use super::retry::{delay_warning_due, expired, next_delay};
+use super::tls::connector;
+use crate::bounce::{self, DsnKind, DsnRecipient};
+use crate::config::{Config, Target, TlsMode, resolve_path};
+use crate::queue::model::{Leg, MessageRecord, RcptState};
+use crate::queue::{Queue, QueueError};
+use crate::routing::rewrite_rcpt;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
+
+/// Internal target name for DSNs delivered by MX lookup of the recipient's domain.
+pub const MX_TARGET: &str = "@mx";
+
+/// Counters exported on /metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub attempts: AtomicU64,
+    pub delivered: AtomicU64,
+    pub deferred: AtomicU64,
+    pub failed: AtomicU64,
+    pub expired: AtomicU64,
+    pub dsn_failure: AtomicU64,
+    pub dsn_delay: AtomicU64,
+    /// Dual-delivery legs that failed while another leg delivered (operator problem, no DSN).
+    pub dual_leg_failures: AtomicU64,
+    pub target_backoffs: AtomicU64,
+    pub connections_opened: AtomicU64,
+}
+
+/// Called for each successful delivery: (target, original recipient, final recipient, queue id,
+/// message body). The ledger hooks in here.
+pub type DeliveredHook = Arc<dyn Fn(&str, &str, &str, &str, &[u8]) + Send + Sync>;
+
+struct Pool {
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<(Session, Instant)>>,
+    /// Whole-target back-off after connection failures.
+    down_until: Mutex<Option<(SystemTime, String)>>,
+    failures: AtomicU64,
+}
+
+impl Pool {
+    fn new(connections: usize) -> Self {
+        Pool {
+            permits: Arc::new(Semaphore::new(connections.max(1))),
+            idle: Mutex::new(Vec::new()),
+            down_until: Mutex::new(None),
+            failures: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The delivery engine.
+pub struct Scheduler {
+    queue: Queue,
+    config: watch::Receiver<Arc<Config>>,
+    resolver: Resolver,
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    in_flight: Mutex<HashSet<(String, u16)>>,
+    pub stats: Arc<Stats>,
+    on_delivered: Option<DeliveredHook>,
+    /// Idle pooled sessions are closed after this long.
+    idle_timeout: Duration,
+}
+
+/// Why the scheduler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Resolver(#[from] super::resolve::ResolverError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl Scheduler {
+    pub fn new(
+        queue: Queue,
+        config: watch::Receiver<Arc<Config>>,
+        on_delivered: Option<DeliveredHook>,
+    ) -> Result<Arc<Scheduler>, SchedulerError> {
+        let resolver = Resolver::new(&config.borrow().dns)?;
+        Ok(Arc::new(Scheduler {
+            queue,
+            config,
+            resolver,
+            pools: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashSet::new()),
+            stats: Arc::new(Stats::default()),
+            on_delivered,
+            idle_timeout: Duration::from_secs(10),
+        }))
+    }
+
+    fn cfg(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    fn pool(&self, target: &str, connections: usize) -> Arc<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools
+            .entry(target.to_string())
+            .or_insert_with(|| Arc::new(Pool::new(connections)))
+            .clone()
+    }
+
+    /// Run until `stop` turns true; in-flight attempts are awaited (bounded by their timeouts).
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        match self.queue.finished_messages() {
+            Ok(ids) => {
+                for id in ids {
+                    if let Err(e) = self.queue.remove_message(&id).await {
+                        tracing::error!(queue_id = %id, error = %e, "removing finished message");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "scanning for finished messages"),
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let now = SystemTime::now();
+            let mut next_wake = Duration::from_secs(30);
+            match self.queue.due(now, 512) {
+                Ok(due) => {
+                    for e in due {
+                        let key = (e.id.clone(), e.leg);
+                        let fresh = self
+                            .in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(key.clone());
+                        if !fresh {
+                            continue;
+                        }
+                        let me = self.clone();
+                        tasks.spawn(async move {
+                            let span =
+                                tracing::info_span!("delivery", queue_id = %key.0, leg = key.1);
+                            me.attempt(&key.0, key.1).instrument(span).await;
+                            me.in_flight
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&key);
+                            me.queue.notify_due();
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the due index");
+                    next_wake = Duration::from_secs(1);
+                }
+            }
+            // Next due entry that is not already being worked on.
+            let in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
+            let far = now + Duration::from_secs(365 * 86_400);
+            if let Ok(upcoming) = self.queue.due(far, in_flight + 1) {
+                let inflight = self
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if let Some(e) = upcoming
+                    .iter()
+                    .find(|e| !inflight.contains(&(e.id.clone(), e.leg)))
+                {
+                    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(e.due_ms);
+                    next_wake = next_wake.min(
+                        at.duration_since(SystemTime::now())
+                            .unwrap_or(Duration::ZERO),
+                    );
+                }
+            }
+            while let Some(r) = tasks.try_join_next() {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "delivery task failed");
+                }
+            }
+            self.reap_idle();
+            tokio::select! {
+                _ = self.queue.due_changed() => {}
+                _ = tokio::time::sleep(next_wake.max(Duration::from_millis(5))) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        let pools: Vec<Arc<Pool>> = self
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for p in pools {
+            let idle: Vec<(Session, Instant)> =
+                std::mem::take(&mut *p.idle.lock().unwrap_or_else(|p| p.into_inner()));
+            for (s, _) in idle {
+                s.quit().await;
+            }
+        }
+    }
+
+    fn reap_idle(&self) {
+        let pools: Vec<Arc<Pool>> = self
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for p in pools {
+            let mut idle = p.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let (keep, old): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|(_, t)| t.elapsed() < self.idle_timeout);
+            *idle = keep;
+            drop(idle);
+            for (s, _) in old {
+                tokio::spawn(s.quit());
+            }
+        }
+    }
+
+    /// One attempt of one leg.
+    async fn attempt(&self, id: &str, leg_idx: u16) {
+        let cfg = self.cfg();
+        let rec = match self.queue.record(id) {
+            Ok(r) => r,
+            Err(QueueError::NotFound(_)) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "reading queue record");
+                return;
+            }
+        };
+        let Some(leg) = rec.legs.get(leg_idx as usize).cloned() else {
+            return;
+        };
+        if leg.held || leg.state.is_final() {
+            return;
+        }
+        let now = SystemTime::now();
+        let pending: Vec<usize> = (0..leg.recipients.len())
+            .filter(|&i| leg.recipients[i].state.is_pending())
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+
+        // Expired legs fail what is left, without another attempt.
+        if expired(leg.created, now, cfg.queue.max_age.0) {
+            let outcomes: Vec<(usize, Outcome)> = pending
+                .iter()
+                .map(|&i| {
+                    let last = leg.recipients[i]
+                        .state
+                        .last_reply()
+                        .unwrap_or("never attempted")
+                        .to_string();
+                    (
+                        i,
+                        Outcome::Failed {
+                            reply: format!(
+                                "message expired after {} in the queue; last reply: {last}",
+                                cfg.queue.max_age
+                            ),
+                        },
+                    )
+                })
+                .collect();
+            self.stats
+                .expired
+                .fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+            self.record(&cfg, &rec, leg_idx, &leg, outcomes, None, "expired", false)
+                .await;
+            return;
+        }
+
+        let target_cfg = cfg.targets.get(&leg.target).cloned();
+        if target_cfg.is_none() && leg.target != MX_TARGET {
+            let o = Outcome::local(&format!(
+                "target {:?} is not configured (config changed?)",
+                leg.target
+            ));
+            let outcomes = pending.iter().map(|&i| (i, o.clone())).collect();
+            self.record(&cfg, &rec, leg_idx, &leg, outcomes, None, "deferred", true)
+                .await;
+            return;
+        }
+        let connections = target_cfg.as_ref().map(|t| t.connections).unwrap_or(4);
+        let pool = self.pool(&leg.target, connections);
+
+        // A target known to be down: postpone the leg to the end of the back-off, no attempt.
+        let down = pool
+            .down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((until, why)) = down
+            && until > now
+        {
+            let o = Outcome::local(&format!("target {} is down: {why}", leg.target));
+            let outcomes = pending.iter().map(|&i| (i, o.clone())).collect();
+            self.record(
+                &cfg,
+                &rec,
+                leg_idx,
+                &leg,
+                outcomes,
+                Some(until),
+                "deferred",
+                false,
+            )
+            .await;
+            return;
+        }
+
+        let body = match self.read_body(id).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the message body");
+                let o = Outcome::local(&format!("local error reading the queued body: {e}"));
+                let outcomes = pending.iter().map(|&i| (i, o.clone())).collect();
+                self.record(&cfg, &rec, leg_idx, &leg, outcomes, None, "deferred", true)
+                    .await;
+                return;
+            }
+        };
+
+        let Ok(_permit) = pool.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let started = Instant::now();
+        let rcpts: Vec<String> = pending
+            .iter()
+            .map(|&i| {
+                let a = &leg.recipients[i].address;
+                rewrite_rcpt(
+                    a,
+                    target_cfg.as_ref().and_then(|t| t.rcpt_domain.as_deref()),
+                )
+            })
+            .collect();
+        let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let session = match idle {
+            Some((s, _)) => Ok(s),
+            None => self.open(&cfg, &leg, target_cfg.as_ref(), &rcpts).await,
+        };
+        let mut session = match session {
+            Ok(s) => {
+                pool.failures.store(0, Ordering::Relaxed);
+                s
+            }
+            Err(o) => {
+                let until = if matches!(o, Outcome::Deferred { .. }) && leg.target != MX_TARGET {
+                    let n = pool.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    // 5 s, 10 s, 20 s ... at most 5 min, and never longer than the first retry step.
+                    let first_step = cfg
+                        .queue
+                        .retry_schedule
+                        .first()
+                        .map(|d| d.0)
+                        .unwrap_or(Duration::from_secs(60));
+                    let backoff = Duration::from_secs(5u64.saturating_mul(1 << (n - 1).min(6)))
+                        .min(Duration::from_secs(300))
+                        .min(first_step);
+                    let until = SystemTime::now() + backoff;
+                    *pool.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((until, o.reply().to_string()));
+                    self.stats.target_backoffs.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target = %leg.target, backoff = ?backoff, reply = %o.reply(), "target unreachable: backing off the whole target");
+                    Some(until)
+                } else {
+                    None
+                };
+                let outcomes = pending.iter().map(|&i| (i, o.clone())).collect();
+                let word = if matches!(o, Outcome::Failed { .. }) {
+                    "bounced"
+                } else {
+                    "deferred"
+                };
+                self.record(&cfg, &rec, leg_idx, &leg, outcomes, until, word, true)
+                    .await;
+                return;
+            }
+        };
+        *pool.down_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let results = session
+            .send(&Transaction {
+                mail_from: &rec.envelope.mail_from,
+                rcpts: &rcpts,
+                body: &body,
+                smtputf8: rec.envelope.smtputf8,
+                body_8bit: rec.envelope.body_8bit,
+            })
+            .await;
+        let remote = session.remote.clone();
+        let max_tx = target_cfg
+            .as_ref()
+            .map(|t| t.messages_per_connection)
+            .unwrap_or(1);
+        if session.usable() && session.transactions < max_tx && leg.target != MX_TARGET {
+            pool.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((session, Instant::now()));
+        } else {
+            tokio::spawn(session.quit());
+        }
+        drop(_permit);
+
+        let delay = started.elapsed();
+        let since_arrival = now
+            .duration_since(rec.envelope.received_at)
+            .unwrap_or_default();
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for (k, (&i, o)) in pending.iter().zip(results).enumerate() {
+            tracing::info!(
+                to = %rcpts[k],
+                orig_to = %leg.recipients[i].address,
+                target = %leg.target,
+                relay = %remote,
+                delay = format!("{:.2}", since_arrival.as_secs_f64()),
+                attempt_ms = delay.as_millis() as u64,
+                dsn = %bounce::status_of(o.reply(), match o { Outcome::Delivered { .. } => "2.0.0", Outcome::Deferred { .. } => "4.0.0", Outcome::Failed { .. } => "5.0.0" }),
+                status = o.status_word(),
+                reply = %o.reply(),
+                "delivery"
+            );
+            if matches!(o, Outcome::Delivered { .. })
+                && let Some(hook) = &self.on_delivered
+            {
+                hook(
+                    &leg.target,
+                    &leg.recipients[i].address,
+                    &rcpts[k],
+                    id,
+                    &body,
+                );
+            }
+            outcomes.push((i, o));
+        }
+        self.record(&cfg, &rec, leg_idx, &leg, outcomes, None, "", true)
+            .await;
+    }
+
+    async fn read_body(&self, id: &str) -> Result<Vec<u8>, QueueError> {
+        let q = self.queue.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || q.read_body(&id))
+            .await
+            .map_err(|e| QueueError::Storage(format!("body reader task: {e}")))?
+    }
+
+    /// Connect to the first host of the target that answers.
+    async fn open(
+        &self,
+        cfg: &Config,
+        leg: &Leg,
+        target: Option<&Target>,
+        rcpts: &[String],
+    ) -> Result<Session, Outcome> {
+        let (hops, tls, verify, ca, timeouts, auth): (Vec<Hop>, TlsMode, bool, _, _, _) =
+            match target {
+                Some(t) => {
+                    let hops = self.resolver.hops(t).await?;
+                    let auth = match &t.auth {
+                        Some(a) => {
+                            let path = resolve_path(
+                                cfg.path.parent().unwrap_or(std::path::Path::new(".")),
+                                &a.password_file,
+                            );
+                            let pass = std::fs::read_to_string(&path).map_err(|e| {
+                                Outcome::local(&format!("cannot read {}: {e}", path.display()))
+                            })?;
+                            Some((
+                                a.username.clone(),
+                                pass.trim_end_matches(['\r', '\n']).to_string(),
+                            ))
+                        }
+                        None => None,
+                    };
+                    (
+                        hops,
+                        t.tls,
+                        t.tls_verify,
+                        t.tls_ca.clone(),
+                        (t.connect_timeout.0, t.timeout.0),
+                        auth,
+                    )
+                }
+                None => {
+                    let domain = rcpts
+                        .first()
+                        .and_then(|r| r.rsplit_once('@'))
+                        .map(|(_, d)| d)
+                        .unwrap_or("");
+                    let hops = self.resolver.hops_for_domain(domain, 25).await?;
+                    (
+                        hops,
+                        TlsMode::Opportunistic,
+                        true,
+                        None,
+                        (Duration::from_secs(30), Duration::from_secs(300)),
+                        None,
+                    )
+                }
+            };
+        let ca =
+            ca.map(|p| resolve_path(cfg.path.parent().unwrap_or(std::path::Path::new(".")), &p));
+        let conn = connector(verify, ca.as_deref()).map_err(|e| Outcome::local(&e.to_string()))?;
+        let mut last = Outcome::local(&format!("no address for target {}", leg.target));
+        for hop in hops {
+            for addr in hop.addrs {
+                let spec = ConnectSpec {
+                    host: hop.host.clone(),
+                    addr,
+                    tls,
+                    connector: conn.clone(),
+                    helo: cfg.gateway.hostname.clone(),
+                    connect_timeout: timeouts.0,
+                    timeout: timeouts.1,
+                    auth: auth.clone(),
+                };
+                match Session::open(&spec).await {
+                    Ok(s) => {
+                        self.stats
+                            .connections_opened
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Ok(s);
+                    }
+                    Err(o) => {
+                        tracing::debug!(host = %hop.host, %addr, reply = %o.reply(), "connection attempt failed; trying the next host");
+                        last = o;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Apply outcomes to the leg durably; then DSNs and clean-up. `postpone` forces the next
+    /// attempt time (target back-off); `counts` says whether this was a real attempt.
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        cfg: &Config,
+        rec: &MessageRecord,
+        leg_idx: u16,
+        leg: &Leg,
+        outcomes: Vec<(usize, Outcome)>,
+        postpone: Option<SystemTime>,
+        why: &str,
+        counts: bool,
+    ) {
+        let now = SystemTime::now();
+        let attempts = if counts {
+            leg.attempts + 1
+        } else {
+            leg.attempts
+        };
+        let schedule: Vec<Duration> = cfg.queue.retry_schedule.iter().map(|d| d.0).collect();
+        let next = postpone
+            .unwrap_or_else(|| now + next_delay(&schedule, attempts.max(1), fastrand::f64()));
+        for (_, o) in &outcomes {
+            match o {
+                Outcome::Delivered { .. } => self.stats.delivered.fetch_add(1, Ordering::Relaxed),
+                Outcome::Deferred { .. } => self.stats.deferred.fetch_add(1, Ordering::Relaxed),
+                Outcome::Failed { .. } => self.stats.failed.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        if counts {
+            self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        }
+        if !why.is_empty() {
+            for (i, o) in &outcomes {
+                tracing::info!(to = %leg.recipients[*i].address, target = %leg.target, status = why, reply = %o.reply(), "delivery");
+            }
+        }
+        let warn_delay = delay_warning_due(
+            leg.created,
+            now,
+            cfg.queue.delay_warning.0,
+            leg.delay_warned,
+        ) && outcomes
+            .iter()
+            .any(|(_, o)| matches!(o, Outcome::Deferred { .. }));
+        let apply = |l: &mut Leg| {
+            if l.target != leg.target {
+                return; // the leg was rewritten (reroute/delete) while we were delivering
+            }
+            for (i, o) in &outcomes {
+                let Some(r) = l.recipients.get_mut(*i) else {
+                    continue;
+                };
+                // Only the recipient we attempted, and only while it is still pending.
+                let same = leg
+                    .recipients
+                    .get(*i)
+                    .is_some_and(|snap| snap.address == r.address);
+                if !same || !r.state.is_pending() {
+                    continue;
+                }
+                let prev_attempts = match &r.state {
+                    RcptState::Deferred { attempts, .. } => *attempts,
+                    _ => 0,
+                };
+                r.state = match o {
+                    Outcome::Delivered { reply } => RcptState::Delivered {
+                        reply: reply.clone(),
+                    },
+                    Outcome::Failed { reply } => RcptState::Failed {
+                        reply: reply.clone(),
+                    },
+                    Outcome::Deferred { reply } => RcptState::Deferred {
+                        next,
+                        attempts: prev_attempts + u32::from(counts),
+                        last_reply: reply.clone(),
+                    },
+                };
+            }
+            l.attempts = attempts;
+            l.next_attempt = Some(next);
+            if warn_delay {
+                l.delay_warned = true;
+            }
+        };
+        let (before, after) = match self.queue.update_leg(&rec.id.0, leg_idx, apply).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "recording the delivery result failed; the leg will be retried");
+                return;
+            }
+        };
+        let Some(new_leg) = after.legs.get(leg_idx as usize) else {
+            return;
+        };
+
+        // Recipients that just failed permanently on this leg and have failed on every leg that
+        // carries them: one failure DSN. If another leg delivered them: operator problem only.
+        let mut bounced = Vec::new();
+        for (i, r) in new_leg.recipients.iter().enumerate() {
+            let was_pending = before
+                .recipients
+                .get(i)
+                .is_some_and(|b| b.state.is_pending());
+            if !was_pending || r.state.is_pending() {
+                continue;
+            }
+            // This update made the recipient final here; decide once it is final everywhere.
+            let states: Vec<&RcptState> = after
+                .legs
+                .iter()
+                .flat_map(|l| l.recipients.iter())
+                .filter(|x| x.address == r.address)
+                .map(|x| &x.state)
+                .collect();
+            if states.iter().any(|s| s.is_pending()) {
+                continue;
+            }
+            let failed = states
+                .iter()
+                .filter(|s| matches!(s, RcptState::Failed { .. }))
+                .count();
+            if failed == states.len() {
+                bounced.push(i);
+            } else if failed > 0 {
+                self.stats.dual_leg_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(to = %r.address, "a leg failed but another leg delivered: no DSN (operator attention)");
+            }
+        }
+        if !bounced.is_empty() {
+            self.send_dsn(cfg, &after, new_leg, &bounced, DsnKind::Failure)
+                .await;
+        }
+        if warn_delay && !before.delay_warned {
+            let deferred: Vec<usize> = (0..new_leg.recipients.len())
+                .filter(|&i| matches!(new_leg.recipients[i].state, RcptState::Deferred { .. }))
+                .collect();
+            let until = new_leg.created + cfg.queue.max_age.0;
+            self.send_dsn(
+                cfg,
+                &after,
+                new_leg,
+                &deferred,
+                DsnKind::Delay {
+                    will_retry_until: until,
+                },
+            )
+            .await;
+        }
+        if after.legs.iter().all(|l| l.state.is_final())
+            && let Err(e) = self.queue.remove_message(&after.id.0).await
+        {
+            tracing::error!(error = %e, "removing a finished message");
+        }
+    }
+
+    async fn send_dsn(
+        &self,
+        cfg: &Config,
+        rec: &MessageRecord,
+        leg: &Leg,
+        idx: &[usize],
+        kind: DsnKind,
+    ) {
+        if rec.envelope.mail_from.is_empty() || idx.is_empty() {
+            return;
+        }
+        let target = cfg.targets.get(&leg.target);
+        let recipients: Vec<DsnRecipient> = idx
+            .iter()
+            .filter_map(|&i| leg.recipients.get(i))
+            .map(|r| DsnRecipient {
+                original: r.address.clone(),
+                final_rcpt: rewrite_rcpt(&r.address, target.and_then(|t| t.rcpt_domain.as_deref())),
+                target: leg.target.clone(),
+                remote_mta: None,
+                diagnostic: r.state.last_reply().unwrap_or("").to_string(),
+                last_attempt: Some(SystemTime::now()),
+            })
+            .collect();
+        let target = bounce::dsn_target(cfg);
+        match (
+            bounce::enqueue(&self.queue, cfg, rec, kind, &recipients, SystemTime::now()).await,
+            kind,
+        ) {
+            (Ok(None), _) => {}
+            (Ok(Some(dsn_id)), DsnKind::Failure) => {
+                self.stats.dsn_failure.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(dsn_id = %dsn_id, to = %rec.envelope.mail_from, via = %target, recipients = recipients.len(), "sender non-delivery notification");
+            }
+            (Ok(Some(dsn_id)), DsnKind::Delay { .. }) => {
+                self.stats.dsn_delay.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(dsn_id = %dsn_id, to = %rec.envelope.mail_from, via = %target, "sender delay notification");
+            }
+            (Err(e), _) => tracing::error!(error = %e, "could not queue the DSN"),
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The queue's data model: a message record (envelope, size, body location, legs) and its legs
+//! with per-recipient state, as stored in the `messages` tree and returned by the CLI/admin API.
+//! Pure data and state summaries; never does IO (encoding to bytes is here, storage is not).
+
+use super::{Envelope, NewLeg, QueueId};
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+/// Where a message body lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum BodyLocation {
+    /// In the `bodies` tree under the message id.
+    Inline,
+    /// A file `<state_dir>/spool/<file>`.
+    Spool { file: String },
+}
+
+/// Delivery state of one recipient on one leg.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum RcptState {
+    Queued,
+    Deferred {
+        next: SystemTime,
+        attempts: u32,
+        last_reply: String,
+    },
+    Delivered {
+        reply: String,
+    },
+    Failed {
+        reply: String,
+    },
+}
+
+impl RcptState {
+    /// Still to be delivered (queued or deferred).
+    pub fn is_pending(&self) -> bool {
+        matches!(self, RcptState::Queued | RcptState::Deferred { .. })
+    }
+
+    /// The last remote reply recorded for this recipient, if any.
+    pub fn last_reply(&self) -> Option<&str> {
+        match self {
+            RcptState::Queued => None,
+            RcptState::Deferred { last_reply, .. } => Some(last_reply),
+            RcptState::Delivered { reply } | RcptState::Failed { reply } => Some(reply),
+        }
+    }
+}
+
+/// One recipient of a leg.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The address as the client gave it (rewriting for the target happens at delivery).
+    pub address: String,
+    /// The routing rule it matched (or `default`).
+    pub rule: String,
+    #[serde(flatten)]
+    pub state: RcptState,
+}
+
+/// Summary state of a leg, derived from its recipients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegState {
+    /// Every pending recipient is waiting for its first attempt.
+    Queued,
+    /// At least one pending recipient was deferred.
+    Deferred,
+    /// Every recipient delivered.
+    Delivered,
+    /// Every recipient failed permanently.
+    Failed,
+    /// Nothing pending; some delivered, some failed.
+    Partial,
+}
+
+impl LegState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LegState::Queued => "queued",
+            LegState::Deferred => "deferred",
+            LegState::Delivered => "delivered",
+            LegState::Failed => "failed",
+            LegState::Partial => "partial",
+        }
+    }
+
+    /// No further delivery attempts.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            LegState::Delivered | LegState::Failed | LegState::Partial
+        )
+    }
+}
+
+/// One (message, target) pair with its own recipients and retries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    pub target: String,
+    pub recipients: Vec<Recipient>,
+    /// Summary of the recipients' states (kept in step by [`Leg::refresh_state`]).
+    pub state: LegState,
+    /// Delivery attempts made for this leg.
+    pub attempts: u32,
+    /// When the scheduler should try it next (`None` once final). Mirrors the `due` index.
+    pub next_attempt: Option<SystemTime>,
+    pub created: SystemTime,
+    /// Held legs are not scheduled until released.
+    pub held: bool,
+    /// A delay DSN was sent for this leg (at most one per leg).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delay_warned: bool,
+}
+
+impl Leg {
+    /// A fresh leg from the acceptance plan: every recipient queued, due now.
+    pub fn new(plan: NewLeg, now: SystemTime) -> Leg {
+        let NewLeg {
+            target,
+            rules,
+            recipients,
+        } = plan;
+        let recipients = recipients
+            .into_iter()
+            .enumerate()
+            .map(|(i, address)| Recipient {
+                address,
+                rule: rules
+                    .get(i)
+                    .or(rules.last())
+                    .cloned()
+                    .unwrap_or_else(|| "default".to_string()),
+                state: RcptState::Queued,
+            })
+            .collect();
+        let mut leg = Leg {
+            target,
+            recipients,
+            state: LegState::Queued,
+            attempts: 0,
+            next_attempt: Some(now),
+            created: now,
+            held: false,
+            delay_warned: false,
+        };
+        leg.refresh_state();
+        leg
+    }
+
+    /// The summary state the recipients imply.
+    pub fn derive_state(&self) -> LegState {
+        let pending: Vec<&Recipient> = self
+            .recipients
+            .iter()
+            .filter(|r| r.state.is_pending())
+            .collect();
+        if !pending.is_empty() {
+            if pending
+                .iter()
+                .any(|r| matches!(r.state, RcptState::Deferred { .. }))
+            {
+                return LegState::Deferred;
+            }
+            return LegState::Queued;
+        }
+        let delivered = self
+            .recipients
+            .iter()
+            .filter(|r| matches!(r.state, RcptState::Delivered { .. }))
+            .count();
+        if delivered == self.recipients.len() {
+            LegState::Delivered
+        } else if delivered == 0 {
+            LegState::Failed
+        } else {
+            LegState::Partial
+        }
+    }
+
+    /// Recompute `state`; a final leg has no next attempt.
+    pub fn refresh_state(&mut self) {
+        self.state = self.derive_state();
+        if self.state.is_final() {
+            self.next_attempt = None;
+        }
+    }
+
+    /// The most recent reply worth showing (first deferred/failed reply, else any).
+    pub fn last_reply(&self) -> Option<&str> {
+        self.recipients
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.state,
+                    RcptState::Deferred { .. } | RcptState::Failed { .. }
+                )
+            })
+            .chain(self.recipients.iter())
+            .find_map(|r| r.state.last_reply())
+    }
+}
+
+/// The stored record of one message (`messages` tree value).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub id: QueueId,
+    pub envelope: Envelope,
+    /// Body size in bytes.
+    pub size: u64,
+    pub body: BodyLocation,
+    pub legs: Vec<Leg>,
+    /// Set by recovery when the spool body is missing (should never happen).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_missing: bool,
+}
+
+impl MessageRecord {
+    /// Encode for storage (JSON; see the benchmark notes in `store.rs`).
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    pub fn summary(&self) -> MessageSummary {
+        MessageSummary {
+            id: self.id.clone(),
+            received_at: self.envelope.received_at,
+            size: self.size,
+            mail_from: self.envelope.mail_from.clone(),
+            legs: self.legs.clone(),
+            body_missing: self.body_missing,
+        }
+    }
+}
+
+/// One line of `queue list`: what `postqueue -p` shows, with the legs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessageSummary {
+    pub id: QueueId,
+    pub received_at: SystemTime,
+    pub size: u64,
+    pub mail_from: String,
+    pub legs: Vec<Leg>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_missing: bool,
+}
+
+/// `queue show`: the record plus the first header lines of the body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    #[serde(flatten)]
+    pub record: MessageRecord,
+    /// Up to [`HEADER_LINES`] lines of the header section.
+    pub headers: Vec<String>,
+}
+
+/// How many header lines `queue show` includes.
+pub const HEADER_LINES: usize = 20;
+
+/// The first `max` lines of the header section of `body` (stops at the empty line).
+pub fn header_lines(body: &[u8], max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in body.split(|&b| b == b'\n') {
+        if out.len() >= max {
+            break;
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        out.push(String::from_utf8_lossy(line).into_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn env() -> Envelope {
+        Envelope {
+            mail_from: "a@example.org".into(),
+            helo: "client.example.org".into(),
+            client_addr: "192.0.2.1:4567".parse().unwrap(),
+            received_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_790_000_000_123),
+            smtputf8: false,
+            body_8bit: true,
+        }
+    }
+
+    fn leg() -> Leg {
+        Leg::new(
+            NewLeg {
+                target: "new".into(),
+                rules: vec!["wave-1".into(), "pilot".into()],
+                recipients: vec!["alice@example.com".into(), "bob@example.com".into()],
+            },
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1000),
+        )
+    }
+
+    #[test]
+    fn new_leg_is_queued_and_due() {
+        let l = leg();
+        assert_eq!(l.state, LegState::Queued);
+        assert_eq!(l.recipients[1].rule, "pilot");
+        assert_eq!(l.next_attempt, Some(l.created));
+        assert!(!l.held);
+    }
+
+    #[test]
+    fn state_summary() {
+        let mut l = leg();
+        l.recipients[0].state = RcptState::Deferred {
+            next: SystemTime::UNIX_EPOCH,
+            attempts: 1,
+            last_reply: "451 4.3.0 try later".into(),
+        };
+        l.refresh_state();
+        assert_eq!(l.state, LegState::Deferred);
+        assert_eq!(l.last_reply(), Some("451 4.3.0 try later"));
+        l.recipients[0].state = RcptState::Delivered {
+            reply: "250 ok".into(),
+        };
+        l.refresh_state();
+        assert_eq!(l.state, LegState::Queued);
+        l.recipients[1].state = RcptState::Failed {
+            reply: "550 5.1.1 unknown".into(),
+        };
+        l.refresh_state();
+        assert_eq!(l.state, LegState::Partial);
+        assert_eq!(l.next_attempt, None);
+        assert_eq!(l.last_reply(), Some("550 5.1.1 unknown"));
+        l.recipients[0].state = RcptState::Failed {
+            reply: "550".into(),
+        };
+        assert_eq!(l.derive_state(), LegState::Failed);
+    }
+
+    #[test]
+    fn record_roundtrips_through_json() {
+        let mut l = leg();
+        l.recipients[0].state = RcptState::Deferred {
+            next: SystemTime::UNIX_EPOCH + Duration::from_nanos(1_790_000_000_123_456_789),
+            attempts: 3,
+            last_reply: "421 busy".into(),
+        };
+        l.refresh_state();
+        let r = MessageRecord {
+            id: QueueId("0V5KQ2H8M3A7C0".into()),
+            envelope: env(),
+            size: 1234,
+            body: BodyLocation::Spool {
+                file: "0V5KQ2H8M3A7C0".into(),
+            },
+            legs: vec![l, leg()],
+            body_missing: false,
+        };
+        let bytes = r.encode().unwrap();
+        let back = MessageRecord::decode(&bytes).unwrap();
+        assert_eq!(back, r);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains(r#""state":"deferred""#), "{text}");
+        assert!(!text.contains("body_missing"));
+        let m = Message {
+            record: r.clone(),
+            headers: vec!["Subject: x".into()],
+        };
+        let back: Message = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn header_lines_stop_at_body() {
+        let body = b"From: a\r\nTo: b\r\n c\r\nSubject: s\r\n\r\nbody line\r\n";
+        assert_eq!(
+            header_lines(body, 20),
+            vec!["From: a", "To: b", " c", "Subject: s"]
+        );
+        assert_eq!(header_lines(body, 2), vec!["From: a", "To: b"]);
+        assert!(header_lines(b"", 20).is_empty());
+    }
+}

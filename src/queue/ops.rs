@@ -1,0 +1,1156 @@
+//! Operator actions on queued messages (`cutover queue retry|hold|release|delete|reroute` and
+//! the admin API's POST/DELETE routes): retry now, hold, release, delete (optionally with a
+//! failure DSN) and reroute pending recipients under the current routing. Each action is one
+//! transaction over the record and its `due` entries, durable (group-committed) on return, and
+//! returns a small serialisable report of what changed. The reroute plan is a pure function
+//! ([`plan_reroute`]). Never does network IO and never delivers.
+//!
+//! Concurrency with a running scheduler (live, through the admin API): an attempt in flight
+//! holds a snapshot of its leg and later applies its outcomes by leg and recipient index. So a
+//! live reroute never moves recipients out of a leg that may be in flight (not held and due now:
+//! reported as `busy`, try again shortly) and never shifts the index of such a leg.
+
+use super::model::{Leg, MessageRecord, RcptState, Recipient};
+use super::store::{TREE_DUE, TREE_MESSAGES, due_keys};
+use super::{NewLeg, Queue, QueueError, QueueId, id};
+use crate::bounce::{self, DsnKind, DsnRecipient};
+use crate::config::Config;
+use crate::routing::{Router, rewrite_rcpt};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::collections::{BTreeMap, HashSet};
+use std::time::SystemTime;
+
+/// How many messages `--all` actions work on concurrently (their flushes are group-committed).
+const ALL_CONCURRENCY: usize = 16;
+
+/// The reason given in a DSN for a message deleted with `--bounce`.
+pub const DELETED_REASON: &str = "deleted by the administrator";
+
+/// Which leg-wide action [`LegsChanged`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegAction {
+    /// Pending legs made due now.
+    Retry,
+    Hold,
+    Release,
+}
+
+impl LegAction {
+    /// The word the CLI prints (`ID: held (2 legs)`).
+    pub fn past(self) -> &'static str {
+        match self {
+            LegAction::Retry => "due now",
+            LegAction::Hold => "held",
+            LegAction::Release => "released",
+        }
+    }
+}
+
+/// Result of retry / hold / release on one message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegsChanged {
+    pub id: QueueId,
+    pub action: LegAction,
+    /// Pending legs now in the requested condition (due now / held / not held).
+    pub legs: usize,
+    /// Pending legs a retry left alone because they are held.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Result of a delete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub id: QueueId,
+    /// Recipients that had not been delivered anywhere (the ones a bounce reports).
+    pub pending: Vec<String>,
+    /// The DSN queued for the sender (`--bounce`, sender not `<>`, someone pending).
+    pub bounce: Option<QueueId>,
+}
+
+/// One recipient moved by a reroute.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    pub recipient: String,
+    /// The rule that routes it now.
+    pub rule: String,
+    /// Targets it was taken off (its pending entries there removed).
+    pub from: Vec<String>,
+    /// Targets it was added to, as `queued`.
+    pub to: Vec<String>,
+}
+
+/// Result of a reroute of one message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rerouted {
+    pub id: QueueId,
+    pub moved: Vec<Moved>,
+    /// Pending recipients whose target set is unchanged.
+    pub unchanged: usize,
+    /// Pending recipients no rule routes now: left where they were.
+    pub unrouted: Vec<String>,
+    /// Pending recipients left alone because a leg carrying them is being delivered right now
+    /// (live only); run the reroute again shortly.
+    pub busy: Vec<String>,
+}
+
+impl Rerouted {
+    /// Nothing changed and nothing to report.
+    pub fn is_noop(&self) -> bool {
+        self.moved.is_empty() && self.unrouted.is_empty() && self.busy.is_empty()
+    }
+}
+
+fn canonical(id: &str) -> Result<String, QueueError> {
+    id::canonical(id).ok_or_else(|| QueueError::NotFound(id.to_string()))
+}
+
+fn pending_legs(rec: &MessageRecord) -> impl Iterator<Item = &Leg> {
+    rec.legs.iter().filter(|l| !l.state.is_final())
+}
+
+/// May a scheduler attempt be in flight for this leg? (not held, not final, due by `now`)
+pub fn possibly_in_flight(leg: &Leg, now: SystemTime) -> bool {
+    !leg.held && !leg.state.is_final() && leg.next_attempt.is_some_and(|t| t <= now)
+}
+
+/// Make `leg` due at `now` (operator retry): the leg and its deferred recipients.
+fn make_due(leg: &mut Leg, now: SystemTime) {
+    if leg.state.is_final() {
+        return;
+    }
+    leg.next_attempt = Some(now);
+    for r in leg.recipients.iter_mut() {
+        if let RcptState::Deferred { next, .. } = &mut r.state {
+            *next = now;
+        }
+    }
+}
+
+/// Plan a reroute of `rec` (pure). `route(address)` gives the current (targets, rule) of a
+/// recipient or `None` when no rule routes it; `busy(leg)` says a leg may be in flight.
+///
+/// Per pending recipient whose target set changed: its pending entries on targets it no
+/// longer goes to are removed, and it is added as `queued` for each new target it has no
+/// entry on yet (an existing pending, idle leg of that target with the same held flag, else a
+/// leg emptied by this plan, else a new leg; held if the recipient was held everywhere it was
+/// pending). Delivered and failed entries are never touched; unrouted recipients stay where
+/// they are; a recipient on a busy leg is left alone entirely. Legs left empty are dropped
+/// unless that would shift the index of a busy leg (then they stay, empty and final).
+pub fn plan_reroute<R, B>(
+    rec: &MessageRecord,
+    route: R,
+    busy: B,
+    now: SystemTime,
+) -> (MessageRecord, Rerouted)
+where
+    R: Fn(&str) -> Option<(Vec<String>, String)>,
+    B: Fn(&Leg) -> bool,
+{
+    let mut report = Rerouted {
+        id: rec.id.clone(),
+        moved: Vec::new(),
+        unchanged: 0,
+        unrouted: Vec::new(),
+        busy: Vec::new(),
+    };
+    // Pending addresses in order of first appearance.
+    let mut seen = HashSet::new();
+    let addresses: Vec<&str> = rec
+        .legs
+        .iter()
+        .flat_map(|l| l.recipients.iter())
+        .filter(|r| r.state.is_pending())
+        .map(|r| r.address.as_str())
+        .filter(|a| seen.insert(*a))
+        .collect();
+    let busy_legs: Vec<bool> = rec.legs.iter().map(&busy).collect();
+    let mut removals: HashSet<(usize, usize)> = HashSet::new();
+    // (target, held) → recipients to add (address, rule), in order of appearance.
+    let mut additions: BTreeMap<(String, bool), Vec<(String, String)>> = BTreeMap::new();
+    let mut add_order: Vec<(String, bool)> = Vec::new();
+    for addr in addresses {
+        let Some((mut targets, rule)) = route(addr) else {
+            report.unrouted.push(addr.to_string());
+            continue;
+        };
+        let mut dedup = HashSet::new();
+        targets.retain(|t| dedup.insert(t.clone()));
+        // Every entry of this address: (leg, recipient index, target, pending).
+        let entries: Vec<(usize, usize, &str, bool)> = rec
+            .legs
+            .iter()
+            .enumerate()
+            .flat_map(|(li, l)| {
+                l.recipients
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.address == addr)
+                    .map(move |(ri, r)| (li, ri, l.target.as_str(), r.state.is_pending()))
+            })
+            .collect();
+        let away: Vec<(usize, usize, &str)> = entries
+            .iter()
+            .filter(|e| e.3 && !targets.iter().any(|t| t == e.2))
+            .map(|e| (e.0, e.1, e.2))
+            .collect();
+        let new_targets: Vec<String> = targets
+            .iter()
+            .filter(|t| !entries.iter().any(|e| e.2 == t.as_str()))
+            .cloned()
+            .collect();
+        if away.is_empty() && new_targets.is_empty() {
+            report.unchanged += 1;
+            continue;
+        }
+        if entries.iter().any(|e| e.3 && busy_legs[e.0]) {
+            report.busy.push(addr.to_string());
+            continue;
+        }
+        // A recipient held everywhere it is pending stays held where it goes.
+        let held = entries.iter().filter(|e| e.3).all(|e| rec.legs[e.0].held);
+        let mut from: Vec<String> = Vec::new();
+        for (li, ri, t) in &away {
+            removals.insert((*li, *ri));
+            if !from.iter().any(|f| f == t) {
+                from.push(t.to_string());
+            }
+        }
+        for t in &new_targets {
+            let key = (t.clone(), held);
+            if !additions.contains_key(&key) {
+                add_order.push(key.clone());
+            }
+            additions
+                .entry(key)
+                .or_default()
+                .push((addr.to_string(), rule.clone()));
+        }
+        report.moved.push(Moved {
+            recipient: addr.to_string(),
+            rule,
+            from,
+            to: new_targets,
+        });
+    }
+    if report.moved.is_empty() {
+        return (rec.clone(), report);
+    }
+
+    let mut out = rec.clone();
+    for (li, leg) in out.legs.iter_mut().enumerate() {
+        let mut ri = 0;
+        leg.recipients.retain(|_| {
+            let keep = !removals.contains(&(li, ri));
+            ri += 1;
+            keep
+        });
+        leg.refresh_state();
+    }
+    let emptied: Vec<bool> = out
+        .legs
+        .iter()
+        .zip(&rec.legs)
+        .map(|(n, o)| n.recipients.is_empty() && !o.recipients.is_empty())
+        .collect();
+    let mut reused = vec![false; out.legs.len()];
+    let created = rec
+        .legs
+        .iter()
+        .map(|l| l.created)
+        .min()
+        .unwrap_or(rec.envelope.received_at);
+    for (target, held) in add_order {
+        let Some(adds) = additions.remove(&(target.clone(), held)) else {
+            continue;
+        };
+        let queued = |(address, rule): (String, String)| Recipient {
+            address,
+            rule,
+            state: RcptState::Queued,
+        };
+        let existing = (0..out.legs.len()).find(|&i| {
+            let l = &out.legs[i];
+            l.target == target
+                && !l.recipients.is_empty()
+                && !l.state.is_final()
+                && l.held == held
+                && !busy_legs.get(i).copied().unwrap_or(false)
+        });
+        if let Some(i) = existing {
+            let l = &mut out.legs[i];
+            l.recipients.extend(adds.into_iter().map(queued));
+            if l.next_attempt.is_none_or(|t| t > now) {
+                l.next_attempt = Some(now);
+            }
+            l.refresh_state();
+            continue;
+        }
+        // Only the original legs can have been emptied (`emptied` covers exactly those).
+        let recycled = (0..emptied.len()).find(|&i| emptied[i] && !reused[i] && !busy_legs[i]);
+        let (rules, recipients): (Vec<String>, Vec<String>) =
+            adds.into_iter().map(|(a, r)| (r, a)).unzip();
+        let mut leg = Leg::new(
+            NewLeg {
+                target,
+                rules,
+                recipients,
+            },
+            now,
+        );
+        leg.created = created;
+        leg.held = held;
+        match recycled {
+            Some(i) => {
+                reused[i] = true;
+                out.legs[i] = leg;
+            }
+            None => out.legs.push(leg),
+        }
+    }
+    // Drop empty legs, but never shift a busy leg (an in-flight attempt addresses it by index).
+    let last_busy = busy_legs.iter().rposition(|b| *b);
+    let mut i = 0;
+    out.legs.retain(|l| {
+        let drop = l.recipients.is_empty() && last_busy.is_none_or(|b| i > b);
+        i += 1;
+        !drop
+    });
+    (out, report)
+}
+
+fn tx_err(e: TransactionError<QueueError>) -> QueueError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => QueueError::Storage(e.to_string()),
+    }
+}
+
+impl Queue {
+    /// Replace the record of `id` by `f(record)` and move its due entries to match, in one
+    /// transaction, durable on return. `f` may run more than once (transaction retries): it
+    /// must be a pure function of the record.
+    async fn transform<F, T>(&self, id: &str, f: F) -> Result<(MessageRecord, T), QueueError>
+    where
+        F: Fn(&MessageRecord) -> (MessageRecord, T),
+    {
+        let db = self.inner.store.db();
+        let storage = |e: sled::Error| QueueError::Storage(e.to_string());
+        let messages = db.open_tree(TREE_MESSAGES).map_err(storage)?;
+        let due = db.open_tree(TREE_DUE).map_err(storage)?;
+        let abort = ConflictableTransactionError::Abort;
+        let result = (&messages, &due)
+            .transaction(|(m, d)| {
+                let Some(raw) = m.get(id.as_bytes())? else {
+                    return Err(abort(QueueError::NotFound(id.to_string())));
+                };
+                let rec = MessageRecord::decode(&raw)
+                    .map_err(|e| abort(QueueError::Storage(format!("record {id}: {e}"))))?;
+                let (new, t) = f(&rec);
+                for k in due_keys(&rec) {
+                    d.remove(k)?;
+                }
+                for k in due_keys(&new) {
+                    d.insert(k, &[][..])?;
+                }
+                let enc = new
+                    .encode()
+                    .map_err(|e| abort(QueueError::Storage(format!("encoding record: {e}"))))?;
+                m.insert(id.as_bytes(), enc)?;
+                Ok((new, t))
+            })
+            .map_err(tx_err)?;
+        let ticket = self.inner.group.ticket();
+        let store = &self.inner.store;
+        self.inner
+            .group
+            .wait_durable(ticket, || store.flush_async())
+            .await?;
+        self.notify_due();
+        Ok(result)
+    }
+
+    /// Every pending leg of `id` due now (held legs stay held). Offline this only rewrites due
+    /// times; the next `serve` picks them up.
+    pub async fn retry(&self, id: &str, now: SystemTime) -> Result<LegsChanged, QueueError> {
+        let key = canonical(id)?;
+        let rec = self.update_legs(&key, |l| make_due(l, now)).await?;
+        Ok(LegsChanged {
+            id: rec.id.clone(),
+            action: LegAction::Retry,
+            legs: pending_legs(&rec).filter(|l| !l.held).count(),
+            held: pending_legs(&rec).filter(|l| l.held).count(),
+        })
+    }
+
+    /// Hold every pending leg of `id`: no due entry until released.
+    pub async fn hold(&self, id: &str) -> Result<LegsChanged, QueueError> {
+        let key = canonical(id)?;
+        let rec = self
+            .update_legs(&key, |l| {
+                if !l.state.is_final() {
+                    l.held = true;
+                }
+            })
+            .await?;
+        Ok(LegsChanged {
+            id: rec.id.clone(),
+            action: LegAction::Hold,
+            legs: pending_legs(&rec).filter(|l| l.held).count(),
+            held: 0,
+        })
+    }
+
+    /// Release the held legs of `id`; they are due again at their next attempt time.
+    pub async fn release(&self, id: &str, now: SystemTime) -> Result<LegsChanged, QueueError> {
+        let key = canonical(id)?;
+        let rec = self
+            .update_legs(&key, |l| {
+                l.held = false;
+                if !l.state.is_final() && l.next_attempt.is_none() {
+                    l.next_attempt = Some(now);
+                }
+            })
+            .await?;
+        Ok(LegsChanged {
+            id: rec.id.clone(),
+            action: LegAction::Release,
+            legs: pending_legs(&rec).filter(|l| !l.held).count(),
+            held: 0,
+        })
+    }
+
+    /// Delete `id`. With `bounce = Some(config)`, first queue a failure DSN ("deleted by the
+    /// administrator") to the sender for the recipients not delivered anywhere (none for a `<>`
+    /// sender); the message is removed only once the DSN is durable.
+    pub async fn delete(
+        &self,
+        id: &str,
+        bounce: Option<&Config>,
+        now: SystemTime,
+    ) -> Result<Deleted, QueueError> {
+        let rec = self.record(id)?;
+        let delivered: HashSet<&str> = rec
+            .legs
+            .iter()
+            .flat_map(|l| l.recipients.iter())
+            .filter(|r| matches!(r.state, RcptState::Delivered { .. }))
+            .map(|r| r.address.as_str())
+            .collect();
+        let mut seen = HashSet::new();
+        let pending: Vec<(&Leg, &Recipient)> = rec
+            .legs
+            .iter()
+            .flat_map(|l| l.recipients.iter().map(move |r| (l, r)))
+            .filter(|(_, r)| r.state.is_pending() && !delivered.contains(r.address.as_str()))
+            .filter(|(_, r)| seen.insert(r.address.as_str()))
+            .collect();
+        let dsn = match bounce {
+            Some(cfg) => {
+                let recipients: Vec<DsnRecipient> = pending
+                    .iter()
+                    .map(|(l, r)| DsnRecipient {
+                        original: r.address.clone(),
+                        final_rcpt: rewrite_rcpt(
+                            &r.address,
+                            cfg.targets
+                                .get(&l.target)
+                                .and_then(|t| t.rcpt_domain.as_deref()),
+                        ),
+                        target: l.target.clone(),
+                        remote_mta: None,
+                        diagnostic: match r.state.last_reply() {
+                            Some(last) => format!("{DELETED_REASON}; last reply: {last}"),
+                            None => DELETED_REASON.to_string(),
+                        },
+                        last_attempt: Some(now),
+                    })
+                    .collect();
+                bounce::enqueue(self, cfg, &rec, DsnKind::Failure, &recipients, now).await?
+            }
+            None => None,
+        };
+        let pending: Vec<String> = pending.iter().map(|(_, r)| r.address.clone()).collect();
+        self.remove(&rec.id.0).await?;
+        tracing::info!(queue_id = %rec.id, pending = pending.len(), dsn_id = ?dsn.as_ref().map(|d| &d.0), "deleted by the administrator");
+        Ok(Deleted {
+            id: rec.id,
+            pending,
+            bounce: dsn,
+        })
+    }
+
+    /// Re-apply `router` at `now` to the pending recipients of `id` (see [`plan_reroute`]).
+    /// `live` (a scheduler runs in this process) leaves legs that may be in flight alone.
+    pub async fn reroute(
+        &self,
+        id: &str,
+        router: &Router,
+        now: SystemTime,
+        live: bool,
+    ) -> Result<Rerouted, QueueError> {
+        let key = canonical(id)?;
+        let route = |a: &str| router.route(a, now).map(|r| (r.targets, r.rule));
+        let busy = |l: &Leg| live && possibly_in_flight(l, now);
+        // Plan on a snapshot first: no write at all when nothing moves.
+        let snapshot = self.record(&key)?;
+        let (_, preview) = plan_reroute(&snapshot, route, busy, now);
+        if preview.moved.is_empty() {
+            return Ok(preview);
+        }
+        let (_, report) = self
+            .transform(&key, |rec| plan_reroute(rec, route, busy, now))
+            .await?;
+        for m in &report.moved {
+            tracing::info!(queue_id = %report.id, to = %m.recipient, from = ?m.from, now = ?m.to, rule = %m.rule, "rerouted by the administrator");
+        }
+        Ok(report)
+    }
+
+    /// Ids of messages with at least one pending leg, oldest first.
+    fn pending_ids(&self) -> Result<Vec<String>, QueueError> {
+        let mut out = Vec::new();
+        for rec in self.inner.store.records() {
+            let rec = rec?;
+            if rec.legs.iter().any(|l| !l.state.is_final()) {
+                out.push(rec.id.0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Queue::retry`] for every message with a pending, unheld leg.
+    pub async fn retry_all(&self, now: SystemTime) -> Result<Vec<LegsChanged>, QueueError> {
+        let ids = self.pending_ids()?;
+        let results: Vec<Result<LegsChanged, QueueError>> = futures_util::stream::iter(ids)
+            .map(|id| async move { self.retry(&id, now).await })
+            .buffered(ALL_CONCURRENCY)
+            .collect()
+            .await;
+        collect_existing(results, |r| r.legs > 0)
+    }
+
+    /// [`Queue::reroute`] for every message; reports only messages with something to say.
+    pub async fn reroute_all(
+        &self,
+        router: &Router,
+        now: SystemTime,
+        live: bool,
+    ) -> Result<Vec<Rerouted>, QueueError> {
+        let ids = self.pending_ids()?;
+        let results: Vec<Result<Rerouted, QueueError>> = futures_util::stream::iter(ids)
+            .map(|id| async move { self.reroute(&id, router, now, live).await })
+            .buffered(ALL_CONCURRENCY)
+            .collect()
+            .await;
+        collect_existing(results, |r| !r.is_noop())
+    }
+}
+
+/// Keep the successes that pass `keep`; skip messages removed meanwhile; fail on other errors.
+fn collect_existing<T>(
+    results: Vec<Result<T, QueueError>>,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<T>, QueueError> {
+    let mut out = Vec::new();
+    for r in results {
+        match r {
+            Ok(t) if keep(&t) => out.push(t),
+            Ok(_) | Err(QueueError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Envelope;
+    use crate::queue::store::DueEntry;
+    use std::path::Path;
+    use std::time::Duration;
+
+    const CONFIG: &str = r#"
+[gateway]
+hostname = "mx.test"
+listen = ["127.0.0.1:0"]
+state_dir = "/nonexistent"
+accept_domains = ["example.com"]
+[targets.old]
+address = "127.0.0.1:2525"
+tls = "none"
+[targets.new]
+address = "127.0.0.1:2526"
+tls = "none"
+rcpt_domain = "example-com.new.test"
+[bounce]
+via = "old"
+"#;
+
+    /// Config with an extra routing section.
+    fn config(routing: &str) -> Config {
+        crate::config::parse(&format!("{CONFIG}{routing}"), Path::new("/t/cutover.toml"))
+            .unwrap()
+            .config
+    }
+
+    fn router(routing: &str) -> Router {
+        Router::new(&config(routing).routing).0
+    }
+
+    fn env(from: &str) -> Envelope {
+        Envelope {
+            mail_from: from.into(),
+            helo: "client.test".into(),
+            client_addr: "192.0.2.1:4567".parse().unwrap(),
+            received_at: SystemTime::now(),
+            smtputf8: false,
+            body_8bit: false,
+        }
+    }
+
+    fn leg(target: &str, rcpts: &[&str]) -> NewLeg {
+        NewLeg {
+            target: target.into(),
+            rules: vec!["default".into()],
+            recipients: rcpts.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    async fn put(q: &Queue, from: &str, legs: Vec<NewLeg>) -> String {
+        let mut w = q.body_writer().unwrap();
+        w.write(b"From: s@example.org\r\nSubject: ops test\r\n\r\nhello\r\n")
+            .await
+            .unwrap();
+        q.commit(w, env(from), legs).await.unwrap().0
+    }
+
+    fn due_of(q: &Queue, id: &str) -> Vec<DueEntry> {
+        let far = SystemTime::now() + Duration::from_secs(400 * 86_400);
+        q.due(far, 10_000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.id == id)
+            .collect()
+    }
+
+    fn delivered(l: &mut Leg, i: usize) {
+        l.recipients[i].state = RcptState::Delivered {
+            reply: "250 ok".into(),
+        };
+    }
+
+    fn deferred(l: &mut Leg, until: SystemTime) {
+        for r in l.recipients.iter_mut() {
+            if r.state.is_pending() {
+                r.state = RcptState::Deferred {
+                    next: until,
+                    attempts: 1,
+                    last_reply: "451 4.3.0 later".into(),
+                };
+            }
+        }
+        l.attempts = 1;
+        l.next_attempt = Some(until);
+    }
+
+    #[tokio::test]
+    async fn hold_removes_due_entries_and_release_restores_them() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Queue::open(d.path()).unwrap();
+        let id = put(
+            &q,
+            "s@example.org",
+            vec![
+                leg("old", &["a@example.com"]),
+                leg("new", &["b@example.com"]),
+            ],
+        )
+        .await;
+        assert_eq!(due_of(&q, &id).len(), 2);
+        let r = q.hold(&id.to_ascii_lowercase()).await.unwrap();
+        assert_eq!((r.action, r.legs), (LegAction::Hold, 2));
+        assert!(due_of(&q, &id).is_empty());
+        assert!(q.record(&id).unwrap().legs.iter().all(|l| l.held));
+        // Retry leaves held legs held.
+        let r = q.retry(&id, SystemTime::now()).await.unwrap();
+        assert_eq!((r.legs, r.held), (0, 2));
+        assert!(due_of(&q, &id).is_empty());
+        let r = q.release(&id, SystemTime::now()).await.unwrap();
+        assert_eq!((r.action, r.legs), (LegAction::Release, 2));
+        assert_eq!(due_of(&q, &id).len(), 2);
+        assert!(matches!(
+            q.hold("0000000000000Z").await,
+            Err(QueueError::NotFound(_))
+        ));
+        assert!(matches!(
+            q.hold("bogus").await,
+            Err(QueueError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn retry_makes_deferred_legs_due_now() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Queue::open(d.path()).unwrap();
+        let id = put(
+            &q,
+            "s@example.org",
+            vec![
+                leg("old", &["a@example.com", "c@example.com"]),
+                leg("new", &["b@example.com"]),
+            ],
+        )
+        .await;
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        q.update_leg(&id, 0, |l| {
+            delivered(l, 0);
+            deferred(l, later);
+        })
+        .await
+        .unwrap();
+        q.update_leg(&id, 1, |l| deferred(l, later)).await.unwrap();
+        assert!(q.due(SystemTime::now(), 100).unwrap().is_empty());
+        let now = SystemTime::now();
+        let r = q.retry(&id, now).await.unwrap();
+        assert_eq!((r.action, r.legs, r.held), (LegAction::Retry, 2, 0));
+        let due = q.due(now, 100).unwrap();
+        assert_eq!(due.len(), 2, "{due:?}");
+        let rec = q.record(&id).unwrap();
+        assert!(matches!(
+            rec.legs[0].recipients[0].state,
+            RcptState::Delivered { .. }
+        ));
+        assert!(
+            matches!(rec.legs[0].recipients[1].state, RcptState::Deferred { next, attempts: 1, .. } if next == now)
+        );
+        // retry_all: only messages with something pending.
+        let other = put(&q, "s@example.org", vec![leg("old", &["x@example.com"])]).await;
+        q.update_leg(&other, 0, |l| delivered(l, 0)).await.unwrap();
+        let all = q.retry_all(SystemTime::now()).await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].id.0, id);
+    }
+
+    #[tokio::test]
+    async fn delete_without_and_with_bounce() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Queue::open(d.path()).unwrap();
+        let cfg = config("[routing]\ndefault = [\"old\"]\n");
+        // Without bounce: gone, nothing queued.
+        let id = put(&q, "s@example.org", vec![leg("old", &["a@example.com"])]).await;
+        let r = q.delete(&id, None, SystemTime::now()).await.unwrap();
+        assert_eq!(r.pending, vec!["a@example.com"]);
+        assert_eq!(r.bounce, None);
+        assert!(q.list().unwrap().is_empty());
+        assert!(matches!(
+            q.delete(&id, None, SystemTime::now()).await,
+            Err(QueueError::NotFound(_))
+        ));
+
+        // With bounce: a DSN for the undelivered recipients only, from <> via bounce.via.
+        let id = put(
+            &q,
+            "s@example.org",
+            vec![
+                leg("old", &["a@example.com", "bob@example.com"]),
+                leg("new", &["bob@example.com", "c@example.com"]),
+            ],
+        )
+        .await;
+        q.update_leg(&id, 0, |l| delivered(l, 1)).await.unwrap();
+        let r = q.delete(&id, Some(&cfg), SystemTime::now()).await.unwrap();
+        assert_eq!(r.pending, vec!["a@example.com", "c@example.com"]);
+        let dsn = r.bounce.expect("a DSN");
+        let list = q.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].id, dsn);
+        assert_eq!(list[0].mail_from, "");
+        assert_eq!(list[0].legs[0].target, "old");
+        assert_eq!(list[0].legs[0].recipients[0].address, "s@example.org");
+        let text = String::from_utf8(q.read_body(&dsn.0).unwrap()).unwrap();
+        assert!(text.contains("deleted by the administrator"), "{text}");
+        assert!(text.contains("Action: failed"), "{text}");
+        assert!(
+            text.contains("Final-Recipient: rfc822; c@example-com.new.test"),
+            "{text}"
+        );
+        assert!(text.contains("Subject: ops test"), "{text}");
+        assert!(!text.contains("Final-Recipient: rfc822; bob@"), "{text}");
+        // Never bounce a bounce.
+        let r = q
+            .delete(&dsn.0, Some(&cfg), SystemTime::now())
+            .await
+            .unwrap();
+        assert_eq!(r.bounce, None);
+        assert!(q.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn dsn_target_maps_mx() {
+        let mut cfg = config("");
+        assert_eq!(bounce::dsn_target(&cfg), "old");
+        cfg.bounce.via = Some("mx".into());
+        assert_eq!(
+            bounce::dsn_target(&cfg),
+            crate::outbound::scheduler::MX_TARGET
+        );
+    }
+
+    const SPLIT: &str = r#"
+[routing]
+default = ["old"]
+[[routing.rule]]
+name = "wave-1"
+recipients = ["carol@example.com", "dave@example.com"]
+deliver = ["new"]
+[[routing.rule]]
+name = "pilot"
+recipients = ["erin@example.com"]
+deliver = ["old", "new"]
+"#;
+
+    #[tokio::test]
+    async fn reroute_moves_only_pending_recipients() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Queue::open(d.path()).unwrap();
+        // Accepted under "everything to old; bob dual".
+        let id = put(
+            &q,
+            "s@example.org",
+            vec![
+                leg(
+                    "old",
+                    &[
+                        "bob@example.com",
+                        "carol@example.com",
+                        "dave@example.com",
+                        "erin@example.com",
+                        "zed@example.com",
+                    ],
+                ),
+                leg("new", &["bob@example.com"]),
+            ],
+        )
+        .await;
+        // carol already delivered on old: never touched.
+        q.update_leg(&id, 0, |l| delivered(l, 1)).await.unwrap();
+        let now = SystemTime::now();
+        let r = q.reroute(&id, &router(SPLIT), now, false).await.unwrap();
+        let moved: Vec<(&str, Vec<String>, Vec<String>)> = r
+            .moved
+            .iter()
+            .map(|m| (m.recipient.as_str(), m.from.clone(), m.to.clone()))
+            .collect();
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            moved,
+            vec![
+                ("bob@example.com", v(&["new"]), v(&[])),
+                ("dave@example.com", v(&["old"]), v(&["new"])),
+                ("erin@example.com", v(&[]), v(&["new"])),
+            ]
+        );
+        assert_eq!(r.unchanged, 1, "zed stays on old by default");
+        assert!(r.unrouted.is_empty() && r.busy.is_empty());
+        let rec = q.record(&id).unwrap();
+        type Shown<'a> = Vec<(&'a str, Vec<(&'a str, &'a str, bool)>)>;
+        let show: Shown = rec
+            .legs
+            .iter()
+            .map(|l| {
+                (
+                    l.target.as_str(),
+                    l.recipients
+                        .iter()
+                        .map(|r| (r.address.as_str(), r.rule.as_str(), r.state.is_pending()))
+                        .collect(),
+                )
+            })
+            .collect();
+        // carol (delivered) untouched; bob left the new leg, whose slot now carries dave, erin.
+        assert_eq!(
+            show,
+            vec![
+                (
+                    "old",
+                    vec![
+                        ("bob@example.com", "default", true),
+                        ("carol@example.com", "default", false),
+                        ("erin@example.com", "default", true),
+                        ("zed@example.com", "default", true),
+                    ]
+                ),
+                (
+                    "new",
+                    vec![
+                        ("dave@example.com", "wave-1", true),
+                        ("erin@example.com", "pilot", true)
+                    ]
+                ),
+            ]
+        );
+        assert_eq!(rec.legs[1].state, crate::queue::model::LegState::Queued);
+        assert_eq!(rec.legs[1].created, rec.legs[0].created);
+        assert_eq!(due_of(&q, &id).len(), 2);
+        // Again: nothing to do, no write.
+        let r = q.reroute(&id, &router(SPLIT), now, false).await.unwrap();
+        assert!(r.moved.is_empty() && r.unchanged == 4, "{r:?}");
+        assert_eq!(q.record(&id).unwrap(), rec);
+        // Everyone to "new" now: old keeps only its delivered carol; new gets bob and zed.
+        let r = q
+            .reroute_all(&router("[routing]\ndefault = [\"new\"]\n"), now, false)
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 1);
+        let rec = q.record(&id).unwrap();
+        assert_eq!(rec.legs[0].recipients.len(), 1);
+        assert_eq!(rec.legs[0].state, crate::queue::model::LegState::Delivered);
+        let new: Vec<&str> = rec.legs[1]
+            .recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        assert_eq!(
+            new,
+            vec![
+                "dave@example.com",
+                "erin@example.com",
+                "bob@example.com",
+                "zed@example.com"
+            ]
+        );
+        assert_eq!(due_of(&q, &id).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn reroute_reports_unrouted_and_busy_and_keeps_held() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Queue::open(d.path()).unwrap();
+        let id = put(
+            &q,
+            "s@example.org",
+            vec![leg("old", &["carol@example.com", "nobody@example.com"])],
+        )
+        .await;
+        let no_default = "[[routing.rule]]\nname = \"wave-1\"\nrecipients = [\"carol@example.com\"]\ndeliver = [\"new\"]\n";
+        let now = SystemTime::now();
+        // Live and due now: an attempt may be in flight, so nothing moves.
+        let r = q
+            .reroute(&id, &router(no_default), now, true)
+            .await
+            .unwrap();
+        assert_eq!(r.busy, vec!["carol@example.com"]);
+        assert_eq!(r.unrouted, vec!["nobody@example.com"]);
+        assert!(r.moved.is_empty());
+        // Held: not in flight, and the new leg stays held.
+        q.hold(&id).await.unwrap();
+        let r = q
+            .reroute(&id, &router(no_default), now, true)
+            .await
+            .unwrap();
+        assert_eq!(r.moved.len(), 1);
+        assert_eq!(r.unrouted, vec!["nobody@example.com"]);
+        let rec = q.record(&id).unwrap();
+        assert_eq!(rec.legs.len(), 2);
+        assert_eq!(rec.legs[0].recipients[0].address, "nobody@example.com");
+        assert_eq!(rec.legs[1].target, "new");
+        assert!(rec.legs.iter().all(|l| l.held));
+        assert!(due_of(&q, &id).is_empty());
+    }
+
+    #[test]
+    fn plan_never_shifts_a_busy_leg() {
+        let now = SystemTime::now();
+        let rec = MessageRecord {
+            id: QueueId("0000000000000A".into()),
+            envelope: env("s@example.org"),
+            size: 1,
+            body: crate::queue::model::BodyLocation::Inline,
+            legs: vec![
+                Leg::new(leg("old", &["a@example.com"]), now),
+                Leg::new(leg("new", &["b@example.com"]), now),
+            ],
+            body_missing: false,
+        };
+        // Everyone to new; the new leg may be in flight, so a cannot join it, and leg 0 (now
+        // empty) cannot be dropped without shifting it.
+        let route = |_: &str| Some((vec!["new".to_string()], "r".to_string()));
+        let busy = |l: &Leg| l.target == "new";
+        let (out, r) = plan_reroute(&rec, route, busy, now);
+        assert_eq!(r.moved.len(), 1);
+        // Leg 1 is busy: a goes to a fresh leg in the emptied slot 0, indices unchanged.
+        assert_eq!(out.legs.len(), 2);
+        assert_eq!(out.legs[0].target, "new");
+        assert_eq!(out.legs[0].recipients[0].address, "a@example.com");
+        assert_eq!(out.legs[1], rec.legs[1]);
+    }
+
+    #[test]
+    fn a_recipient_held_on_its_leg_stays_held_where_it_goes() {
+        let now = SystemTime::now();
+        let mut rec = MessageRecord {
+            id: QueueId("0000000000000B".into()),
+            envelope: env("s@example.org"),
+            size: 1,
+            body: crate::queue::model::BodyLocation::Inline,
+            legs: vec![
+                Leg::new(leg("old", &["carol@example.com"]), now),
+                Leg::new(leg("new", &["bob@example.com"]), now),
+            ],
+            body_missing: false,
+        };
+        rec.legs[0].held = true;
+        let route = |_: &str| Some((vec!["new".to_string()], "r".to_string()));
+        let (out, r) = plan_reroute(&rec, route, |_: &Leg| false, now);
+        assert_eq!(r.moved.len(), 1);
+        assert_eq!(out.legs.len(), 2);
+        // carol's old leg emptied and recycled as a held leg for new; bob's leg untouched.
+        assert_eq!(out.legs[0].target, "new");
+        assert!(out.legs[0].held);
+        assert_eq!(out.legs[0].recipients[0].address, "carol@example.com");
+        assert_eq!(out.legs[1], rec.legs[1]);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TARGETS: [&str; 3] = ["old", "new", "third"];
+        const ADDRS: [&str; 4] = ["a@x", "b@x", "c@x", "d@x"];
+
+        fn state(k: u8) -> RcptState {
+            match k % 4 {
+                0 => RcptState::Queued,
+                1 => RcptState::Deferred {
+                    next: SystemTime::UNIX_EPOCH,
+                    attempts: 1,
+                    last_reply: "451".into(),
+                },
+                2 => RcptState::Delivered {
+                    reply: "250".into(),
+                },
+                _ => RcptState::Failed {
+                    reply: "550".into(),
+                },
+            }
+        }
+
+        /// (target index, held, busy, recipients as (address index, state kind)).
+        type LegSpec = (usize, bool, bool, Vec<(usize, u8)>);
+
+        fn record(spec: &[LegSpec]) -> MessageRecord {
+            let now = SystemTime::UNIX_EPOCH;
+            let legs = spec
+                .iter()
+                .map(|(t, held, _, rs)| {
+                    let mut seen = HashSet::new();
+                    let mut l = Leg::new(leg(TARGETS[*t], &[]), now);
+                    l.recipients = rs
+                        .iter()
+                        .filter(|(a, _)| seen.insert(*a))
+                        .map(|(a, k)| Recipient {
+                            address: ADDRS[*a].into(),
+                            rule: "default".into(),
+                            state: state(*k),
+                        })
+                        .collect();
+                    l.held = *held;
+                    l.refresh_state();
+                    l
+                })
+                .collect();
+            MessageRecord {
+                id: QueueId("0000000000000C".into()),
+                envelope: env("s@x"),
+                size: 1,
+                body: crate::queue::model::BodyLocation::Inline,
+                legs,
+                body_missing: false,
+            }
+        }
+
+        fn entries(rec: &MessageRecord, pending: bool) -> Vec<(String, String, RcptState)> {
+            let mut v: Vec<_> = rec
+                .legs
+                .iter()
+                .flat_map(|l| {
+                    l.recipients
+                        .iter()
+                        .filter(move |r| r.state.is_pending() == pending)
+                        .map(move |r| (r.address.clone(), l.target.clone(), r.state.clone()))
+                })
+                .collect();
+            v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            v
+        }
+
+        proptest! {
+            #[test]
+            fn reroute_invariants(
+                spec in prop::collection::vec(
+                    (0usize..3, any::<bool>(), any::<bool>(),
+                     prop::collection::vec((0usize..4, 0u8..4), 1..4)),
+                    1..4),
+                routes in prop::collection::vec(prop::option::of(prop::collection::btree_set(0usize..3, 1..3)), 4),
+            ) {
+                let rec = record(&spec);
+                let busy_flags: Vec<bool> = spec.iter().map(|s| s.2).collect();
+                let route = |a: &str| {
+                    let i = ADDRS.iter().position(|x| *x == a)?;
+                    routes[i].as_ref().map(|set| {
+                        (set.iter().map(|t| TARGETS[*t].to_string()).collect::<Vec<_>>(), "r".to_string())
+                    })
+                };
+                let busy_of = |l: &Leg| {
+                    rec.legs.iter().position(|x| std::ptr::eq(x, l)).map(|i| busy_flags[i]).unwrap_or(false)
+                };
+                let now = SystemTime::UNIX_EPOCH;
+                let (out, report) = plan_reroute(&rec, route, busy_of, now);
+                // Delivered and failed entries are never touched.
+                prop_assert_eq!(entries(&out, false), entries(&rec, false));
+                // Busy legs keep their index and content.
+                for (i, b) in busy_flags.iter().enumerate() {
+                    if *b {
+                        prop_assert_eq!(&out.legs[i], &rec.legs[i]);
+                    }
+                }
+                let moved: HashSet<&str> = report.moved.iter().map(|m| m.recipient.as_str()).collect();
+                for a in ADDRS {
+                    let before: Vec<_> = entries(&rec, true).into_iter().filter(|e| e.0 == a).collect();
+                    let after: Vec<_> = entries(&out, true).into_iter().filter(|e| e.0 == a).collect();
+                    if !moved.contains(a) {
+                        prop_assert_eq!(before, after, "{} not moved", a);
+                        continue;
+                    }
+                    // Moved: pending only on routed targets, and every routed target carried.
+                    let (targets, _) = route(a).unwrap();
+                    for e in &after {
+                        prop_assert!(targets.contains(&e.1));
+                    }
+                    for t in &targets {
+                        let anywhere = out.legs.iter().any(|l| &l.target == t && l.recipients.iter().any(|r| r.address == a));
+                        prop_assert!(anywhere, "{} not on {}", a, t);
+                    }
+                }
+                // No empty leg, except before a busy one.
+                let last_busy = busy_flags.iter().rposition(|b| *b);
+                for (i, l) in out.legs.iter().enumerate() {
+                    if l.recipients.is_empty() {
+                        prop_assert!(last_busy.is_some_and(|b| i < b));
+                    }
+                    prop_assert_eq!(l.state, l.derive_state());
+                }
+            }
+        }
+    }
+}

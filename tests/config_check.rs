@@ -1,0 +1,242 @@
+//! `cutover config check` and `cutover route explain` through the real binary: exact messages,
+//! file:line:key positions, exit codes.
+
+use std::path::Path;
+use std::process::Command;
+
+fn cutover(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+const BASE: &str = r#"[gateway]
+hostname = "mx1.example.com"
+listen = ["127.0.0.1:2525"]
+state_dir = "/tmp/cutover-test-state"
+accept_domains = ["example.com"]
+
+[targets.old]
+address = "127.0.0.1:2526"
+
+[targets.new]
+address = "127.0.0.1:2527"
+rcpt_domain = "example-com.mail.onmicrosoft.com"
+"#;
+
+#[test]
+fn example_config_is_ok() {
+    let (code, out, err) = cutover(&["config", "check", "-c", "config/cutover.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("OK: 3 rules, 2 targets"), "{out}");
+    assert_eq!(err, "", "the shipped example has no warnings");
+}
+
+#[test]
+fn broken_config_reports_every_error_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "wave.txt",
+        "alice@example.com\n# comment\n\nnot an address\n@sales.example.com\n",
+    );
+    let cfg = format!(
+        r#"{BASE}colour = "blue"
+
+[routing]
+default = ["old"]
+
+[[routing.rule]]
+name = "wave-1"
+recipients_file = "wave.txt"
+deliver = ["new"]
+
+[[routing.rule]]
+name = "pilot"
+recipients = ["bob@example.com", "re:([a-z"]
+deliver = ["old", "nwe"]
+
+[queue]
+retry_schedule = ["1m", "5 parsecs"]
+"#
+    );
+    let path = write(dir.path(), "cutover.toml", &cfg);
+    let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 1, "{out}{err}");
+    let wave = dir.path().join("wave.txt").display().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "{path}:13: targets.new.colour: unknown key (expected one of address, mx, port, tls, tls_verify, tls_ca, auth, rcpt_domain, connections, messages_per_connection, connect_timeout, timeout)"
+        )
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "{path}:25: routing.rule[1].recipients[1]: invalid regex \"([a-z\": unclosed character class"
+        )
+    );
+    assert_eq!(
+        lines[2],
+        format!("{path}:26: routing.rule[1].deliver: unknown target \"nwe\" (known: new, old)")
+    );
+    assert!(
+        lines[3].starts_with(&format!(
+            "{path}:29: queue.retry_schedule[1]: invalid duration \"5 parsecs\""
+        )),
+        "{}",
+        lines[3]
+    );
+    assert_eq!(
+        lines[4],
+        format!(
+            "{wave}:4: routing.rule[0].recipients_file: invalid pattern \"not an address\": contains whitespace"
+        )
+    );
+    assert_eq!(lines[5], format!("{path}: 5 error(s)"));
+    assert_eq!(lines.len(), 6, "{err}");
+}
+
+#[test]
+fn structural_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            "[gateway]\nhostname = \"a\"\nlisten = [\"127.0.0.1:25\"]\naccept_domains = []\n",
+            ":4: gateway.accept_domains: must list at least one domain",
+        ),
+        ("[gateway\n", ":1: TOML syntax error"),
+        (
+            &format!("{BASE}\n[routing]\nfoo = 1\n"),
+            ":15: routing.foo: unknown key",
+        ),
+        (
+            &format!("{BASE}\n[nonsense]\n"),
+            ":14: nonsense: unknown section",
+        ),
+        (
+            &format!(
+                "{BASE}\n[[routing.rule]]\nname = \"w\"\nrecipients = [\"a@example.com\"]\ndeliver = [\"new\"]\nactive_from = \"2026-12-02T00:00:00Z\"\nactive_until = \"2026-12-01T00:00:00Z\"\n"
+            ),
+            ":19: routing.rule[0].active_until: must be after active_from (2026-12-02T00:00:00Z >= 2026-12-01T00:00:00Z)",
+        ),
+        (
+            &format!(
+                "{BASE}\n[[routing.rule]]\nname = \"w\"\nrecipients = [\"a@example.com\"]\ndeliver = [\"new\"]\nactive_from = \"next tuesday\"\n"
+            ),
+            ":18: routing.rule[0].active_from: invalid time \"next tuesday\"",
+        ),
+        (
+            &format!("{BASE}\n[targets.third]\naddress = \"nohost\"\n"),
+            ":15: targets.third.address: invalid address \"nohost\"",
+        ),
+        (
+            &format!("{BASE}\n[targets.third]\nmx = \"example.com\"\naddress = \"a:25\"\n"),
+            ":15: targets.third.mx: set either address or mx, not both",
+        ),
+        (
+            &format!("{BASE}max_message_size = \"lots\"\n"),
+            ":13: targets.new.max_message_size: unknown key",
+        ),
+        (
+            &BASE.replace(
+                "accept_domains",
+                "max_message_size = \"lots\"\naccept_domains",
+            ),
+            ":5: gateway.max_message_size: invalid size \"lots\"",
+        ),
+        (
+            &BASE.replace(
+                "accept_domains",
+                "trusted_networks = [\"10.0.0.0/33\"]\naccept_domains",
+            ),
+            ":5: gateway.trusted_networks[0]: invalid IP address syntax",
+        ),
+        (
+            &format!("{BASE}\n[routing]\ndefault = [\"od\"]\n"),
+            ":15: routing.default: unknown target \"od\" (known: new, old)",
+        ),
+        (
+            &format!(
+                "{BASE}\n[[routing.rule]]\nname = \"w\"\nrecipients_file = \"missing.txt\"\ndeliver = [\"new\"]\n"
+            ),
+            ":16: routing.rule[0].recipients_file: cannot read",
+        ),
+        (
+            &format!("{BASE}\n[bounce]\nvia = \"nope\"\n"),
+            ":15: bounce.via: unknown target \"nope\" (known: new, old; or \"mx\")",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = write(dir.path(), &format!("c{i}.toml"), text);
+        let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+        assert_eq!(code, 1, "case {i}: {out}{err}");
+        let want = format!("{path}{expected}");
+        if std::env::var("SHOW").is_ok() {
+            eprintln!("case {i}: {}", err.lines().next().unwrap_or(""));
+            continue;
+        }
+        assert!(
+            err.lines().any(|l| l.starts_with(&want)),
+            "case {i}: want {want:?}\ngot:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let (code, _, err) = cutover(&["config", "check", "-c", "/nonexistent/cutover.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("/nonexistent/cutover.toml: cannot read:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn warnings_do_not_fail_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "{BASE}\n[[routing.rule]]\nname = \"all\"\nrecipients = [\"@example.com\"]\ndeliver = [\"new\"]\n\n[[routing.rule]]\nname = \"late\"\nrecipients = [\"alice@example.com\", \"@.example.com\"]\ndeliver = [\"old\"]\n\n[[routing.rule]]\nname = \"shadowed\"\nrecipients = [\"bob@example.com\", \"carol@other.org\"]\ndeliver = [\"old\"]\n"
+    );
+    let path = write(dir.path(), "w.toml", &cfg);
+    let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("OK: 3 rules, 2 targets"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "warning: {path}:26: routing.rule[2].recipients[1]: carol@other.org: domain \"other.org\" is not in gateway.accept_domains"
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("can never match"),
+        "bob is covered but carol is not; late has @.example.com: {err}"
+    );
+    // A rule fully covered by an earlier windowless one is reported.
+    let cfg2 = format!(
+        "{BASE}\n[[routing.rule]]\nname = \"all\"\nrecipients = [\"@example.com\"]\ndeliver = [\"new\"]\n\n[[routing.rule]]\nname = \"dead\"\nrecipients = [\"bob@example.com\", \"*.x@example.com\"]\ndeliver = [\"old\"]\n"
+    );
+    let path2 = write(dir.path(), "w2.toml", &cfg2);
+    let (code, _, err) = cutover(&["config", "check", "-c", &path2]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: {path2}:20: routing.rule[1].name: rule \"dead\" can never match: rule \"all\" (no time window) comes first and covers all its recipients"
+        )),
+        "{err}"
+    );
+}

@@ -1,0 +1,303 @@
+//! The delivery engine in-process against loopback SMTP servers: dual delivery byte-exact,
+//! per-recipient failures and DSNs, no DSN when another leg delivered, retries after a target
+//! outage, expiry. (The full gateway with `cutover serve` is covered by tests/gateway_*.rs.)
+
+#[path = "support/fake_smtp.rs"]
+mod fake_smtp;
+
+use cutover::config::Config;
+use cutover::outbound::scheduler::Scheduler;
+use cutover::queue::{Envelope, NewLeg, Queue};
+use fake_smtp::{FakeSmtp, Script};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+
+fn config(dir: &std::path::Path, old: u16, new: u16, extra: &str) -> Config {
+    let text = format!(
+        r#"[gateway]
+hostname = "mx1.example.com"
+listen = ["127.0.0.1:0"]
+state_dir = "{state}"
+accept_domains = ["example.com"]
+
+[targets.old]
+address = "127.0.0.1:{old}"
+tls = "none"
+[targets.new]
+address = "127.0.0.1:{new}"
+tls = "none"
+rcpt_domain = "new.example.net"
+
+[queue]
+retry_schedule = ["1s"]
+max_age = "1h"
+delay_warning = "0"
+{extra}
+"#,
+        state = dir.join("state").display()
+    );
+    let path = dir.join("cutover.toml");
+    std::fs::write(&path, &text).unwrap();
+    cutover::config::load(&path).unwrap().config
+}
+
+const BODY: &[u8] = b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHi Bob.\r\n.\r\n..\r\nBye.\r\n";
+
+async fn enqueue(q: &Queue, from: &str, legs: Vec<(&str, Vec<&str>)>) -> String {
+    let mut w = q.body_writer().unwrap();
+    w.write(BODY).await.unwrap();
+    let env = Envelope {
+        mail_from: from.into(),
+        helo: "client.example.org".into(),
+        client_addr: "127.0.0.1:1000".parse().unwrap(),
+        received_at: SystemTime::now(),
+        smtputf8: false,
+        body_8bit: false,
+    };
+    let legs = legs
+        .into_iter()
+        .map(|(t, r)| NewLeg {
+            target: t.into(),
+            rules: vec!["test".into()],
+            recipients: r.into_iter().map(String::from).collect(),
+        })
+        .collect();
+    q.commit(w, env, legs).await.unwrap().0
+}
+
+struct Engine {
+    queue: Queue,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    sched: Arc<Scheduler>,
+}
+
+fn start(queue: &Queue, cfg: Config) -> Engine {
+    let (_tx, rx) = watch::channel(Arc::new(cfg));
+    let sched = Scheduler::new(queue.clone(), rx, None).unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(sched.clone().run(stop_rx));
+    Box::leak(Box::new(_tx));
+    Engine {
+        queue: queue.clone(),
+        stop,
+        task,
+        sched,
+    }
+}
+
+impl Engine {
+    async fn until_empty(&self, limit: Duration) {
+        let t = Instant::now();
+        while !self.queue.list().unwrap().is_empty() {
+            assert!(
+                t.elapsed() < limit,
+                "queue not drained: {:#?}",
+                self.queue.list().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+async fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "condition not met in {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn init() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_delivery_is_byte_exact_and_rewrites_per_target() {
+    init();
+    let (old, new) = (
+        FakeSmtp::start(Script::default()).await,
+        FakeSmtp::start(Script::default()).await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), old.addr.port(), new.addr.port(), "");
+    let q = Queue::open(&cfg.gateway.state_dir).unwrap();
+    enqueue(
+        &q,
+        "alice@example.org",
+        vec![
+            ("old", vec!["bob@example.com"]),
+            ("new", vec!["bob@example.com"]),
+        ],
+    )
+    .await;
+    let e = start(&q, cfg);
+    e.until_empty(Duration::from_secs(10)).await;
+    let (o, n) = (old.received(), new.received());
+    assert_eq!(o.len(), 1);
+    assert_eq!(n.len(), 1);
+    assert_eq!(o[0].body, BODY);
+    assert_eq!(n[0].body, BODY);
+    assert_eq!(o[0].rcpts, vec!["bob@example.com"]);
+    assert_eq!(
+        n[0].rcpts,
+        vec!["bob@new.example.net"],
+        "rcpt_domain applied on that target only"
+    );
+    assert_eq!(
+        e.sched
+            .stats
+            .delivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failure_bounces_once_unless_another_leg_delivered() {
+    init();
+    // new rejects its 1st RCPT permanently.
+    let old = FakeSmtp::start(Script::default()).await;
+    let new = FakeSmtp::start(Script {
+        rcpt_replies: vec![(1, "550 5.1.1 no such user".into())],
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        old.addr.port(),
+        new.addr.port(),
+        "[bounce]\nvia = \"old\"\n",
+    );
+    let q = Queue::open(&cfg.gateway.state_dir).unwrap();
+    // carol only on new: fails -> DSN to alice via old.
+    enqueue(
+        &q,
+        "alice@example.org",
+        vec![("new", vec!["carol@example.com"])],
+    )
+    .await;
+    // bob on both: new fails, old delivers -> no DSN.
+    enqueue(
+        &q,
+        "alice@example.org",
+        vec![
+            ("old", vec!["bob@example.com"]),
+            ("new", vec!["bob@example.com"]),
+        ],
+    )
+    .await;
+    // A bounce itself (sender <>) never bounces.
+    enqueue(&q, "", vec![("new", vec!["dave@example.com"])]).await;
+    let e = start(&q, cfg);
+    e.until_empty(Duration::from_secs(10)).await;
+    let got = old.received();
+    let dsns: Vec<_> = got.iter().filter(|m| m.mail_from.is_empty()).collect();
+    assert_eq!(dsns.len(), 1, "exactly one DSN: {got:#?}");
+    assert_eq!(dsns[0].rcpts, vec!["alice@example.org"]);
+    let text = String::from_utf8_lossy(&dsns[0].body);
+    assert!(text.contains("report-type=delivery-status"), "{text}");
+    assert!(text.contains("Final-Recipient: rfc822; carol@new.example.net\r\nOriginal-Recipient: rfc822; carol@example.com\r\nAction: failed\r\nStatus: 5.1.1"), "{text}");
+    assert!(
+        text.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user"),
+        "{text}"
+    );
+    assert!(text.contains("Subject: hello"), "original headers included");
+    assert_eq!(
+        e.sched
+            .stats
+            .dual_leg_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_outage_defers_then_delivers() {
+    init();
+    let old = FakeSmtp::start(Script::default()).await;
+    // Reserve a port for "new" but do not listen yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), old.addr.port(), port, "");
+    let q = Queue::open(&cfg.gateway.state_dir).unwrap();
+    let id = enqueue(
+        &q,
+        "alice@example.org",
+        vec![("new", vec!["bob@example.com", "carol@example.com"])],
+    )
+    .await;
+    let e = start(&q, cfg);
+    wait_for(Duration::from_secs(10), || {
+        q.record(&id)
+            .map(|r| r.legs[0].state.as_str() == "deferred")
+            .unwrap_or(false)
+    })
+    .await;
+    let rec = q.record(&id).unwrap();
+    assert!(
+        rec.legs[0].recipients[0]
+            .state
+            .last_reply()
+            .unwrap()
+            .contains("connect to"),
+        "{rec:#?}"
+    );
+    // The target comes back on the same port.
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    drop(l);
+    let new = fake_on(port).await;
+    e.until_empty(Duration::from_secs(15)).await;
+    assert_eq!(new.received().len(), 1);
+    assert_eq!(new.received()[0].rcpts.len(), 2);
+    e.stop().await;
+}
+
+async fn fake_on(port: u16) -> FakeSmtp {
+    FakeSmtp::start_on(&format!("127.0.0.1:{port}"), Script::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_leg_fails_and_bounces() {
+    init();
+    let old = FakeSmtp::start(Script::default()).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), old.addr.port(), dead, "");
+    cfg.queue.max_age = cutover::config::values::HumanDuration(Duration::from_secs(2));
+    let q = Queue::open(&cfg.gateway.state_dir).unwrap();
+    enqueue(
+        &q,
+        "alice@example.org",
+        vec![("new", vec!["bob@example.com"])],
+    )
+    .await;
+    let e = start(&q, cfg);
+    e.until_empty(Duration::from_secs(15)).await;
+    let got = old.received();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let text = String::from_utf8_lossy(&got[0].body);
+    assert!(
+        text.contains("message expired after 2s in the queue"),
+        "{text}"
+    );
+    e.stop().await;
+}

@@ -1,0 +1,74 @@
+//! Helpers for the queue-operation tests: an in-process admin API (as `serve` runs it) over a
+//! queue and a config file, stopped on drop of the returned handle.
+#![allow(dead_code)]
+
+use cutover::admin::{self, AdminState};
+use cutover::outbound::scheduler::Stats;
+use cutover::queue::Queue;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct Admin {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Keeps the config channel open.
+    pub config: tokio::sync::watch::Sender<Arc<cutover::config::Config>>,
+}
+
+impl Admin {
+    /// Stop the server and wait for it.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Serve the admin API for `queue` on 127.0.0.1:0 with the config at `config_path`.
+pub async fn start_admin(queue: Queue, config_path: &Path, stats: Option<Arc<Stats>>) -> Admin {
+    let cfg = cutover::config::load(config_path).unwrap().config;
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(admin::serve(
+        listener,
+        AdminState::new(queue, rx, stats),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    Admin {
+        addr,
+        stop: Some(stop_tx),
+        task: Some(task),
+        config: tx,
+    }
+}
+
+/// One HTTP/1.0 request; returns the whole response (status line, headers, body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        buf
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), fut)
+        .await
+        .expect("admin API answered in time")
+}
+
+/// The body of an HTTP response.
+pub fn body_of(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
