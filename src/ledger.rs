@@ -125,6 +125,19 @@ impl Ledger {
         Ok(count(self.records(mailbox)?.iter(), target))
     }
 
+    /// The delivery engine's hook (`outbound::scheduler::DeliveredHook`): fingerprints the
+    /// delivered message and records it. Errors are logged, never propagated (a missing ledger
+    /// record only means backfill may copy that message once more).
+    pub fn delivered_hook(&self) -> crate::outbound::scheduler::DeliveredHook {
+        let ledger = self.clone();
+        std::sync::Arc::new(move |target, original, final_rcpt, queue_id, body| {
+            let fp = crate::fingerprint::fingerprint(body);
+            if let Err(e) = ledger.record(target, original, final_rcpt, &fp, queue_id) {
+                tracing::warn!(queue_id, error = %e, "ledger: cannot record a delivery");
+            }
+        })
+    }
+
     pub fn flush(&self) -> Result<(), LedgerError> {
         self.tree.flush()?;
         Ok(())
@@ -322,6 +335,17 @@ mod tests {
         );
         assert_eq!(l.credits_for("ALICE@tenant", None).unwrap()[&a], 2);
         assert!(l.credits("bob@example.com").unwrap().is_empty());
+    }
+
+    #[test]
+    fn hook_records_fingerprints() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let l = Ledger::open(&db).unwrap();
+        let hook = l.delivered_hook();
+        let msg = b"Message-ID: <h@x>\r\n\r\nbody\r\n";
+        hook("new", "carol@example.com", "carol@tenant", "Q7", msg);
+        let c = l.credits_for("carol@tenant", Some("new")).unwrap();
+        assert_eq!(c[&crate::fingerprint::fingerprint(msg)], 1);
     }
 
     #[tokio::test]
