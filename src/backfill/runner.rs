@@ -796,7 +796,12 @@ async fn copy_folder(
     } else {
         copy::status(dst, &w.pair.dst_wire).await?.messages as u64
     };
-    let converged = !ctx.dry_run && all_copied && missing == 0 && failures.is_empty();
+    // Dry run: converged when there is nothing to copy.
+    let converged = if ctx.dry_run {
+        to_copy.is_empty() && missing == 0
+    } else {
+        all_copied && missing == 0 && failures.is_empty()
+    };
     if ctx.dry_run {
         // Dry run: report what would happen, keep no state.
     } else {
