@@ -88,6 +88,11 @@ impl Progress {
         }
     }
 
+    /// Bars are drawn (stderr is a terminal and not `--quiet`).
+    pub fn is_tty(&self) -> bool {
+        self.overall.is_some()
+    }
+
     pub fn mailbox(&self, name: &str) -> MailboxBar {
         let bar = self.multi.as_ref().map(|m| {
             let b = m.add(ProgressBar::new(0));

@@ -216,7 +216,12 @@ pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Resul
         let _ = report.lock().await.write(&report_path);
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let ticker = tokio::spawn(progress.clone().run_ticker(Duration::from_secs(5), stop_rx));
+    let every = if progress.is_tty() {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(5)
+    };
+    let ticker = tokio::spawn(progress.clone().run_ticker(every, stop_rx));
 
     let sem = Arc::new(tokio::sync::Semaphore::new(job.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
