@@ -1,10 +1,13 @@
 //! cutover: a mail-migration gateway.
 
 pub mod admin;
+pub mod backfill;
 pub mod bounce;
 pub mod config;
 pub mod demo;
+pub mod fingerprint;
 pub mod inbound;
+pub mod ledger;
 pub mod outbound;
 pub mod queue;
 pub mod routing;

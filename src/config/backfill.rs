@@ -146,4 +146,8 @@ pub struct BackfillJob {
     /// IMAP connections per mailbox (folders in parallel).
     #[serde(default = "default_connections_per_mailbox")]
     pub connections_per_mailbox: usize,
+    /// Count only ledger deliveries to this `[targets.NAME]` as present on the destination
+    /// (default: any delivery recorded for the destination mailbox).
+    #[serde(default)]
+    pub ledger_target: Option<String>,
 }

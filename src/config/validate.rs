@@ -217,6 +217,14 @@ pub(crate) fn validate(
         if j.concurrency == 0 {
             cx.error(&jp.key("concurrency"), "must be at least 1".into());
         }
+        if let Some(t) = &j.ledger_target
+            && !c.targets.contains_key(t)
+        {
+            cx.error(
+                &jp.key("ledger_target"),
+                format!("unknown target {t:?} (known: {known_list})"),
+            );
+        }
         if j.connections_per_mailbox == 0 {
             cx.error(
                 &jp.key("connections_per_mailbox"),

@@ -1,0 +1,856 @@
+//! IMAP operations of one folder pair: LIST/LSUB, STATUS, indexing a folder (UID, FLAGS,
+//! INTERNALDATE, RFC822.SIZE and the identity headers, in large UID ranges, plus the body prefix
+//! for messages without Message-ID), and copying chosen messages: `FETCH BODY.PEEK[]` streamed
+//! from the source into pipelined `APPEND`s (LITERAL+ when offered) carrying the same flags
+//! (system flags and keywords, never `\Recent`) and INTERNALDATE. At most [`WINDOW`] messages /
+//! [`WINDOW_BYTES`] are in flight, so memory stays bounded whatever the folder size.
+//! Never decides what to copy (that is `index`) and never writes state (the caller does, from
+//! the confirmations reported here).
+
+use super::index::{DstMsg, SrcMsg};
+use super::plan::{FolderInfo, Listing};
+use super::session::{CMD_TIMEOUT, Conn, ImapStream, timed};
+use super::{BackfillError, Result};
+use crate::fingerprint::{self, Fingerprint};
+use async_imap::imap_proto::{Response, Status};
+use async_imap::types::Flag;
+use futures_util::TryStreamExt;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// Messages in flight between the source FETCH and the destination's APPEND confirmation.
+pub const WINDOW: usize = 64;
+/// Bytes in flight (bodies written but not yet confirmed).
+pub const WINDOW_BYTES: usize = 32 << 20;
+/// Messages per MULTIAPPEND command.
+pub const MULTIAPPEND_BATCH: usize = 32;
+/// UIDs per FETCH command.
+const UID_CHUNK: usize = 2000;
+/// Timeout for one step of a streamed response (one FETCH item, one APPEND reply).
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What we keep of a source message for its APPEND.
+#[derive(Clone, Debug)]
+pub struct Meta {
+    /// `(\Seen $Label)`, never `\Recent`.
+    pub flags: String,
+    /// `"01-Jan-2024 10:00:00 +0000"` (with quotes).
+    pub idate: String,
+}
+
+/// A folder's index.
+#[derive(Debug, Default)]
+pub struct SrcIndex {
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub msgs: Vec<SrcMsg>,
+    pub meta: HashMap<u32, Meta>,
+}
+
+/// LIST + LSUB of one account.
+pub async fn list(conn: &mut Conn) -> Result<Listing> {
+    timed("LIST", CMD_TIMEOUT, async {
+        let mut delimiter = None;
+        let mut folders = Vec::new();
+        {
+            let names: Vec<_> = conn
+                .session
+                .list(Some(""), Some("*"))
+                .await
+                .map_err(|e| BackfillError::from_imap("LIST", e))?
+                .try_collect()
+                .await
+                .map_err(|e| BackfillError::from_imap("LIST", e))?;
+            for n in names {
+                if delimiter.is_none() {
+                    delimiter = n.delimiter().and_then(|d| d.chars().next());
+                }
+                folders.push(FolderInfo {
+                    wire: n.name().to_string(),
+                    attrs: n.attributes().iter().map(attr_name).collect(),
+                    subscribed: false,
+                });
+            }
+        }
+        let subs: Vec<_> = conn
+            .session
+            .lsub(Some(""), Some("*"))
+            .await
+            .map_err(|e| BackfillError::from_imap("LSUB", e))?
+            .try_collect()
+            .await
+            .map_err(|e| BackfillError::from_imap("LSUB", e))?;
+        for s in subs {
+            if let Some(f) = folders.iter_mut().find(|f| f.wire == s.name()) {
+                f.subscribed = true;
+            }
+        }
+        Ok(Listing { delimiter, folders })
+    })
+    .await
+}
+
+fn attr_name(a: &async_imap::types::NameAttribute<'_>) -> String {
+    use async_imap::types::NameAttribute as A;
+    match a {
+        A::NoInferiors => "\\Noinferiors".into(),
+        A::NoSelect => "\\Noselect".into(),
+        A::Marked => "\\Marked".into(),
+        A::Unmarked => "\\Unmarked".into(),
+        A::All => "\\All".into(),
+        A::Archive => "\\Archive".into(),
+        A::Drafts => "\\Drafts".into(),
+        A::Flagged => "\\Flagged".into(),
+        A::Junk => "\\Junk".into(),
+        A::Sent => "\\Sent".into(),
+        A::Trash => "\\Trash".into(),
+        A::Extension(s) => s.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Create (and subscribe) a destination folder; "already exists" is fine.
+pub async fn create(conn: &mut Conn, wire: &str, subscribe: bool) -> Result<()> {
+    timed("CREATE", CMD_TIMEOUT, async {
+        if let Err(e) = conn.session.create(wire).await {
+            let e = BackfillError::from_imap(&format!("CREATE {wire}"), e);
+            match &e {
+                BackfillError::Refused(s) if s.to_ascii_uppercase().contains("EXIST") => {}
+                _ => return Err(e),
+            }
+        }
+        if subscribe {
+            conn.session
+                .subscribe(wire)
+                .await
+                .map_err(|e| BackfillError::from_imap(&format!("SUBSCRIBE {wire}"), e))?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Subscribe only.
+pub async fn subscribe(conn: &mut Conn, wire: &str) -> Result<()> {
+    timed("SUBSCRIBE", CMD_TIMEOUT, async {
+        conn.session
+            .subscribe(wire)
+            .await
+            .map_err(|e| BackfillError::from_imap(&format!("SUBSCRIBE {wire}"), e))
+    })
+    .await
+}
+
+/// What STATUS tells about a folder without selecting it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FolderStatus {
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub messages: u32,
+    /// CONDSTORE HIGHESTMODSEQ (0 when the server has no CONDSTORE): changes with any flag change.
+    pub modseq: u64,
+}
+
+/// STATUS (UIDVALIDITY UIDNEXT MESSAGES [HIGHESTMODSEQ]).
+pub async fn status(conn: &mut Conn, wire: &str) -> Result<FolderStatus> {
+    let items = if conn.caps.condstore {
+        "(UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)"
+    } else {
+        "(UIDVALIDITY UIDNEXT MESSAGES)"
+    };
+    timed("STATUS", CMD_TIMEOUT, async {
+        let m = conn
+            .session
+            .status(wire, items)
+            .await
+            .map_err(|e| BackfillError::from_imap(&format!("STATUS {wire}"), e))?;
+        Ok(FolderStatus {
+            uidvalidity: m.uid_validity.unwrap_or(0),
+            uidnext: m.uid_next.unwrap_or(0),
+            messages: m.exists,
+            modseq: m.highest_modseq.unwrap_or(0),
+        })
+    })
+    .await
+}
+
+/// Normalised flag set of a `(...)` flags string (for comparisons).
+pub fn flag_set(flags: &str) -> std::collections::BTreeSet<String> {
+    flags
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split_whitespace()
+        .map(|f| f.to_ascii_lowercase())
+        .collect()
+}
+
+/// Set the flags of destination messages: `(flags string, dst UIDs)` groups, in `wire`.
+pub async fn store_flags(conn: &mut Conn, wire: &str, groups: &[(String, Vec<u32>)]) -> Result<()> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    timed("SELECT", CMD_TIMEOUT, async {
+        conn.session
+            .select(wire)
+            .await
+            .map(|_| ())
+            .map_err(|e| BackfillError::from_imap(&format!("SELECT {wire}"), e))
+    })
+    .await?;
+    for (flags, uids) in groups {
+        for chunk in uids.chunks(UID_CHUNK) {
+            timed("UID STORE", CMD_TIMEOUT, async {
+                let stream = conn
+                    .session
+                    .uid_store(uid_set(chunk), format!("FLAGS.SILENT {flags}"))
+                    .await
+                    .map_err(|e| BackfillError::from_imap(&format!("UID STORE {wire}"), e))?;
+                let _: Vec<_> = stream
+                    .try_collect()
+                    .await
+                    .map_err(|e| BackfillError::from_imap(&format!("UID STORE {wire}"), e))?;
+                Ok(())
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A compact UID set (`1:5,7,9:12`) for sorted, deduplicated UIDs.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+            i += 1;
+            end = uids[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+fn flags_string<'a>(flags: impl Iterator<Item = Flag<'a>>) -> String {
+    let parts: Vec<String> = flags
+        .filter_map(|f| match f {
+            Flag::Seen => Some("\\Seen".to_string()),
+            Flag::Answered => Some("\\Answered".to_string()),
+            Flag::Flagged => Some("\\Flagged".to_string()),
+            Flag::Deleted => Some("\\Deleted".to_string()),
+            Flag::Draft => Some("\\Draft".to_string()),
+            Flag::Recent | Flag::MayCreate => None,
+            Flag::Custom(c) => {
+                if c.starts_with('\\') && c.eq_ignore_ascii_case("\\Recent") {
+                    None
+                } else {
+                    Some(c.to_string())
+                }
+            }
+        })
+        .collect();
+    format!("({})", parts.join(" "))
+}
+
+/// Index a folder: EXAMINE, then metadata + identity headers of every message, then the body
+/// prefix of those without Message-ID. `with_meta` keeps flags/dates for copying (source side).
+async fn index_folder(conn: &mut Conn, wire: &str, with_meta: bool) -> Result<IndexRaw> {
+    let mb = timed("EXAMINE", CMD_TIMEOUT, async {
+        conn.session
+            .examine(wire)
+            .await
+            .map_err(|e| BackfillError::from_imap(&format!("EXAMINE {wire}"), e))
+    })
+    .await?;
+    let mut raw = IndexRaw {
+        uidvalidity: mb.uid_validity.unwrap_or(0),
+        uidnext: mb.uid_next.unwrap_or(0),
+        items: Vec::new(),
+    };
+    if mb.exists == 0 {
+        return Ok(raw);
+    }
+    let query =
+        "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-CUTOVER-LOOP)])";
+    let mut needs_prefix: Vec<usize> = Vec::new();
+    {
+        let mut stream = conn
+            .session
+            .uid_fetch("1:*", query)
+            .await
+            .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
+        loop {
+            let next = tokio::time::timeout(STEP_TIMEOUT, stream.try_next())
+                .await
+                .map_err(|_| BackfillError::Timeout(format!("FETCH index of {wire}")))?
+                .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
+            let Some(f) = next else { break };
+            let Some(uid) = f.uid else { continue };
+            let header = f.header().unwrap_or_default();
+            let (fp, has_id) = if fingerprint::has_message_id(header) {
+                (fingerprint::fingerprint(header), true)
+            } else {
+                (Fingerprint(String::new()), false)
+            };
+            let stamped = fingerprint::has_header(header, "X-Cutover-Loop");
+            let date = f.internal_date();
+            let meta = with_meta.then(|| Meta {
+                flags: flags_string(f.flags()),
+                idate: date
+                    .map(|d| format!("\"{}\"", d.format("%d-%b-%Y %H:%M:%S %z")))
+                    .unwrap_or_default(),
+            });
+            if !has_id {
+                needs_prefix.push(raw.items.len());
+            }
+            raw.items.push(RawItem {
+                uid,
+                fp,
+                size: f.size.unwrap_or(0),
+                date: date.map(|d| d.timestamp()).unwrap_or(0),
+                stamped,
+                meta,
+            });
+        }
+    }
+    if raw.items.len() < mb.exists as usize {
+        // A cut-short response (BYE ends the stream quietly) or a concurrent change: an
+        // incomplete index would copy duplicates or skip messages, so retry instead.
+        return Err(BackfillError::Connection(format!(
+            "index of {wire}: {} of {} messages returned",
+            raw.items.len(),
+            mb.exists
+        )));
+    }
+    if !needs_prefix.is_empty() {
+        let pos: HashMap<u32, usize> = needs_prefix
+            .iter()
+            .map(|&i| (raw.items[i].uid, i))
+            .collect();
+        let mut uids: Vec<u32> = pos.keys().copied().collect();
+        uids.sort_unstable();
+        for chunk in uids.chunks(UID_CHUNK) {
+            let q = format!(
+                "(UID BODY.PEEK[HEADER.FIELDS ({})] BODY.PEEK[TEXT]<0.{}>)",
+                fingerprint::HEADER_FIELDS.join(" "),
+                fingerprint::BODY_PREFIX * 2
+            );
+            let mut stream = conn
+                .session
+                .uid_fetch(uid_set(chunk), q)
+                .await
+                .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
+            loop {
+                let next = tokio::time::timeout(STEP_TIMEOUT, stream.try_next())
+                    .await
+                    .map_err(|_| BackfillError::Timeout(format!("FETCH prefixes of {wire}")))?
+                    .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
+                let Some(f) = next else { break };
+                let Some(uid) = f.uid else { continue };
+                let Some(&i) = pos.get(&uid) else { continue };
+                let mut buf = f.header().unwrap_or_default().to_vec();
+                if !buf.ends_with(b"\r\n\r\n") && !buf.ends_with(b"\n\n") {
+                    buf.extend_from_slice(b"\r\n");
+                }
+                buf.extend_from_slice(f.text().unwrap_or_default());
+                raw.items[i].fp = fingerprint::fingerprint(&buf);
+            }
+        }
+        if needs_prefix.iter().any(|&i| raw.items[i].fp.0.is_empty()) {
+            return Err(BackfillError::Connection(format!(
+                "index of {wire}: body prefixes missing from the FETCH response"
+            )));
+        }
+    }
+    Ok(raw)
+}
+
+struct IndexRaw {
+    uidvalidity: u32,
+    uidnext: u32,
+    items: Vec<RawItem>,
+}
+
+struct RawItem {
+    uid: u32,
+    fp: Fingerprint,
+    size: u32,
+    date: i64,
+    stamped: bool,
+    meta: Option<Meta>,
+}
+
+/// Index the source folder. Messages at or below `watermark` are marked done; `window`
+/// (since, before as epoch seconds) filters by INTERNALDATE.
+pub async fn index_source(
+    conn: &mut Conn,
+    wire: &str,
+    watermark: u32,
+    window: (Option<i64>, Option<i64>),
+) -> Result<SrcIndex> {
+    let raw = index_folder(conn, wire, true).await?;
+    let mut out = SrcIndex {
+        uidvalidity: raw.uidvalidity,
+        uidnext: raw.uidnext,
+        ..Default::default()
+    };
+    for it in raw.items {
+        if window.0.is_some_and(|s| it.date < s) || window.1.is_some_and(|b| it.date >= b) {
+            continue;
+        }
+        if let Some(m) = it.meta {
+            out.meta.insert(it.uid, m);
+        }
+        out.msgs.push(SrcMsg {
+            uid: it.uid,
+            fp: it.fp,
+            size: it.size,
+            date: it.date,
+            done: it.uid <= watermark,
+        });
+    }
+    out.msgs.sort_by_key(|m| m.uid);
+    Ok(out)
+}
+
+/// The destination index of a folder.
+#[derive(Debug, Default)]
+pub struct DstIndex {
+    pub uidvalidity: u32,
+    pub msgs: Vec<DstMsg>,
+    /// uid → `(flags)`.
+    pub flags: HashMap<u32, String>,
+}
+
+/// Index the destination folder.
+pub async fn index_destination(conn: &mut Conn, wire: &str) -> Result<DstIndex> {
+    let raw = index_folder(conn, wire, true).await?;
+    let mut out = DstIndex {
+        uidvalidity: raw.uidvalidity,
+        ..Default::default()
+    };
+    for it in raw.items {
+        if let Some(m) = it.meta {
+            out.flags.insert(it.uid, m.flags);
+        }
+        out.msgs.push(DstMsg {
+            uid: it.uid,
+            fp: it.fp,
+            size: it.size,
+            date: it.date,
+            stamped: it.stamped,
+        });
+    }
+    Ok(out)
+}
+
+/// The outcome of one APPEND.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Copied {
+        bytes: u64,
+    },
+    /// The destination refused this message (reply text); other messages go on.
+    Refused(String),
+    /// A MULTIAPPEND batch holding this message was refused as a whole (none appended): the
+    /// caller retries these one by one to find the culprit.
+    RefusedBatch(String),
+    /// The source no longer has it (expunged meanwhile).
+    Vanished,
+}
+
+/// Copy `uids` (ascending) from the selected-or-not source folder `src_wire` to `dst_wire`.
+/// `confirm(uid, outcome)` is called once for each UID when its fate is final (any order).
+/// Returns early with an error on connection trouble or throttling; everything confirmed so
+/// far stays confirmed.
+#[allow(clippy::too_many_arguments)]
+pub async fn copy_messages(
+    src: &mut Conn,
+    dst: &mut Conn,
+    src_wire: &str,
+    dst_wire: &str,
+    uids: &[u32],
+    meta: &HashMap<u32, Meta>,
+    multiappend: bool,
+    confirm: &mut (dyn FnMut(u32, Outcome) + Send),
+) -> Result<()> {
+    if uids.is_empty() {
+        return Ok(());
+    }
+    timed("EXAMINE", CMD_TIMEOUT, async {
+        src.session
+            .examine(src_wire)
+            .await
+            .map(|_| ())
+            .map_err(|e| BackfillError::from_imap(&format!("EXAMINE {src_wire}"), e))
+    })
+    .await?;
+    let pipelined = dst.caps.literal_plus;
+    let batch = if dst.caps.multiappend && multiappend {
+        MULTIAPPEND_BATCH
+    } else {
+        1
+    };
+    let mut app = Appender::new(dst_wire, batch);
+    for chunk in uids.chunks(UID_CHUNK) {
+        let mut seen: std::collections::HashSet<u32> = std::collections::HashSet::new();
+        {
+            let mut stream = src
+                .session
+                .uid_fetch(uid_set(chunk), "(UID BODY.PEEK[])")
+                .await
+                .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {src_wire}"), e))?;
+            loop {
+                let next = tokio::time::timeout(STEP_TIMEOUT, stream.try_next())
+                    .await
+                    .map_err(|_| BackfillError::Timeout(format!("FETCH bodies of {src_wire}")))?
+                    .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {src_wire}"), e))?;
+                let Some(f) = next else { break };
+                let Some(uid) = f.uid else { continue };
+                let Some(body) = f.body() else { continue };
+                if chunk.binary_search(&uid).is_err() {
+                    continue;
+                }
+                let m = meta.get(&uid).cloned().unwrap_or(Meta {
+                    flags: "()".into(),
+                    idate: String::new(),
+                });
+                seen.insert(uid);
+                if pipelined {
+                    app.send(dst, uid, &m, body).await?;
+                    while app.over_window() {
+                        app.complete_one(dst, confirm).await?;
+                    }
+                } else {
+                    let r = tokio::time::timeout(
+                        STEP_TIMEOUT,
+                        dst.session.append(
+                            dst_wire,
+                            Some(&m.flags),
+                            (!m.idate.is_empty()).then_some(m.idate.as_str()),
+                            body,
+                        ),
+                    )
+                    .await
+                    .map_err(|_| BackfillError::Timeout(format!("APPEND to {dst_wire}")))?;
+                    match r {
+                        Ok(()) => app.done_now(uid, body.len() as u64),
+                        Err(e) => {
+                            match BackfillError::from_imap(&format!("APPEND {dst_wire}"), e) {
+                                BackfillError::Refused(s) => app.refused_now(uid, s),
+                                other => return Err(other),
+                            }
+                        }
+                    }
+                    app.release(confirm);
+                }
+            }
+        }
+        // UIDs the FETCH did not return: expunged meanwhile, or a response cut short (a BYE
+        // ends async-imap's stream quietly). Only a fresh UID SEARCH can tell.
+        let unseen: Vec<u32> = chunk
+            .iter()
+            .copied()
+            .filter(|v| !seen.contains(v))
+            .collect();
+        if !unseen.is_empty() {
+            let still = timed("UID SEARCH", CMD_TIMEOUT, async {
+                src.session
+                    .uid_search(format!("UID {}", uid_set(&unseen)))
+                    .await
+                    .map_err(|e| BackfillError::from_imap(&format!("UID SEARCH {src_wire}"), e))
+            })
+            .await?;
+            if unseen.iter().any(|u| still.contains(u)) {
+                return Err(BackfillError::Connection(format!(
+                    "FETCH from {src_wire} ended early ({} message(s) not returned)",
+                    unseen.len()
+                )));
+            }
+            for v in unseen {
+                app.vanished(v);
+            }
+        }
+        app.release(confirm);
+    }
+    app.close_batch(dst).await?;
+    while app.in_flight() > 0 {
+        app.complete_one(dst, confirm).await?;
+    }
+    app.release(confirm);
+    Ok(())
+}
+
+/// Pipelined APPENDs on one destination connection: raw commands with LITERAL+, several
+/// messages per command when the server offers MULTIAPPEND (one transaction, and one fsync,
+/// per batch), confirmations released to the caller as they become final.
+struct Appender {
+    wire_quoted: String,
+    next_tag: u64,
+    /// Messages per APPEND command (1 without MULTIAPPEND).
+    batch_max: usize,
+    /// The command being written: (tag, uids+bytes); terminated by `close_batch`.
+    open: Option<(String, Vec<(u32, usize)>)>,
+    /// Commands sent and not yet answered, in send order.
+    pending: VecDeque<(String, Vec<(u32, usize)>)>,
+    msgs_in_flight: usize,
+    bytes_in_flight: usize,
+    /// Fates: uid → outcome (None = still in flight).
+    fates: VecDeque<(u32, Option<Outcome>)>,
+}
+
+/// Bytes per MULTIAPPEND command.
+const BATCH_BYTES: usize = 8 << 20;
+
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+impl Appender {
+    fn new(dst_wire: &str, batch_max: usize) -> Self {
+        Appender {
+            wire_quoted: quote(dst_wire),
+            next_tag: 0,
+            batch_max: batch_max.max(1),
+            open: None,
+            pending: VecDeque::new(),
+            msgs_in_flight: 0,
+            bytes_in_flight: 0,
+            fates: VecDeque::new(),
+        }
+    }
+    fn in_flight(&self) -> usize {
+        self.msgs_in_flight
+    }
+    fn over_window(&self) -> bool {
+        self.pending.len() > 1
+            && (self.msgs_in_flight >= WINDOW || self.bytes_in_flight >= WINDOW_BYTES)
+    }
+    fn vanished(&mut self, uid: u32) {
+        if !self.fates.iter().any(|(u, _)| *u == uid) {
+            self.fates.push_back((uid, Some(Outcome::Vanished)));
+        }
+    }
+    fn done_now(&mut self, uid: u32, bytes: u64) {
+        self.fates.push_back((uid, Some(Outcome::Copied { bytes })));
+    }
+    fn refused_now(&mut self, uid: u32, reply: String) {
+        self.fates.push_back((uid, Some(Outcome::Refused(reply))));
+    }
+    /// Hand every final fate to the caller.
+    fn release(&mut self, confirm: &mut (dyn FnMut(u32, Outcome) + Send)) {
+        let mut rest = VecDeque::new();
+        for (u, o) in self.fates.drain(..) {
+            match o {
+                Some(o) => confirm(u, o),
+                None => rest.push_back((u, None)),
+            }
+        }
+        self.fates = rest;
+    }
+
+    /// Write (and with `flush`, push out any bytes TLS still buffers: needed before waiting
+    /// for replies, wasteful per message).
+    async fn write(dst: &mut Conn, parts: &[&[u8]], flush: bool) -> Result<()> {
+        let io = async {
+            let s: &mut ImapStream = dst.session.get_mut();
+            for p in parts {
+                s.write_all(p).await?;
+            }
+            if flush {
+                s.flush().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        tokio::time::timeout(STEP_TIMEOUT, io)
+            .await
+            .map_err(|_| BackfillError::Timeout("APPEND write".into()))?
+            .map_err(|e| BackfillError::Connection(format!("APPEND write: {e}")))
+    }
+
+    async fn send(&mut self, dst: &mut Conn, uid: u32, m: &Meta, body: &[u8]) -> Result<()> {
+        let mut head = String::new();
+        if self.open.is_none() {
+            self.next_tag += 1;
+            let tag = format!("C{}", self.next_tag);
+            head.push_str(&format!("{tag} APPEND {}", self.wire_quoted));
+            self.open = Some((tag, Vec::new()));
+        }
+        head.push(' ');
+        head.push_str(&m.flags);
+        if !m.idate.is_empty() {
+            head.push(' ');
+            head.push_str(&m.idate);
+        }
+        head.push_str(&format!(" {{{}+}}\r\n", body.len()));
+        Self::write(dst, &[head.as_bytes(), body], false).await?;
+        self.msgs_in_flight += 1;
+        self.bytes_in_flight += body.len();
+        self.fates.push_back((uid, None));
+        let full = match &mut self.open {
+            Some((_, v)) => {
+                v.push((uid, body.len()));
+                v.len() >= self.batch_max || v.iter().map(|x| x.1).sum::<usize>() >= BATCH_BYTES
+            }
+            None => false,
+        };
+        if full {
+            self.close_batch(dst).await?;
+        }
+        Ok(())
+    }
+
+    /// Terminate the command being written.
+    async fn close_batch(&mut self, dst: &mut Conn) -> Result<()> {
+        if let Some(b) = self.open.take() {
+            Self::write(dst, &[b"\r\n"], true).await?;
+            self.pending.push_back(b);
+        }
+        Ok(())
+    }
+
+    /// Read responses until the oldest pending APPEND command is answered.
+    async fn complete_one(
+        &mut self,
+        dst: &mut Conn,
+        confirm: &mut (dyn FnMut(u32, Outcome) + Send),
+    ) -> Result<()> {
+        if self.pending.is_empty() {
+            self.close_batch(dst).await?;
+        }
+        let Some((tag, batch)) = self.pending.front().cloned() else {
+            return Ok(());
+        };
+        loop {
+            let r = tokio::time::timeout(STEP_TIMEOUT, dst.session.read_response())
+                .await
+                .map_err(|_| BackfillError::Timeout("APPEND reply".into()))?
+                .map_err(|e| BackfillError::Connection(format!("APPEND reply: {e}")))?;
+            let Some(r) = r else {
+                return Err(BackfillError::Connection(
+                    "destination closed the connection during APPEND".into(),
+                ));
+            };
+            match r.parsed() {
+                Response::Done {
+                    tag: t,
+                    status,
+                    outcome,
+                } if t.0 == tag => {
+                    let text = format!(
+                        "{status:?} {}{}",
+                        outcome
+                            .code
+                            .as_ref()
+                            .map(|c| format!("[{c:?}] "))
+                            .unwrap_or_default(),
+                        outcome.information.as_deref().unwrap_or("")
+                    );
+                    self.pending.pop_front();
+                    for (_, n) in &batch {
+                        self.msgs_in_flight = self.msgs_in_flight.saturating_sub(1);
+                        self.bytes_in_flight = self.bytes_in_flight.saturating_sub(*n);
+                    }
+                    if *status != Status::Ok
+                        && let Some(hint) = super::throttle::hint(&text)
+                    {
+                        // Not appended: leave them unconfirmed; the caller retries.
+                        self.forget_in_flight();
+                        return Err(BackfillError::Throttled {
+                            reply: format!("APPEND: {text}"),
+                            hint,
+                        });
+                    }
+                    for (uid, n) in &batch {
+                        let fate = if *status == Status::Ok {
+                            Outcome::Copied { bytes: *n as u64 }
+                        } else if batch.len() > 1 {
+                            Outcome::RefusedBatch(format!("APPEND: {text}"))
+                        } else {
+                            Outcome::Refused(format!("APPEND: {text}"))
+                        };
+                        if let Some(f) = self.fates.iter_mut().find(|(u, _)| u == uid) {
+                            f.1 = Some(fate);
+                        }
+                    }
+                    self.release(confirm);
+                    return Ok(());
+                }
+                Response::Done { .. } => {}
+                Response::Data {
+                    status: Status::Bye,
+                    outcome,
+                } => {
+                    let text = outcome.information.as_deref().unwrap_or("").to_string();
+                    self.forget_in_flight();
+                    if let Some(hint) = super::throttle::hint(&text) {
+                        return Err(BackfillError::Throttled {
+                            reply: format!("BYE {text}"),
+                            hint,
+                        });
+                    }
+                    return Err(BackfillError::Connection(format!("BYE {text}")));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// After a failure, forget in-flight APPENDs (the caller drops the connection; a message
+    /// appended anyway is recognised by fingerprint on the retry).
+    fn forget_in_flight(&mut self) {
+        self.pending.clear();
+        self.open = None;
+        self.msgs_in_flight = 0;
+        self.bytes_in_flight = 0;
+        self.fates.retain(|(_, f)| f.is_some());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets() {
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set(&[4]), "4");
+        assert_eq!(uid_set(&[]), "");
+    }
+
+    #[test]
+    fn flags() {
+        let f = vec![
+            Flag::Seen,
+            Flag::Recent,
+            Flag::Custom("$Forwarded".into()),
+            Flag::Custom("\\Recent".into()),
+        ];
+        assert_eq!(flags_string(f.into_iter()), "(\\Seen $Forwarded)");
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("a \"b\\"), "\"a \\\"b\\\\\"");
+    }
+}

@@ -1,0 +1,117 @@
+//! The JSON report of a backfill run (`--report PATH`, `<job dir>/report.json`, and
+//! `cutover backfill status JOB --json`): per mailbox and folder, counts, skips by reason,
+//! failures with the server's reply, bytes, duration and the `converged` verdict. Data only;
+//! writing is atomic (temp file + rename). Never talks IMAP.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Failure {
+    pub uid: u32,
+    pub reply: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FolderReport {
+    /// Logical source folder name.
+    pub folder: String,
+    /// Logical destination folder name.
+    pub destination: String,
+    /// Source messages considered (after `since`/`before`).
+    pub source_count: u64,
+    /// Destination messages after the pass (counterpart folder).
+    pub destination_count: u64,
+    pub copied: u64,
+    /// Skipped as duplicates, by reason: `present` (a copy in the counterpart folder),
+    /// `ledger` (delivered by cutover, anywhere in the mailbox), `earlier_pass` (at or below
+    /// the watermark, not re-examined because nothing new arrived).
+    pub skipped: BTreeMap<String, u64>,
+    /// Handled by an earlier pass but gone from the destination (never re-copied).
+    pub missing: u64,
+    /// Messages already present whose destination flags were set to the source's.
+    #[serde(default)]
+    pub flags_updated: u64,
+    pub failed: Vec<Failure>,
+    pub bytes: u64,
+    pub duration_ms: u64,
+    /// Every source message has a counterpart on the destination.
+    pub converged: bool,
+    /// Why the folder failed as a whole (after retries), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MailboxReport {
+    pub source_user: String,
+    pub destination_user: String,
+    /// `forward` or `reverse` (direction = "both" adds a reverse entry).
+    pub direction: String,
+    pub folders: Vec<FolderReport>,
+    pub copied: u64,
+    pub bytes: u64,
+    pub duration_ms: u64,
+    pub converged: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Pauses on server back-off / reconnects.
+    pub retries: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct JobReport {
+    pub job: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    pub dry_run: bool,
+    /// RFC 3339.
+    pub started: String,
+    pub finished: Option<String>,
+    pub running: bool,
+    pub mailboxes: Vec<MailboxReport>,
+    pub copied: u64,
+    pub bytes: u64,
+    pub failed: u64,
+    pub duration_ms: u64,
+    pub converged: bool,
+}
+
+impl JobReport {
+    /// Recompute the totals from the mailboxes.
+    pub fn total(&mut self) {
+        self.copied = self.mailboxes.iter().map(|m| m.copied).sum();
+        self.bytes = self.mailboxes.iter().map(|m| m.bytes).sum();
+        self.failed = self
+            .mailboxes
+            .iter()
+            .flat_map(|m| &m.folders)
+            .map(|f| f.failed.len() as u64 + u64::from(f.error.is_some()))
+            .sum::<u64>()
+            + self.mailboxes.iter().filter(|m| m.error.is_some()).count() as u64;
+        self.converged = !self.mailboxes.is_empty() && self.mailboxes.iter().all(|m| m.converged);
+    }
+
+    /// Write atomically.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let data = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, data)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    pub fn read(path: &Path) -> std::io::Result<JobReport> {
+        let data = std::fs::read(path)?;
+        serde_json::from_slice(&data).map_err(std::io::Error::other)
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,906 @@
+//! The job runner: reads the mailbox list, keeps the mailboxes of this shard, runs
+//! `concurrency` of them at once, and per mailbox (and direction) plans the folders, indexes
+//! what changed since the last pass, applies ledger credits, copies with several connections
+//! (folders in parallel), advances the per-folder state only after confirmed APPENDs, and
+//! retries on server back-off or broken connections, pausing that account only. Never parses
+//! IMAP itself (that is `session` / `copy`).
+
+use super::copy::{self, Outcome, SrcIndex};
+use super::index::{self, FolderDecision, Verdict};
+use super::plan::{self, FolderPair};
+use super::progress::{MailboxBar, Progress};
+use super::report::{Failure, FolderReport, JobReport, MailboxReport, now_rfc3339};
+use super::session::{Conn, Side};
+use super::state::{FolderState, State, job_dir};
+use super::throttle::Backoff;
+use super::{BackfillError, Result};
+use crate::config::{BackfillJob, Config, DedupeScope, Direction};
+use crate::fingerprint::Fingerprint;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use tracing::Instrument;
+
+/// Source UIDs copied between two state saves.
+const SAVE_EVERY: usize = 1000;
+
+/// Command-line options of `backfill run`.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Only this mailbox (source or destination user).
+    pub mailbox: Option<String>,
+    pub dry_run: bool,
+    /// Also write the final report here.
+    pub report: Option<PathBuf>,
+    /// `(I, N)`: only mailboxes whose stable hash falls in shard I of N.
+    pub shard: Option<(u32, u32)>,
+    /// No progress bars even on a TTY.
+    pub quiet: bool,
+    /// Override the retry policy (tests).
+    pub backoff: Option<Backoff>,
+}
+
+/// One line of `mailboxes_file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxPair {
+    pub source: String,
+    pub destination: String,
+}
+
+/// Parse `source_user[,destination_user]` lines (`#` comments, blank lines ignored).
+pub fn parse_mailboxes(text: &str) -> Vec<MailboxPair> {
+    text.lines()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut it = l.split(',').map(str::trim);
+            let s = it.next()?.to_string();
+            if s.is_empty() {
+                return None;
+            }
+            let d = it
+                .next()
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .unwrap_or_else(|| s.clone());
+            Some(MailboxPair {
+                source: s,
+                destination: d,
+            })
+        })
+        .collect()
+}
+
+/// Stable shard of a mailbox (FNV-1a of the lowercased source user).
+pub fn shard_of(user: &str, n: u32) -> u32 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in user.to_lowercase().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h % u64::from(n.max(1))) as u32
+}
+
+/// Parse `I/N` (0-based I).
+pub fn parse_shard(s: &str) -> std::result::Result<(u32, u32), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("--shard {s:?}: write I/N, e.g. 0/4"))?;
+    let i: u32 = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("--shard {s:?}: bad I"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("--shard {s:?}: bad N"))?;
+    if n == 0 || i >= n {
+        return Err(format!("--shard {s:?}: need 0 <= I < N"));
+    }
+    Ok((i, n))
+}
+
+/// Everything a mailbox task needs.
+struct Ctx {
+    job: BackfillJob,
+    src: Side,
+    dst: Side,
+    state: State,
+    ledger_db: PathBuf,
+    admin: SocketAddr,
+    progress: Arc<Progress>,
+    dry_run: bool,
+    backoff: Backoff,
+    window: (Option<i64>, Option<i64>),
+}
+
+fn epoch(d: crate::config::values::Date) -> i64 {
+    d.to_system_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The directory holding a job's state and report.
+pub fn state_dir_of(config: &Config, job: &str, shard: Option<(u32, u32)>) -> PathBuf {
+    job_dir(&config.gateway.state_dir, job, shard)
+}
+
+/// Find a job by name.
+pub fn find_job<'a>(config: &'a Config, name: &str) -> Result<&'a BackfillJob> {
+    config
+        .backfill
+        .jobs
+        .iter()
+        .find(|j| j.name == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = config
+                .backfill
+                .jobs
+                .iter()
+                .map(|j| j.name.as_str())
+                .collect();
+            BackfillError::Config(format!(
+                "no [[backfill.job]] named {name:?} (known: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+}
+
+/// Run one pass of a job.
+pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Result<JobReport> {
+    let job = find_job(config, job_name)?.clone();
+    let base = config
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let list_path = crate::config::resolve_path(&base, &job.mailboxes_file);
+    let text = std::fs::read_to_string(&list_path)
+        .map_err(|e| BackfillError::Config(format!("{}: {e}", list_path.display())))?;
+    let mut pairs = parse_mailboxes(&text);
+    if let Some(m) = &opts.mailbox {
+        pairs.retain(|p| p.source.eq_ignore_ascii_case(m) || p.destination.eq_ignore_ascii_case(m));
+        if pairs.is_empty() {
+            return Err(BackfillError::Config(format!(
+                "mailbox {m:?} is not in {}",
+                list_path.display()
+            )));
+        }
+    }
+    if let Some((i, n)) = opts.shard {
+        pairs.retain(|p| shard_of(&p.source, n) == i);
+    }
+    let dir = state_dir_of(config, job_name, opts.shard);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| BackfillError::Config(format!("{}: {e}", dir.display())))?;
+    let state = State::open(&dir)?;
+    let progress = Arc::new(Progress::new(opts.quiet));
+    progress
+        .counters
+        .mailboxes_total
+        .store(pairs.len() as u64, Ordering::Relaxed);
+    let ctx = Arc::new(Ctx {
+        src: Side::new("source", &job.source, &base)?,
+        dst: Side::new("destination", &job.destination, &base)?,
+        window: (job.since.map(epoch), job.before.map(epoch)),
+        job: job.clone(),
+        state,
+        ledger_db: config.gateway.state_dir.join("db"),
+        admin: config.admin.listen,
+        progress: progress.clone(),
+        dry_run: opts.dry_run,
+        backoff: opts.backoff.unwrap_or_default(),
+    });
+
+    let started = Instant::now();
+    let report = Arc::new(Mutex::new(JobReport {
+        job: job_name.to_string(),
+        shard: opts.shard.map(|(i, n)| format!("{i}/{n}")),
+        dry_run: opts.dry_run,
+        started: now_rfc3339(),
+        finished: None,
+        running: true,
+        ..Default::default()
+    }));
+    let report_path = dir.join("report.json");
+    if !opts.dry_run {
+        let _ = report.lock().await.write(&report_path);
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let every = if progress.is_tty() {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(5)
+    };
+    let ticker = tokio::spawn(progress.clone().run_ticker(every, stop_rx));
+
+    let sem = Arc::new(tokio::sync::Semaphore::new(job.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in pairs {
+        let ctx = ctx.clone();
+        let sem = sem.clone();
+        let report = report.clone();
+        let report_path = report_path.clone();
+        tasks.spawn(async move {
+            let Ok(_permit) = sem.acquire_owned().await else {
+                return;
+            };
+            let span =
+                tracing::info_span!("mailbox", source = %p.source, destination = %p.destination);
+            let reports = run_mailbox(&ctx, &p).instrument(span).await;
+            ctx.progress
+                .counters
+                .mailboxes_done
+                .fetch_add(1, Ordering::Relaxed);
+            let mut r = report.lock().await;
+            r.mailboxes.extend(reports);
+            r.total();
+            if !ctx.dry_run {
+                let _ = r.write(&report_path);
+            }
+        });
+    }
+    while let Some(res) = tasks.join_next().await {
+        if let Err(e) = res {
+            tracing::error!(error = %e, "mailbox task failed");
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = ticker.await;
+    progress.tick();
+
+    let mut r = report.lock().await.clone();
+    r.mailboxes
+        .sort_by(|a, b| (&a.source_user, &a.direction).cmp(&(&b.source_user, &b.direction)));
+    r.running = false;
+    r.finished = Some(now_rfc3339());
+    r.duration_ms = started.elapsed().as_millis() as u64;
+    r.total();
+    if !opts.dry_run {
+        let _ = r.write(&report_path);
+    }
+    if let Some(p) = &opts.report {
+        r.write(p)
+            .map_err(|e| BackfillError::Config(format!("--report {}: {e}", p.display())))?;
+    }
+    Ok(r)
+}
+
+/// Which way a mailbox is being synchronised.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Forward,
+    Reverse,
+}
+
+impl Way {
+    fn key(self) -> &'static str {
+        match self {
+            Way::Forward => "fwd",
+            Way::Reverse => "rev",
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Way::Forward => "forward",
+            Way::Reverse => "reverse",
+        }
+    }
+}
+
+async fn run_mailbox(ctx: &Arc<Ctx>, p: &MailboxPair) -> Vec<MailboxReport> {
+    let mut out = vec![sync(ctx, Way::Forward, &p.source, &p.destination).await];
+    if ctx.job.direction == Direction::Both {
+        out.push(sync(ctx, Way::Reverse, &p.destination, &p.source).await);
+    }
+    out
+}
+
+/// Per-run bookkeeping of one mailbox direction across retries.
+#[derive(Default)]
+struct Book {
+    finished: HashMap<String, FolderReport>,
+    failed: HashMap<String, String>,
+    attempts: HashMap<String, u32>,
+    /// Copy results so far per folder (kept across retries for the report).
+    copied: HashMap<String, (u64, u64)>,
+}
+
+/// Synchronise one mailbox in one direction, retrying on back-off.
+async fn sync(ctx: &Arc<Ctx>, way: Way, src_user: &str, dst_user: &str) -> MailboxReport {
+    let started = Instant::now();
+    let mut rep = MailboxReport {
+        source_user: src_user.to_string(),
+        destination_user: dst_user.to_string(),
+        direction: way.name().to_string(),
+        ..Default::default()
+    };
+    let book = Mutex::new(Book::default());
+    let mut bar = ctx.progress.mailbox(src_user);
+    let mut mailbox_attempts = 0u32;
+    loop {
+        let r = round(ctx, way, src_user, dst_user, &book, &mut bar).await;
+        match r {
+            Ok(()) => break,
+            Err((folder, e)) => {
+                let mut b = book.lock().await;
+                let key = folder.clone().unwrap_or_default();
+                let n = {
+                    let n = b.attempts.entry(key.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                if !e.retryable() || n >= ctx.backoff.attempts {
+                    tracing::warn!(folder = key, error = %e, "giving up");
+                    match folder {
+                        Some(f) => {
+                            b.failed.insert(f, e.to_string());
+                        }
+                        None => {
+                            rep.error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                mailbox_attempts += 1;
+                rep.retries = mailbox_attempts;
+                let hint = match &e {
+                    BackfillError::Throttled { hint, .. } => *hint,
+                    _ => None,
+                };
+                let pause = ctx.backoff.pause(n, hint);
+                tracing::warn!(folder = key, error = %e, pause_ms = pause.as_millis() as u64, "pausing this account, then reconnecting");
+                drop(b);
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+    bar.finish();
+    let b = book.into_inner();
+    let mut folders: Vec<FolderReport> = b.finished.into_values().collect();
+    for (f, err) in b.failed {
+        let (copied, bytes) = b.copied.get(&f).copied().unwrap_or_default();
+        folders.push(FolderReport {
+            folder: f,
+            copied,
+            bytes,
+            error: Some(err),
+            converged: false,
+            ..Default::default()
+        });
+    }
+    folders.sort_by(|a, b| a.folder.cmp(&b.folder));
+    rep.copied = folders.iter().map(|f| f.copied).sum();
+    rep.bytes = folders.iter().map(|f| f.bytes).sum();
+    rep.converged = rep.error.is_none() && folders.iter().all(|f| f.converged);
+    rep.folders = folders;
+    rep.duration_ms = started.elapsed().as_millis() as u64;
+    rep
+}
+
+type RoundErr = (Option<String>, BackfillError);
+
+/// A folder that needs copying this round.
+struct Work {
+    pair: FolderPair,
+    src: SrcIndex,
+    dst_uv: u32,
+    src_modseq: u64,
+    /// Destination messages whose flags differ from their source counterpart: (flags, UIDs).
+    flag_groups: Vec<(String, Vec<u32>)>,
+    decision: FolderDecision,
+    started: Instant,
+}
+
+/// One attempt at the whole mailbox: connect, plan, index, credit, copy.
+async fn round(
+    ctx: &Arc<Ctx>,
+    way: Way,
+    src_user: &str,
+    dst_user: &str,
+    book: &Mutex<Book>,
+    bar: &mut MailboxBar,
+) -> std::result::Result<(), RoundErr> {
+    let (src_side, dst_side) = match way {
+        Way::Forward => (&ctx.src, &ctx.dst),
+        Way::Reverse => (&ctx.dst, &ctx.src),
+    };
+    let whole = |e: BackfillError| (None, e);
+    let (s, d) = tokio::join!(src_side.connect(src_user), dst_side.connect(dst_user));
+    let mut src = s.map_err(whole)?;
+    let mut dst = d.map_err(whole)?;
+    let src_list = copy::list(&mut src).await.map_err(whole)?;
+    let dst_list = copy::list(&mut dst).await.map_err(whole)?;
+    let pairs = plan::plan(&src_list, &dst_list, &ctx.job.folders);
+    let skip: HashSet<String> = {
+        let b = book.lock().await;
+        b.finished.keys().chain(b.failed.keys()).cloned().collect()
+    };
+    let pairs: Vec<FolderPair> = pairs
+        .into_iter()
+        .filter(|p| !skip.contains(&p.name))
+        .collect();
+
+    // Destination folders.
+    let dst_subscribed: HashSet<&str> = dst_list
+        .folders
+        .iter()
+        .filter(|f| f.subscribed)
+        .map(|f| f.wire.as_str())
+        .collect();
+    if !ctx.dry_run {
+        for p in &pairs {
+            let r = if p.create {
+                copy::create(&mut dst, &p.dst_wire, p.subscribe).await
+            } else if p.subscribe && !dst_subscribed.contains(p.dst_wire.as_str()) {
+                copy::subscribe(&mut dst, &p.dst_wire).await
+            } else {
+                Ok(())
+            };
+            r.map_err(|e| (Some(p.name.clone()), e))?;
+        }
+    }
+
+    // Phase 1: which folders changed, and their indexes.
+    let mut work: Vec<Work> = Vec::new();
+    for p in pairs {
+        let fe = |e: BackfillError| (Some(p.name.clone()), e);
+        let st = ctx
+            .state
+            .get(way.key(), src_user, &p.name)
+            .map_err(|e| fe(e.into()))?;
+        let sst = copy::status(&mut src, &p.src_wire).await.map_err(fe)?;
+        let (suv, snext) = (sst.uidvalidity, sst.uidnext);
+        let dst_missing = ctx.dry_run && p.create;
+        let duv = if dst_missing {
+            0
+        } else {
+            copy::status(&mut dst, &p.dst_wire)
+                .await
+                .map_err(fe)?
+                .uidvalidity
+        };
+        // Flag changes on the source (CONDSTORE) re-examine a folder even without new mail.
+        let flags_changed = sync_flags(ctx, way)
+            && sst.modseq != 0
+            && st.as_ref().is_some_and(|s| s.src_modseq != sst.modseq);
+        let watermark = st
+            .as_ref()
+            .filter(|s| {
+                s.src_uidvalidity == suv && s.dst_uidvalidity == duv && s.dst_wire == p.dst_wire
+            })
+            .map(|s| s.done_uid)
+            .unwrap_or(0);
+        if watermark > 0 && snext.saturating_sub(1) <= watermark && !flags_changed {
+            // Nothing new since the last pass.
+            let st = st.unwrap_or_default();
+            let mut fr = FolderReport {
+                folder: p.name.clone(),
+                destination: p.dst_name.clone(),
+                source_count: st.src_count,
+                destination_count: st.dst_count,
+                converged: st.converged,
+                ..Default::default()
+            };
+            fr.skipped.insert("earlier_pass".into(), st.src_count);
+            book.lock().await.finished.insert(p.name.clone(), fr);
+            continue;
+        }
+        let started = Instant::now();
+        let src_idx = copy::index_source(&mut src, &p.src_wire, watermark, ctx.window)
+            .await
+            .map_err(fe)?;
+        let dst_idx = if dst_missing {
+            copy::DstIndex::default()
+        } else {
+            copy::index_destination(&mut dst, &p.dst_wire)
+                .await
+                .map_err(fe)?
+        };
+        let decision = index::decide(&src_idx.msgs, &dst_idx.msgs);
+        // Source flags win for paired messages (forward jobs): group the differences.
+        let mut flag_groups: HashMap<String, Vec<u32>> = HashMap::new();
+        if sync_flags(ctx, way) {
+            for (su, du) in &decision.pairs {
+                let (Some(sm), Some(df)) = (src_idx.meta.get(su), dst_idx.flags.get(du)) else {
+                    continue;
+                };
+                if copy::flag_set(&sm.flags) != copy::flag_set(df) {
+                    flag_groups.entry(sm.flags.clone()).or_default().push(*du);
+                }
+            }
+        }
+        work.push(Work {
+            pair: p,
+            src: src_idx,
+            dst_uv: dst_idx.uidvalidity,
+            decision,
+            started,
+            src_modseq: sst.modseq,
+            flag_groups: flag_groups.into_iter().collect(),
+        });
+    }
+
+    // Phase 2: ledger credits (deliveries by cutover into the destination mailbox).
+    if way == Way::Forward && ctx.job.dedupe_scope == DedupeScope::Mailbox && !work.is_empty() {
+        let mut credits: HashMap<Fingerprint, usize> = crate::ledger::credits_for_backfill(
+            &ctx.ledger_db,
+            ctx.admin,
+            dst_user,
+            ctx.job.ledger_target.as_deref(),
+        )
+        .await
+        .map_err(|e| whole(e.into()))?;
+        if !credits.is_empty() {
+            let mut refs: Vec<(&[index::SrcMsg], &mut FolderDecision)> = work
+                .iter_mut()
+                .map(|w| (w.src.msgs.as_slice(), &mut w.decision))
+                .collect();
+            index::apply_credits(&mut credits, &mut refs);
+        }
+    }
+    for w in &work {
+        let n = w.decision.count(Verdict::Copy) as u64;
+        bar.plan(n);
+        ctx.progress
+            .counters
+            .planned
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    // Phase 3: copy, folders in parallel over `connections_per_mailbox` connection pairs.
+    let queue = Mutex::new(std::collections::VecDeque::from(work));
+    let bar = Mutex::new(bar);
+    let conns = ctx.job.connections_per_mailbox.max(1);
+    let first = Mutex::new(Some((src, dst)));
+    let workers = (0..conns).map(|_| async {
+        let mut pair: Option<(Conn, Conn)> = first.lock().await.take();
+        loop {
+            let Some(w) = queue.lock().await.pop_front() else {
+                return Ok(());
+            };
+            if pair.is_none() {
+                let (s, d) = tokio::join!(src_side.connect(src_user), dst_side.connect(dst_user));
+                let name = w.pair.name.clone();
+                pair = Some((
+                    s.map_err(|e| (Some(name.clone()), e))?,
+                    d.map_err(|e| (Some(name), e))?,
+                ));
+            }
+            let Some((s, d)) = pair.as_mut() else {
+                return Ok(());
+            };
+            let name = w.pair.name.clone();
+            copy_folder(ctx, way, src_user, s, d, w, book, &bar)
+                .await
+                .map_err(|e| (Some(name), e))?;
+        }
+    });
+    let results = futures_util::future::join_all(workers).await;
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+/// Copy the `Copy` messages of one folder, saving state as confirmations arrive.
+#[allow(clippy::too_many_arguments)]
+async fn copy_folder(
+    ctx: &Arc<Ctx>,
+    way: Way,
+    src_user: &str,
+    src: &mut Conn,
+    dst: &mut Conn,
+    w: Work,
+    book: &Mutex<Book>,
+    bar: &Mutex<&mut MailboxBar>,
+) -> Result<()> {
+    let name = w.pair.name.clone();
+    let to_copy: Vec<u32> = w
+        .src
+        .msgs
+        .iter()
+        .zip(&w.decision.verdicts)
+        .filter(|(_, v)| **v == Verdict::Copy)
+        .map(|(m, _)| m.uid)
+        .collect();
+    let present = w.decision.count(Verdict::Present) as u64;
+    let ledger = w.decision.count(Verdict::Ledger) as u64;
+    let missing = w.decision.count(Verdict::Missing) as u64;
+    ctx.progress
+        .counters
+        .skipped
+        .fetch_add(present + ledger, Ordering::Relaxed);
+    let mut outcomes: HashMap<u32, Outcome> = HashMap::new();
+    let mut copied = 0u64;
+    let mut bytes = 0u64;
+    let mut failures: Vec<Failure> = Vec::new();
+    let mut err: Option<BackfillError> = None;
+    let cap = match way {
+        Way::Forward => ctx.job.destination.max_bytes_per_day,
+        Way::Reverse => ctx.job.source.max_bytes_per_day,
+    }
+    .map(|b| b.0);
+    let sizes: HashMap<u32, u64> = w
+        .src
+        .msgs
+        .iter()
+        .map(|m| (m.uid, u64::from(m.size)))
+        .collect();
+    let dst_account = dst.user.clone();
+    if !ctx.dry_run {
+        for batch in to_copy.chunks(SAVE_EVERY) {
+            // Daily upload cap (e.g. Gmail's 500 MB/day): copy what fits, then stop the folder.
+            let mut batch = batch;
+            let mut capped = None;
+            let day = today();
+            if let Some(cap) = cap {
+                let used = ctx.state.bytes_on(&dst_account, &day)?;
+                let mut room = cap.saturating_sub(used);
+                let fit = batch
+                    .iter()
+                    .take_while(|u| {
+                        let n = sizes.get(u).copied().unwrap_or(0);
+                        if n <= room {
+                            room -= n;
+                            true
+                        } else {
+                            false
+                        }
+                    })
+                    .count();
+                if fit == 0 {
+                    err = Some(BackfillError::Refused(format!(
+                        "max_bytes_per_day ({cap} bytes) reached for {dst_account} on {day}; the next pass continues"
+                    )));
+                    break;
+                }
+                if fit < batch.len() {
+                    capped = Some(format!(
+                        "max_bytes_per_day ({cap} bytes) reached for {dst_account} on {day}; the next pass continues"
+                    ));
+                }
+                batch = &batch[..fit];
+            }
+            let mut got: Vec<(u32, Outcome)> = Vec::new();
+            let before_bytes = bytes;
+            let mut r = copy::copy_messages(
+                src,
+                dst,
+                &w.pair.src_wire,
+                &w.pair.dst_wire,
+                batch,
+                &w.src.meta,
+                true,
+                &mut |uid, o| got.push((uid, o)),
+            )
+            .await;
+            // A refused MULTIAPPEND batch: retry its messages one by one.
+            let again: Vec<u32> = got
+                .iter()
+                .filter(|(_, o)| matches!(o, Outcome::RefusedBatch(_)))
+                .map(|(u, _)| *u)
+                .collect();
+            if r.is_ok() && !again.is_empty() {
+                got.retain(|(_, o)| !matches!(o, Outcome::RefusedBatch(_)));
+                r = copy::copy_messages(
+                    src,
+                    dst,
+                    &w.pair.src_wire,
+                    &w.pair.dst_wire,
+                    &again,
+                    &w.src.meta,
+                    false,
+                    &mut |uid, o| got.push((uid, o)),
+                )
+                .await;
+            }
+            {
+                let mut b = bar.lock().await;
+                for (uid, o) in got {
+                    match &o {
+                        Outcome::Copied { bytes: n } => {
+                            copied += 1;
+                            bytes += n;
+                            b.copied(*n);
+                            ctx.progress.counters.copied.fetch_add(1, Ordering::Relaxed);
+                            ctx.progress.counters.bytes.fetch_add(*n, Ordering::Relaxed);
+                        }
+                        Outcome::Refused(reply) | Outcome::RefusedBatch(reply) => {
+                            ctx.progress.counters.failed.fetch_add(1, Ordering::Relaxed);
+                            failures.push(Failure {
+                                uid,
+                                reply: reply.clone(),
+                            });
+                        }
+                        Outcome::Vanished => {}
+                    }
+                    outcomes.insert(uid, o);
+                }
+            }
+            if cap.is_some() {
+                ctx.state
+                    .add_bytes(&dst_account, &day, bytes - before_bytes)
+                    .await?;
+            }
+            // Watermark: below the first UID to copy that is not yet final (refused ones
+            // stay below it, so the next pass tries them again).
+            let first_open = to_copy
+                .iter()
+                .find(|u| {
+                    !matches!(
+                        outcomes.get(u),
+                        Some(Outcome::Copied { .. } | Outcome::Vanished)
+                    )
+                })
+                .copied();
+            let done_uid = match first_open {
+                Some(u) => u.saturating_sub(1),
+                None => w.src.uidnext.saturating_sub(1),
+            };
+            let st = FolderState {
+                src_uidvalidity: w.src.uidvalidity,
+                dst_uidvalidity: w.dst_uv,
+                done_uid,
+                dst_wire: w.pair.dst_wire.clone(),
+                converged: false,
+                src_count: w.src.msgs.len() as u64,
+                dst_count: 0,
+                // Not yet: flags are synchronised at the end of the folder.
+                src_modseq: 0,
+            };
+            ctx.state.put(way.key(), src_user, &name, &st).await?;
+            if let Err(e) = r {
+                err = Some(e);
+                break;
+            }
+            if let Some(c) = capped {
+                err = Some(BackfillError::Refused(c));
+                break;
+            }
+        }
+    }
+    {
+        let mut b = book.lock().await;
+        let e = b.copied.entry(name.clone()).or_default();
+        e.0 += copied;
+        e.1 += bytes;
+    }
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let (total_copied, total_bytes) = book
+        .lock()
+        .await
+        .copied
+        .get(&name)
+        .copied()
+        .unwrap_or_default();
+    let flags_updated: u64 = w.flag_groups.iter().map(|(_, u)| u.len() as u64).sum();
+    if !ctx.dry_run {
+        copy::store_flags(dst, &w.pair.dst_wire, &w.flag_groups).await?;
+    }
+    let all_copied = to_copy.iter().all(|u| {
+        matches!(
+            outcomes.get(u),
+            Some(Outcome::Copied { .. } | Outcome::Vanished)
+        )
+    });
+    let dst_count = if ctx.dry_run && w.pair.create {
+        0
+    } else {
+        copy::status(dst, &w.pair.dst_wire).await?.messages as u64
+    };
+    // Dry run: converged when there is nothing to copy.
+    let converged = if ctx.dry_run {
+        to_copy.is_empty() && missing == 0
+    } else {
+        all_copied && missing == 0 && failures.is_empty()
+    };
+    if ctx.dry_run {
+        // Dry run: report what would happen, keep no state.
+    } else {
+        let st = FolderState {
+            src_uidvalidity: w.src.uidvalidity,
+            dst_uidvalidity: w.dst_uv,
+            done_uid: if all_copied {
+                w.src.uidnext.saturating_sub(1)
+            } else {
+                ctx.state
+                    .get(way.key(), src_user, &name)?
+                    .map(|s| s.done_uid)
+                    .unwrap_or(0)
+            },
+            dst_wire: w.pair.dst_wire.clone(),
+            converged,
+            src_count: w.src.msgs.len() as u64,
+            dst_count,
+            src_modseq: w.src_modseq,
+        };
+        ctx.state.put(way.key(), src_user, &name, &st).await?;
+    }
+    let mut fr = FolderReport {
+        folder: name.clone(),
+        destination: w.pair.dst_name.clone(),
+        source_count: w.src.msgs.len() as u64,
+        destination_count: dst_count,
+        copied: total_copied,
+        missing,
+        failed: failures,
+        bytes: total_bytes,
+        duration_ms: w.started.elapsed().as_millis() as u64,
+        converged,
+        error: None,
+        ..Default::default()
+    };
+    fr.flags_updated = flags_updated;
+    fr.skipped.insert("present".into(), present);
+    fr.skipped.insert("ledger".into(), ledger);
+    if ctx.dry_run {
+        fr.skipped.insert("would_copy".into(), to_copy.len() as u64);
+    }
+    book.lock().await.finished.insert(name, fr);
+    Ok(())
+}
+
+/// Forward-only jobs make the source's flags authoritative for copies already present.
+fn sync_flags(ctx: &Ctx, way: Way) -> bool {
+    way == Way::Forward && ctx.job.direction == Direction::Forward
+}
+
+fn today() -> String {
+    let d = time::OffsetDateTime::now_utc().date();
+    format!("{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailboxes_csv() {
+        let m = parse_mailboxes("# c\nalice\nbob@x, robert@y\n\n carol ,\n");
+        assert_eq!(
+            m,
+            vec![
+                MailboxPair {
+                    source: "alice".into(),
+                    destination: "alice".into()
+                },
+                MailboxPair {
+                    source: "bob@x".into(),
+                    destination: "robert@y".into()
+                },
+                MailboxPair {
+                    source: "carol".into(),
+                    destination: "carol".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn shards() {
+        assert_eq!(parse_shard("1/4"), Ok((1, 4)));
+        assert!(parse_shard("4/4").is_err());
+        assert!(parse_shard("x").is_err());
+        let users: Vec<String> = (0..100).map(|i| format!("user{i}")).collect();
+        let mut seen = [0u32; 4];
+        for u in &users {
+            let s = shard_of(u, 4);
+            assert_eq!(s, shard_of(&u.to_uppercase(), 4));
+            seen[s as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 10), "{seen:?}");
+    }
+}

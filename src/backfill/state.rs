@@ -1,0 +1,193 @@
+//! Per-(mailbox, folder) backfill state in sled: the UIDVALIDITY of both sides and the source
+//! watermark (highest source UID handled), at `<state_dir>/backfill/<job>[.shardI-N]/state.sled`.
+//! The watermark only moves after the destination confirmed every APPEND at or below it.
+//! Owns nothing else (no IMAP, no reports).
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("backfill state {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("backfill state: {0}")]
+    Db(#[from] sled::Error),
+    #[error("backfill state: corrupt record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// What an earlier pass left for one folder pair.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderState {
+    pub src_uidvalidity: u32,
+    pub dst_uidvalidity: u32,
+    /// Every source UID at or below this was copied, recognised or skipped.
+    pub done_uid: u32,
+    /// The destination folder (wire name) it was copied to.
+    pub dst_wire: String,
+    /// Verdict and counts of the last pass that examined the folder (for no-op reports).
+    #[serde(default)]
+    pub converged: bool,
+    #[serde(default)]
+    pub src_count: u64,
+    #[serde(default)]
+    pub dst_count: u64,
+    /// Source HIGHESTMODSEQ when the folder was last examined (0: no CONDSTORE).
+    #[serde(default)]
+    pub src_modseq: u64,
+}
+
+/// The state directory of a job (and shard).
+pub fn job_dir(state_dir: &Path, job: &str, shard: Option<(u32, u32)>) -> PathBuf {
+    let safe: String = job
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = match shard {
+        Some((i, n)) => format!("{safe}.shard{i}-{n}"),
+        None => safe,
+    };
+    state_dir.join("backfill").join(name)
+}
+
+/// The state store of one job run.
+#[derive(Clone)]
+pub struct State {
+    db: sled::Db,
+}
+
+impl State {
+    pub fn open(dir: &Path) -> Result<State, StateError> {
+        let path = dir.join("state.sled");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(16 << 20)
+            .open()
+            .map_err(|source| StateError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(State { db })
+    }
+
+    fn key(direction: &str, mailbox: &str, folder: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(direction.len() + mailbox.len() + folder.len() + 2);
+        k.extend_from_slice(direction.as_bytes());
+        k.push(0);
+        k.extend_from_slice(mailbox.as_bytes());
+        k.push(0);
+        k.extend_from_slice(folder.as_bytes());
+        k
+    }
+
+    /// `direction` is `"fwd"` or `"rev"`; `mailbox` the source user; `folder` the logical name.
+    pub fn get(
+        &self,
+        direction: &str,
+        mailbox: &str,
+        folder: &str,
+    ) -> Result<Option<FolderState>, StateError> {
+        match self.db.get(Self::key(direction, mailbox, folder))? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Store and flush (durable when this returns).
+    pub async fn put(
+        &self,
+        direction: &str,
+        mailbox: &str,
+        folder: &str,
+        st: &FolderState,
+    ) -> Result<(), StateError> {
+        let v = serde_json::to_vec(st)?;
+        self.db.insert(Self::key(direction, mailbox, folder), v)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Bytes uploaded to `account` on `day` (`YYYY-MM-DD`, UTC) for `max_bytes_per_day`.
+    pub fn bytes_on(&self, account: &str, day: &str) -> Result<u64, StateError> {
+        Ok(self
+            .db
+            .get(Self::key("bytes", account, day))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Add to [`State::bytes_on`].
+    pub async fn add_bytes(&self, account: &str, day: &str, n: u64) -> Result<(), StateError> {
+        let key = Self::key("bytes", account, day);
+        self.db.update_and_fetch(key, |old| {
+            let cur = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some((cur + n).to_be_bytes().to_vec())
+        })?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Every stored folder state: (direction, mailbox, folder, state).
+    pub fn all(&self) -> Result<Vec<(String, String, String, FolderState)>, StateError> {
+        let mut out = Vec::new();
+        for kv in self.db.iter() {
+            let (k, v) = kv?;
+            let parts: Vec<&[u8]> = k.splitn(3, |&b| b == 0).collect();
+            if parts.len() != 3 || parts[0] == b"bytes" {
+                continue;
+            }
+            let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            out.push((
+                s(parts[0]),
+                s(parts[1]),
+                s(parts[2]),
+                serde_json::from_slice(&v)?,
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn roundtrip_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let jd = job_dir(dir.path(), "wave 1", Some((0, 3)));
+        assert!(jd.ends_with("backfill/wave_1.shard0-3"));
+        {
+            let st = State::open(&jd).unwrap();
+            assert_eq!(st.get("fwd", "alice", "INBOX").unwrap(), None);
+            let fs = FolderState {
+                src_uidvalidity: 1,
+                dst_uidvalidity: 2,
+                done_uid: 40,
+                dst_wire: "INBOX".into(),
+                ..Default::default()
+            };
+            st.put("fwd", "alice", "INBOX", &fs).await.unwrap();
+        }
+        let st = State::open(&jd).unwrap();
+        assert_eq!(
+            st.get("fwd", "alice", "INBOX").unwrap().unwrap().done_uid,
+            40
+        );
+        assert_eq!(st.all().unwrap().len(), 1);
+    }
+}

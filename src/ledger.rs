@@ -1,0 +1,372 @@
+//! The ledger: the shared record of deliveries cutover made (tree `ledger` in the gateway's sled
+//! db at `<state_dir>/db`). The delivery engine calls [`Ledger::record`] once per delivered
+//! (message, recipient mailbox, target); backfill reads [`Ledger::credits`] to skip messages
+//! cutover already delivered to the destination mailbox. Also serves the records over the admin
+//! API ([`api_router`]) and reads them from there ([`fetch_credits`]) when a running gateway
+//! holds the db lock. Never decides what to copy (that is `backfill::index`).
+//!
+//! Key layout: `lower(mailbox) \0 fingerprint \0 queue_id \0 target` → JSON [`Record`]. A
+//! delivery is written under the original recipient and, when rewritten, under the final one,
+//! so backfill finds it by either address.
+
+use crate::fingerprint::Fingerprint;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The sled tree holding the ledger.
+pub const TREE: &str = "ledger";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger: {0}")]
+    Db(#[from] sled::Error),
+    #[error("ledger: corrupt record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("ledger db {path} is locked by a running gateway and its admin API failed: {reason}")]
+    Api { path: String, reason: String },
+}
+
+/// One delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub target: String,
+    pub original_rcpt: String,
+    pub final_rcpt: String,
+    pub fingerprint: Fingerprint,
+    pub queue_id: String,
+    /// Seconds since the epoch.
+    pub at: u64,
+}
+
+/// Handle on the ledger tree.
+#[derive(Clone)]
+pub struct Ledger {
+    tree: sled::Tree,
+}
+
+fn key(mailbox: &str, fp: &Fingerprint, queue_id: &str, target: &str) -> Vec<u8> {
+    let mut k = mailbox.to_lowercase().into_bytes();
+    k.push(0);
+    k.extend_from_slice(fp.0.as_bytes());
+    k.push(0);
+    k.extend_from_slice(queue_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(target.as_bytes());
+    k
+}
+
+impl Ledger {
+    /// The ledger in an open gateway db.
+    pub fn open(db: &sled::Db) -> Result<Ledger, LedgerError> {
+        Ok(Ledger {
+            tree: db.open_tree(TREE)?,
+        })
+    }
+
+    /// Record a delivery of the message with fingerprint `fp` (queue id `queue_id`) to `target`
+    /// for `original_rcpt` (after rewriting: `final_rcpt`). Idempotent. Not flushed: the caller
+    /// flushes with its own group commit.
+    pub fn record(
+        &self,
+        target: &str,
+        original_rcpt: &str,
+        final_rcpt: &str,
+        fp: &Fingerprint,
+        queue_id: &str,
+    ) -> Result<(), LedgerError> {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let rec = Record {
+            target: target.to_string(),
+            original_rcpt: original_rcpt.to_string(),
+            final_rcpt: final_rcpt.to_string(),
+            fingerprint: fp.clone(),
+            queue_id: queue_id.to_string(),
+            at,
+        };
+        let v = serde_json::to_vec(&rec)?;
+        self.tree
+            .insert(key(original_rcpt, fp, queue_id, target), v.clone())?;
+        if !final_rcpt.eq_ignore_ascii_case(original_rcpt) {
+            self.tree.insert(key(final_rcpt, fp, queue_id, target), v)?;
+        }
+        Ok(())
+    }
+
+    /// Every record for `mailbox` (either address it was recorded under).
+    pub fn records(&self, mailbox: &str) -> Result<Vec<Record>, LedgerError> {
+        let mut prefix = mailbox.to_lowercase().into_bytes();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(prefix) {
+            let (_, v) = kv?;
+            out.push(serde_json::from_slice(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// The multiset of fingerprints delivered to `mailbox`: per fingerprint, the number of
+    /// distinct messages (queue ids) delivered, restricted to `target` when given.
+    pub fn credits(&self, mailbox: &str) -> Result<HashMap<Fingerprint, usize>, LedgerError> {
+        self.credits_for(mailbox, None)
+    }
+
+    /// [`Ledger::credits`] restricted to deliveries to `target` (when `Some`).
+    pub fn credits_for(
+        &self,
+        mailbox: &str,
+        target: Option<&str>,
+    ) -> Result<HashMap<Fingerprint, usize>, LedgerError> {
+        Ok(count(self.records(mailbox)?.iter(), target))
+    }
+
+    /// The delivery engine's hook (`outbound::scheduler::DeliveredHook`): fingerprints the
+    /// delivered message and records it. Errors are logged, never propagated (a missing ledger
+    /// record only means backfill may copy that message once more).
+    pub fn delivered_hook(&self) -> crate::outbound::scheduler::DeliveredHook {
+        let ledger = self.clone();
+        std::sync::Arc::new(move |target, original, final_rcpt, queue_id, body| {
+            let fp = crate::fingerprint::fingerprint(body);
+            if let Err(e) = ledger.record(target, original, final_rcpt, &fp, queue_id) {
+                tracing::warn!(queue_id, error = %e, "ledger: cannot record a delivery");
+            }
+        })
+    }
+
+    pub fn flush(&self) -> Result<(), LedgerError> {
+        self.tree.flush()?;
+        Ok(())
+    }
+}
+
+fn count<'a>(
+    records: impl Iterator<Item = &'a Record>,
+    target: Option<&str>,
+) -> HashMap<Fingerprint, usize> {
+    let mut seen: HashSet<(&Fingerprint, &str)> = HashSet::new();
+    let mut out: HashMap<Fingerprint, usize> = HashMap::new();
+    for r in records {
+        if target.is_some_and(|t| t != r.target) {
+            continue;
+        }
+        if seen.insert((&r.fingerprint, r.queue_id.as_str())) {
+            *out.entry(r.fingerprint.clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// JSON body of `GET /api/ledger/{mailbox}[?target=T]`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreditsResponse {
+    pub mailbox: String,
+    pub credits: BTreeMap<String, usize>,
+}
+
+#[derive(Deserialize)]
+struct TargetQuery {
+    target: Option<String>,
+}
+
+/// `GET /api/ledger/{mailbox}?target=T` for the admin server to mount.
+pub fn api_router(db: sled::Db) -> axum::Router {
+    use axum::extract::{Path as AxPath, Query, State};
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    async fn handler(
+        State(db): State<sled::Db>,
+        AxPath(mailbox): AxPath<String>,
+        Query(q): Query<TargetQuery>,
+    ) -> Result<axum::Json<CreditsResponse>, (StatusCode, String)> {
+        let ledger =
+            Ledger::open(&db).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let credits = ledger
+            .credits_for(&mailbox, q.target.as_deref())
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        Ok(axum::Json(CreditsResponse {
+            mailbox,
+            credits: credits.into_iter().map(|(k, v)| (k.0, v)).collect(),
+        }))
+    }
+    axum::Router::new()
+        .route("/api/ledger/{mailbox}", get(handler))
+        .with_state(db)
+}
+
+fn pct_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@+".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Fetch the credits of `mailbox` from a running gateway's admin API (plain HTTP on loopback).
+pub async fn fetch_credits(
+    admin: SocketAddr,
+    mailbox: &str,
+    target: Option<&str>,
+) -> Result<HashMap<Fingerprint, usize>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut path = format!("/api/ledger/{}", pct_encode(mailbox));
+    if let Some(t) = target {
+        path.push_str(&format!("?target={}", pct_encode(t)));
+    }
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(admin)
+            .await
+            .map_err(|e| format!("connect {admin}: {e}"))?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        s.take(256 << 20)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<Vec<u8>, String>(buf)
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(30), work)
+        .await
+        .map_err(|_| "admin API timed out".to_string())??;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("malformed HTTP response")?;
+    let head = String::from_utf8_lossy(&buf[..split]);
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(format!(
+            "admin API: {}",
+            head.lines().next().unwrap_or_default()
+        ));
+    }
+    let mut body = buf[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body).ok_or("malformed chunked body")?;
+    }
+    let r: CreditsResponse = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    Ok(r.credits
+        .into_iter()
+        .map(|(k, v)| (Fingerprint(k), v))
+        .collect())
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_str = std::str::from_utf8(&b[..eol]).ok()?;
+        let size = usize::from_str_radix(size_str.split(';').next()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+/// Credits for backfill: open `<state_dir>/db` directly; when a gateway holds its lock, ask the
+/// gateway's admin API at `admin`. No db at all means no credits.
+pub async fn credits_for_backfill(
+    db_path: &Path,
+    admin: SocketAddr,
+    mailbox: &str,
+    target: Option<&str>,
+) -> Result<HashMap<Fingerprint, usize>, LedgerError> {
+    if !db_path.exists() {
+        return Ok(HashMap::new());
+    }
+    let opened = sled::Config::new()
+        .path(db_path)
+        .cache_capacity(16 << 20)
+        .open();
+    match opened {
+        Ok(db) => Ledger::open(&db)?.credits_for(mailbox, target),
+        Err(sled::Error::Io(e)) => {
+            tracing::debug!(error = %e, "ledger db busy, asking the admin API");
+            fetch_credits(admin, mailbox, target)
+                .await
+                .map_err(|reason| LedgerError::Api {
+                    path: db_path.display().to_string(),
+                    reason,
+                })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_and_credits() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let l = Ledger::open(&db).unwrap();
+        let a = Fingerprint("m:a@x".into());
+        l.record("new", "Alice@example.com", "alice@tenant", &a, "Q1")
+            .unwrap();
+        l.record("old", "alice@example.com", "alice@example.com", &a, "Q1")
+            .unwrap();
+        l.record("new", "alice@example.com", "alice@tenant", &a, "Q2")
+            .unwrap();
+        // idempotent
+        l.record("new", "alice@example.com", "alice@tenant", &a, "Q2")
+            .unwrap();
+        let c = l.credits("alice@example.com").unwrap();
+        assert_eq!(c[&a], 2);
+        assert_eq!(
+            l.credits_for("alice@example.com", Some("new")).unwrap()[&a],
+            2
+        );
+        assert_eq!(l.credits_for("ALICE@tenant", None).unwrap()[&a], 2);
+        assert!(l.credits("bob@example.com").unwrap().is_empty());
+    }
+
+    #[test]
+    fn hook_records_fingerprints() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let l = Ledger::open(&db).unwrap();
+        let hook = l.delivered_hook();
+        let msg = b"Message-ID: <h@x>\r\n\r\nbody\r\n";
+        hook("new", "carol@example.com", "carol@tenant", "Q7", msg);
+        let c = l.credits_for("carol@tenant", Some("new")).unwrap();
+        assert_eq!(c[&crate::fingerprint::fingerprint(msg)], 1);
+    }
+
+    #[tokio::test]
+    async fn api_roundtrip() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let l = Ledger::open(&db).unwrap();
+        let a = Fingerprint("h:00ff".into());
+        l.record("new", "bob@example.com", "bob@example.com", &a, "Q9")
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, api_router(db)).await;
+        });
+        let c = fetch_credits(addr, "bob@example.com", Some("new"))
+            .await
+            .unwrap();
+        assert_eq!(c[&a], 1);
+        let c = fetch_credits(addr, "bob@example.com", Some("old"))
+            .await
+            .unwrap();
+        assert!(c.is_empty());
+    }
+}

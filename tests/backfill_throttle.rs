@@ -1,0 +1,108 @@
+//! Server back-off: an in-process fault proxy in front of each Dovecot injects `NO [THROTTLED]`,
+//! `NO [UNAVAILABLE]`, Office 365's "Suggested Backoff Time", a `BYE` in the middle of a FETCH
+//! and a TCP reset; the job pauses that account, reconnects, resumes, and ends converged with an
+//! exact copy and no duplicates. A folder that keeps failing is reported failed while the others
+//! complete.
+
+#[path = "support/backfill.rs"]
+mod backfill;
+#[path = "support/corpus.rs"]
+mod corpus;
+#[path = "support/dovecot.rs"]
+mod dovecot;
+#[path = "support/imap_fault.rs"]
+mod imap_fault;
+#[path = "support/imapcheck.rs"]
+mod imapcheck;
+
+use backfill::{Job, plain_side};
+use corpus::{Corpus, CorpusOptions};
+use dovecot::{Dovecot, DovecotOptions, MAIL_GID, MAIL_UID};
+use imap_fault::{Action, FaultProxy};
+use imapcheck::{FolderMap, compare, snapshot};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_pauses_resumes_and_converges() {
+    let old = Dovecot::start(DovecotOptions::old());
+    let new = Dovecot::start(DovecotOptions::new());
+    Corpus::generate(
+        &CorpusOptions::new("alice", 80)
+            .big_attachment(None)
+            .max_size(16 * 1024),
+    )
+    .write_maildir(&old.maildir("alice"), false, Some((MAIL_UID, MAIL_GID)))
+    .unwrap();
+    let src = FaultProxy::start(old.addr()).await;
+    let dst = FaultProxy::start(new.addr()).await;
+    src.inject("FETCH", 2, Action::throttled());
+    src.inject("FETCH", 5, Action::bye_mid_fetch());
+    src.inject("FETCH", 8, Action::o365_backoff(150));
+    src.inject("EXAMINE", 3, Action::unavailable());
+    src.inject("STATUS", 4, Action::Reset);
+    dst.inject("APPEND", 2, Action::throttled());
+    dst.inject("APPEND", 4, Action::bye());
+
+    let job = Job::new(
+        &plain_side(src.port(), &old.secret_file("alice")),
+        &plain_side(dst.port(), &new.secret_file("alice")),
+        "alice\n",
+        "connections_per_mailbox = 2",
+        "",
+    );
+    let r = tokio::task::block_in_place(|| job.run_ok(&[]));
+    assert!(
+        src.injected_count() + dst.injected_count() >= 5,
+        "{:?} {:?}",
+        src.injected(),
+        dst.injected()
+    );
+    assert!(r["mailboxes"][0]["retries"].as_u64().unwrap() >= 1, "{r:#}");
+    let s = snapshot(old.addr(), "alice", "pw-alice").await.unwrap();
+    let d = snapshot(new.addr(), "alice", "pw-alice").await.unwrap();
+    let diff = compare(&s, &d, &FolderMap::identity());
+    assert!(diff.is_exact(), "{}", diff.summary());
+    assert_eq!(diff.duplicates(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_that_keeps_failing_is_reported_and_the_rest_completes() {
+    let old = Dovecot::start(DovecotOptions::old());
+    let new = Dovecot::start(DovecotOptions::new());
+    Corpus::generate(
+        &CorpusOptions::new("alice", 40)
+            .big_attachment(None)
+            .max_size(8 * 1024)
+            .folders(&["INBOX", "Lists/rust-users"]),
+    )
+    .write_maildir(&old.maildir("alice"), false, Some((MAIL_UID, MAIL_GID)))
+    .unwrap();
+    let dst = FaultProxy::start(new.addr()).await;
+    // Every APPEND is throttled (with a short hint): the folders fail after their retries.
+    dst.inject_times("APPEND", 1, 10_000, Action::o365_backoff(20));
+    let job = Job::new(
+        &plain_side(old.port(), &old.secret_file("alice")),
+        &plain_side(dst.port(), &new.secret_file("alice")),
+        "alice\n",
+        "",
+        "",
+    );
+    let (out, r) = tokio::task::block_in_place(|| job.run(&[]));
+    assert_eq!(out.status.code(), Some(1), "{r:#}");
+    assert_eq!(r["converged"], false);
+    let folders = r["mailboxes"][0]["folders"].as_array().unwrap();
+    assert!(
+        folders.iter().any(|f| f["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Suggested Backoff Time")),
+        "{r:#}"
+    );
+    // Then the server recovers: the next pass converges with an exact copy.
+    dst.clear();
+    let r = tokio::task::block_in_place(|| job.run_ok(&[]));
+    assert!(backfill::copied(&r) > 0);
+    let s = snapshot(old.addr(), "alice", "pw-alice").await.unwrap();
+    let d = snapshot(new.addr(), "alice", "pw-alice").await.unwrap();
+    let diff = compare(&s, &d, &FolderMap::identity());
+    assert!(diff.is_exact(), "{}", diff.summary());
+}
