@@ -33,6 +33,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("opening the delivery ledger: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
     #[error("starting delivery: {0}")]
     Scheduler(#[from] crate::outbound::scheduler::SchedulerError),
 }
@@ -119,7 +121,13 @@ impl Server {
             })
             .collect();
         let (scheduler, delivery) = if opts.deliver {
-            let sched = Scheduler::new(queue.clone(), config_rx.clone(), None)?;
+            // Every delivery is recorded in the ledger the backfill engine reads.
+            let ledger = crate::ledger::Ledger::open(queue.store().db())?;
+            let sched = Scheduler::new(
+                queue.clone(),
+                config_rx.clone(),
+                Some(ledger.delivered_hook()),
+            )?;
             let task = tokio::spawn(sched.clone().run(stop_rx.clone()));
             (Some(sched), Some(task))
         } else {

@@ -176,6 +176,8 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
 /// `POST /api/queue/{id}/retry|hold|release|reroute`, `POST /api/queue/retry|reroute` (every
 /// message), `DELETE /api/queue/{id}?bounce=true|false`. Unknown ids: 404 with `{"error"}`.
 pub fn router(state: AdminState) -> Router {
+    // The backfill engine reads delivery credits here while the gateway holds the db lock.
+    let ledger = crate::ledger::api_router(state.queue.store().db().clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -188,6 +190,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queue/{id}/release", post(release))
         .route("/api/queue/{id}/reroute", post(reroute))
         .with_state(state)
+        .merge(ledger)
 }
 
 /// Serve the admin API on `listener` until `shutdown` completes.
