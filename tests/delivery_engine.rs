@@ -301,3 +301,131 @@ async fn expired_leg_fails_and_bounces() {
     );
     e.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_retried_until_delivered() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    // old: 451 on the 2nd RCPT of the first connection, then normal.
+    let old = FakeSmtp::start(Script {
+        rcpt_replies: vec![(2, "451 4.3.0 try again later".into())],
+        first_connection_only: true,
+        ..Default::default()
+    })
+    .await;
+    // new: the first connection is cut in the middle of DATA.
+    let new = FakeSmtp::start(Script {
+        cut_data_after: Some(30),
+        first_connection_only: true,
+        ..Default::default()
+    })
+    .await;
+    let cfg = config(dir.path(), old.addr.port(), new.addr.port(), "");
+    let q = Queue::open(&cfg.gateway.state_dir).unwrap();
+    enqueue(
+        &q,
+        "alice@example.org",
+        vec![("old", vec!["a@example.com", "b@example.com"])],
+    )
+    .await;
+    enqueue(
+        &q,
+        "alice@example.org",
+        vec![("new", vec!["c@example.com"])],
+    )
+    .await;
+    let e = start(&q, cfg);
+    e.until_empty(Duration::from_secs(20)).await;
+    // old: a delivered on the first try, b on the retry; nothing twice.
+    let o = old.received();
+    let mut rcpts: Vec<String> = o.iter().flat_map(|m| m.rcpts.clone()).collect();
+    rcpts.sort();
+    assert_eq!(rcpts, vec!["a@example.com", "b@example.com"], "{o:#?}");
+    assert!(*old.connections.lock().unwrap() >= 2 || o.len() == 2);
+    // new: the cut transaction was redelivered, complete and byte-exact.
+    let n = new.received();
+    assert_eq!(n.len(), 1, "{n:#?}");
+    assert_eq!(n[0].body, BODY);
+    e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greeting_421_defers_then_delivers() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let old = FakeSmtp::start(Script {
+        greeting: Some("421 4.3.2 busy, try later".into()),
+        first_connection_only: true,
+        ..Default::default()
+    })
+    .await;
+    let new = FakeSmtp::start(Script::default()).await;
+    let cfg = config(dir.path(), old.addr.port(), new.addr.port(), "");
+    let q = Queue::open(&cfg.gateway.state_dir).unwrap();
+    let id = enqueue(
+        &q,
+        "alice@example.org",
+        vec![("old", vec!["a@example.com"])],
+    )
+    .await;
+    let e = start(&q, cfg);
+    wait_for(Duration::from_secs(10), || {
+        *old.connections.lock().unwrap() >= 1
+    })
+    .await;
+    e.until_empty(Duration::from_secs(20)).await;
+    assert_eq!(old.received().len(), 1, "delivered after the 421 ({id})");
+    e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_legs_failing_gives_exactly_one_parseable_dsn() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = FakeSmtp::start(Script::default()).await; // where DSNs go
+    let reject = Script {
+        rcpt_replies: vec![(1, "550 5.1.1 <bob>: no such user".into())],
+        ..Default::default()
+    };
+    let (old, new) = (
+        FakeSmtp::start(reject.clone()).await,
+        FakeSmtp::start(reject).await,
+    );
+    let extra = format!(
+        "[targets.bounces]\naddress = \"127.0.0.1:{}\"\ntls = \"none\"\n[bounce]\nvia = \"bounces\"\n",
+        sink.addr.port()
+    );
+    let cfg = config(dir.path(), old.addr.port(), new.addr.port(), &extra);
+    let q = Queue::open(&cfg.gateway.state_dir).unwrap();
+    enqueue(
+        &q,
+        "alice@example.org",
+        vec![
+            ("old", vec!["bob@example.com"]),
+            ("new", vec!["bob@example.com"]),
+        ],
+    )
+    .await;
+    let e = start(&q, cfg);
+    e.until_empty(Duration::from_secs(10)).await;
+    let dsns = sink.received();
+    assert_eq!(
+        dsns.len(),
+        1,
+        "exactly one DSN for a recipient failing on both legs: {dsns:#?}"
+    );
+    assert_eq!(dsns[0].mail_from, "");
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&dsns[0].body)
+        .expect("DSN parses");
+    use mail_parser::MimeHeaders;
+    let ct = parsed.content_type().unwrap();
+    assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
+    let text = String::from_utf8_lossy(&dsns[0].body);
+    assert!(
+        text.contains("Final-Recipient: rfc822; bob@new.example.net"),
+        "{text}"
+    );
+    assert!(text.contains("Status: 5.1.1"), "{text}");
+    e.stop().await;
+}

@@ -1,6 +1,9 @@
 //! MX resolution against a real DNS server: Debian's dnsmasq on a loopback port, authoritative
 //! for a test zone. Preference order, fallback to A/AAAA of the next MX, implicit MX, NXDOMAIN.
 
+#[path = "support/fake_smtp.rs"]
+mod fake_smtp;
+
 use cutover::config::Dns;
 use cutover::outbound::reply::Outcome;
 use cutover::outbound::resolve::Resolver;
@@ -128,4 +131,69 @@ async fn implicit_mx_and_nxdomain() {
         matches!(&err, Outcome::Failed { reply } if reply.contains("does not exist")),
         "{err:?}"
     );
+}
+
+/// The delivery engine with an `mx` target: the preferred MX refuses connections, the second one
+/// takes the mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_falls_back_to_the_second_mx() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let fake = fake_smtp::FakeSmtp::start(fake_smtp::Script::default()).await;
+    let port = fake.addr.port();
+    let d = dnsmasq(&[
+        "--host-record=ready.test,127.0.0.9",
+        "--mx-host=example.test,mx-a.example.test,10",
+        "--mx-host=example.test,mx-b.example.test,20",
+        "--host-record=mx-a.example.test,127.0.0.11",
+        "--host-record=mx-b.example.test,127.0.0.1",
+    ]);
+    let _ = resolver(&d).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cutover.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\naccept_domains = [\"example.com\"]\nstate_dir = \"{}\"\n[targets.new]\nmx = \"example.test\"\nport = {port}\ntls = \"none\"\n[routing]\ndefault = [\"new\"]\n[dns]\nservers = [\"{}\"]\n[queue]\nretry_schedule = [\"1s\"]\n[bounce]\nvia = \"mx\"\n",
+            dir.path().join("state").display(),
+            d.addr
+        ),
+    )
+    .unwrap();
+    let cfg = cutover::config::load(&path).unwrap().config;
+    let q = cutover::queue::Queue::open(&cfg.gateway.state_dir).unwrap();
+    let mut w = q.body_writer().unwrap();
+    w.write(b"Subject: mx\r\n\r\nhello\r\n").await.unwrap();
+    q.commit(
+        w,
+        cutover::queue::Envelope {
+            mail_from: "a@example.org".into(),
+            helo: "h".into(),
+            client_addr: "127.0.0.1:1".parse().unwrap(),
+            received_at: std::time::SystemTime::now(),
+            smtputf8: false,
+            body_8bit: false,
+        },
+        vec![cutover::queue::NewLeg {
+            target: "new".into(),
+            rules: vec!["default".into()],
+            recipients: vec!["bob@example.com".into()],
+        }],
+    )
+    .await
+    .unwrap();
+    let (_cfg_tx, cfg_rx) = tokio::sync::watch::channel(std::sync::Arc::new(cfg));
+    let sched = cutover::outbound::scheduler::Scheduler::new(q.clone(), cfg_rx, None).unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(sched.clone().run(stop_rx));
+    let t = std::time::Instant::now();
+    while fake.received().is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "not delivered via the second MX"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.received()[0].rcpts, vec!["bob@example.com"]);
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }

@@ -18,6 +18,8 @@ pub struct Script {
     pub data_reply: Option<String>,
     /// EHLO keywords (default PIPELINING, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES).
     pub ehlo: Option<Vec<String>>,
+    /// Apply the faults above only on the first connection; later ones behave normally.
+    pub first_connection_only: bool,
 }
 
 /// One received transaction.
@@ -48,8 +50,19 @@ impl FakeSmtp {
         let (rx, cx) = (received.clone(), connections.clone());
         tokio::spawn(async move {
             while let Ok((sock, _)) = l.accept().await {
-                *cx.lock().unwrap() += 1;
-                let script = script.clone();
+                let n = {
+                    let mut c = cx.lock().unwrap();
+                    *c += 1;
+                    *c
+                };
+                let script = if script.first_connection_only && n > 1 {
+                    Script {
+                        ehlo: script.ehlo.clone(),
+                        ..Default::default()
+                    }
+                } else {
+                    script.clone()
+                };
                 let rx = rx.clone();
                 tokio::spawn(async move {
                     let _ = session(sock, script, rx).await;
