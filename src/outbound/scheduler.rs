@@ -705,7 +705,14 @@ impl Scheduler {
             )
             .await;
         }
-        if after.legs.iter().all(|l| l.state.is_final())
+        // A message whose recipients were all delivered was already removed by update_leg.
+        let all_delivered = after.legs.iter().all(|l| {
+            l.recipients
+                .iter()
+                .all(|r| matches!(r.state, RcptState::Delivered { .. }))
+        });
+        if !all_delivered
+            && after.legs.iter().all(|l| l.state.is_final())
             && let Err(e) = self.queue.remove_message(&after.id.0).await
         {
             tracing::error!(error = %e, "removing a finished message");

@@ -3,8 +3,8 @@
 //! a state change is durable before the next attempt is scheduled), and remove finished
 //! messages. Never does network IO and never decides what an outcome means.
 
-use super::model::{Leg, MessageRecord};
-use super::store::{self, TREE_DUE, TREE_MESSAGES, due_keys};
+use super::model::{BodyLocation, Leg, MessageRecord, RcptState};
+use super::store::{self, TREE_BODIES, TREE_DUE, TREE_MESSAGES, due_keys};
 use super::{Queue, QueueError};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -53,6 +53,11 @@ impl Queue {
     /// Apply `f` to leg `leg` of `id` and rewrite the message's due entries to match, in one
     /// transaction; then wait until it is durable. `f` may run more than once (transaction
     /// retries): it must be a pure function of the leg. Returns (leg before, record after).
+    ///
+    /// When the update leaves every recipient of every leg delivered, the message is removed in
+    /// the same transaction (record, inline body, due entries; the spool file after the flush):
+    /// the common case costs one transaction and one shared flush. `MessageRecord::legs` of the
+    /// returned record then shows the final state; [`Queue::record`] no longer finds it.
     pub async fn update_leg<F>(
         &self,
         id: &str,
@@ -62,9 +67,13 @@ impl Queue {
     where
         F: Fn(&mut Leg),
     {
-        let (messages, due) = (self.tree(TREE_MESSAGES)?, self.tree(TREE_DUE)?);
-        let result = (&messages, &due)
-            .transaction(|(m, d)| {
+        let (messages, due, bodies) = (
+            self.tree(TREE_MESSAGES)?,
+            self.tree(TREE_DUE)?,
+            self.tree(TREE_BODIES)?,
+        );
+        let (before, rec, removed) = (&messages, &due, &bodies)
+            .transaction(|(m, d, b)| {
                 let Some(raw) = m.get(id.as_bytes())? else {
                     return Err(abort(QueueError::NotFound(id.to_string())));
                 };
@@ -81,6 +90,16 @@ impl Queue {
                     f(l);
                     l.refresh_state();
                 }
+                let all_delivered = rec.legs.iter().all(|l| {
+                    l.recipients
+                        .iter()
+                        .all(|r| matches!(r.state, RcptState::Delivered { .. }))
+                });
+                if all_delivered {
+                    m.remove(id.as_bytes())?;
+                    b.remove(id.as_bytes())?;
+                    return Ok((before, rec, true));
+                }
                 for k in due_keys(&rec) {
                     d.insert(k, &[][..])?;
                 }
@@ -88,11 +107,15 @@ impl Queue {
                     .encode()
                     .map_err(|e| abort(QueueError::Storage(format!("encoding record: {e}"))))?;
                 m.insert(id.as_bytes(), enc)?;
-                Ok((before, rec))
+                Ok((before, rec, false))
             })
             .map_err(tx_err)?;
         self.durable().await?;
-        Ok(result)
+        if removed && let BodyLocation::Spool { file } = &rec.body {
+            // The record is gone durably; a crash before this leaves an orphan recovery removes.
+            let _ = std::fs::remove_file(self.inner.spool_dir.join(file));
+        }
+        Ok((before, rec))
     }
 
     /// Apply `f` to every leg of `id` (operator actions: hold, release, retry now).
