@@ -5,7 +5,7 @@
 # like smtp-source) for each size x concurrency, with both relays durable (Postfix: queue file
 # fsync before 250; cutover: group-committed flush before 250). cutover has no delivery yet, so
 # its sink gets nothing (EXPECT_A_PER_MSG=0); Postfix delivers to smtp-sink meanwhile, as it
-# always does. Uses the shared harness (/work/shared/bench/smtp, override with HARNESS=).
+# always does. Uses the shared harness (../shared/bench/smtp beside the repository, override with HARNESS=).
 #
 #   bench/smtp-intake.sh [--rounds K] [--sizes "2k 100k"] [--conc "1 10 50"] [--quick]
 #                        [--cutover PATH] [--results FILE]
@@ -14,7 +14,7 @@
 # Build first: cargo build --release --bin cutover
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-HARNESS=${HARNESS:-/work/shared/bench/smtp}
+HARNESS=${HARNESS:-$HERE/../../shared/bench/smtp}
 ROUNDS=1; SIZES="2k 100k"; CONCS="1 10 50"; QUICK=0
 CUTOVER=${CUTOVER:-$HERE/../target/release/cutover}
 RESULTS=""

@@ -4,7 +4,7 @@
 # Delivered msgs/s (driver start until the smtp-sink(s) hold all N messages) for single delivery
 # (one sink) and dual delivery (two sinks; Postfix: recipient_bcc), 2 KB and 100 KB, at C
 # concurrent sessions, both relays durable (Postfix: queue file fsync before 250; cutover:
-# group-committed flush before 250). Uses the shared harness (/work/shared/bench/smtp, override
+# group-committed flush before 250). Uses the shared harness (../shared/bench/smtp beside the repository, override
 # with HARNESS=); it verifies every sink got exactly N (no loss, no duplicates).
 #
 #   bench/smtp-relay.sh [--rounds K] [--setups "single dual"] [--sizes "2k 100k"] [--conc "50"]
@@ -14,7 +14,7 @@
 # Build first: cargo build --release --bin cutover
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-HARNESS=${HARNESS:-/work/shared/bench/smtp}
+HARNESS=${HARNESS:-$HERE/../../shared/bench/smtp}
 ROUNDS=1; SETUPS="single dual"; SIZES="2k 100k"; CONCS="50"; QUICK=0
 CUTOVER=${CUTOVER:-$HERE/../target/release/cutover}
 RESULTS=""
