@@ -422,10 +422,18 @@ async fn both_legs_failing_gives_exactly_one_parseable_dsn() {
     let ct = parsed.content_type().unwrap();
     assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
     let text = String::from_utf8_lossy(&dsns[0].body);
+    // Both legs are reported, each with its target's final address, status and reply.
     assert!(
         text.contains("Final-Recipient: rfc822; bob@new.example.net"),
         "{text}"
     );
-    assert!(text.contains("Status: 5.1.1"), "{text}");
+    assert!(
+        text.contains(
+            "Final-Recipient: rfc822; bob@example.com\r\nAction: failed\r\nStatus: 5.1.1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("<bob@example.com>: via old"), "{text}");
+    assert!(text.contains("<bob@example.com>: via new"), "{text}");
     e.stop().await;
 }

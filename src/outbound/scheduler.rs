@@ -730,19 +730,32 @@ impl Scheduler {
         if rec.envelope.mail_from.is_empty() || idx.is_empty() {
             return;
         }
-        let target = cfg.targets.get(&leg.target);
-        let recipients: Vec<DsnRecipient> = idx
-            .iter()
-            .filter_map(|&i| leg.recipients.get(i))
-            .map(|r| DsnRecipient {
+        let entry = |l: &Leg, r: &crate::queue::model::Recipient| {
+            let target = cfg.targets.get(&l.target);
+            DsnRecipient {
                 original: r.address.clone(),
                 final_rcpt: rewrite_rcpt(&r.address, target.and_then(|t| t.rcpt_domain.as_deref())),
-                target: leg.target.clone(),
+                target: l.target.clone(),
                 remote_mta: None,
                 diagnostic: r.state.last_reply().unwrap_or("").to_string(),
                 last_attempt: Some(SystemTime::now()),
-            })
-            .collect();
+            }
+        };
+        let mut recipients: Vec<DsnRecipient> = Vec::new();
+        for r in idx.iter().filter_map(|&i| leg.recipients.get(i)) {
+            match kind {
+                // A failure is reported once the recipient failed on every leg carrying it:
+                // list each of those legs (target and remote reply).
+                DsnKind::Failure => {
+                    for l in &rec.legs {
+                        for x in l.recipients.iter().filter(|x| x.address == r.address) {
+                            recipients.push(entry(l, x));
+                        }
+                    }
+                }
+                DsnKind::Delay { .. } => recipients.push(entry(leg, r)),
+            }
+        }
         let target = bounce::dsn_target(cfg);
         match (
             bounce::enqueue(&self.queue, cfg, rec, kind, &recipients, SystemTime::now()).await,
