@@ -56,8 +56,8 @@ impl Queue {
     ///
     /// When the update leaves every recipient of every leg delivered, the message is removed in
     /// the same transaction (record, inline body, due entries; the spool file after the flush):
-    /// the common case costs one transaction and one shared flush. `MessageRecord::legs` of the
-    /// returned record then shows the final state; [`Queue::record`] no longer finds it.
+    /// the common case costs one transaction and one shared flush. The returned record then shows
+    /// the final state; [`Queue::record`] no longer finds it.
     pub async fn update_leg<F>(
         &self,
         id: &str,
@@ -67,54 +67,16 @@ impl Queue {
     where
         F: Fn(&mut Leg),
     {
-        let (messages, due, bodies) = (
-            self.tree(TREE_MESSAGES)?,
-            self.tree(TREE_DUE)?,
-            self.tree(TREE_BODIES)?,
-        );
-        let (before, rec, removed) = (&messages, &due, &bodies)
-            .transaction(|(m, d, b)| {
-                let Some(raw) = m.get(id.as_bytes())? else {
-                    return Err(abort(QueueError::NotFound(id.to_string())));
-                };
-                let mut rec = MessageRecord::decode(&raw)
-                    .map_err(|e| abort(QueueError::Storage(format!("record {id}: {e}"))))?;
-                let Some(l) = rec.legs.get_mut(leg as usize) else {
-                    return Err(abort(QueueError::NotFound(format!("{id} leg {leg}"))));
-                };
-                let before = l.clone();
-                for k in due_keys(&rec) {
-                    d.remove(k)?;
-                }
-                if let Some(l) = rec.legs.get_mut(leg as usize) {
-                    f(l);
-                    l.refresh_state();
-                }
-                let all_delivered = rec.legs.iter().all(|l| {
-                    l.recipients
-                        .iter()
-                        .all(|r| matches!(r.state, RcptState::Delivered { .. }))
-                });
-                if all_delivered {
-                    m.remove(id.as_bytes())?;
-                    b.remove(id.as_bytes())?;
-                    return Ok((before, rec, true));
-                }
-                for k in due_keys(&rec) {
-                    d.insert(k, &[][..])?;
-                }
-                let enc = rec
-                    .encode()
-                    .map_err(|e| abort(QueueError::Storage(format!("encoding record: {e}"))))?;
-                m.insert(id.as_bytes(), enc)?;
-                Ok((before, rec, false))
-            })
-            .map_err(tx_err)?;
-        self.durable().await?;
-        if removed && let BodyLocation::Spool { file } = &rec.body {
-            // The record is gone durably; a crash before this leaves an orphan recovery removes.
-            let _ = std::fs::remove_file(self.inner.spool_dir.join(file));
-        }
+        let edit = |rec: &mut MessageRecord| {
+            let Some(l) = rec.legs.get_mut(leg as usize) else {
+                return Err(QueueError::NotFound(format!("{id} leg {leg}")));
+            };
+            let before = l.clone();
+            f(l);
+            l.refresh_state();
+            Ok(before)
+        };
+        let (before, rec) = self.rewrite(id, edit, true).await?;
         Ok((before, rec))
     }
 
@@ -123,9 +85,34 @@ impl Queue {
     where
         F: Fn(&mut Leg),
     {
-        let (messages, due) = (self.tree(TREE_MESSAGES)?, self.tree(TREE_DUE)?);
-        let rec = (&messages, &due)
-            .transaction(|(m, d)| {
+        let edit = |rec: &mut MessageRecord| {
+            for l in rec.legs.iter_mut() {
+                f(l);
+                l.refresh_state();
+            }
+            Ok(())
+        };
+        let ((), rec) = self.rewrite(id, edit, false).await?;
+        self.notify_due();
+        Ok(rec)
+    }
+
+    /// Read-modify-write of one record and its due entries in one transaction (`edit` may run
+    /// more than once), then a group-committed flush. With `finish`, a record whose recipients
+    /// are all delivered is removed instead (with its inline body; its spool file after the flush).
+    async fn rewrite<T>(
+        &self,
+        id: &str,
+        edit: impl Fn(&mut MessageRecord) -> Result<T, QueueError>,
+        finish: bool,
+    ) -> Result<(T, MessageRecord), QueueError> {
+        let (messages, due, bodies) = (
+            self.tree(TREE_MESSAGES)?,
+            self.tree(TREE_DUE)?,
+            self.tree(TREE_BODIES)?,
+        );
+        let (out, rec, removed) = (&messages, &due, &bodies)
+            .transaction(|(m, d, b)| {
                 let Some(raw) = m.get(id.as_bytes())? else {
                     return Err(abort(QueueError::NotFound(id.to_string())));
                 };
@@ -134,9 +121,16 @@ impl Queue {
                 for k in due_keys(&rec) {
                     d.remove(k)?;
                 }
-                for l in rec.legs.iter_mut() {
-                    f(l);
-                    l.refresh_state();
+                let out = edit(&mut rec).map_err(abort)?;
+                let delivered = rec.legs.iter().all(|l| {
+                    l.recipients
+                        .iter()
+                        .all(|r| matches!(r.state, RcptState::Delivered { .. }))
+                });
+                if finish && delivered {
+                    m.remove(id.as_bytes())?;
+                    b.remove(id.as_bytes())?;
+                    return Ok((out, rec, true));
                 }
                 for k in due_keys(&rec) {
                     d.insert(k, &[][..])?;
@@ -145,12 +139,15 @@ impl Queue {
                     .encode()
                     .map_err(|e| abort(QueueError::Storage(format!("encoding record: {e}"))))?;
                 m.insert(id.as_bytes(), enc)?;
-                Ok(rec)
+                Ok((out, rec, false))
             })
             .map_err(tx_err)?;
         self.durable().await?;
-        self.notify_due();
-        Ok(rec)
+        if removed && let BodyLocation::Spool { file } = &rec.body {
+            // The record is gone durably; a crash before this leaves an orphan recovery removes.
+            let _ = std::fs::remove_file(self.inner.spool_dir.join(file));
+        }
+        Ok((out, rec))
     }
 
     /// Remove a message for good (record, inline body, due entries, spool file), durably; a
