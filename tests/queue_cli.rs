@@ -177,5 +177,15 @@ async fn admin_api_status_codes() {
     assert!(r.contains(r#""error""#), "{r}");
     let r = get("/api/queue".into()).await;
     assert!(r.starts_with("HTTP/1.0 200") && r.contains(&id.0), "{r}");
+    // The status page lists the message and links to the API.
+    let r = get("/".into()).await;
+    assert!(
+        r.starts_with("HTTP/1.0 200") && r.contains("text/html"),
+        "{r}"
+    );
+    assert!(
+        r.contains("1 message(s) in the queue") && r.contains(&id.0),
+        "{r}"
+    );
     server.stop().await;
 }

@@ -5,6 +5,7 @@
 //! loopback by default and must stay on a trusted interface.
 
 pub mod metrics;
+pub mod status;
 
 use crate::config::Config;
 use crate::outbound::scheduler::Stats;
@@ -85,6 +86,19 @@ where
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(queue_error),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn status_page(State(s): State<AdminState>) -> Response {
+    let host = s.config.borrow().gateway.hostname.clone();
+    let q = s.queue;
+    match blocking(move || q.list()).await {
+        Ok(v) => (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            status::render(&host, &v, SystemTime::now()),
+        )
+            .into_response(),
+        Err(r) => r,
     }
 }
 
@@ -179,6 +193,7 @@ pub fn router(state: AdminState) -> Router {
     // The backfill engine reads delivery credits here while the gateway holds the db lock.
     let ledger = crate::ledger::api_router(state.queue.store().db().clone());
     Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/api/queue", get(list))
