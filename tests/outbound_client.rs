@@ -30,6 +30,17 @@ fn rcpts(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("user{i}@example.com")).collect()
 }
 
+/// A plain transaction of [`BODY`] (no SMTPUTF8, 7-bit).
+fn tx<'a>(mail_from: &'a str, rcpts: &'a [String]) -> Transaction<'a> {
+    Transaction {
+        mail_from,
+        rcpts,
+        body: BODY,
+        smtputf8: false,
+        body_8bit: false,
+    }
+}
+
 fn init() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
@@ -49,15 +60,7 @@ async fn partial_rcpt_acceptance_gives_per_recipient_outcomes() {
         .await
         .unwrap();
     let r = rcpts(5);
-    let out = s
-        .send(&Transaction {
-            mail_from: "alice@example.org",
-            rcpts: &r,
-            body: BODY,
-            smtputf8: false,
-            body_8bit: false,
-        })
-        .await;
+    let out = s.send(&tx("alice@example.org", &r)).await;
     assert!(matches!(out[0], Outcome::Delivered { .. }));
     assert!(matches!(out[1], Outcome::Delivered { .. }));
     assert_eq!(
@@ -90,15 +93,7 @@ async fn partial_rcpt_acceptance_gives_per_recipient_outcomes() {
     // The session is reusable for the next transaction.
     assert!(s.usable());
     let one = rcpts(1);
-    let out = s
-        .send(&Transaction {
-            mail_from: "",
-            rcpts: &one,
-            body: BODY,
-            smtputf8: false,
-            body_8bit: false,
-        })
-        .await;
+    let out = s.send(&tx("", &one)).await;
     assert!(matches!(out[0], Outcome::Delivered { .. }));
     assert_eq!(fake.received()[1].mail_from, "", "null sender");
     assert_eq!(
@@ -124,15 +119,7 @@ async fn all_rcpts_rejected_means_no_data() {
         .await
         .unwrap();
     let r = rcpts(2);
-    let out = s
-        .send(&Transaction {
-            mail_from: "a@b.org",
-            rcpts: &r,
-            body: BODY,
-            smtputf8: false,
-            body_8bit: false,
-        })
-        .await;
+    let out = s.send(&tx("a@b.org", &r)).await;
     assert!(matches!(out[0], Outcome::Failed { .. }));
     assert!(matches!(out[1], Outcome::Deferred { .. }));
     assert!(fake.received().is_empty());
@@ -151,15 +138,7 @@ async fn connection_cut_mid_data_defers_and_breaks_the_session() {
         .await
         .unwrap();
     let r = rcpts(2);
-    let out = s
-        .send(&Transaction {
-            mail_from: "a@b.org",
-            rcpts: &r,
-            body: BODY,
-            smtputf8: false,
-            body_8bit: false,
-        })
-        .await;
+    let out = s.send(&tx("a@b.org", &r)).await;
     assert!(
         out.iter().all(|o| matches!(o, Outcome::Deferred { .. })),
         "{out:?}"
@@ -179,15 +158,7 @@ async fn data_rejection_fails_every_accepted_recipient() {
         .await
         .unwrap();
     let r = rcpts(2);
-    let out = s
-        .send(&Transaction {
-            mail_from: "a@b.org",
-            rcpts: &r,
-            body: BODY,
-            smtputf8: false,
-            body_8bit: false,
-        })
-        .await;
+    let out = s.send(&tx("a@b.org", &r)).await;
     assert_eq!(
         out,
         vec![
@@ -305,15 +276,7 @@ async fn real_smtp_sink_accepts_null_sender() {
     }
     let mut s = session.expect("smtp-sink did not come up");
     let r = rcpts(2);
-    let out = s
-        .send(&Transaction {
-            mail_from: "",
-            rcpts: &r,
-            body: BODY,
-            smtputf8: false,
-            body_8bit: false,
-        })
-        .await;
+    let out = s.send(&tx("", &r)).await;
     assert!(
         out.iter().all(|o| matches!(o, Outcome::Delivered { .. })),
         "{out:?}"
