@@ -1,12 +1,14 @@
 //! RFC 3464 delivery status notifications: builds the `multipart/report` message for a failure
 //! or a delay. [`build`] is pure: it never sends, never touches the queue, and refuses to build a
-//! DSN for a message whose own sender is `<>`. [`enqueue`] is the one shared way to hand a built
-//! DSN to the queue (from `<>` to the sender, on the `bounce.via` target); it never delivers.
+//! DSN for a message whose own sender is `<>`. [`stage`] is the one shared way to turn a built DSN
+//! into a new queue message (from `<>` to the sender, on the `bounce.via` target), inserted by
+//! the caller in the same transaction as the change that caused it; it never delivers.
 
 use crate::config::Config;
 use crate::outbound::scheduler::MX_TARGET;
-use crate::queue::model::MessageRecord;
-use crate::queue::{Envelope, NewLeg, Queue, QueueError, QueueId};
+use crate::queue::model::{BOUNCE_RULE, MessageRecord};
+use crate::queue::store::Staged;
+use crate::queue::{Envelope, NewLeg, Queue, QueueError, QueueId, stage_message};
 use std::io::Read;
 use std::time::SystemTime;
 
@@ -286,68 +288,65 @@ pub fn dsn_target(cfg: &Config) -> String {
 /// How much of the original body is read for its header block.
 const HEADER_READ_LIMIT: u64 = 64 * 1024;
 
-/// Build a DSN about `original` for `recipients` and queue it durably (group-committed) from
-/// `<>` to the original sender on the [`dsn_target`] leg. `Ok(None)` when there is nothing to
-/// send (sender `<>`, no recipients). The original's header block is read from the queue (a
-/// missing body gives a DSN without it).
-pub async fn enqueue(
-    queue: &Queue,
+/// The header block of queued message `id`, for a DSN (empty when the body cannot be read:
+/// the DSN then goes without it).
+pub async fn original_headers(queue: &Queue, id: &str) -> Vec<u8> {
+    let q = queue.clone();
+    let id = id.to_string();
+    tokio::task::spawn_blocking(move || -> Result<Vec<u8>, QueueError> {
+        let mut head = Vec::new();
+        q.open_body(&id)?
+            .take(HEADER_READ_LIMIT)
+            .read_to_end(&mut head)?;
+        Ok(header_block(&head).to_vec())
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default()
+}
+
+/// A DSN about `original` for `recipients`, ready to be inserted under `dsn_id` in the same
+/// transaction as the leg update that caused it: from `<>` to the original sender on the
+/// [`dsn_target`] leg, its recipient marked with [`BOUNCE_RULE`]. Pure. `None` when there is
+/// nothing to send (sender `<>`, no recipients).
+pub fn stage(
+    dsn_id: QueueId,
     cfg: &Config,
     original: &MessageRecord,
     kind: DsnKind,
     recipients: &[DsnRecipient],
+    headers: &[u8],
     now: SystemTime,
-) -> Result<Option<QueueId>, QueueError> {
-    if original.envelope.mail_from.is_empty() || recipients.is_empty() {
-        return Ok(None);
-    }
-    let headers = {
-        let q = queue.clone();
-        let id = original.id.0.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<u8>, QueueError> {
-            let mut head = Vec::new();
-            q.open_body(&id)?
-                .take(HEADER_READ_LIMIT)
-                .read_to_end(&mut head)?;
-            Ok(header_block(&head).to_vec())
-        })
-        .await
-        .map_err(|e| QueueError::Storage(format!("header reader task: {e}")))?
-        .unwrap_or_default()
-    };
-    let Some(msg) = build(&DsnInput {
+) -> Option<Staged> {
+    let msg = build(&DsnInput {
         kind,
         reporting_mta: &cfg.gateway.hostname,
         queue_id: &original.id.0,
         sender: &original.envelope.mail_from,
         arrival: original.envelope.received_at,
         now,
-        original_headers: &headers,
+        original_headers: headers,
         recipients,
-    }) else {
-        return Ok(None);
-    };
-    let mut w = queue.body_writer()?;
-    w.write(&msg).await?;
-    let id = queue
-        .commit(
-            w,
-            Envelope {
-                mail_from: String::new(),
-                helo: cfg.gateway.hostname.clone(),
-                client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                received_at: now,
-                smtputf8: false,
-                body_8bit: false,
-            },
-            vec![NewLeg {
-                target: dsn_target(cfg),
-                rules: vec!["bounce".into()],
-                recipients: vec![original.envelope.mail_from.clone()],
-            }],
-        )
-        .await?;
-    Ok(Some(id))
+    })?;
+    Some(stage_message(
+        dsn_id,
+        Envelope {
+            mail_from: String::new(),
+            helo: cfg.gateway.hostname.clone(),
+            client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            received_at: now,
+            smtputf8: false,
+            body_8bit: false,
+        },
+        vec![NewLeg {
+            target: dsn_target(cfg),
+            rules: vec![BOUNCE_RULE.into()],
+            recipients: vec![original.envelope.mail_from.clone()],
+        }],
+        msg,
+        now,
+    ))
 }
 
 #[cfg(test)]

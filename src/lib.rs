@@ -5,6 +5,7 @@ pub mod backfill;
 pub mod bounce;
 pub mod config;
 pub mod demo;
+pub mod fault;
 pub mod fingerprint;
 pub mod inbound;
 pub mod ledger;

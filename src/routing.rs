@@ -559,6 +559,35 @@ pub fn rewrite_rcpt(recipient: &str, rcpt_domain: Option<&str>) -> String {
     }
 }
 
+/// The address a target receives for `recipient`: [`rewrite_rcpt`] to the target's
+/// `rcpt_domain`, but only for a recipient whose domain is one of `accept_domains` (the
+/// organisation's own users; mail relayed for trusted clients to other domains keeps its
+/// address) and never for a DSN cutover generated itself (`is_dsn`: it goes to the original
+/// sender, wherever that is).
+pub fn final_rcpt(
+    recipient: &str,
+    rcpt_domain: Option<&str>,
+    accept_domains: &[String],
+    is_dsn: bool,
+) -> String {
+    let ours = recipient
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .rsplit_once('@')
+        .is_some_and(|(_, d)| {
+            let d = d.trim_end_matches('.');
+            accept_domains
+                .iter()
+                .any(|a| a.trim_end_matches('.').eq_ignore_ascii_case(d))
+        });
+    if ours && !is_dsn {
+        rewrite_rcpt(recipient, rcpt_domain)
+    } else {
+        rewrite_rcpt(recipient, None)
+    }
+}
+
 #[cfg(test)]
 #[path = "routing_tests.rs"]
 mod tests;

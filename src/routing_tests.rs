@@ -433,3 +433,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn final_rcpt_rewrites_only_our_domains_and_never_dsns() {
+    let ours = vec!["Example.com".to_string()];
+    let t = Some("example-com.mail.onmicrosoft.com");
+    assert_eq!(
+        final_rcpt("alice@example.COM.", t, &ours, false),
+        "alice@example-com.mail.onmicrosoft.com"
+    );
+    // Trusted relaying to another domain: untouched.
+    assert_eq!(
+        final_rcpt("bob@gmail.example", t, &ours, false),
+        "bob@gmail.example"
+    );
+    // A DSN to one of our own senders: untouched too.
+    assert_eq!(
+        final_rcpt("<carol@example.com>", t, &ours, true),
+        "carol@example.com"
+    );
+    assert_eq!(
+        final_rcpt("alice@example.com", None, &ours, false),
+        "alice@example.com"
+    );
+}

@@ -27,6 +27,8 @@ pub struct QueueGauges {
     /// (target, state) → legs; `state` is the leg state, or `held` for a held pending leg.
     pub legs: BTreeMap<(String, String), u64>,
     pub oldest_age_seconds: f64,
+    /// Spool files without a record that recovery moved to `spool/orphans/` at start.
+    pub orphans_quarantined: u64,
 }
 
 impl QueueGauges {
@@ -97,6 +99,13 @@ pub fn render(q: &QueueGauges, stats: Option<&Stats>) -> Result<String, std::fmt
         "cutover_queue_oldest_message_age_seconds",
         "Age of the oldest queued message (0 when empty)",
         age,
+    );
+    let orphans: Gauge = Gauge::default();
+    orphans.set(q.orphans_quarantined as i64);
+    r.register(
+        "cutover_queue_orphans_quarantined",
+        "Spool files without a message record moved to spool/orphans/ by recovery at start (inspect them)",
+        orphans,
     );
     if let Some(s) = stats {
         counter(

@@ -56,6 +56,9 @@ impl AdminState {
     }
 }
 
+/// How long `DELETE ?bounce=true` waits for a delivery attempt in flight to end before 409.
+const DELETE_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn error(status: StatusCode, msg: String) -> Response {
     (status, Json(ApiError { error: msg })).into_response()
 }
@@ -63,6 +66,7 @@ fn error(status: StatusCode, msg: String) -> Response {
 fn queue_error(e: QueueError) -> Response {
     match e {
         QueueError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        QueueError::Busy(_) => error(StatusCode::CONFLICT, e.to_string()),
         e => {
             tracing::error!(error = %e, "admin API: queue error");
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
@@ -161,18 +165,31 @@ async fn delete(
     Query(p): Query<DeleteParams>,
 ) -> Response {
     let cfg = s.cfg();
-    json(
-        s.queue
-            .delete(&id, p.bounce.then_some(&*cfg), SystemTime::now())
-            .await,
-    )
+    // With a delivery engine in this process, a bounce waits for an attempt in flight to end
+    // (its outcome decides who is still undelivered); bounded, then 409.
+    let live = s.stats.is_some();
+    let deadline = tokio::time::Instant::now() + DELETE_BUSY_WAIT;
+    loop {
+        let r = s
+            .queue
+            .delete(&id, p.bounce.then_some(&*cfg), SystemTime::now(), live)
+            .await;
+        match r {
+            Err(QueueError::Busy(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            r => return json(r),
+        }
+    }
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> Response {
     let q = s.queue.clone();
     let gauges = match blocking(move || {
-        q.list()
-            .map(|l| metrics::QueueGauges::from_list(&l, SystemTime::now()))
+        q.list().map(|l| metrics::QueueGauges {
+            orphans_quarantined: q.recovery().quarantined_orphans as u64,
+            ..metrics::QueueGauges::from_list(&l, SystemTime::now())
+        })
     })
     .await
     {

@@ -254,7 +254,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
                         api_one(*addr, "DELETE", id, q).await?
                     }
                     Source::Store(q) => found(
-                        q.delete(id, bounce.then_some(&cfg), SystemTime::now())
+                        q.delete(id, bounce.then_some(&cfg), SystemTime::now(), false)
                             .await,
                     )?,
                     Source::Empty => None,

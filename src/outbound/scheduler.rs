@@ -10,9 +10,10 @@ use super::retry::{delay_warning_due, expired, next_delay};
 use super::tls::connector;
 use crate::bounce::{self, DsnKind, DsnRecipient};
 use crate::config::{Config, Target, TlsMode, resolve_path};
-use crate::queue::model::{Leg, MessageRecord, RcptState};
-use crate::queue::{Queue, QueueError};
-use crate::routing::rewrite_rcpt;
+use crate::fingerprint;
+use crate::queue::model::{BOUNCE_RULE, Leg, MessageRecord, RcptFate, RcptState};
+use crate::queue::{Queue, QueueError, QueueId, QueuedBody};
+use crate::routing;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,14 @@ use tracing::Instrument;
 
 /// Internal target name for DSNs delivered by MX lookup of the recipient's domain.
 pub const MX_TARGET: &str = "@mx";
+
+/// Attempts past their target's connection limit that may run at once, all targets together
+/// (each holds at most an inline body, up to the queue's inline threshold; spooled bodies are
+/// streamed).
+pub const MAX_ATTEMPTS_IN_FLIGHT: usize = 64;
+/// Leg attempts the scheduler keeps started (waiting for a connection slot or running) at
+/// once; further due legs wait in the index, not in memory.
+pub const MAX_STARTED: usize = 1024;
 
 /// Counters exported on /metrics.
 #[derive(Debug, Default)]
@@ -40,7 +49,8 @@ pub struct Stats {
 }
 
 /// Called for each successful delivery: (target, original recipient, final recipient, queue id,
-/// message body). The ledger hooks in here.
+/// the message's header block and the first [`fingerprint::BODY_PREFIX`] bytes of its body).
+/// The ledger hooks in here; its record is made durable by the leg update that follows.
 pub type DeliveredHook = Arc<dyn Fn(&str, &str, &str, &str, &[u8]) + Send + Sync>;
 
 struct Pool {
@@ -69,6 +79,8 @@ pub struct Scheduler {
     resolver: Resolver,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     in_flight: Mutex<HashSet<(String, u16)>>,
+    /// Global cap on attempts past admission ([`MAX_ATTEMPTS_IN_FLIGHT`]).
+    attempts: Arc<Semaphore>,
     pub stats: Arc<Stats>,
     on_delivered: Option<DeliveredHook>,
     /// Idle pooled sessions are closed after this long.
@@ -97,6 +109,7 @@ impl Scheduler {
             resolver,
             pools: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
+            attempts: Arc::new(Semaphore::new(MAX_ATTEMPTS_IN_FLIGHT)),
             stats: Arc::new(Stats::default()),
             on_delivered,
             idle_timeout: Duration::from_secs(10),
@@ -134,9 +147,27 @@ impl Scheduler {
             }
             let now = SystemTime::now();
             let mut next_wake = Duration::from_secs(30);
-            match self.queue.due(now, 512) {
+            let started = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
+            // Look past the legs already started so they never hide the rest of the index.
+            match self
+                .queue
+                .due(now, started + MAX_STARTED.saturating_sub(started).min(512))
+            {
                 Ok(due) => {
                     for e in due {
+                        if self
+                            .in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .len()
+                            >= MAX_STARTED
+                        {
+                            break;
+                        }
                         let key = (e.id.clone(), e.leg);
                         let fresh = self
                             .in_flight
@@ -331,30 +362,45 @@ impl Scheduler {
             return;
         }
 
-        let body = match self.read_body(id).await {
-            Ok(b) => b,
+        // Admission before the body is touched: the target's connection slot, then the global
+        // cap on attempts in flight. A released backlog therefore holds at most
+        // `MAX_ATTEMPTS_IN_FLIGHT` bodies (inline ones; spooled ones are streamed), whatever
+        // its size.
+        let Ok(_permit) = pool.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok(_attempt) = self.attempts.clone().acquire_owned().await else {
+            return;
+        };
+        let body = match self.queue.body_source(&rec).await {
+            Ok(QueuedBody::Inline(v)) => v.to_vec(),
+            Ok(QueuedBody::Spool(p)) => match tokio::fs::read(&p).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let o = Outcome::local(&format!("local error reading the queued body: {e}"));
+                    let outcomes = pending.iter().map(|&i| (i, o.clone())).collect();
+                    drop(_permit);
+                    self.record(&cfg, &rec, leg_idx, &leg, outcomes, None, "deferred", true)
+                        .await;
+                    return;
+                }
+            },
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the message body");
                 let o = Outcome::local(&format!("local error reading the queued body: {e}"));
                 let outcomes = pending.iter().map(|&i| (i, o.clone())).collect();
+                drop(_permit);
                 self.record(&cfg, &rec, leg_idx, &leg, outcomes, None, "deferred", true)
                     .await;
                 return;
             }
         };
-
-        let Ok(_permit) = pool.permits.clone().acquire_owned().await else {
-            return;
-        };
         let started = Instant::now();
         let rcpts: Vec<String> = pending
             .iter()
             .map(|&i| {
-                let a = &leg.recipients[i].address;
-                rewrite_rcpt(
-                    a,
-                    target_cfg.as_ref().and_then(|t| t.rcpt_domain.as_deref()),
-                )
+                let r = &leg.recipients[i];
+                final_rcpt(&cfg, &leg.target, &r.address, &r.rule)
             })
             .collect();
         let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -424,12 +470,14 @@ impl Scheduler {
             tokio::spawn(session.quit());
         }
         drop(_permit);
+        drop(_attempt);
 
         let delay = started.elapsed();
         let since_arrival = now
             .duration_since(rec.envelope.received_at)
             .unwrap_or_default();
         let mut outcomes = Vec::with_capacity(pending.len());
+        let mut head: Option<Vec<u8>> = None;
         for (k, (&i, o)) in pending.iter().zip(results).enumerate() {
             tracing::info!(
                 to = %rcpts[k],
@@ -446,12 +494,15 @@ impl Scheduler {
             if matches!(o, Outcome::Delivered { .. })
                 && let Some(hook) = &self.on_delivered
             {
+                if head.is_none() {
+                    head = Some(self.head(id).await);
+                }
                 hook(
                     &leg.target,
                     &leg.recipients[i].address,
                     &rcpts[k],
                     id,
-                    &body,
+                    head.as_deref().unwrap_or_default(),
                 );
             }
             outcomes.push((i, o));
@@ -460,12 +511,16 @@ impl Scheduler {
             .await;
     }
 
-    async fn read_body(&self, id: &str) -> Result<Vec<u8>, QueueError> {
+    /// The header block and the start of the body of `id`, for the ledger's fingerprint
+    /// (bounded: the whole body is never read for it).
+    async fn head(&self, id: &str) -> Vec<u8> {
         let q = self.queue.clone();
         let id = id.to_string();
-        tokio::task::spawn_blocking(move || q.read_body(&id))
+        tokio::task::spawn_blocking(move || q.read_head(&id, fingerprint::BODY_PREFIX))
             .await
-            .map_err(|e| QueueError::Storage(format!("body reader task: {e}")))?
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
     }
 
     /// Connect to the first host of the target that answers.
@@ -641,136 +696,172 @@ impl Scheduler {
                 l.delay_warned = true;
             }
         };
-        let (before, after) = match self.queue.update_leg(&rec.id.0, leg_idx, apply).await {
+        // DSNs go into the same transaction as the update that causes them: a crash can never
+        // keep a recipient failed and lose its bounce. The original's header block is read
+        // first, only when a DSN is possible.
+        let may_dsn = !rec.envelope.mail_from.is_empty()
+            && (warn_delay
+                || outcomes
+                    .iter()
+                    .any(|(_, o)| matches!(o, Outcome::Failed { .. })));
+        let headers = if may_dsn {
+            bounce::original_headers(&self.queue, &rec.id.0).await
+        } else {
+            Vec::new()
+        };
+        let (failure_id, delay_id) = (self.queue.next_id(), self.queue.next_id());
+        let now_dsn = SystemTime::now();
+        let stage = |before: &Leg, after: &MessageRecord| {
+            if !may_dsn {
+                return Vec::new();
+            }
+            let plan = dsn_plan(leg_idx, before, after, warn_delay);
+            let mut add = Vec::new();
+            let mut push = |id: &QueueId, kind, idx: &[usize]| {
+                let recipients = dsn_recipients(cfg, after, leg_idx, idx, kind, now_dsn);
+                add.extend(bounce::stage(
+                    id.clone(),
+                    cfg,
+                    after,
+                    kind,
+                    &recipients,
+                    &headers,
+                    now_dsn,
+                ));
+            };
+            push(&failure_id, DsnKind::Failure, &plan.bounced);
+            let until = after
+                .legs
+                .get(leg_idx as usize)
+                .map(|l| l.created + cfg.queue.max_age.0)
+                .unwrap_or(now_dsn);
+            push(
+                &delay_id,
+                DsnKind::Delay {
+                    will_retry_until: until,
+                },
+                &plan.delayed,
+            );
+            add
+        };
+        let (before, out) = match self
+            .queue
+            .update_leg_staged(&rec.id.0, leg_idx, apply, stage)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "recording the delivery result failed; the leg will be retried");
                 return;
             }
         };
-        let Some(new_leg) = after.legs.get(leg_idx as usize) else {
-            return;
-        };
-
-        // Recipients that just failed permanently on this leg and have failed on every leg that
-        // carries them: one failure DSN. If another leg delivered them: operator problem only.
-        let mut bounced = Vec::new();
-        for (i, r) in new_leg.recipients.iter().enumerate() {
-            let was_pending = before
-                .recipients
-                .get(i)
-                .is_some_and(|b| b.state.is_pending());
-            if !was_pending || r.state.is_pending() {
-                continue;
-            }
-            // This update made the recipient final here; decide once it is final everywhere.
-            let states: Vec<&RcptState> = after
-                .legs
-                .iter()
-                .flat_map(|l| l.recipients.iter())
-                .filter(|x| x.address == r.address)
-                .map(|x| &x.state)
-                .collect();
-            if states.iter().any(|s| s.is_pending()) {
-                continue;
-            }
-            let failed = states
-                .iter()
-                .filter(|s| matches!(s, RcptState::Failed { .. }))
-                .count();
-            if failed == states.len() {
-                bounced.push(i);
-            } else if failed > 0 {
-                self.stats.dual_leg_failures.fetch_add(1, Ordering::Relaxed);
+        crate::fault::fault_point("after-leg-update");
+        let plan = dsn_plan(leg_idx, &before, &out.record, warn_delay);
+        for &i in &plan.mixed {
+            self.stats.dual_leg_failures.fetch_add(1, Ordering::Relaxed);
+            if let Some(r) = before.recipients.get(i) {
                 tracing::warn!(to = %r.address, "a leg failed but another leg delivered: no DSN (operator attention)");
             }
         }
-        if !bounced.is_empty() {
-            self.send_dsn(cfg, &after, new_leg, &bounced, DsnKind::Failure)
-                .await;
-        }
-        if warn_delay && !before.delay_warned {
-            let deferred: Vec<usize> = (0..new_leg.recipients.len())
-                .filter(|&i| matches!(new_leg.recipients[i].state, RcptState::Deferred { .. }))
-                .collect();
-            let until = new_leg.created + cfg.queue.max_age.0;
-            self.send_dsn(
-                cfg,
-                &after,
-                new_leg,
-                &deferred,
-                DsnKind::Delay {
-                    will_retry_until: until,
-                },
-            )
-            .await;
-        }
-        // A message whose recipients were all delivered was already removed by update_leg.
-        let all_delivered = after.legs.iter().all(|l| {
-            l.recipients
-                .iter()
-                .all(|r| matches!(r.state, RcptState::Delivered { .. }))
-        });
-        if !all_delivered
-            && after.legs.iter().all(|l| l.state.is_final())
-            && let Err(e) = self.queue.remove_message(&after.id.0).await
-        {
-            tracing::error!(error = %e, "removing a finished message");
+        let target = bounce::dsn_target(cfg);
+        for id in &out.added {
+            if *id == failure_id {
+                self.stats.dsn_failure.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(dsn_id = %id, to = %rec.envelope.mail_from, via = %target, recipients = plan.bounced.len(), "sender non-delivery notification");
+            } else {
+                self.stats.dsn_delay.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(dsn_id = %id, to = %rec.envelope.mail_from, via = %target, "sender delay notification");
+            }
         }
     }
+}
 
-    async fn send_dsn(
-        &self,
-        cfg: &Config,
-        rec: &MessageRecord,
-        leg: &Leg,
-        idx: &[usize],
-        kind: DsnKind,
-    ) {
-        if rec.envelope.mail_from.is_empty() || idx.is_empty() {
-            return;
+/// Which recipients of leg `leg_idx` an update turns into DSNs (pure; indexes into the leg).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct DsnPlan {
+    /// Final on this leg by this update and failed on every leg carrying them: failure DSN.
+    bounced: Vec<usize>,
+    /// Final by this update, failed here but delivered elsewhere: no DSN, counted.
+    mixed: Vec<usize>,
+    /// Deferred, when this update is the one that sends the leg's delay warning.
+    delayed: Vec<usize>,
+}
+
+fn dsn_plan(leg_idx: u16, before: &Leg, after: &MessageRecord, warn_delay: bool) -> DsnPlan {
+    let mut plan = DsnPlan::default();
+    let Some(leg) = after.legs.get(leg_idx as usize) else {
+        return plan;
+    };
+    if leg.target != before.target {
+        return plan;
+    }
+    for (i, r) in leg.recipients.iter().enumerate() {
+        let was_pending = before
+            .recipients
+            .get(i)
+            .is_some_and(|b| b.address == r.address && b.state.is_pending());
+        if !was_pending || r.state.is_pending() || r.rule == BOUNCE_RULE {
+            continue;
         }
-        let entry = |l: &Leg, r: &crate::queue::model::Recipient| {
-            let target = cfg.targets.get(&l.target);
-            DsnRecipient {
-                original: r.address.clone(),
-                final_rcpt: rewrite_rcpt(&r.address, target.and_then(|t| t.rcpt_domain.as_deref())),
-                target: l.target.clone(),
-                remote_mta: None,
-                diagnostic: r.state.last_reply().unwrap_or("").to_string(),
-                last_attempt: Some(SystemTime::now()),
-            }
-        };
-        let mut recipients: Vec<DsnRecipient> = Vec::new();
-        for r in idx.iter().filter_map(|&i| leg.recipients.get(i)) {
-            match kind {
-                // A failure is reported once the recipient failed on every leg carrying it:
-                // list each of those legs (target and remote reply).
-                DsnKind::Failure => {
-                    for l in &rec.legs {
-                        for x in l.recipients.iter().filter(|x| x.address == r.address) {
-                            recipients.push(entry(l, x));
-                        }
+        match after.fate(&r.address) {
+            RcptFate::Failed => plan.bounced.push(i),
+            RcptFate::Mixed => plan.mixed.push(i),
+            RcptFate::Pending | RcptFate::Delivered => {}
+        }
+    }
+    if warn_delay && !before.delay_warned {
+        plan.delayed = (0..leg.recipients.len())
+            .filter(|&i| matches!(leg.recipients[i].state, RcptState::Deferred { .. }))
+            .collect();
+    }
+    plan
+}
+
+/// The DSN entries for recipients `idx` of leg `leg_idx`: for a failure, every leg that carried
+/// the recipient (target and remote reply); for a delay, this leg.
+fn dsn_recipients(
+    cfg: &Config,
+    rec: &MessageRecord,
+    leg_idx: u16,
+    idx: &[usize],
+    kind: DsnKind,
+    now: SystemTime,
+) -> Vec<DsnRecipient> {
+    let entry = |l: &Leg, r: &crate::queue::model::Recipient| DsnRecipient {
+        original: r.address.clone(),
+        final_rcpt: final_rcpt(cfg, &l.target, &r.address, &r.rule),
+        target: l.target.clone(),
+        remote_mta: None,
+        diagnostic: r.state.last_reply().unwrap_or("").to_string(),
+        last_attempt: Some(now),
+    };
+    let Some(leg) = rec.legs.get(leg_idx as usize) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for r in idx.iter().filter_map(|&i| leg.recipients.get(i)) {
+        match kind {
+            DsnKind::Failure => {
+                for l in &rec.legs {
+                    for x in l.recipients.iter().filter(|x| x.address == r.address) {
+                        out.push(entry(l, x));
                     }
                 }
-                DsnKind::Delay { .. } => recipients.push(entry(leg, r)),
             }
-        }
-        let target = bounce::dsn_target(cfg);
-        match (
-            bounce::enqueue(&self.queue, cfg, rec, kind, &recipients, SystemTime::now()).await,
-            kind,
-        ) {
-            (Ok(None), _) => {}
-            (Ok(Some(dsn_id)), DsnKind::Failure) => {
-                self.stats.dsn_failure.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(dsn_id = %dsn_id, to = %rec.envelope.mail_from, via = %target, recipients = recipients.len(), "sender non-delivery notification");
-            }
-            (Ok(Some(dsn_id)), DsnKind::Delay { .. }) => {
-                self.stats.dsn_delay.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(dsn_id = %dsn_id, to = %rec.envelope.mail_from, via = %target, "sender delay notification");
-            }
-            (Err(e), _) => tracing::error!(error = %e, "could not queue the DSN"),
+            DsnKind::Delay { .. } => out.push(entry(leg, r)),
         }
     }
+    out
+}
+
+/// The address target `target` receives for a recipient (see [`routing::final_rcpt`]).
+fn final_rcpt(cfg: &Config, target: &str, address: &str, rule: &str) -> String {
+    routing::final_rcpt(
+        address,
+        cfg.targets
+            .get(target)
+            .and_then(|t| t.rcpt_domain.as_deref()),
+        &cfg.gateway.accept_domains,
+        rule == BOUNCE_RULE,
+    )
 }

@@ -1,42 +1,21 @@
 //! Queue operations for the delivery engine: read the due index, apply the result of an
-//! attempt to one leg (record + due entry in one transaction, then a group-committed flush, so
-//! a state change is durable before the next attempt is scheduled), and remove finished
-//! messages. Never does network IO and never decides what an outcome means.
+//! attempt to one leg (record, due entries, the DSNs it causes and the removal of a finished
+//! message in one transaction, durable before anything relies on it), and the start-up sweep.
+//! Never does network IO and never decides what an outcome means.
 
-use super::model::{BodyLocation, Leg, MessageRecord, RcptState};
-use super::store::{self, TREE_BODIES, TREE_DUE, TREE_MESSAGES, due_keys};
+use super::model::{Leg, MessageRecord};
+use super::store::{Change, Rewritten, Staged};
 use super::{Queue, QueueError};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-fn storage(e: sled::Error) -> QueueError {
-    QueueError::Storage(e.to_string())
-}
-
-fn tx_err(e: TransactionError<QueueError>) -> QueueError {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => storage(e),
-    }
-}
-
-fn abort(e: QueueError) -> ConflictableTransactionError<QueueError> {
-    ConflictableTransactionError::Abort(e)
-}
-
 impl Queue {
-    fn tree(&self, name: &str) -> Result<sled::Tree, QueueError> {
-        self.inner.store.db().open_tree(name).map_err(storage)
-    }
-
     /// The earliest due time in the index, if any.
     pub fn next_due(&self) -> Result<Option<SystemTime>, QueueError> {
-        let due = self.tree(TREE_DUE)?;
-        Ok(due
+        Ok(self
+            .inner
+            .store
+            .due_until(u64::MAX - 1, 1)?
             .first()
-            .map_err(storage)?
-            .and_then(|(k, _)| store::parse_due_key(&k))
             .map(|e| UNIX_EPOCH + Duration::from_millis(e.due_ms)))
     }
 
@@ -50,14 +29,58 @@ impl Queue {
         self.inner.due_notify.notify_one();
     }
 
-    /// Apply `f` to leg `leg` of `id` and rewrite the message's due entries to match, in one
-    /// transaction; then wait until it is durable. `f` may run more than once (transaction
-    /// retries): it must be a pure function of the leg. Returns (leg before, record after).
-    ///
-    /// When the update leaves every recipient of every leg delivered, the message is removed in
-    /// the same transaction (record, inline body, due entries; the spool file after the flush):
-    /// the common case costs one transaction and one shared flush. The returned record then shows
-    /// the final state; [`Queue::record`] no longer finds it.
+    /// Apply `f` to leg `leg` of `id`; then `stage(leg before, record after)` may return new
+    /// messages (DSNs) to insert. All in one transaction with the due entries, and a message
+    /// that is finished afterwards ([`MessageRecord::is_finished`]) is removed in it too: a
+    /// crash can never keep the update and lose the DSN. Returns once durable. `f` and `stage`
+    /// may run more than once (transaction retries): they must be pure functions of their
+    /// arguments. Returns (leg before, result); `result.record` shows the final state even
+    /// when the message was removed.
+    pub async fn update_leg_staged<F, S>(
+        &self,
+        id: &str,
+        leg: u16,
+        f: F,
+        stage: S,
+    ) -> Result<(Leg, Rewritten<()>), QueueError>
+    where
+        F: Fn(&mut Leg),
+        S: Fn(&Leg, &MessageRecord) -> Vec<Staged>,
+    {
+        let out = self
+            .rewrite(id, |rec| {
+                let Some(l) = rec.legs.get_mut(leg as usize) else {
+                    return Err(QueueError::NotFound(format!("{id} leg {leg}")));
+                };
+                let before = l.clone();
+                f(l);
+                l.refresh_state();
+                let add = stage(&before, rec);
+                Ok(Change {
+                    value: before,
+                    remove: rec.is_finished(),
+                    add,
+                })
+            })
+            .await?;
+        let Rewritten {
+            value,
+            record,
+            removed,
+            added,
+        } = out;
+        Ok((
+            value,
+            Rewritten {
+                value: (),
+                record,
+                removed,
+                added,
+            },
+        ))
+    }
+
+    /// [`Queue::update_leg_staged`] without new messages. Returns (leg before, record after).
     pub async fn update_leg<F>(
         &self,
         id: &str,
@@ -67,17 +90,10 @@ impl Queue {
     where
         F: Fn(&mut Leg),
     {
-        let edit = |rec: &mut MessageRecord| {
-            let Some(l) = rec.legs.get_mut(leg as usize) else {
-                return Err(QueueError::NotFound(format!("{id} leg {leg}")));
-            };
-            let before = l.clone();
-            f(l);
-            l.refresh_state();
-            Ok(before)
-        };
-        let (before, rec) = self.rewrite(id, edit, true).await?;
-        Ok((before, rec))
+        let (before, out) = self
+            .update_leg_staged(id, leg, f, |_, _| Vec::new())
+            .await?;
+        Ok((before, out.record))
     }
 
     /// Apply `f` to every leg of `id` (operator actions: hold, release, retry now).
@@ -85,69 +101,17 @@ impl Queue {
     where
         F: Fn(&mut Leg),
     {
-        let edit = |rec: &mut MessageRecord| {
-            for l in rec.legs.iter_mut() {
-                f(l);
-                l.refresh_state();
-            }
-            Ok(())
-        };
-        let ((), rec) = self.rewrite(id, edit, false).await?;
-        self.notify_due();
-        Ok(rec)
-    }
-
-    /// Read-modify-write of one record and its due entries in one transaction (`edit` may run
-    /// more than once), then a group-committed flush. With `finish`, a record whose recipients
-    /// are all delivered is removed instead (with its inline body; its spool file after the flush).
-    async fn rewrite<T>(
-        &self,
-        id: &str,
-        edit: impl Fn(&mut MessageRecord) -> Result<T, QueueError>,
-        finish: bool,
-    ) -> Result<(T, MessageRecord), QueueError> {
-        let (messages, due, bodies) = (
-            self.tree(TREE_MESSAGES)?,
-            self.tree(TREE_DUE)?,
-            self.tree(TREE_BODIES)?,
-        );
-        let (out, rec, removed) = (&messages, &due, &bodies)
-            .transaction(|(m, d, b)| {
-                let Some(raw) = m.get(id.as_bytes())? else {
-                    return Err(abort(QueueError::NotFound(id.to_string())));
-                };
-                let mut rec = MessageRecord::decode(&raw)
-                    .map_err(|e| abort(QueueError::Storage(format!("record {id}: {e}"))))?;
-                for k in due_keys(&rec) {
-                    d.remove(k)?;
+        let out = self
+            .rewrite(id, |rec| {
+                for l in rec.legs.iter_mut() {
+                    f(l);
+                    l.refresh_state();
                 }
-                let out = edit(&mut rec).map_err(abort)?;
-                let delivered = rec.legs.iter().all(|l| {
-                    l.recipients
-                        .iter()
-                        .all(|r| matches!(r.state, RcptState::Delivered { .. }))
-                });
-                if finish && delivered {
-                    m.remove(id.as_bytes())?;
-                    b.remove(id.as_bytes())?;
-                    return Ok((out, rec, true));
-                }
-                for k in due_keys(&rec) {
-                    d.insert(k, &[][..])?;
-                }
-                let enc = rec
-                    .encode()
-                    .map_err(|e| abort(QueueError::Storage(format!("encoding record: {e}"))))?;
-                m.insert(id.as_bytes(), enc)?;
-                Ok((out, rec, false))
+                Ok(Change::keep(()))
             })
-            .map_err(tx_err)?;
-        self.durable().await?;
-        if removed && let BodyLocation::Spool { file } = &rec.body {
-            // The record is gone durably; a crash before this leaves an orphan recovery removes.
-            let _ = std::fs::remove_file(self.inner.spool_dir.join(file));
-        }
-        Ok((out, rec))
+            .await?;
+        self.notify_due();
+        Ok(out.record)
     }
 
     /// Remove a message for good (record, inline body, due entries, spool file), durably; a
@@ -159,26 +123,68 @@ impl Queue {
         }
     }
 
-    /// Ids of messages whose legs are all final (left behind by a crash between the last leg
-    /// update and the removal). Scans every record: call at start only.
+    /// Ids of finished messages ([`MessageRecord::is_finished`]) still stored: none are left
+    /// behind by the delivery engine (a finished message is removed in the transaction that
+    /// finishes it, with its DSNs), but a store written by an older version may hold some.
+    /// Scans every record: call at start only.
     pub fn finished_messages(&self) -> Result<Vec<String>, QueueError> {
         let mut out = Vec::new();
         for rec in self.inner.store.records() {
             let rec = rec?;
-            if rec.legs.iter().all(|l| l.state.is_final()) {
+            if rec.is_finished() {
                 out.push(rec.id.0);
             }
         }
         Ok(out)
     }
+}
 
-    /// Wait for a group-committed flush covering every write made so far.
-    async fn durable(&self) -> Result<(), QueueError> {
-        let ticket = self.inner.group.ticket();
-        let store = &self.inner.store;
-        self.inner
-            .group
-            .wait_durable(ticket, || store.flush_async())
-            .await
+/// A new message for [`Queue::update_leg_staged`]: an inline body (a DSN is small) under a
+/// fresh id, its legs due now.
+pub fn stage_message(
+    id: super::QueueId,
+    envelope: super::Envelope,
+    legs: Vec<super::NewLeg>,
+    body: Vec<u8>,
+    now: SystemTime,
+) -> Staged {
+    Staged {
+        rec: MessageRecord {
+            id,
+            envelope,
+            size: body.len() as u64,
+            body: super::model::BodyLocation::Inline,
+            legs: legs.into_iter().map(|l| Leg::new(l, now)).collect(),
+            body_missing: false,
+        },
+        inline_body: Some(body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn staged_message_is_inline_and_due() {
+        let now = std::time::SystemTime::now();
+        let s = super::stage_message(
+            super::super::QueueId("00000000000001".into()),
+            super::super::Envelope {
+                mail_from: String::new(),
+                helo: "h".into(),
+                client_addr: "127.0.0.1:0".parse().unwrap(),
+                received_at: now,
+                smtputf8: false,
+                body_8bit: false,
+            },
+            vec![super::super::NewLeg {
+                target: "old".into(),
+                rules: vec!["bounce".into()],
+                recipients: vec!["a@example.org".into()],
+            }],
+            b"x".to_vec(),
+            now,
+        );
+        assert_eq!(s.rec.size, 1);
+        assert_eq!(crate::queue::store::due_keys(&s.rec).len(), 1);
     }
 }

@@ -8,11 +8,15 @@
 //! Write order of a message (why nothing half-written survives a crash): a large body is
 //! streamed to `spool/<random>.tmp`, fsynced, renamed to `spool/<id>`, the directory fsynced;
 //! then one sled transaction writes the record, the inline body (small bodies) and the due
-//! entries; then group commit flushes; only then does `commit` return the id (→ `250`).
-//! Recovery removes temp files, spool files without a record, and index entries without a
-//! record. A commit future dropped half-way (session gone) leaves at worst an unacknowledged
-//! message (queued, like any MTA whose 250 was lost) or a spool file without a record (removed
-//! by the next recovery); never an acknowledged message missing.
+//! entries; then group commit syncs (sled flush + `fdatasync` of the db file, shared by every
+//! session that wrote before it); only then does `commit` return the id (→ `250`). Every later
+//! change (leg updates, removal, a DSN with the final leg update that causes it) goes through
+//! [`Queue::rewrite`]: one transaction, then the same durable wait.
+//! Recovery removes temp files and index entries without a record, and moves spool files
+//! without a record to `spool/orphans/` (never deletes what it cannot explain). A commit future
+//! dropped half-way (session gone) leaves at worst an unacknowledged message (queued, like any
+//! MTA whose 250 was lost) or a spool file without a record (quarantined by the next
+//! recovery); never an acknowledged message missing.
 
 pub mod body;
 pub mod commit;
@@ -33,6 +37,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 
 pub use body::{BodyReader, BodyWriter};
+pub use delivery::stage_message;
 use model::{BodyLocation, HEADER_LINES, Leg, Message, MessageRecord, MessageSummary};
 pub use recovery::RecoveryReport;
 
@@ -72,6 +77,28 @@ pub struct NewLeg {
     pub recipients: Vec<String>,
 }
 
+/// A queued body as delivery sees it.
+#[derive(Clone, Debug)]
+pub enum QueuedBody {
+    /// Stored inline (up to the inline threshold).
+    Inline(sled::IVec),
+    /// A spool file, streamed by the client.
+    Spool(PathBuf),
+}
+
+/// The most [`Queue::read_head`] reads.
+pub const HEAD_LIMIT: usize = 1 << 20;
+
+/// Offset just past the blank line ending the header block (CRLF CRLF or LF LF), if present.
+fn find_header_end(b: &[u8]) -> Option<usize> {
+    let crlf = b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    let lf = b.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Errors of the queue. Any of them at acceptance means `451 4.3.0`.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -81,6 +108,9 @@ pub enum QueueError {
     Io(#[from] std::io::Error),
     #[error("no such message: {0}")]
     NotFound(String),
+    /// An operator action refused because a delivery of the message may be in flight.
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("queue is locked by another process (is `cutover serve` running?): {0}")]
     Locked(String),
 }
@@ -154,7 +184,7 @@ impl Queue {
             messages = recovery.messages,
             legs = recovery.legs,
             removed_tmp = recovery.removed_tmp,
-            removed_orphans = recovery.removed_orphans,
+            quarantined_orphans = recovery.quarantined_orphans,
             removed_entries = recovery.removed_entries,
             missing_bodies = recovery.missing_bodies,
             "queue opened"
@@ -238,22 +268,20 @@ impl Queue {
         };
         let due = store::due_keys(&rec);
         let store = &self.inner.store;
-        if let Err(e) = store.insert(&rec, inline.as_deref(), &due) {
+        let staged = store::Staged {
+            rec,
+            inline_body: inline,
+        };
+        if let Err(e) = store.insert(std::slice::from_ref(&staged)) {
             if let Some(p) = &spool_path {
                 let _ = std::fs::remove_file(p);
             }
             tracing::error!(error = %e, "queue transaction failed");
             return Err(e);
         }
-        let ticket = self.inner.group.ticket();
-        if let Err(e) = self
-            .inner
-            .group
-            .wait_durable(ticket, || store.flush_async())
-            .await
-        {
+        if let Err(e) = self.durable().await {
             // Not acknowledged: take it back out so a later flush cannot make it reappear.
-            tracing::error!(error = %e, "queue flush failed");
+            tracing::error!(error = %e, "queue sync failed");
             let _ = store.remove(&id, &due);
             if let Some(p) = &spool_path {
                 let _ = std::fs::remove_file(p);
@@ -263,6 +291,48 @@ impl Queue {
         tracing::debug!(size = len, "queued");
         self.inner.due_notify.notify_one();
         Ok(QueueId(id))
+    }
+
+    /// Wait until every write made before this call is durable (power-safe): the one durable
+    /// wait of the queue. Concurrent callers share one [`store::Store::sync`] (group commit).
+    pub(crate) async fn durable(&self) -> Result<(), QueueError> {
+        let ticket = self.inner.group.ticket();
+        let store = &self.inner.store;
+        self.inner.group.wait_durable(ticket, || store.sync()).await
+    }
+
+    /// The one write path for existing messages: [`store::Store::rewrite`] (record, due
+    /// entries, removal, staged new messages in one transaction), then the durable wait,
+    /// then the spool file of a removed message. Wakes the scheduler when messages were added.
+    pub(crate) async fn rewrite<T>(
+        &self,
+        id: &str,
+        edit: impl Fn(&mut MessageRecord) -> Result<store::Change<T>, QueueError>,
+    ) -> Result<store::Rewritten<T>, QueueError> {
+        let out = self.inner.store.rewrite(id, edit)?;
+        self.durable().await?;
+        if out.removed
+            && let BodyLocation::Spool { file } = &out.record.body
+        {
+            // The record is gone durably; a crash before this leaves an orphan that recovery
+            // quarantines.
+            match std::fs::remove_file(self.inner.spool_dir.join(file)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(queue_id = %out.record.id, error = %e, "removing a spool file")
+                }
+            }
+        }
+        if !out.added.is_empty() {
+            self.notify_due();
+        }
+        Ok(out)
+    }
+
+    /// A new message id (for messages staged in a [`Queue::rewrite`], e.g. a DSN).
+    pub fn next_id(&self) -> QueueId {
+        QueueId(self.inner.ids.next_id())
     }
 
     /// Flushes performed by group commit since open.
@@ -340,6 +410,55 @@ impl Queue {
         Ok(out)
     }
 
+    /// Where the body of `rec` is, for delivery: the inline bytes (small, shared with sled's
+    /// cache) or the path of its spool file, which the client streams from disk.
+    pub async fn body_source(&self, rec: &MessageRecord) -> Result<QueuedBody, QueueError> {
+        if rec.body_missing {
+            return Err(QueueError::Storage(format!(
+                "body of {} is missing",
+                rec.id
+            )));
+        }
+        match &rec.body {
+            BodyLocation::Inline => match self.inner.store.body(&rec.id.0)? {
+                Some(v) => Ok(QueuedBody::Inline(v)),
+                None => Err(QueueError::Storage(format!(
+                    "body of {} is missing",
+                    rec.id
+                ))),
+            },
+            BodyLocation::Spool { file } => {
+                let path = self.inner.spool_dir.join(file);
+                tokio::fs::metadata(&path).await?;
+                Ok(QueuedBody::Spool(path))
+            }
+        }
+    }
+
+    /// The header block of `id` and up to `body_prefix` bytes of its body (what a fingerprint
+    /// reads), reading at most [`HEAD_LIMIT`] bytes.
+    pub fn read_head(&self, id: &str, body_prefix: usize) -> Result<Vec<u8>, QueueError> {
+        let mut r = self.open_body(id)?;
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let n = r.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+            let end = find_header_end(&out);
+            if end.is_some_and(|e| out.len() >= e + body_prefix) || out.len() >= HEAD_LIMIT {
+                if let Some(e) = end {
+                    out.truncate((e + body_prefix).min(out.len()));
+                }
+                out.truncate(HEAD_LIMIT);
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     fn open_record_body(&self, rec: &MessageRecord) -> Result<BodyReader, QueueError> {
         match &rec.body {
             BodyLocation::Inline => match self.inner.store.body(&rec.id.0)? {
@@ -360,48 +479,41 @@ impl Queue {
         self.inner.store.due_until(unix_ms(until), limit)
     }
 
-    /// Replace the record of an existing message (delivery progress: recipient states, leg
-    /// states, next attempts, held flags), moving its `due` entries to match, in one
-    /// transaction; returns once durable (group-committed).
+    /// Replace the record of an existing message (its legs, held flags, due times), moving
+    /// its `due` entries to match; returns once durable.
     pub async fn update(&self, rec: &MessageRecord) -> Result<(), QueueError> {
-        let store = &self.inner.store;
-        store.replace(rec)?;
-        let ticket = self.inner.group.ticket();
-        self.inner
-            .group
-            .wait_durable(ticket, || store.flush_async())
-            .await
+        self.rewrite(&rec.id.0, |r| {
+            *r = rec.clone();
+            Ok(store::Change::keep(()))
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Remove a message: record, inline body and `due` entries in one transaction, durable on
-    /// return; then its spool file (a crash in between leaves an orphan that recovery removes).
+    /// return; then its spool file (a crash in between leaves an orphan that recovery
+    /// quarantines).
     pub async fn remove(&self, id: &str) -> Result<(), QueueError> {
         let key = id::canonical(id).ok_or_else(|| QueueError::NotFound(id.to_string()))?;
-        let store = &self.inner.store;
-        let rec = store.take(&key)?;
-        let ticket = self.inner.group.ticket();
-        self.inner
-            .group
-            .wait_durable(ticket, || store.flush_async())
-            .await?;
-        if let BodyLocation::Spool { file } = &rec.body {
-            match std::fs::remove_file(self.inner.spool_dir.join(file)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        self.rewrite(&key, |_| {
+            Ok(store::Change {
+                value: (),
+                remove: true,
+                add: Vec::new(),
+            })
+        })
+        .await
+        .map(|_| ())
     }
 
-    /// Make everything written so far durable.
+    /// Make everything written so far durable (power-safe).
     pub async fn flush(&self) -> Result<(), QueueError> {
-        self.inner.store.flush_async().await
+        self.durable().await
     }
 
     /// Flush and drop this handle (the db closes when the last clone is gone).
     pub fn close(self) -> Result<(), QueueError> {
-        self.inner.store.flush()
+        self.inner.store.sync_blocking()
     }
 }
 

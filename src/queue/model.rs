@@ -218,7 +218,55 @@ pub struct MessageRecord {
     pub body_missing: bool,
 }
 
+/// The rule name recorded on the recipients of a DSN cutover generated itself (never
+/// rewritten, never bounced again).
+pub const BOUNCE_RULE: &str = "bounce";
+
+/// Where one recipient address stands across every leg that carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RcptFate {
+    /// Some leg still has it pending.
+    Pending,
+    /// Final everywhere, delivered on every leg.
+    Delivered,
+    /// Final everywhere, failed on every leg: the sender gets a failure DSN.
+    Failed,
+    /// Final everywhere, delivered on some legs and failed on others (dual delivery with one
+    /// bad leg): no DSN, an operator problem.
+    Mixed,
+}
+
 impl MessageRecord {
+    /// Nothing left to do: every leg is final. The queue removes a finished message in the
+    /// transaction that finishes it.
+    pub fn is_finished(&self) -> bool {
+        self.legs.iter().all(|l| l.state.is_final())
+    }
+
+    /// Where `address` stands across every leg that carries it (`Pending` if none does).
+    pub fn fate(&self, address: &str) -> RcptFate {
+        let mut delivered = 0;
+        let mut failed = 0;
+        for r in self
+            .legs
+            .iter()
+            .flat_map(|l| l.recipients.iter())
+            .filter(|r| r.address == address)
+        {
+            match r.state {
+                RcptState::Delivered { .. } => delivered += 1,
+                RcptState::Failed { .. } => failed += 1,
+                _ => return RcptFate::Pending,
+            }
+        }
+        match (delivered, failed) {
+            (0, 0) => RcptFate::Pending,
+            (_, 0) => RcptFate::Delivered,
+            (0, _) => RcptFate::Failed,
+            _ => RcptFate::Mixed,
+        }
+    }
+
     /// Encode for storage (JSON; see the benchmark notes in `store.rs`).
     pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(self)
@@ -376,6 +424,64 @@ mod tests {
         };
         let back: Message = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(back, m);
+    }
+
+    fn record(legs: Vec<Leg>) -> MessageRecord {
+        MessageRecord {
+            id: QueueId("0V5KQ2H8M3A7C0".into()),
+            envelope: env(),
+            size: 1,
+            body: BodyLocation::Inline,
+            legs,
+            body_missing: false,
+        }
+    }
+
+    #[test]
+    fn finished_and_fate_across_legs() {
+        let done = |reply: &str| {
+            if reply.starts_with('2') {
+                RcptState::Delivered {
+                    reply: reply.into(),
+                }
+            } else {
+                RcptState::Failed {
+                    reply: reply.into(),
+                }
+            }
+        };
+        let (mut a, mut b) = (leg(), leg());
+        b.target = "old".into();
+        let mut r = record(vec![a.clone(), b.clone()]);
+        assert!(!r.is_finished());
+        assert_eq!(r.fate("alice@example.com"), RcptFate::Pending);
+        assert_eq!(r.fate("nobody@example.com"), RcptFate::Pending);
+        // alice fails on one leg, still pending on the other: no decision yet.
+        a.recipients[0].state = done("550 no");
+        a.refresh_state();
+        r.legs = vec![a.clone(), b.clone()];
+        assert_eq!(r.fate("alice@example.com"), RcptFate::Pending);
+        b.recipients[0].state = done("550 no");
+        b.recipients[1].state = done("250 ok");
+        a.recipients[1].state = done("550 no");
+        a.refresh_state();
+        b.refresh_state();
+        r.legs = vec![a, b];
+        assert!(r.is_finished());
+        assert_eq!(r.fate("alice@example.com"), RcptFate::Failed);
+        assert_eq!(r.fate("bob@example.com"), RcptFate::Mixed);
+        let mut c = leg();
+        for x in c.recipients.iter_mut() {
+            x.state = done("250 ok");
+        }
+        c.refresh_state();
+        r.legs = vec![c];
+        assert_eq!(r.fate("bob@example.com"), RcptFate::Delivered);
+        // A held, pending leg keeps the message unfinished.
+        let mut h = leg();
+        h.held = true;
+        r.legs.push(h);
+        assert!(!r.is_finished());
     }
 
     #[test]

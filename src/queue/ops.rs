@@ -11,15 +11,13 @@
 //! reported as `busy`, try again shortly) and never shifts the index of such a leg.
 
 use super::model::{Leg, MessageRecord, RcptState, Recipient};
-use super::store::{TREE_DUE, TREE_MESSAGES, due_keys};
+use super::store::Change;
 use super::{NewLeg, Queue, QueueError, QueueId, id};
 use crate::bounce::{self, DsnKind, DsnRecipient};
 use crate::config::Config;
-use crate::routing::{Router, rewrite_rcpt};
+use crate::routing::Router;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
@@ -327,55 +325,54 @@ where
     (out, report)
 }
 
-fn tx_err(e: TransactionError<QueueError>) -> QueueError {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => QueueError::Storage(e.to_string()),
-    }
+/// Recipients of `rec` not delivered on any leg and still pending somewhere, once each, with
+/// the (first) leg carrying them.
+fn undelivered(rec: &MessageRecord) -> Vec<(&Leg, &Recipient)> {
+    let delivered: HashSet<&str> = rec
+        .legs
+        .iter()
+        .flat_map(|l| l.recipients.iter())
+        .filter(|r| matches!(r.state, RcptState::Delivered { .. }))
+        .map(|r| r.address.as_str())
+        .collect();
+    let mut seen = HashSet::new();
+    rec.legs
+        .iter()
+        .flat_map(|l| l.recipients.iter().map(move |r| (l, r)))
+        .filter(|(_, r)| r.state.is_pending() && !delivered.contains(r.address.as_str()))
+        .filter(|(_, r)| seen.insert(r.address.as_str()))
+        .collect()
+}
+
+/// The address `r` is (or would be) given to `l`'s target, for a DSN.
+fn final_rcpt(cfg: &Config, l: &Leg, r: &Recipient) -> String {
+    crate::routing::final_rcpt(
+        &r.address,
+        cfg.targets
+            .get(&l.target)
+            .and_then(|t| t.rcpt_domain.as_deref()),
+        &cfg.gateway.accept_domains,
+        r.rule == super::model::BOUNCE_RULE,
+    )
 }
 
 impl Queue {
-    /// Replace the record of `id` by `f(record)` and move its due entries to match, in one
-    /// transaction, durable on return. `f` may run more than once (transaction retries): it
-    /// must be a pure function of the record.
+    /// Replace the record of `id` by `f(record)` (due entries moved to match), durable on
+    /// return. `f` may run more than once (transaction retries): it must be a pure function
+    /// of the record.
     async fn transform<F, T>(&self, id: &str, f: F) -> Result<(MessageRecord, T), QueueError>
     where
         F: Fn(&MessageRecord) -> (MessageRecord, T),
     {
-        let db = self.inner.store.db();
-        let storage = |e: sled::Error| QueueError::Storage(e.to_string());
-        let messages = db.open_tree(TREE_MESSAGES).map_err(storage)?;
-        let due = db.open_tree(TREE_DUE).map_err(storage)?;
-        let abort = ConflictableTransactionError::Abort;
-        let result = (&messages, &due)
-            .transaction(|(m, d)| {
-                let Some(raw) = m.get(id.as_bytes())? else {
-                    return Err(abort(QueueError::NotFound(id.to_string())));
-                };
-                let rec = MessageRecord::decode(&raw)
-                    .map_err(|e| abort(QueueError::Storage(format!("record {id}: {e}"))))?;
-                let (new, t) = f(&rec);
-                for k in due_keys(&rec) {
-                    d.remove(k)?;
-                }
-                for k in due_keys(&new) {
-                    d.insert(k, &[][..])?;
-                }
-                let enc = new
-                    .encode()
-                    .map_err(|e| abort(QueueError::Storage(format!("encoding record: {e}"))))?;
-                m.insert(id.as_bytes(), enc)?;
-                Ok((new, t))
+        let out = self
+            .rewrite(id, |rec| {
+                let (new, t) = f(rec);
+                *rec = new;
+                Ok(Change::keep(t))
             })
-            .map_err(tx_err)?;
-        let ticket = self.inner.group.ticket();
-        let store = &self.inner.store;
-        self.inner
-            .group
-            .wait_durable(ticket, || store.flush_async())
             .await?;
         self.notify_due();
-        Ok(result)
+        Ok((out.record, out.value))
     }
 
     /// Every pending leg of `id` due now (held legs stay held). Offline this only rewrites due
@@ -428,62 +425,78 @@ impl Queue {
         })
     }
 
-    /// Delete `id`. With `bounce = Some(config)`, first queue a failure DSN ("deleted by the
+    /// Delete `id`. With `bounce = Some(config)`, queue a failure DSN ("deleted by the
     /// administrator") to the sender for the recipients not delivered anywhere (none for a `<>`
-    /// sender); the message is removed only once the DSN is durable.
+    /// sender), in the same transaction as the removal. `live` (a scheduler runs in this
+    /// process): with `bounce`, a message with a leg that may be in flight right now is refused
+    /// with [`QueueError::Busy`] (the same check as reroute), so a sender is never told "not
+    /// delivered" about mail being delivered at that moment.
     pub async fn delete(
         &self,
         id: &str,
         bounce: Option<&Config>,
         now: SystemTime,
+        live: bool,
     ) -> Result<Deleted, QueueError> {
-        let rec = self.record(id)?;
-        let delivered: HashSet<&str> = rec
-            .legs
-            .iter()
-            .flat_map(|l| l.recipients.iter())
-            .filter(|r| matches!(r.state, RcptState::Delivered { .. }))
-            .map(|r| r.address.as_str())
-            .collect();
-        let mut seen = HashSet::new();
-        let pending: Vec<(&Leg, &Recipient)> = rec
-            .legs
-            .iter()
-            .flat_map(|l| l.recipients.iter().map(move |r| (l, r)))
-            .filter(|(_, r)| r.state.is_pending() && !delivered.contains(r.address.as_str()))
-            .filter(|(_, r)| seen.insert(r.address.as_str()))
-            .collect();
-        let dsn = match bounce {
-            Some(cfg) => {
-                let recipients: Vec<DsnRecipient> = pending
-                    .iter()
-                    .map(|(l, r)| DsnRecipient {
-                        original: r.address.clone(),
-                        final_rcpt: rewrite_rcpt(
-                            &r.address,
-                            cfg.targets
-                                .get(&l.target)
-                                .and_then(|t| t.rcpt_domain.as_deref()),
-                        ),
-                        target: l.target.clone(),
-                        remote_mta: None,
-                        diagnostic: match r.state.last_reply() {
-                            Some(last) => format!("{DELETED_REASON}; last reply: {last}"),
-                            None => DELETED_REASON.to_string(),
-                        },
-                        last_attempt: Some(now),
-                    })
-                    .collect();
-                bounce::enqueue(self, cfg, &rec, DsnKind::Failure, &recipients, now).await?
-            }
-            None => None,
+        let key = canonical(id)?;
+        let (headers, dsn_id) = match bounce {
+            Some(_) => (
+                bounce::original_headers(self, &key).await,
+                Some(self.next_id()),
+            ),
+            None => (Vec::new(), None),
         };
-        let pending: Vec<String> = pending.iter().map(|(_, r)| r.address.clone()).collect();
-        self.remove(&rec.id.0).await?;
-        tracing::info!(queue_id = %rec.id, pending = pending.len(), dsn_id = ?dsn.as_ref().map(|d| &d.0), "deleted by the administrator");
+        let out = self
+            .rewrite(&key, |rec| {
+                if bounce.is_some() && live && rec.legs.iter().any(|l| possibly_in_flight(l, now)) {
+                    return Err(QueueError::Busy(format!(
+                        "{key} is being delivered right now; try again in a moment"
+                    )));
+                }
+                let pending = undelivered(rec);
+                let add = match (bounce, &dsn_id) {
+                    (Some(cfg), Some(dsn_id)) => {
+                        let recipients: Vec<DsnRecipient> = pending
+                            .iter()
+                            .map(|(l, r)| DsnRecipient {
+                                original: r.address.clone(),
+                                final_rcpt: final_rcpt(cfg, l, r),
+                                target: l.target.clone(),
+                                remote_mta: None,
+                                diagnostic: match r.state.last_reply() {
+                                    Some(last) => format!("{DELETED_REASON}; last reply: {last}"),
+                                    None => DELETED_REASON.to_string(),
+                                },
+                                last_attempt: Some(now),
+                            })
+                            .collect();
+                        bounce::stage(
+                            dsn_id.clone(),
+                            cfg,
+                            rec,
+                            DsnKind::Failure,
+                            &recipients,
+                            &headers,
+                            now,
+                        )
+                        .into_iter()
+                        .collect()
+                    }
+                    _ => Vec::new(),
+                };
+                let pending: Vec<String> = pending.iter().map(|(_, r)| r.address.clone()).collect();
+                Ok(Change {
+                    value: pending,
+                    remove: true,
+                    add,
+                })
+            })
+            .await?;
+        let dsn = out.added.first().cloned();
+        tracing::info!(queue_id = %out.record.id, pending = out.value.len(), dsn_id = ?dsn.as_ref().map(|d| &d.0), "deleted by the administrator");
         Ok(Deleted {
-            id: rec.id,
-            pending,
+            id: out.record.id,
+            pending: out.value,
             bounce: dsn,
         })
     }
@@ -742,18 +755,37 @@ via = "old"
     }
 
     #[tokio::test]
+    async fn live_delete_with_bounce_waits_for_a_leg_in_flight() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Queue::open(d.path()).unwrap();
+        let cfg = config("[routing]\ndefault = [\"old\"]\n");
+        let id = put(&q, "s@example.org", vec![leg("old", &["a@example.com"])]).await;
+        // Due now, not held: a live scheduler may be delivering it this instant.
+        let now = SystemTime::now() + std::time::Duration::from_secs(1);
+        assert!(matches!(
+            q.delete(&id, Some(&cfg), now, true).await,
+            Err(QueueError::Busy(_))
+        ));
+        assert_eq!(q.list().unwrap().len(), 1, "nothing deleted, no DSN");
+        // A held leg is certainly not in flight.
+        q.hold(&id).await.unwrap();
+        let r = q.delete(&id, Some(&cfg), now, true).await.unwrap();
+        assert!(r.bounce.is_some());
+    }
+
+    #[tokio::test]
     async fn delete_without_and_with_bounce() {
         let d = tempfile::tempdir().unwrap();
         let q = Queue::open(d.path()).unwrap();
         let cfg = config("[routing]\ndefault = [\"old\"]\n");
         // Without bounce: gone, nothing queued.
         let id = put(&q, "s@example.org", vec![leg("old", &["a@example.com"])]).await;
-        let r = q.delete(&id, None, SystemTime::now()).await.unwrap();
+        let r = q.delete(&id, None, SystemTime::now(), false).await.unwrap();
         assert_eq!(r.pending, vec!["a@example.com"]);
         assert_eq!(r.bounce, None);
         assert!(q.list().unwrap().is_empty());
         assert!(matches!(
-            q.delete(&id, None, SystemTime::now()).await,
+            q.delete(&id, None, SystemTime::now(), false).await,
             Err(QueueError::NotFound(_))
         ));
 
@@ -768,7 +800,10 @@ via = "old"
         )
         .await;
         q.update_leg(&id, 0, |l| delivered(l, 1)).await.unwrap();
-        let r = q.delete(&id, Some(&cfg), SystemTime::now()).await.unwrap();
+        let r = q
+            .delete(&id, Some(&cfg), SystemTime::now(), false)
+            .await
+            .unwrap();
         assert_eq!(r.pending, vec!["a@example.com", "c@example.com"]);
         let dsn = r.bounce.expect("a DSN");
         let list = q.list().unwrap();
@@ -788,7 +823,7 @@ via = "old"
         assert!(!text.contains("Final-Recipient: rfc822; bob@"), "{text}");
         // Never bounce a bounce.
         let r = q
-            .delete(&dsn.0, Some(&cfg), SystemTime::now())
+            .delete(&dsn.0, Some(&cfg), SystemTime::now(), false)
             .await
             .unwrap();
         assert_eq!(r.bounce, None);

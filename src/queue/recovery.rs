@@ -1,11 +1,16 @@
-//! Recovery at open: every committed message is back with its legs; temp spool files, spool
-//! files without a record and index entries without a record are removed; a record whose body
-//! is missing is flagged and kept. Relies on the write order in the module doc of `queue`;
-//! runs before any commit, never concurrently with one.
+//! Recovery at open: every committed message is back with its legs; temp spool files (bodies
+//! never acknowledged) and index entries without a record are removed; spool files without a
+//! record are moved to `spool/orphans/` with a log line and counted (never deleted: after a
+//! power cut or a damaged db they may be the only copy of a message); a record whose body is
+//! missing is flagged and kept. Relies on the write order in the module doc of `queue`; runs
+//! before any commit, never concurrently with one.
 
 use super::model::BodyLocation;
 use super::{QueueError, id, spool, store};
 use std::path::Path;
+
+/// Where recovery puts spool files it cannot explain, under the spool directory.
+pub const ORPHANS_DIR: &str = "orphans";
 
 /// What recovery found and did at open.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -16,8 +21,8 @@ pub struct RecoveryReport {
     pub legs: usize,
     /// `*.tmp` spool files removed (bodies of messages never acknowledged).
     pub removed_tmp: usize,
-    /// Spool files without a message record removed.
-    pub removed_orphans: usize,
+    /// Spool files without a message record, moved to `spool/orphans/`.
+    pub quarantined_orphans: usize,
     /// `bodies`/`due` entries without a message record removed.
     pub removed_entries: usize,
     /// Records whose body is missing (flagged `body_missing`, kept).
@@ -61,12 +66,17 @@ pub(super) fn recover(
             std::fs::remove_file(spool_dir.join(&name))?;
             rep.removed_tmp += 1;
         } else if !spool_names.contains(&name) {
-            tracing::warn!(file = %name, "removing spool file without a message record");
-            std::fs::remove_file(spool_dir.join(&name))?;
-            rep.removed_orphans += 1;
+            let dir = spool_dir.join(ORPHANS_DIR);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::rename(spool_dir.join(&name), dir.join(&name))?;
+            tracing::warn!(file = %name, to = %dir.display(), "spool file without a message record quarantined (not deleted): inspect it, it is a whole message without its envelope: re-send or remove it");
+            rep.quarantined_orphans += 1;
         }
     }
-    if rep.removed_tmp + rep.removed_orphans > 0 {
+    if rep.quarantined_orphans > 0 {
+        spool::sync_dir(&spool_dir.join(ORPHANS_DIR))?;
+    }
+    if rep.removed_tmp + rep.quarantined_orphans > 0 {
         spool::sync_dir(spool_dir)?;
     }
     rep.removed_entries = store.remove_dangling()?;
@@ -74,7 +84,7 @@ pub(super) fn recover(
         ids.observe(raw);
     }
     if !flagged.is_empty() || rep.removed_entries > 0 {
-        store.flush()?;
+        store.sync_blocking()?;
     }
     Ok(rep)
 }

@@ -1,9 +1,11 @@
 //! The sled store behind the queue: one db at `<state_dir>/db` with the trees `messages`
 //! (id → JSON [`MessageRecord`]), `bodies` (id → small body bytes) and `due` (big-endian due ms
-//! ++ id ++ leg index → empty: the scheduler's index). Every message is written in one
-//! transaction across the three trees; durability comes from [`Store::flush_async`] (group
-//! commit decides when). This is the only module that names sled, so the store could be
-//! swapped; it never touches spool files or the network.
+//! ++ id ++ leg index → empty: the scheduler's index). Every change is one transaction across
+//! the three trees ([`Store::insert`] for new messages, [`Store::rewrite`], the one
+//! read-modify-write, for everything else); durability comes from [`Store::sync`]: sled's
+//! flush plus an `fdatasync` of its log file (power-safe; sled alone is not), called by group
+//! commit. This is the only queue module that names sled, so the store could be swapped; it
+//! never touches spool files or the network.
 //!
 //! Record encoding: JSON (serde_json). `benches/queue_commit.rs` measures encode+decode of a
 //! typical record (two legs, three recipients) at a few µs, small against the transaction and
@@ -25,6 +27,7 @@ pub const TREE_DUE: &str = "due";
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    files: std::sync::Arc<DbFiles>,
     messages: sled::Tree,
     bodies: sled::Tree,
     due: sled::Tree,
@@ -89,6 +92,144 @@ fn tx_err(e: TransactionError<QueueError>) -> QueueError {
     }
 }
 
+fn abort(e: QueueError) -> ConflictableTransactionError<QueueError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+/// A new message ready to be inserted: its record and, when stored inline, its body.
+#[derive(Clone, Debug)]
+pub struct Staged {
+    pub rec: MessageRecord,
+    pub inline_body: Option<Vec<u8>>,
+}
+
+impl Staged {
+    fn encode(&self) -> Result<(Vec<u8>, Vec<Vec<u8>>), QueueError> {
+        let enc = self
+            .rec
+            .encode()
+            .map_err(|e| QueueError::Storage(format!("encoding record: {e}")))?;
+        Ok((enc, due_keys(&self.rec)))
+    }
+}
+
+/// What an edit in [`Store::rewrite`] decided: its result, whether the message goes, and the
+/// new messages to insert in the same transaction.
+#[derive(Debug)]
+pub struct Change<T> {
+    pub value: T,
+    pub remove: bool,
+    pub add: Vec<Staged>,
+}
+
+impl<T> Change<T> {
+    /// Keep the (edited) record, add nothing.
+    pub fn keep(value: T) -> Self {
+        Change {
+            value,
+            remove: false,
+            add: Vec::new(),
+        }
+    }
+}
+
+/// The result of [`Store::rewrite`]: the edit's value, the record after the edit (its final
+/// state when removed), whether it was removed, and the ids of the messages added.
+#[derive(Debug)]
+pub struct Rewritten<T> {
+    pub value: T,
+    pub record: MessageRecord,
+    pub removed: bool,
+    pub added: Vec<super::QueueId>,
+}
+
+type TxTree = sled::transaction::TransactionalTree;
+
+fn put_staged(
+    m: &TxTree,
+    b: &TxTree,
+    d: &TxTree,
+    s: &Staged,
+    enc: &[u8],
+    due: &[Vec<u8>],
+) -> Result<(), ConflictableTransactionError<QueueError>> {
+    let id = s.rec.id.0.as_bytes();
+    m.insert(id, enc)?;
+    if let Some(body) = &s.inline_body {
+        b.insert(id, body.as_slice())?;
+    }
+    for k in due {
+        d.insert(k.as_slice(), &[][..])?;
+    }
+    Ok(())
+}
+
+/// The files under the db directory that sled leaves unsynced: the log file `db` (fdatasync)
+/// and the blob files (fsync once each, and their directory).
+struct DbFiles {
+    /// `<path>/db`, opened read-only: fsync works on any descriptor of the inode.
+    log: std::fs::File,
+    blobs_dir: std::path::PathBuf,
+    /// Blob files already synced (pruned to those still present).
+    synced_blobs: std::sync::Mutex<std::collections::HashSet<std::ffi::OsString>>,
+}
+
+impl DbFiles {
+    fn open(path: &Path) -> Result<DbFiles, QueueError> {
+        let log_path = path.join("db");
+        let log = std::fs::File::open(&log_path).map_err(|e| {
+            QueueError::Storage(format!("opening {} for sync: {e}", log_path.display()))
+        })?;
+        // The db directory's entries (db, conf, blobs/, snapshots) were created by sled
+        // without a directory fsync: make them durable once.
+        super::spool::sync_dir(path)?;
+        if let Some(parent) = path.parent() {
+            super::spool::sync_dir(parent)?;
+        }
+        Ok(DbFiles {
+            log,
+            blobs_dir: path.join("blobs"),
+            synced_blobs: Default::default(),
+        })
+    }
+
+    fn sync(&self) -> Result<(), QueueError> {
+        self.sync_blobs()?;
+        self.log.sync_data()?;
+        Ok(())
+    }
+
+    fn sync_blobs(&self) -> Result<(), QueueError> {
+        let entries = match std::fs::read_dir(&self.blobs_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut present = std::collections::HashSet::new();
+        let mut new = false;
+        for e in entries {
+            let e = e?;
+            let name = e.file_name();
+            if !synced.contains(&name) {
+                match std::fs::File::open(e.path()) {
+                    Ok(f) => f.sync_all()?,
+                    // Garbage-collected by sled meanwhile.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(err.into()),
+                }
+                new = true;
+            }
+            present.insert(name);
+        }
+        if new {
+            super::spool::sync_dir(&self.blobs_dir)?;
+        }
+        *synced = present;
+        Ok(())
+    }
+}
+
 impl Store {
     /// Open (or create) the db at `path` with an explicit cache size.
     pub fn open(path: &Path, cache_capacity: u64) -> Result<Store, QueueError> {
@@ -107,8 +248,11 @@ impl Store {
         let messages = db.open_tree(TREE_MESSAGES).map_err(storage)?;
         let bodies = db.open_tree(TREE_BODIES).map_err(storage)?;
         let due = db.open_tree(TREE_DUE).map_err(storage)?;
+        db.flush().map_err(storage)?;
+        let files = std::sync::Arc::new(DbFiles::open(path)?);
         Ok(Store {
             db,
+            files,
             messages,
             bodies,
             due,
@@ -120,33 +264,25 @@ impl Store {
         &self.db
     }
 
-    /// Write a new message (record, optional inline body, due entries) in one transaction.
-    /// Not durable until the next flush.
-    pub fn insert(
-        &self,
-        rec: &MessageRecord,
-        inline_body: Option<&[u8]>,
-        due: &[Vec<u8>],
-    ) -> Result<(), QueueError> {
-        let encoded = rec
-            .encode()
-            .map_err(|e| QueueError::Storage(format!("encoding record: {e}")))?;
-        let id = rec.id.0.as_bytes();
+    /// Write new messages (record, optional inline body, due entries) in one transaction.
+    /// Not durable until [`Store::sync`].
+    pub fn insert(&self, staged: &[Staged]) -> Result<(), QueueError> {
+        let encoded = staged
+            .iter()
+            .map(|s| s.encode())
+            .collect::<Result<Vec<_>, _>>()?;
         (&self.messages, &self.bodies, &self.due)
             .transaction(|(m, b, d)| {
-                m.insert(id, encoded.as_slice())?;
-                if let Some(body) = inline_body {
-                    b.insert(id, body)?;
-                }
-                for k in due {
-                    d.insert(k.as_slice(), &[][..])?;
+                for (s, (rec, due)) in staged.iter().zip(&encoded) {
+                    put_staged(m, b, d, s, rec, due)?;
                 }
                 Ok::<(), ConflictableTransactionError<QueueError>>(())
             })
             .map_err(tx_err)
     }
 
-    /// Remove a message (record, inline body, the given due entries) in one transaction.
+    /// Remove a message (record, inline body, the given due entries) in one transaction
+    /// (undo of an insert whose sync failed).
     pub fn remove(&self, id: &str, due: &[Vec<u8>]) -> Result<(), QueueError> {
         (&self.messages, &self.bodies, &self.due)
             .transaction(|(m, b, d)| {
@@ -160,68 +296,59 @@ impl Store {
             .map_err(tx_err)
     }
 
-    /// Replace the record of an existing message, moving its `due` entries (old ones removed,
-    /// new ones from `rec` inserted) in one transaction. `NotFound` if it is not queued.
-    /// Not durable until the next flush.
-    pub fn replace(&self, rec: &MessageRecord) -> Result<(), QueueError> {
-        let encoded = rec
-            .encode()
-            .map_err(|e| QueueError::Storage(format!("encoding record: {e}")))?;
-        let id = rec.id.0.as_str();
-        let new_due = due_keys(rec);
-        (&self.messages, &self.due)
-            .transaction(|(m, d)| {
-                let old = match m.get(id.as_bytes())? {
-                    Some(v) => MessageRecord::decode(&v).map_err(|e| {
-                        ConflictableTransactionError::Abort(QueueError::Storage(format!(
-                            "record {id}: {e}"
-                        )))
-                    })?,
-                    None => {
-                        return Err(ConflictableTransactionError::Abort(QueueError::NotFound(
-                            id.to_string(),
-                        )));
-                    }
-                };
-                for k in due_keys(&old) {
-                    d.remove(k)?;
-                }
-                m.insert(id.as_bytes(), encoded.as_slice())?;
-                for k in &new_due {
-                    d.insert(k.as_slice(), &[][..])?;
-                }
-                Ok(())
-            })
-            .map_err(tx_err)
-    }
-
-    /// Remove a message (record, inline body, its `due` entries) in one transaction and return
-    /// the removed record. `NotFound` if it is not queued. Not durable until the next flush.
-    pub fn take(&self, id: &str) -> Result<MessageRecord, QueueError> {
+    /// The one read-modify-write of the queue: read the record of `id`, let `edit` change it,
+    /// and in the same transaction move its `due` entries to match, or remove it (record,
+    /// inline body, due entries) when the edit says so, and insert the messages the edit
+    /// staged (a DSN: the final leg update and its DSN are one transaction). `edit` may run
+    /// more than once (transaction retries): it must be a pure function of the record.
+    /// `NotFound` when `id` is not queued. Not durable until [`Store::sync`]; a removed
+    /// message's spool file is the caller's to delete after that.
+    pub fn rewrite<T>(
+        &self,
+        id: &str,
+        edit: impl Fn(&mut MessageRecord) -> Result<Change<T>, QueueError>,
+    ) -> Result<Rewritten<T>, QueueError> {
         (&self.messages, &self.bodies, &self.due)
             .transaction(|(m, b, d)| {
-                let old = match m.remove(id.as_bytes())? {
-                    Some(v) => MessageRecord::decode(&v).map_err(|e| {
-                        ConflictableTransactionError::Abort(QueueError::Storage(format!(
-                            "record {id}: {e}"
-                        )))
-                    })?,
-                    None => {
-                        return Err(ConflictableTransactionError::Abort(QueueError::NotFound(
-                            id.to_string(),
-                        )));
-                    }
+                let Some(raw) = m.get(id.as_bytes())? else {
+                    return Err(abort(QueueError::NotFound(id.to_string())));
                 };
-                b.remove(id.as_bytes())?;
-                for k in due_keys(&old) {
+                let mut rec = MessageRecord::decode(&raw)
+                    .map_err(|e| abort(QueueError::Storage(format!("record {id}: {e}"))))?;
+                for k in due_keys(&rec) {
                     d.remove(k)?;
                 }
-                Ok(old)
+                let change = edit(&mut rec).map_err(abort)?;
+                if change.remove {
+                    m.remove(id.as_bytes())?;
+                    b.remove(id.as_bytes())?;
+                } else {
+                    for k in due_keys(&rec) {
+                        d.insert(k, &[][..])?;
+                    }
+                    let enc = rec
+                        .encode()
+                        .map_err(|e| abort(QueueError::Storage(format!("encoding record: {e}"))))?;
+                    m.insert(id.as_bytes(), enc)?;
+                }
+                let mut added = Vec::with_capacity(change.add.len());
+                for s in &change.add {
+                    let (enc, due) = s.encode().map_err(abort)?;
+                    put_staged(m, b, d, s, &enc, &due)?;
+                    added.push(s.rec.id.clone());
+                }
+                Ok(Rewritten {
+                    value: change.value,
+                    removed: change.remove,
+                    record: rec,
+                    added,
+                })
             })
             .map_err(tx_err)
     }
 
-    /// Replace a record (same id) without touching the index. Not durable until the next flush.
+    /// Replace a record (same id) without touching the index (recovery's `body_missing`
+    /// flag). Not durable until [`Store::sync`].
     pub fn update(&self, rec: &MessageRecord) -> Result<(), QueueError> {
         let encoded = rec
             .encode()
@@ -232,14 +359,24 @@ impl Store {
         Ok(())
     }
 
-    /// Make every write that completed before this call durable.
-    pub async fn flush_async(&self) -> Result<(), QueueError> {
-        self.db.flush_async().await.map_err(storage).map(|_| ())
+    /// Make every write that completed before this call durable, power-safe: sled's flush
+    /// (its log write ends in `sync_file_range`, which neither flushes the disk cache nor
+    /// covers file metadata), then `fdatasync` on the db file, after an `fsync` of any blob
+    /// file sled wrote meanwhile (sled writes values larger than a quarter segment to
+    /// `blobs/` and never syncs them). One call covers every writer before it: group commit
+    /// decides when to call it.
+    pub async fn sync(&self) -> Result<(), QueueError> {
+        self.db.flush_async().await.map_err(storage)?;
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || files.sync())
+            .await
+            .map_err(|e| QueueError::Storage(format!("sync task: {e}")))?
     }
 
-    /// Blocking flush.
-    pub fn flush(&self) -> Result<(), QueueError> {
-        self.db.flush().map_err(storage).map(|_| ())
+    /// Blocking [`Store::sync`] (start-up, recovery, shutdown).
+    pub fn sync_blocking(&self) -> Result<(), QueueError> {
+        self.db.flush().map_err(storage)?;
+        self.files.sync()
     }
 
     pub fn get(&self, id: &str) -> Result<Option<MessageRecord>, QueueError> {

@@ -57,7 +57,9 @@ fn opts(threshold: usize) -> QueueOptions {
 fn spool_files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir.join("spool"))
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     v.sort();
     v
@@ -193,12 +195,17 @@ async fn recovery_removes_tmp_orphans_and_dangling_entries() {
             messages: 2,
             legs: 4,
             removed_tmp: 1,
-            removed_orphans: 1,
+            quarantined_orphans: 1,
             removed_entries: 2,
             missing_bodies: 1,
         }
     );
     assert_eq!(spool_files(d.path()), vec![kept.0.clone()]);
+    // Quarantined, not deleted.
+    assert_eq!(
+        std::fs::read(spool.join("orphans").join("00000000000001")).unwrap(),
+        b"orphan"
+    );
     let m = q.get(&missing.0).unwrap();
     assert!(m.record.body_missing);
     assert!(m.headers.is_empty());
@@ -206,7 +213,10 @@ async fn recovery_removes_tmp_orphans_and_dangling_entries() {
     q.close().unwrap();
     // Idempotent: a second recovery finds nothing new to remove.
     let q = Queue::open_with(d.path(), opts(100)).unwrap();
-    assert_eq!(q.recovery().removed_tmp + q.recovery().removed_orphans, 0);
+    assert_eq!(
+        q.recovery().removed_tmp + q.recovery().quarantined_orphans,
+        0
+    );
     assert_eq!(q.recovery().removed_entries, 0);
     assert_eq!(q.recovery().missing_bodies, 1);
 }

@@ -32,6 +32,8 @@ pub struct Opts {
     pub args: Vec<String>,
     /// `host:port` of both targets (default 127.0.0.1:9, nothing listens: legs stay queued).
     pub target: Option<String>,
+    /// Extra environment of the `cutover serve` process (e.g. `CUTOVER_FAULT`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `cutover serve`.
@@ -41,6 +43,7 @@ pub struct Gateway {
     pub smtp: SocketAddr,
     pub admin: SocketAddr,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -116,6 +119,7 @@ listen = "{admin}"
             smtp,
             admin,
             args: opts.args.clone(),
+            env: opts.env.clone(),
             child: None,
         };
         g.spawn();
@@ -142,6 +146,7 @@ listen = "{admin}"
             .arg(&self.config)
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -174,6 +179,21 @@ listen = "{admin}"
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// Wait (bounded) for the process to exit by itself; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// kill -9 and reap.
