@@ -437,3 +437,58 @@ async fn both_legs_failing_gives_exactly_one_parseable_dsn() {
     assert!(text.contains("<bob@example.com>: via new"), "{text}");
     e.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcpt_domain_rewrites_only_our_domains_and_never_dsns() {
+    init();
+    let old = FakeSmtp::start(Script {
+        rcpt_replies: vec![(1, "550 5.1.1 no such user".into())],
+        ..Default::default()
+    })
+    .await;
+    let new = FakeSmtp::start(Script::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // DSNs go out through "new", whose rcpt_domain is new.example.net.
+    let cfg = config(
+        dir.path(),
+        old.addr.port(),
+        new.addr.port(),
+        "[bounce]\nvia = \"new\"\n",
+    );
+    let q = Queue::open(&cfg.gateway.state_dir).unwrap();
+    // Our user: rewritten. A relayed recipient in another domain: untouched.
+    enqueue(
+        &q,
+        "alice@example.org",
+        vec![("new", vec!["carol@example.com", "bob@partner.example"])],
+    )
+    .await;
+    // Fails on old: the DSN to a sender whose domain is ours must not be rewritten either.
+    enqueue(&q, "sender@example.com", vec![("old", vec!["x@example.com"])]).await;
+    let e = start(&q, cfg);
+    e.until_empty(Duration::from_secs(20)).await;
+    e.stop().await;
+    let got = new.received.lock().unwrap().clone();
+    let mut rcpts: Vec<(String, Vec<String>)> = got
+        .iter()
+        .map(|r| (r.mail_from.clone(), r.rcpts.clone()))
+        .collect();
+    rcpts.sort();
+    assert_eq!(
+        rcpts,
+        vec![
+            ("".to_string(), vec!["sender@example.com".to_string()]),
+            (
+                "alice@example.org".to_string(),
+                vec![
+                    "carol@new.example.net".to_string(),
+                    "bob@partner.example".to_string()
+                ]
+            ),
+        ],
+        "{got:#?}"
+    );
+    let dsn = got.iter().find(|r| r.mail_from.is_empty()).unwrap();
+    let text = String::from_utf8_lossy(&dsn.body);
+    assert!(text.contains("Final-Recipient: rfc822; x@example.com"), "{text}");
+}
