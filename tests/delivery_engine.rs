@@ -464,7 +464,12 @@ async fn rcpt_domain_rewrites_only_our_domains_and_never_dsns() {
     )
     .await;
     // Fails on old: the DSN to a sender whose domain is ours must not be rewritten either.
-    enqueue(&q, "sender@example.com", vec![("old", vec!["x@example.com"])]).await;
+    enqueue(
+        &q,
+        "sender@example.com",
+        vec![("old", vec!["x@example.com"])],
+    )
+    .await;
     let e = start(&q, cfg);
     e.until_empty(Duration::from_secs(20)).await;
     e.stop().await;
@@ -490,5 +495,8 @@ async fn rcpt_domain_rewrites_only_our_domains_and_never_dsns() {
     );
     let dsn = got.iter().find(|r| r.mail_from.is_empty()).unwrap();
     let text = String::from_utf8_lossy(&dsn.body);
-    assert!(text.contains("Final-Recipient: rfc822; x@example.com"), "{text}");
+    assert!(
+        text.contains("Final-Recipient: rfc822; x@example.com"),
+        "{text}"
+    );
 }

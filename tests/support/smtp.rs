@@ -34,6 +34,9 @@ pub struct Opts {
     pub target: Option<String>,
     /// Extra environment of the `cutover serve` process (e.g. `CUTOVER_FAULT`).
     pub env: Vec<(String, String)>,
+    /// Run `serve` under this command prefix (e.g. `strace -f -o LOG`). The gateway is then the
+    /// wrapper's child: [`Gateway::server_pid`] finds it, and signals/kills go to it directly.
+    pub wrap: Vec<String>,
 }
 
 /// A running `cutover serve`.
@@ -44,6 +47,7 @@ pub struct Gateway {
     pub admin: SocketAddr,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    wrap: Vec<String>,
     child: Option<Child>,
 }
 
@@ -120,6 +124,7 @@ listen = "{admin}"
             admin,
             args: opts.args.clone(),
             env: opts.env.clone(),
+            wrap: opts.wrap.clone(),
             child: None,
         };
         g.spawn();
@@ -141,7 +146,15 @@ listen = "{admin}"
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = Command::new(bin())
+        let mut cmd = match self.wrap.split_first() {
+            None => Command::new(bin()),
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(bin());
+                c
+            }
+        };
+        let child = cmd
             .args(["serve", "-c"])
             .arg(&self.config)
             .args(&self.args)
@@ -177,6 +190,7 @@ listen = "{admin}"
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// PID of the spawned child (the wrapper, if any).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
@@ -196,17 +210,60 @@ listen = "{admin}"
         None
     }
 
-    /// kill -9 and reap.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+    /// PID of the `cutover serve` process itself (the wrapper's child when wrapped).
+    pub fn server_pid(&self) -> u32 {
+        let pid = self.pid();
+        if self.wrap.is_empty() {
+            return pid;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(c) = child_of(pid, "cutover") {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no cutover process under the wrapper {:?} (pid {pid})",
+                self.wrap[0]
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Send a signal to the child (by PID).
+    /// kill -9 and reap. When wrapped, the gateway itself is killed (a killed tracer would leave
+    /// it running), then the wrapper is reaped once it exits (bounded; killed after 20 s).
+    pub fn kill9(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        if self.wrap.is_empty() {
+            let _ = c.kill();
+            let _ = c.wait();
+            return;
+        }
+        if let Some(p) = child_of(c.id(), "cutover") {
+            // SAFETY: plain kill(2) on our own grandchild's PID.
+            unsafe {
+                libc::kill(p as i32, libc::SIGKILL);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Send a signal to the gateway (by PID).
     pub fn signal(&self, sig: i32) {
-        let pid = self.pid() as i32;
+        let pid = self.server_pid() as i32;
         // SAFETY: plain kill(2) on our own child's PID.
         unsafe {
             libc::kill(pid, sig);
@@ -234,6 +291,31 @@ listen = "{admin}"
     pub fn queue_list(&self) -> serde_json::Value {
         queue_list(&self.config)
     }
+}
+
+/// A child of `parent` whose command name is `comm` (scans /proc/*/stat).
+pub fn child_of(parent: u32, comm: &str) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may contain spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && name == comm {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 pub fn queue_list(config: &Path) -> serde_json::Value {
