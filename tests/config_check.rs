@@ -240,3 +240,49 @@ fn warnings_do_not_fail_the_check() {
         "{err}"
     );
 }
+
+#[test]
+fn auth_needs_verified_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "smtp.pass", "secret\n");
+    let target = |tls: &str| {
+        format!(
+            "{BASE}\n[targets.relay]\naddress = \"127.0.0.1:2528\"\n{tls}auth = {{ username = \"cutover\", password_file = \"smtp.pass\" }}\n"
+        )
+    };
+    let cases: &[(&str, &str)] = &[
+        (
+            "",
+            ":16: targets.relay.auth: needs verified TLS: set tls = \"required\" or \"implicit\" and keep tls_verify = true (tls = \"opportunistic\" sends the password in cleartext when STARTTLS is not offered)",
+        ),
+        (
+            "tls = \"opportunistic\"\n",
+            ":17: targets.relay.auth: needs verified TLS: set tls = \"required\" or \"implicit\" and keep tls_verify = true (tls = \"opportunistic\" sends the password in cleartext when STARTTLS is not offered)",
+        ),
+        (
+            "tls = \"none\"\n",
+            ":17: targets.relay.auth: needs verified TLS: set tls = \"required\" or \"implicit\" and keep tls_verify = true (tls = \"none\" sends the password in cleartext)",
+        ),
+        (
+            "tls = \"required\"\ntls_verify = false\n",
+            ":18: targets.relay.auth: needs verified TLS: set tls = \"required\" or \"implicit\" and keep tls_verify = true (tls_verify = false sends the password to any server that answers)",
+        ),
+    ];
+    for (i, (tls, expected)) in cases.iter().enumerate() {
+        let path = write(dir.path(), &format!("a{i}.toml"), &target(tls));
+        let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+        assert_eq!(code, 1, "case {i}: {out}{err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines[0], format!("{path}{expected}"), "case {i}: {err}");
+        assert_eq!(lines.len(), 2, "case {i}: one error: {err}");
+    }
+    for tls in [
+        "tls = \"required\"\n",
+        "tls = \"implicit\"\ntls_verify = true\n",
+    ] {
+        let path = write(dir.path(), "ok.toml", &target(tls));
+        let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+        assert_eq!(code, 0, "{tls}: {out}{err}");
+        assert_eq!(err, "", "{tls}: no warning either");
+    }
+}

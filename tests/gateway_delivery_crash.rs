@@ -202,7 +202,8 @@ listen = "{admin}"
                     .send(&cutover::outbound::client::Transaction {
                         mail_from: "a@example.org",
                         rcpts: &rcpts,
-                        body: body.as_bytes(),
+                        body: cutover::outbound::client::Body::Bytes(body.as_bytes()),
+                        size: body.len() as u64,
                         smtputf8: false,
                         body_8bit: false,
                     })

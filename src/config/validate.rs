@@ -77,10 +77,24 @@ pub(crate) fn validate(
                 &tp.key("auth").key("password_file"),
                 cx,
             );
-            if t.tls == crate::config::TlsMode::None {
-                cx.warn(
+            // AUTH only inside verified TLS (the client refuses too, but say so up front).
+            use crate::config::TlsMode;
+            let weak = match t.tls {
+                TlsMode::None => Some("tls = \"none\" sends the password in cleartext"),
+                TlsMode::Opportunistic => Some(
+                    "tls = \"opportunistic\" sends the password in cleartext when STARTTLS is not offered",
+                ),
+                TlsMode::Required | TlsMode::Implicit if !t.tls_verify => {
+                    Some("tls_verify = false sends the password to any server that answers")
+                }
+                TlsMode::Required | TlsMode::Implicit => None,
+            };
+            if let Some(why) = weak {
+                cx.error(
                     &tp.key("auth"),
-                    "password sent without TLS (tls = \"none\")".into(),
+                    format!(
+                        "needs verified TLS: set tls = \"required\" or \"implicit\" and keep tls_verify = true ({why})"
+                    ),
                 );
             }
         }

@@ -7,7 +7,7 @@
 pub mod standin;
 
 use crate::config::TlsMode;
-use crate::outbound::client::{ConnectSpec, Session, Transaction};
+use crate::outbound::client::{Body, ConnectSpec, Session, Transaction};
 use crate::outbound::reply::Outcome;
 use crate::server::{Server, ServerError};
 use std::net::{SocketAddr, TcpListener};
@@ -326,7 +326,8 @@ async fn send_all(smtp: SocketAddr, samples: &[Sample], phase: u8) -> Vec<Sent> 
                     .send(&Transaction {
                         mail_from: "sender@partner.example.org",
                         rcpts: &rcpts,
-                        body: body.as_bytes(),
+                        body: Body::Bytes(body.as_bytes()),
+                        size: body.len() as u64,
                         smtputf8: false,
                         body_8bit: false,
                     })

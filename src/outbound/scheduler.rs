@@ -3,7 +3,7 @@
 //! per-recipient outcomes durably, and hands permanent failures and delays to the DSN builder.
 //! One leg's failure never re-sends another. Never decides routes: legs come routed.
 
-use super::client::{ConnectSpec, Session, Transaction};
+use super::client::{Body, ConnectSpec, Session, Transaction};
 use super::reply::Outcome;
 use super::resolve::{Hop, Resolver};
 use super::retry::{delay_warning_due, expired, next_delay};
@@ -451,7 +451,8 @@ impl Scheduler {
             .send(&Transaction {
                 mail_from: &rec.envelope.mail_from,
                 rcpts: &rcpts,
-                body: &body,
+                body: Body::Bytes(&body),
+                size: body.len() as u64,
                 smtputf8: rec.envelope.smtputf8,
                 body_8bit: rec.envelope.body_8bit,
             })
