@@ -373,18 +373,7 @@ impl Scheduler {
             return;
         };
         let body = match self.queue.body_source(&rec).await {
-            Ok(QueuedBody::Inline(v)) => v.to_vec(),
-            Ok(QueuedBody::Spool(p)) => match tokio::fs::read(&p).await {
-                Ok(b) => b,
-                Err(e) => {
-                    let o = Outcome::local(&format!("local error reading the queued body: {e}"));
-                    let outcomes = pending.iter().map(|&i| (i, o.clone())).collect();
-                    drop(_permit);
-                    self.record(&cfg, &rec, leg_idx, &leg, outcomes, None, "deferred", true)
-                        .await;
-                    return;
-                }
-            },
+            Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the message body");
                 let o = Outcome::local(&format!("local error reading the queued body: {e}"));
@@ -451,8 +440,11 @@ impl Scheduler {
             .send(&Transaction {
                 mail_from: &rec.envelope.mail_from,
                 rcpts: &rcpts,
-                body: Body::Bytes(&body),
-                size: body.len() as u64,
+                body: match &body {
+                    QueuedBody::Inline(v) => Body::Bytes(v),
+                    QueuedBody::Spool(p) => Body::File(p),
+                },
+                size: rec.size,
                 smtputf8: rec.envelope.smtputf8,
                 body_8bit: rec.envelope.body_8bit,
             })
