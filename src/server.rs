@@ -1,16 +1,36 @@
 //! The running gateway: opens the queue, binds every SMTP listener and the admin API, starts
 //! the delivery scheduler, reloads configuration atomically, and drains on shutdown. Shared by
 //! `cutover serve` and `cutover demo`. Owns wiring only: no protocol logic, no signals.
+//!
+//! Storage failure. A storage watchdog ([`crate::queue::health`]) probes the queue every 2 s: a
+//! small key written to the `health` tree, flushed ([`Queue::flush`]), read back, plus a spool
+//! file written and fsynced, each probe bounded by 5 s. `/healthz` serves the same probe (cached
+//! for 1 s): `200 ok`, or `503` with the reason as JSON. sled 0.34 cannot recover from an IO
+//! error in a log write (disk full, EIO) without being reopened: it either fails every later
+//! write, or, when a flush misses the error's wake-up, blocks every later call forever (the
+//! flush keeps sled's global lock). The gateway cannot reopen the db in place (sessions,
+//! scheduler, ledger and admin hold it), so after 3 store probe failures in a row (≈ 6 s; ≈ 11 s
+//! when the store hangs: the first probe waits for its timeout, the next ones fail at once while
+//! its call is still stuck) [`Server::failed`] resolves with the reason;
+//! `cutover serve` then logs it, stops the listeners, gives sessions a short drain, and exits with
+//! code 75 (EX_TEMPFAIL), forcibly 15 s later if the orderly shutdown hangs, so the supervisor
+//! (systemd `Restart=on-failure`) starts it again and the reopen runs recovery. A probe that
+//! passes again resets the count (nothing restarts for a failure that cleared), and a spool-only
+//! failure (the spool file cannot be written while the store works) makes `/healthz` unhealthy
+//! without ever restarting. Because sled can block the async workers that call it, the watchdog
+//! and the admin API each run on a thread and runtime of their own: both keep working when the
+//! SMTP and delivery runtime is stuck.
 
 use crate::config::Config;
 use crate::inbound::{Inbound, Settings};
 use crate::outbound::scheduler::Scheduler;
 use crate::queue::Queue;
+use crate::queue::health::{Health, WatchdogOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Why the gateway could not start or stop cleanly.
@@ -37,6 +57,53 @@ pub enum ServerError {
     Ledger(#[from] crate::ledger::LedgerError),
     #[error("starting delivery: {0}")]
     Scheduler(#[from] crate::outbound::scheduler::SchedulerError),
+    #[error("starting a thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Serve the admin API on a thread and runtime of its own, so that `/healthz` (and the queue
+/// API) still answer when the gateway's runtime is stuck (after a storage failure sled can block
+/// the workers that call it forever). The returned receiver resolves when the thread ends.
+fn start_admin(
+    listener: std::net::TcpListener,
+    state: crate::admin::AdminState,
+    mut stop: watch::Receiver<bool>,
+) -> Result<oneshot::Receiver<()>, ServerError> {
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("admin-http".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "admin HTTP: cannot start its runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "admin HTTP: cannot use the listener");
+                        return;
+                    }
+                };
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = crate::admin::serve(listener, state, shutdown).await {
+                    tracing::error!(error = %e, "admin HTTP server failed");
+                }
+            });
+            // Storage probes stuck in IO must not keep the thread alive.
+            rt.shutdown_timeout(Duration::from_millis(100));
+            drop(done_tx);
+        })
+        .map_err(ServerError::Thread)?;
+    Ok(done_rx)
 }
 
 /// How to run the gateway.
@@ -44,11 +111,17 @@ pub enum ServerError {
 pub struct ServerOptions {
     /// Start the delivery scheduler (off only for intake benchmarks).
     pub deliver: bool,
+    /// Watch the storage and report a persistent failure through [`Server::failed`]
+    /// (`None`: no watchdog; `/healthz` still probes).
+    pub watchdog: Option<WatchdogOptions>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { deliver: true }
+        Self {
+            deliver: true,
+            watchdog: Some(WatchdogOptions::default()),
+        }
     }
 }
 
@@ -57,13 +130,17 @@ pub struct Server {
     pub queue: Queue,
     pub inbound: Arc<Inbound>,
     pub scheduler: Option<Arc<Scheduler>>,
+    health: Arc<Health>,
+    failed_rx: watch::Receiver<Option<String>>,
     config_tx: watch::Sender<Arc<Config>>,
     stop_tx: watch::Sender<bool>,
     smtp_addrs: Vec<SocketAddr>,
     admin_addr: SocketAddr,
     listeners: Vec<JoinHandle<()>>,
-    admin: JoinHandle<()>,
+    /// Resolve (sender dropped) when the admin and watchdog threads end.
+    admin_done: oneshot::Receiver<()>,
     delivery: Option<JoinHandle<()>>,
+    watchdog_done: Option<oneshot::Receiver<()>>,
 }
 
 impl Server {
@@ -91,8 +168,9 @@ impl Server {
                 })?;
             bound.push(l);
         }
-        let admin_listener = TcpListener::bind(cfg.admin.listen)
-            .await
+        // A std listener: the admin API runs on a runtime of its own (see `start_admin`).
+        let admin_listener = std::net::TcpListener::bind(cfg.admin.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| ServerError::Bind {
                 key: "admin.listen",
                 addr: cfg.admin.listen,
@@ -134,33 +212,61 @@ impl Server {
             tracing::info!("delivery is off: the scheduler is not started");
             (None, None)
         };
-        let mut admin_stop = stop_rx.clone();
+        let health = Health::new(queue.clone());
+        let (failed_tx, failed_rx) = watch::channel(None);
+        let watchdog_done = match opts.watchdog {
+            Some(wopts) => {
+                let (done_tx, done_rx) = oneshot::channel();
+                let on_failure = move |reason: String| {
+                    tracing::error!(%reason, "queue storage has failed persistently");
+                    let _ = failed_tx.send(Some(reason));
+                };
+                health
+                    .spawn_watchdog(wopts, stop_rx.clone(), on_failure, done_tx)
+                    .map_err(ServerError::Thread)?;
+                Some(done_rx)
+            }
+            None => None,
+        };
         let state = crate::admin::AdminState::new(
             queue.clone(),
             config_rx,
             scheduler.as_ref().map(|s| s.stats.clone()),
-        );
-        let admin = tokio::spawn(async move {
-            let r = crate::admin::serve(admin_listener, state, async move {
-                let _ = admin_stop.wait_for(|s| *s).await;
-            })
-            .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "admin HTTP server failed");
-            }
-        });
+        )
+        .with_health(health.clone());
+        let admin_done = start_admin(admin_listener, state, stop_rx.clone())?;
         Ok(Server {
             queue,
             inbound,
             scheduler,
+            health,
+            failed_rx,
             config_tx,
             stop_tx,
             smtp_addrs,
             admin_addr,
             listeners,
-            admin,
+            admin_done,
             delivery,
+            watchdog_done,
         })
+    }
+
+    /// Resolves, with the reason, once the watchdog has found the queue storage failed for good
+    /// (the gateway should then shut down and exit non-zero to be restarted); never resolves
+    /// otherwise.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed_rx.clone();
+        match rx.wait_for(|r| r.is_some()).await {
+            Ok(r) => r.clone().unwrap_or_default(),
+            // The watchdog is gone without a verdict (stopped, or not running): never.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// The storage health `/healthz` reports.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     pub fn smtp_addrs(&self) -> &[SocketAddr] {
@@ -202,6 +308,10 @@ impl Server {
         for t in self.listeners {
             let _ = t.await;
         }
+        if let Some(w) = self.watchdog_done {
+            // Ends within one probe (bounded); the watchdog holds a queue handle.
+            let _ = tokio::time::timeout(2 * crate::queue::health::PROBE_TIMEOUT, w).await;
+        }
         let open = self.inbound.conns.open();
         if open > 0 {
             tracing::info!(sessions = open, limit = ?drain, "waiting for sessions to finish");
@@ -212,14 +322,19 @@ impl Server {
                 "drain timeout: closing the remaining sessions"
             );
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.admin).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.admin_done).await;
         if let Some(d) = self.delivery {
             // In-flight attempts end within their SMTP timeouts; don't wait longer than the drain.
             if tokio::time::timeout(drain, d).await.is_err() {
                 tracing::warn!("delivery attempts still running at exit; they will be retried");
             }
         }
-        self.queue.flush().await?;
+        if self.failed_rx.borrow().is_some() {
+            // It would only hang or fail: the restart's recovery deals with the store.
+            tracing::warn!("queue storage failed: not flushing");
+        } else {
+            self.queue.flush().await?;
+        }
         tracing::info!("stopped");
         Ok(())
     }

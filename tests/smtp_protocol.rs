@@ -1,6 +1,7 @@
 //! Protocol conformance of the SMTP intake against a real `cutover serve`: a table of
 //! command/reply scripts (each on a fresh connection), then the stored result (legs, stamped
-//! body), plus limits, timeouts, low disk, SIGTERM drain and SIGHUP reload.
+//! body), plus limits, timeouts (command, DATA idle, DATA time limit scaled by size), low disk,
+//! SIGTERM drain and SIGHUP reload.
 
 #[path = "support/smtp.rs"]
 mod support;
@@ -388,7 +389,8 @@ async fn connection_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts() {
     let g = Gateway::start(Opts {
-        extra_gateway: "command_timeout = \"1s\"\ndata_timeout = \"2s\"\n".into(),
+        extra_gateway:
+            "command_timeout = \"1s\"\ndata_timeout = \"2s\"\ndata_idle_timeout = \"1s\"\n".into(),
         ..Default::default()
     });
     let mut c = Client::greeted(g.smtp).await;
@@ -396,22 +398,105 @@ async fn timeouts() {
     assert!(r.is(421, "4.4.2"), "{r:?}");
     assert!(c.closed().await);
 
+    // A client that stops sending mid-DATA: 421 once nothing came for data_idle_timeout.
     let mut c = Client::greeted(g.smtp).await;
     c.cmd("EHLO c").await;
     c.cmd("MAIL FROM:<a@b.net>").await;
     c.cmd("RCPT TO:<alice@example.com>").await;
     assert_eq!(c.cmd("DATA").await.code, 354);
-    // Keep trickling within the command timeout: the DATA block limit still applies.
-    for _ in 0..5 {
-        c.send(b"Subject: slow\r\n").await;
-        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    }
+    c.send(b"Subject: stalled\r\n\r\nhalf a message\r\n").await;
     let r = c.read_reply().await;
     assert!(r.is(421, "4.4.2"), "{r:?}");
+    assert!(
+        r.text.contains("waiting for DATA"),
+        "idle timeout expected: {r:?}"
+    );
+    assert!(c.closed().await);
     let mut g = g;
     g.kill9();
     let q = cutover::queue::Queue::open(&g.state_dir()).unwrap();
     assert!(q.list().unwrap().is_empty());
+}
+
+/// Big messages over slow links: DATA may last longer than `data_timeout` as long as bytes keep
+/// coming (the limit grows with the size); the announced SIZE bounds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_time_limit_scales_with_the_size() {
+    let g = Gateway::start(Opts {
+        extra_gateway: "data_timeout = \"2s\"\ndata_idle_timeout = \"1s\"\n".into(),
+        ..Default::default()
+    });
+    let pause = std::time::Duration::from_millis(200);
+    let lines = 20; // 20 × 200 ms = 4 s: twice data_timeout, never idle for 1 s.
+
+    // No SIZE: the limit is data_timeout + max_message_size (50 MiB) at 16 KiB/s.
+    let mut c = Client::greeted(g.smtp).await;
+    c.cmd("EHLO c").await;
+    c.cmd("MAIL FROM:<a@b.net>").await;
+    c.cmd("RCPT TO:<alice@example.com>").await;
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    let started = std::time::Instant::now();
+    let mut body = b"Subject: trickle\r\n\r\n".to_vec();
+    c.send(&body).await;
+    for i in 0..lines {
+        tokio::time::sleep(pause).await;
+        let line = format!("line {i}\r\n");
+        c.send(line.as_bytes()).await;
+        body.extend_from_slice(line.as_bytes());
+    }
+    c.send(b".\r\n").await;
+    let r = c.read_reply().await;
+    let took = started.elapsed();
+    assert!(r.is(250, "2.0.0"), "trickled for {took:?}: {r:?}");
+    assert!(took > std::time::Duration::from_secs(2), "{took:?}");
+    let id = queued_id(&r).unwrap();
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+
+    // SIZE=200 announced: the limit is 2 s + 200 B at 16 KiB/s; the same trickle is cut off.
+    let mut s = Client::raw_from("127.0.0.1", g.smtp).await;
+    assert_eq!(plain_reply(&mut s).await.code, 220);
+    assert_eq!(plain_cmd(&mut s, "EHLO c").await.code, 250);
+    assert_eq!(
+        plain_cmd(&mut s, "MAIL FROM:<a@b.net> SIZE=200").await.code,
+        250
+    );
+    assert_eq!(
+        plain_cmd(&mut s, "RCPT TO:<alice@example.com>").await.code,
+        250
+    );
+    assert_eq!(plain_cmd(&mut s, "DATA").await.code, 354);
+    let (mut rd, mut wr) = s.into_split();
+    // Read everything the server says until it closes, while the client keeps trickling.
+    let reader = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(STEP, rd.read_to_end(&mut got)).await;
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    {
+        use tokio::io::AsyncWriteExt;
+        let _ = wr.write_all(b"Subject: trickle with SIZE\r\n\r\n").await;
+        for i in 0..2 * lines {
+            if reader.is_finished() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            let _ = wr.write_all(format!("line {i}\r\n").as_bytes()).await;
+        }
+    }
+    let said = reader.await.unwrap();
+    assert!(
+        said.starts_with("421 4.4.2 ") && said.contains("Time limit for DATA"),
+        "{said:?}"
+    );
+
+    let mut g = g;
+    g.kill9();
+    let q = cutover::queue::Queue::open(&g.state_dir()).unwrap();
+    let list = q.list().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].id.0, id);
+    assert!(q.read_body(&id).unwrap().ends_with(&body));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ pub mod status;
 
 use crate::config::Config;
 use crate::outbound::scheduler::Stats;
+use crate::queue::health::Health;
 use crate::queue::{Queue, QueueError};
 use crate::routing::Router as Routes;
 use axum::Json;
@@ -29,13 +30,15 @@ pub struct ApiError {
 }
 
 /// What the admin API works on: the queue, the current config (routing for reroute, the bounce
-/// target and hostname for `delete?bounce=true`; replaced on reload), and the delivery engine's
-/// counters when one runs in this process.
+/// target and hostname for `delete?bounce=true`; replaced on reload), the delivery engine's
+/// counters when one runs in this process, and the storage health `/healthz` reports.
 #[derive(Clone)]
 pub struct AdminState {
     pub queue: Queue,
     pub config: watch::Receiver<Arc<Config>>,
     pub stats: Option<Arc<Stats>>,
+    /// Cached storage probe (shared with the gateway's watchdog when one runs).
+    pub health: Arc<Health>,
 }
 
 impl AdminState {
@@ -45,10 +48,17 @@ impl AdminState {
         stats: Option<Arc<Stats>>,
     ) -> Self {
         AdminState {
+            health: Health::new(queue.clone()),
             queue,
             config,
             stats,
         }
+    }
+
+    /// Report this health (the gateway shares its watchdog's, so both see the same probes).
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = health;
+        self
     }
 
     fn cfg(&self) -> Arc<Config> {
@@ -106,8 +116,16 @@ async fn status_page(State(s): State<AdminState>) -> Response {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// `200 ok` when a storage probe (a durable write read back, cached for about a second) passes;
+/// otherwise `503` with the probe's status as JSON (`ok`, `reason`, `store_failed`,
+/// `consecutive_failures`, ...).
+async fn healthz(State(s): State<AdminState>) -> Response {
+    let status = s.health.check().await;
+    if status.ok {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(status)).into_response()
+    }
 }
 
 async fn list(State(s): State<AdminState>) -> Response {
@@ -203,7 +221,7 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
 }
 
 /// The admin routes:
-/// `GET /healthz`, `GET /metrics`, `GET /api/queue`, `GET /api/queue/{id}`,
+/// `GET /healthz` (storage probe: `200 ok` or `503` with a JSON reason), `GET /metrics`, `GET /api/queue`, `GET /api/queue/{id}`,
 /// `POST /api/queue/{id}/retry|hold|release|reroute`, `POST /api/queue/retry|reroute` (every
 /// message), `DELETE /api/queue/{id}?bounce=true|false`. Unknown ids: 404 with `{"error"}`.
 pub fn router(state: AdminState) -> Router {

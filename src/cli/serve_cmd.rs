@@ -1,6 +1,8 @@
 //! `cutover serve`: logging (`--log-format`), signals (SIGTERM/SIGINT drain, SIGHUP reload of
 //! routing, policy, TLS and targets; an invalid new config is logged and the old one kept) and
 //! exit codes around [`cutover::server::Server`], which does the wiring. No protocol logic here.
+//! Exit codes: 0 after a SIGTERM/SIGINT drain, 1 when the final flush fails, 75 (EX_TEMPFAIL)
+//! when the queue storage failed persistently (the supervisor restarts it; see `server`).
 
 use super::ConfigArg;
 use anyhow::Context;
@@ -9,6 +11,14 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
+
+/// sysexits.h EX_TEMPFAIL: the queue storage failed; a restart (reopen, recovery) may fix it.
+const EX_TEMPFAIL: u8 = 75;
+/// Drain after a storage failure (sessions can only be answered 451).
+const STORAGE_FAILURE_DRAIN: Duration = Duration::from_secs(5);
+/// After a storage failure the process exits 75 within this long even if the orderly shutdown
+/// hangs (sled can block the threads that call it forever once its log write failed).
+const STORAGE_FAILURE_EXIT: Duration = Duration::from_secs(15);
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -54,7 +64,12 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(a, loaded.config))
+    let code = rt.block_on(serve(a, loaded.config))?;
+    if code == ExitCode::from(EX_TEMPFAIL) {
+        // Threads stuck in storage calls must not keep the process from exiting.
+        rt.shutdown_timeout(Duration::from_secs(1));
+    }
+    Ok(code)
 }
 
 async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<ExitCode> {
@@ -64,14 +79,42 @@ async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<Exi
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let opts = ServerOptions {
         deliver: !a.no_deliver,
+        ..ServerOptions::default()
     };
     let server = Server::start(cfg, opts).await?;
-    loop {
+    let failed = loop {
         tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
-            _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); break None; }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); break None; }
             _ = hup.recv() => reload(&a.config.config, &server),
+            reason = server.failed() => break Some(reason),
         }
+    };
+    if let Some(reason) = failed {
+        tracing::error!(
+            %reason,
+            "stopping: the queue storage needs a restart (reopen and recovery); exiting with 75"
+        );
+        // Whatever happens below, exit 75 in bounded time: the runtime itself may be stuck.
+        let guard = std::thread::Builder::new()
+            .name("exit-guard".into())
+            .spawn(|| {
+                std::thread::sleep(STORAGE_FAILURE_EXIT);
+                eprintln!("cutover: orderly shutdown after the storage failure hangs; exiting 75");
+                std::process::exit(i32::from(EX_TEMPFAIL));
+            });
+        if let Err(e) = guard {
+            tracing::error!(error = %e, "cannot start the exit guard; exiting 75 now");
+            std::process::exit(i32::from(EX_TEMPFAIL));
+        }
+        // Sessions can only get 451 now: a short drain, then the supervisor restarts us.
+        if let Err(e) = server
+            .shutdown(a.drain_timeout.min(STORAGE_FAILURE_DRAIN))
+            .await
+        {
+            tracing::error!(error = %e, "shutdown after the storage failure");
+        }
+        return Ok(ExitCode::from(EX_TEMPFAIL));
     }
     match server.shutdown(a.drain_timeout).await {
         Ok(()) => Ok(ExitCode::SUCCESS),

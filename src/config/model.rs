@@ -60,6 +60,9 @@ fn default_command_timeout() -> HumanDuration {
 fn default_data_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(600))
 }
+fn default_data_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(120))
+}
 fn default_min_free_space() -> ByteSize {
     ByteSize(1 << 30)
 }
@@ -92,8 +95,13 @@ pub struct Gateway {
     pub max_connections_per_ip: usize,
     #[serde(default = "default_command_timeout")]
     pub command_timeout: HumanDuration,
+    /// Base of the DATA time limit, which grows with the message size (see
+    /// `inbound::policy::Policy::data_time_limit`).
     #[serde(default = "default_data_timeout")]
     pub data_timeout: HumanDuration,
+    /// Longest wait for the next byte during DATA (never longer than `data_timeout`).
+    #[serde(default = "default_data_idle_timeout")]
+    pub data_idle_timeout: HumanDuration,
     #[serde(default = "default_min_free_space")]
     pub min_free_space: ByteSize,
     pub tls: Option<GatewayTls>,

@@ -302,6 +302,12 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
             "must be greater than zero".into(),
         );
     }
+    if c.gateway.data_idle_timeout.0.is_zero() {
+        cx.error(
+            &g.key("data_idle_timeout"),
+            "must be greater than zero".into(),
+        );
+    }
     if c.gateway.max_recipients == 0 {
         cx.error(&g.key("max_recipients"), "must be at least 1".into());
     }

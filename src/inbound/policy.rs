@@ -16,6 +16,8 @@ use std::time::Duration;
 pub const MAX_LOCAL_LEN: usize = 64;
 pub const MAX_DOMAIN_LEN: usize = 255;
 pub const MAX_PATH_LEN: usize = 256;
+/// Slowest average DATA transfer rate the time limit allows for, in bytes per second.
+pub const DATA_MIN_RATE: u64 = 16 * 1024;
 
 /// The gateway section, pre-digested for per-command checks.
 #[derive(Clone, Debug)]
@@ -31,7 +33,10 @@ pub struct Policy {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub command_timeout: Duration,
+    /// Base of the DATA time limit ([`Policy::data_time_limit`]).
     pub data_timeout: Duration,
+    /// Longest wait for the next DATA byte (`data_idle_timeout`, at most `data_timeout`).
+    pub data_idle_timeout: Duration,
     pub min_free_space: u64,
     pub require_tls: bool,
 }
@@ -54,6 +59,7 @@ impl Policy {
             max_connections_per_ip: g.max_connections_per_ip.max(1),
             command_timeout: g.command_timeout.0,
             data_timeout: g.data_timeout.0,
+            data_idle_timeout: g.data_idle_timeout.0.min(g.data_timeout.0),
             min_free_space: g.min_free_space.0,
             require_tls: g.tls.as_ref().is_some_and(|t| t.require),
         }
@@ -67,6 +73,22 @@ impl Policy {
 
     pub fn accepts_domain(&self, domain: &str) -> bool {
         self.accept_domains.contains(domain)
+    }
+
+    /// How long a whole DATA block may take: `data_timeout` plus the time the message needs at
+    /// [`DATA_MIN_RATE`]. The size is the one announced with `MAIL FROM ... SIZE=` (`announced`,
+    /// 0 = none: then `max_message_size`), or the bytes `received` so far if the client sent more
+    /// than it announced, never more than `max_message_size`. With the defaults (10 min, 50 MiB)
+    /// that is 10 min + 53 min for an unannounced or 50 MiB message, 10 min + 64 s for 1 MiB.
+    pub fn data_time_limit(&self, announced: u64, received: u64) -> Duration {
+        let size = if announced == 0 {
+            self.max_message_size
+        } else {
+            announced.max(received).min(self.max_message_size)
+        };
+        self.data_timeout.saturating_add(Duration::from_millis(
+            size.saturating_mul(1000) / DATA_MIN_RATE,
+        ))
     }
 }
 

@@ -15,6 +15,7 @@ fn policy() -> Policy {
         max_connections_per_ip: 5,
         command_timeout: Duration::from_secs(300),
         data_timeout: Duration::from_secs(600),
+        data_idle_timeout: Duration::from_secs(120),
         min_free_space: 0,
         require_tls: false,
     }
@@ -200,4 +201,28 @@ proptest! {
             prop_assert_eq!(l.recipients.len(), l.rules.len());
         }
     }
+}
+
+#[test]
+fn data_time_limit_scales_with_the_size() {
+    let p = policy(); // 600 s base, 1 MiB max
+    let mib = Duration::from_secs(64); // 1 MiB at 16 KiB/s
+    // No SIZE: the largest message allowed.
+    assert_eq!(p.data_time_limit(0, 0), Duration::from_secs(600) + mib);
+    // SIZE announced: that size; more received than announced: what was received; capped.
+    assert_eq!(p.data_time_limit(16 * 1024, 0), Duration::from_secs(601));
+    assert_eq!(
+        p.data_time_limit(16 * 1024, 32 * 1024),
+        Duration::from_secs(602)
+    );
+    assert_eq!(
+        p.data_time_limit(1 << 20, 50 << 20),
+        Duration::from_secs(600) + mib
+    );
+    // The defaults: 10 min + 50 MiB at 16 KiB/s = 3,800 s.
+    let big = Policy {
+        max_message_size: 50 << 20,
+        ..policy()
+    };
+    assert_eq!(big.data_time_limit(0, 0), Duration::from_secs(600 + 3200));
 }

@@ -1,6 +1,7 @@
 //! One SMTP session: the state machine (greeting → HELO/EHLO → MAIL → RCPT… → DATA → reply, any
 //! number of transactions), its buffered IO (replies are batched and flushed only when the input
-//! is drained, which is what makes pipelining work), timeouts, STARTTLS upgrade, and the hand-off
+//! is drained, which is what makes pipelining work), timeouts (between commands; in DATA an idle
+//! timeout per read plus a time limit that grows with the message size), STARTTLS upgrade, and the hand-off
 //! to the queue. Policy decisions come from `policy`, headers from `stamp`, DATA decoding from
 //! `data`. It never delivers and never writes anything but through `Queue`.
 
@@ -34,6 +35,8 @@ struct Transaction {
     from: String,
     smtputf8: bool,
     body_8bit: bool,
+    /// `SIZE=` given at MAIL (0 = none): scales the DATA time limit.
+    size: u64,
     rcpts: Vec<(String, Route)>,
     rcpt_attempts: usize,
 }
@@ -410,6 +413,7 @@ impl Session {
             from,
             smtputf8,
             body_8bit: flags & MAIL_BODY_8BITMIME != 0,
+            size,
             rcpts: Vec::new(),
             rcpt_attempts: 0,
         });
@@ -526,7 +530,9 @@ impl Session {
         let mut dec = DataDecoder::new();
         let mut scan = HeaderScan::new(&p.hostname);
         let mut dbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-        let deadline = Instant::now() + p.data_timeout;
+        // Two limits (see `Policy::data_time_limit`): no byte for `data_idle_timeout`, or the
+        // whole block taking longer than `data_timeout` + its size at DATA_MIN_RATE.
+        let data_started = Instant::now();
         let max = p.max_message_size;
         loop {
             if self.pos < self.rbuf.len() {
@@ -552,14 +558,27 @@ impl Session {
                 }
             }
             self.compact();
+            let limit = data_started + p.data_time_limit(tx.size, dec.size);
+            let deadline = limit.min(Instant::now() + p.data_idle_timeout);
             match self.fill(deadline, false, READ_CHUNK).await {
                 ReadOutcome::Data => {}
                 ReadOutcome::Timeout => {
-                    tracing::info!(client = %self.peer, "DATA timeout");
+                    let overall = Instant::now() >= limit;
+                    tracing::info!(
+                        client = %self.peer,
+                        bytes = dec.size,
+                        elapsed = ?data_started.elapsed(),
+                        "{}",
+                        if overall { "DATA time limit reached" } else { "DATA idle timeout" }
+                    );
                     self.reply(Reply::new(
                         421,
                         "4.4.2",
-                        "Timeout during DATA, closing connection",
+                        if overall {
+                            "Time limit for DATA reached, closing connection"
+                        } else {
+                            "Timeout waiting for DATA, closing connection"
+                        },
                     ));
                     return false;
                 }

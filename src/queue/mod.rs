@@ -22,6 +22,7 @@ pub mod body;
 pub mod commit;
 mod delivery;
 pub mod disk;
+pub mod health;
 pub mod id;
 pub mod model;
 pub mod ops;
