@@ -78,6 +78,9 @@ pub struct NewLeg {
     pub recipients: Vec<String>,
 }
 
+/// The longest a durable wait may take before it counts as a storage error.
+pub const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A queued body as delivery sees it.
 #[derive(Clone, Debug)]
 pub enum QueuedBody {
@@ -296,10 +299,23 @@ impl Queue {
 
     /// Wait until every write made before this call is durable (power-safe): the one durable
     /// wait of the queue. Concurrent callers share one [`store::Store::sync`] (group commit).
+    /// Bounded by [`SYNC_TIMEOUT`]: a sync that hangs (a failing disk) answers a storage error
+    /// (`451 4.3.0` at intake) instead of holding the session; the health watchdog decides
+    /// about a restart.
     pub(crate) async fn durable(&self) -> Result<(), QueueError> {
         let ticket = self.inner.group.ticket();
         let store = &self.inner.store;
-        self.inner.group.wait_durable(ticket, || store.sync()).await
+        match tokio::time::timeout(
+            SYNC_TIMEOUT,
+            self.inner.group.wait_durable(ticket, || store.sync()),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(QueueError::Storage(format!(
+                "the store did not complete a sync within {SYNC_TIMEOUT:?}"
+            ))),
+        }
     }
 
     /// The one write path for existing messages: [`store::Store::rewrite`] (record, due
