@@ -25,7 +25,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// The sled tree the probe writes to (one key).
-pub const TREE_HEALTH: &str = "health";
 const PROBE_KEY: &[u8] = b"probe";
 /// The spool file the probe writes (its `.tmp` suffix makes recovery remove a leftover).
 pub const SPOOL_PROBE_FILE: &str = ".health-probe.tmp";
@@ -165,17 +164,11 @@ impl Queue {
             .map(|d| d.as_millis())
             .unwrap_or(0);
         let value = format!("{now} {:016x}", fastrand::u64(..)).into_bytes();
-        let db = self.store().db().clone();
+        let store = self.store().clone();
         let written = value.clone();
-        let tree = blocking(
-            calls,
-            "store",
-            move || -> Result<sled::Tree, sled::Error> {
-                let tree = db.open_tree(TREE_HEALTH)?;
-                tree.insert(PROBE_KEY, written)?;
-                Ok(tree)
-            },
-        )
+        blocking(calls, "store", move || {
+            store.put_health(PROBE_KEY, &written)
+        })
         .await?
         .map_err(|e| ProbeError::Store(e.to_string()))?;
         // A task of its own, counted until the flush returns even if this probe times out.
@@ -192,11 +185,12 @@ impl Queue {
             Ok(Err(e)) => return Err(ProbeError::Store(e.to_string())),
             Err(e) => return Err(ProbeError::Store(format!("probe task: {e}"))),
         }
-        let read = blocking(calls, "store", move || tree.get(PROBE_KEY))
+        let store = self.store().clone();
+        let read = blocking(calls, "store", move || store.get_health(PROBE_KEY))
             .await?
             .map_err(|e| ProbeError::Store(e.to_string()))?;
         match read {
-            Some(v) if v.as_ref() == value.as_slice() => Ok(()),
+            Some(v) if v == value => Ok(()),
             _ => Err(ProbeError::Mismatch),
         }
     }

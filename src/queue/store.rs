@@ -22,6 +22,8 @@ use std::time::UNIX_EPOCH;
 pub const TREE_MESSAGES: &str = "messages";
 pub const TREE_BODIES: &str = "bodies";
 pub const TREE_DUE: &str = "due";
+/// The health probe's tree (one key).
+pub const TREE_HEALTH: &str = "health";
 
 /// Handle on the db and the queue's trees (cheap to clone).
 #[derive(Clone)]
@@ -462,6 +464,25 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// The health probe's write: `key` → `value` in the `health` tree (not durable until
+    /// [`Store::sync`]).
+    pub fn put_health(&self, key: &[u8], value: &[u8]) -> Result<(), QueueError> {
+        self.db
+            .open_tree(TREE_HEALTH)
+            .and_then(|t| t.insert(key, value))
+            .map_err(storage)
+            .map(|_| ())
+    }
+
+    /// The health probe's read-back.
+    pub fn get_health(&self, key: &[u8]) -> Result<Option<Vec<u8>>, QueueError> {
+        self.db
+            .open_tree(TREE_HEALTH)
+            .and_then(|t| t.get(key))
+            .map_err(storage)
+            .map(|v| v.map(|v| v.to_vec()))
     }
 
     /// Does the body of `rec` exist in the `bodies` tree (inline records only)?
