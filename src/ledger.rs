@@ -210,9 +210,11 @@ fn pct_encode(s: &str) -> String {
     out
 }
 
-/// Fetch the credits of `mailbox` from a running gateway's admin API (plain HTTP on loopback).
+/// Fetch the credits of `mailbox` from a running gateway's admin API (plain HTTP on loopback),
+/// sending `token` (`admin.token_file`) as `Authorization: Bearer` when there is one.
 pub async fn fetch_credits(
     admin: SocketAddr,
+    token: Option<&crate::config::AdminToken>,
     mailbox: &str,
     target: Option<&str>,
 ) -> Result<HashMap<Fingerprint, usize>, String> {
@@ -225,7 +227,11 @@ pub async fn fetch_credits(
         let mut s = tokio::net::TcpStream::connect(admin)
             .await
             .map_err(|e| format!("connect {admin}: {e}"))?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {}\r\n", t.secret()))
+            .unwrap_or_default();
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n");
         s.write_all(req.as_bytes())
             .await
             .map_err(|e| e.to_string())?;
@@ -280,10 +286,11 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Credits for backfill: open `<state_dir>/db` directly; when a gateway holds its lock, ask the
-/// gateway's admin API at `admin`. No db at all means no credits.
+/// gateway's admin API at `admin` (with `token`, `admin.token_file`). No db at all means no credits.
 pub async fn credits_for_backfill(
     db_path: &Path,
     admin: SocketAddr,
+    token: Option<&crate::config::AdminToken>,
     mailbox: &str,
     target: Option<&str>,
 ) -> Result<HashMap<Fingerprint, usize>, LedgerError> {
@@ -298,7 +305,7 @@ pub async fn credits_for_backfill(
         Ok(db) => Ledger::open(&db)?.credits_for(mailbox, target),
         Err(sled::Error::Io(e)) => {
             tracing::debug!(error = %e, "ledger db busy, asking the admin API");
-            fetch_credits(admin, mailbox, target)
+            fetch_credits(admin, token, mailbox, target)
                 .await
                 .map_err(|reason| LedgerError::Api {
                     path: db_path.display().to_string(),
@@ -360,11 +367,11 @@ mod tests {
         tokio::spawn(async move {
             let _ = axum::serve(listener, api_router(db)).await;
         });
-        let c = fetch_credits(addr, "bob@example.com", Some("new"))
+        let c = fetch_credits(addr, None, "bob@example.com", Some("new"))
             .await
             .unwrap();
         assert_eq!(c[&a], 1);
-        let c = fetch_credits(addr, "bob@example.com", Some("old"))
+        let c = fetch_credits(addr, None, "bob@example.com", Some("old"))
             .await
             .unwrap();
         assert!(c.is_empty());

@@ -286,3 +286,63 @@ fn auth_needs_verified_tls() {
         assert_eq!(err, "", "{tls}: no warning either");
     }
 }
+
+#[test]
+fn admin_token_file_errors_and_the_exposed_listener_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |admin: &str| {
+        let path = write(
+            dir.path(),
+            "cutover.toml",
+            &format!("{BASE}\n[admin]\n{admin}"),
+        );
+        let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+        (path, code, out, err)
+    };
+    // BASE is 12 lines; `[admin]` is line 14, its first key line 15, the second line 16.
+    let missing = dir.path().join("nope.token").display().to_string();
+    let (path, code, _, err) = check("listen = \"127.0.0.1:8025\"\ntoken_file = \"nope.token\"\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "{path}:16: admin.token_file: cannot read {missing}: No such file or directory"
+        )),
+        "{err}"
+    );
+
+    write(dir.path(), "empty.token", " \n");
+    let empty = dir.path().join("empty.token").display().to_string();
+    let (path, code, _, err) = check("token_file = \"empty.token\"\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with(&format!("{path}:15: admin.token_file: {empty}: is empty")),
+        "{err}"
+    );
+
+    write(dir.path(), "spaced.token", "two words\n");
+    let (_, code, _, err) = check("token_file = \"spaced.token\"\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("printable ASCII without spaces"), "{err}");
+    assert!(!err.contains("two words"), "never echo the token: {err}");
+
+    // A good token file: no error, no warning, even off loopback.
+    write(dir.path(), "admin.token", "0123456789abcdef\n");
+    let (_, code, out, err) = check("listen = \"0.0.0.0:8025\"\ntoken_file = \"admin.token\"\n");
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+
+    // Off loopback without a token file: a warning naming the key, and the check still passes.
+    let (path, code, out, err) = check("listen = \"0.0.0.0:8025\"\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 warning(s)"), "{out}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "warning: {path}:15: admin.listen: 0.0.0.0:8025 is not loopback and admin.token_file \
+             is not set: the admin API will refuse everything but /healthz (set token_file; \
+             clients send it as `Authorization: Bearer <token>`)"
+        )
+    );
+    // On loopback without a token file: nothing to say (the zero-setup default).
+    let (_, code, _, err) = check("listen = \"127.0.0.1:8025\"\n");
+    assert_eq!((code, err.as_str()), (0, ""));
+}

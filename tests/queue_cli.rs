@@ -160,7 +160,7 @@ async fn admin_api_status_codes() {
     let get = |path: String| async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
             .await
             .unwrap();
         let mut buf = String::new();
@@ -188,4 +188,62 @@ async fn admin_api_status_codes() {
         "{r}"
     );
     server.stop().await;
+}
+
+/// Mail controls HELO, addresses and headers: `queue list` / `queue show` never pass its
+/// control characters (ESC sequences, a CR that rewrites the line) to the terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_show_escape_control_characters_from_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = write_config(dir.path(), &state, dead_addr());
+    let cfg = cfg.to_str().unwrap().to_string();
+    let id = {
+        let q = Queue::open(&state).unwrap();
+        let data = b"Subject: hi\x1b]0;pwned\x07\rFAKE: all delivered\r\n\
+                     X-Bidi: abc\xe2\x80\xaedef\\x41\r\nFrom: <a@example.org>\r\n\r\nbody\r\n";
+        let mut w = q.body_writer().unwrap();
+        w.write(&data[..]).await.unwrap();
+        let mut env = envelope("evil\x1b[31m@example.org", 1_790_000_000_000);
+        env.helo = "client\x1b[2J\r\x1b[1;32mtrusted.example".into();
+        let mut legs = legs();
+        legs[0].recipients.push("x\x1b[8m@example.com".into());
+        let id = q.commit(w, env, legs).await.unwrap();
+        q.close().unwrap();
+        id.0
+    };
+    let list = cutover(&["queue", "list", "-c", &cfg]);
+    let show = cutover(&["queue", "show", &id, "-c", &cfg]);
+    for (what, o) in [("list", &list), ("show", &show)] {
+        assert!(o.status.success(), "{what}: {o:?}");
+        assert!(
+            !o.stdout
+                .iter()
+                .any(|&b| b == 0x1b || b == b'\r' || b == 0x07),
+            "{what} wrote raw control characters: {:?}",
+            stdout(o)
+        );
+    }
+    let list = stdout(&list);
+    assert!(list.contains("evil\\x1b[31m@example.org"), "{list}");
+    assert!(list.contains("x\\x1b[8m@example.com  queued"), "{list}");
+    let show = stdout(&show);
+    assert!(
+        show.contains("client:   client\\x1b[2J\\r\\x1b[1;32mtrusted.example [127.0.0.1:40000]"),
+        "{show}"
+    );
+    assert!(
+        show.contains("  Subject: hi\\x1b]0;pwned\\x07\\rFAKE: all delivered\n"),
+        "{show}"
+    );
+    // A bidi override is made visible; a literal backslash in mail cannot fake an escape.
+    assert!(show.contains("X-Bidi: abc\\u{202e}def\\\\x41"), "{show}");
+    // JSON keeps the data exact (serde escapes it).
+    let o = cutover(&["queue", "show", &id, "--json", "-c", &cfg]);
+    let m: Message = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        m.record.envelope.helo,
+        "client\x1b[2J\r\x1b[1;32mtrusted.example"
+    );
+    assert!(!o.stdout.contains(&0x1b));
 }

@@ -1,9 +1,12 @@
 //! Admin HTTP API (axum) on `admin.listen`: health, queue inspection and queue operations as
 //! JSON, and `/metrics`, so the CLI can work on a running gateway (sled allows one process per
 //! db). Owns routes, their status codes and the JSON shapes; changes the queue only through the
-//! queue's operations (`queue::ops`), never directly. No authentication: `admin.listen` is
-//! loopback by default and must stay on a trusted interface.
+//! queue's operations (`queue::ops`), never directly. Every request first passes
+//! [`guard`]: `Host` must name this listener (DNS rebinding), cross-site browser requests are
+//! refused, and changes, the ledger (and, off loopback, everything but `/healthz`) need the
+//! `admin.token_file` token as `Authorization: Bearer <token>`.
 
+pub mod guard;
 pub mod metrics;
 pub mod status;
 
@@ -223,10 +226,15 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
 /// The admin routes:
 /// `GET /healthz` (storage probe: `200 ok` or `503` with a JSON reason), `GET /metrics`, `GET /api/queue`, `GET /api/queue/{id}`,
 /// `POST /api/queue/{id}/retry|hold|release|reroute`, `POST /api/queue/retry|reroute` (every
-/// message), `DELETE /api/queue/{id}?bounce=true|false`. Unknown ids: 404 with `{"error"}`.
-pub fn router(state: AdminState) -> Router {
+/// message), `DELETE /api/queue/{id}?bounce=true|false`, `GET /api/ledger/{mailbox}`. Unknown
+/// ids: 404 with `{"error"}`. All behind [`guard::guard`] for a listener bound to `local`.
+pub fn router(state: AdminState, local: std::net::SocketAddr) -> Router {
     // The backfill engine reads delivery credits here while the gateway holds the db lock.
     let ledger = crate::ledger::api_router(state.queue.store().db().clone());
+    let guard = guard::Guard {
+        local,
+        config: state.config.clone(),
+    };
     Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(healthz))
@@ -241,6 +249,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queue/{id}/reroute", post(reroute))
         .with_state(state)
         .merge(ledger)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
 }
 
 /// Serve the admin API on `listener` until `shutdown` completes.
@@ -249,10 +258,9 @@ pub async fn serve(
     state: AdminState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "admin API listening");
-    }
-    axum::serve(listener, router(state))
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "admin API listening");
+    axum::serve(listener, router(state, local))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -112,6 +112,8 @@ struct Ctx {
     state: State,
     ledger_db: PathBuf,
     admin: SocketAddr,
+    /// `admin.token_file`, for the admin API's ledger route.
+    admin_token: Option<crate::config::AdminToken>,
     progress: Arc<Progress>,
     dry_run: bool,
     backoff: Backoff,
@@ -196,6 +198,7 @@ pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Resul
         state,
         ledger_db: config.gateway.state_dir.join("db"),
         admin: config.admin.listen,
+        admin_token: config.admin.token.clone(),
         progress: progress.clone(),
         dry_run: opts.dry_run,
         backoff: opts.backoff.unwrap_or_default(),
@@ -536,6 +539,7 @@ async fn round(
         let mut credits: HashMap<Fingerprint, usize> = crate::ledger::credits_for_backfill(
             &ctx.ledger_db,
             ctx.admin,
+            ctx.admin_token.as_ref(),
             dst_user,
             ctx.job.ledger_target.as_deref(),
         )

@@ -2,12 +2,15 @@
 //! equivalents): work on a running gateway through its admin API (`admin.listen`), or on a
 //! stopped one by opening the store directly. Both paths yield the same structs and go through
 //! the same rendering, so the output is identical. Changes the queue only through the queue's
-//! operations (`queue::ops`); holds no queue logic itself.
+//! operations (`queue::ops`); holds no queue logic itself. Sends the `admin.token_file` token
+//! (`Authorization: Bearer`) when the config names one; human output [`escape`]s the control
+//! characters mail may carry (HELO, addresses, headers, replies) before they reach a terminal.
 
 use super::ConfigArg;
 use anyhow::{Context, anyhow, bail};
 use clap::Subcommand;
 use cutover::admin::ApiError;
+use cutover::config::AdminToken;
 use cutover::queue::model::{Leg, Message, MessageSummary, RcptState};
 use cutover::queue::ops::{Deleted, LegsChanged, Rerouted};
 use cutover::queue::{Queue, QueueError};
@@ -122,9 +125,21 @@ pub struct Selection {
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A running gateway's admin API: where, and the token to send (`admin.token_file`).
+struct Api {
+    addr: SocketAddr,
+    token: Option<AdminToken>,
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.addr, f)
+    }
+}
+
 /// Where the answer came from (for errors only: the output is the same).
 enum Source {
-    Api(SocketAddr),
+    Api(Api),
     Store(Queue),
     Empty,
 }
@@ -159,12 +174,17 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let cfg = loaded.config;
-    let source = connect(cfg.admin.listen, &cfg.gateway.state_dir).await?;
+    let source = connect(
+        cfg.admin.listen,
+        cfg.admin.token.clone(),
+        &cfg.gateway.state_dir,
+    )
+    .await?;
     let hold = matches!(cmd, QueueCmd::Hold { .. });
     match cmd {
         QueueCmd::List { state, target, .. } => {
             let mut list: Vec<MessageSummary> = match &source {
-                Source::Api(addr) => api_get(*addr, "/api/queue").await?.ok_or_else(|| {
+                Source::Api(addr) => api_get(addr, "/api/queue").await?.ok_or_else(|| {
                     anyhow!("admin API at {addr} answered 404 for /api/queue (not cutover?)")
                 })?,
                 Source::Store(q) => q.list()?,
@@ -185,7 +205,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
         QueueCmd::Show { id, .. } => {
             let msg: Option<Message> = match &source {
                 Source::Api(addr) => {
-                    api_get(*addr, &format!("/api/queue/{}", path_safe(&id))).await?
+                    api_get(addr, &format!("/api/queue/{}", path_safe(&id))).await?
                 }
                 Source::Store(q) => match q.get(&id) {
                     Ok(m) => Some(m),
@@ -209,7 +229,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
             let mut out = Outcome::default();
             if select.all {
                 let v: Vec<LegsChanged> = match &source {
-                    Source::Api(addr) => api_all(*addr, "/api/queue/retry").await?,
+                    Source::Api(addr) => api_all(addr, "/api/queue/retry").await?,
                     Source::Store(q) => q.retry_all(SystemTime::now()).await?,
                     Source::Empty => Vec::new(),
                 };
@@ -218,7 +238,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
             } else {
                 for id in &select.ids {
                     let r: Option<LegsChanged> = match &source {
-                        Source::Api(addr) => api_one(*addr, "POST", id, "/retry").await?,
+                        Source::Api(addr) => api_one(addr, "POST", id, "/retry").await?,
                         Source::Store(q) => found(q.retry(id, SystemTime::now()).await)?,
                         Source::Empty => None,
                     };
@@ -231,8 +251,8 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
             let mut out = Outcome::default();
             for id in &ids {
                 let r: Option<LegsChanged> = match (&source, hold) {
-                    (Source::Api(addr), true) => api_one(*addr, "POST", id, "/hold").await?,
-                    (Source::Api(addr), false) => api_one(*addr, "POST", id, "/release").await?,
+                    (Source::Api(addr), true) => api_one(addr, "POST", id, "/hold").await?,
+                    (Source::Api(addr), false) => api_one(addr, "POST", id, "/release").await?,
                     (Source::Store(q), true) => found(q.hold(id).await)?,
                     (Source::Store(q), false) => found(q.release(id, SystemTime::now()).await)?,
                     (Source::Empty, _) => None,
@@ -251,7 +271,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
                         } else {
                             "?bounce=false"
                         };
-                        api_one(*addr, "DELETE", id, q).await?
+                        api_one(addr, "DELETE", id, q).await?
                     }
                     Source::Store(q) => found(
                         q.delete(id, bounce.then_some(&cfg), SystemTime::now(), false)
@@ -269,7 +289,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
             let mut out = Outcome::default();
             if select.all {
                 let v: Vec<Rerouted> = match &source {
-                    Source::Api(addr) => api_all(*addr, "/api/queue/reroute").await?,
+                    Source::Api(addr) => api_all(addr, "/api/queue/reroute").await?,
                     Source::Store(q) => q.reroute_all(&routes, SystemTime::now(), false).await?,
                     Source::Empty => Vec::new(),
                 };
@@ -278,7 +298,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
             } else {
                 for id in &select.ids {
                     let r: Option<Rerouted> = match &source {
-                        Source::Api(addr) => api_one(*addr, "POST", id, "/reroute").await?,
+                        Source::Api(addr) => api_one(addr, "POST", id, "/reroute").await?,
                         Source::Store(q) => {
                             found(q.reroute(id, &routes, SystemTime::now(), false).await)?
                         }
@@ -383,7 +403,12 @@ pub fn render_rerouted(r: &Rerouted) -> String {
                         v.join(",")
                     }
                 };
-                format!("{}: {} -> {}", m.recipient, side(&m.from), side(&m.to))
+                format!(
+                    "{}: {} -> {}",
+                    escape(&m.recipient),
+                    side(&m.from),
+                    side(&m.to)
+                )
             })
             .collect();
         format!(
@@ -394,13 +419,15 @@ pub fn render_rerouted(r: &Rerouted) -> String {
         )
     };
     if !r.unrouted.is_empty() {
-        let _ = write!(s, "; unrouted, left in place: {}", r.unrouted.join(", "));
+        let unrouted: Vec<String> = r.unrouted.iter().map(|a| escape(a)).collect();
+        let _ = write!(s, "; unrouted, left in place: {}", unrouted.join(", "));
     }
     if !r.busy.is_empty() {
+        let busy: Vec<String> = r.busy.iter().map(|a| escape(a)).collect();
         let _ = write!(
             s,
             "; being delivered right now, try again: {}",
-            r.busy.join(", ")
+            busy.join(", ")
         );
     }
     s
@@ -422,11 +449,15 @@ fn path_safe(id: &str) -> String {
 }
 
 /// The admin API if something listens on `admin.listen`, else the store (stopped gateway).
-async fn connect(admin: SocketAddr, state_dir: &Path) -> anyhow::Result<Source> {
+async fn connect(
+    admin: SocketAddr,
+    token: Option<AdminToken>,
+    state_dir: &Path,
+) -> anyhow::Result<Source> {
     let addr = loopback_for(admin);
     let probe = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await;
     if let Ok(Ok(_open)) = probe {
-        return Ok(Source::Api(addr));
+        return Ok(Source::Api(Api { addr, token }));
     }
     if !state_dir.join("db").exists() {
         return Ok(Source::Empty);
@@ -452,14 +483,20 @@ fn loopback_for(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, a.port())
 }
 
-/// `method path` over HTTP/1.0 (the server closes after the response, no chunking): the status
-/// and the body.
-async fn api_request(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+/// `method path` over HTTP/1.0 (the server closes after the response, no chunking), with the
+/// token when the config names one: the status and the body.
+async fn api_request(api: &Api, method: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    let addr = api.addr;
+    let auth = api
+        .token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {}\r\n", t.secret()))
+        .unwrap_or_default();
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
         let req = format!(
             "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\
-             Content-Length: 0\r\n\r\n"
+             {auth}Content-Length: 0\r\n\r\n"
         );
         s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
@@ -485,7 +522,7 @@ async fn api_request(addr: SocketAddr, method: &str, path: &str) -> anyhow::Resu
 
 /// `method path`: JSON body decoded on 200, `Ok(None)` on 404, an error otherwise.
 async fn api_call<T: serde::de::DeserializeOwned>(
-    addr: SocketAddr,
+    addr: &Api,
     method: &str,
     path: &str,
 ) -> anyhow::Result<Option<T>> {
@@ -497,15 +534,32 @@ async fn api_call<T: serde::de::DeserializeOwned>(
         // The API's own 404 (unknown id) carries `{"error": ..}`; a bare 404 is an unknown route.
         404 if serde_json::from_slice::<ApiError>(&body).is_ok() => Ok(None),
         404 => bail!("admin API at {addr} has no {method} {path} (an older cutover?)"),
+        401 | 403 => bail!(
+            "admin API at {addr} refused {method} {path} ({status}): {}{}",
+            api_error_text(&body),
+            if addr.token.is_some() {
+                " (is admin.token_file in this config the one the gateway reads?)"
+            } else {
+                " (set admin.token_file in this config to the gateway's token file)"
+            }
+        ),
         s => bail!(
             "admin API at {addr} answered {s} for {method} {path}: {}",
-            String::from_utf8_lossy(&body).trim()
+            api_error_text(&body)
         ),
     }
 }
 
+/// The `error` of a JSON error body, else the body (escaped: it goes to the terminal).
+fn api_error_text(body: &[u8]) -> String {
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(e) => escape(&e.error),
+        Err(_) => escape(String::from_utf8_lossy(body).trim()),
+    }
+}
+
 async fn api_get<T: serde::de::DeserializeOwned>(
-    addr: SocketAddr,
+    addr: &Api,
     path: &str,
 ) -> anyhow::Result<Option<T>> {
     api_call(addr, "GET", path).await
@@ -513,7 +567,7 @@ async fn api_get<T: serde::de::DeserializeOwned>(
 
 /// An action on one message: `/api/queue/{id}{suffix}`.
 async fn api_one<T: serde::de::DeserializeOwned>(
-    addr: SocketAddr,
+    addr: &Api,
     method: &str,
     id: &str,
     suffix: &str,
@@ -527,13 +581,39 @@ async fn api_one<T: serde::de::DeserializeOwned>(
 }
 
 /// An action on every message (`POST`); a 404 means an older gateway without it.
-async fn api_all<T: serde::de::DeserializeOwned>(
-    addr: SocketAddr,
-    path: &str,
-) -> anyhow::Result<Vec<T>> {
+async fn api_all<T: serde::de::DeserializeOwned>(addr: &Api, path: &str) -> anyhow::Result<Vec<T>> {
     api_call(addr, "POST", path)
         .await?
         .ok_or_else(|| anyhow!("admin API at {addr} does not know POST {path} (older gateway?)"))
+}
+
+/// Text from mail (HELO, addresses, headers, remote replies) made safe for a terminal: control
+/// characters but TAB (C0, DEL, C1: ESC sequences, a CR that rewrites the line, ...) and
+/// bidirectional overrides become visible escapes (`\x1b`, `\r`, `\u{202e}`), and `\` becomes
+/// `\\` so an escape in the mail cannot pass for one of ours. Everything else is shown as is.
+pub fn escape(s: &str) -> String {
+    let bidi = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let unsafe_char = |c: char| (c.is_control() && c != '\t') || c == '\\' || bidi(c);
+    if !s.chars().any(unsafe_char) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\t' => out.push(c),
+            '\\' => out.push_str("\\\\"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() || bidi(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn fmt_time(t: SystemTime) -> String {
@@ -543,11 +623,7 @@ fn fmt_time(t: SystemTime) -> String {
 }
 
 fn sender(s: &str) -> String {
-    if s.is_empty() {
-        "<>".into()
-    } else {
-        s.to_string()
-    }
+    if s.is_empty() { "<>".into() } else { escape(s) }
 }
 
 fn rcpt_state(s: &RcptState) -> String {
@@ -570,12 +646,17 @@ fn render_leg(out: &mut String, leg: &Leg, indent: &str, with_rule: bool) {
         if leg.held { " (held)" } else { "" }
     );
     for r in &leg.recipients {
-        let _ = write!(out, "{indent}    {}  {}", r.address, rcpt_state(&r.state));
+        let _ = write!(
+            out,
+            "{indent}    {}  {}",
+            escape(&r.address),
+            rcpt_state(&r.state)
+        );
         if with_rule {
-            let _ = write!(out, "  [rule {}]", r.rule);
+            let _ = write!(out, "  [rule {}]", escape(&r.rule));
         }
         if let Some(reply) = r.state.last_reply() {
-            let _ = write!(out, "  ({reply})");
+            let _ = write!(out, "  ({})", escape(reply));
         }
         out.push('\n');
     }
@@ -633,7 +714,7 @@ pub fn render_show(m: &Message) -> String {
     let _ = writeln!(out, "arrival:  {}", fmt_time(e.received_at));
     let _ = writeln!(out, "size:     {} bytes", r.size);
     let _ = writeln!(out, "sender:   {}", sender(&e.mail_from));
-    let _ = writeln!(out, "client:   {} [{}]", e.helo, e.client_addr);
+    let _ = writeln!(out, "client:   {} [{}]", escape(&e.helo), e.client_addr);
     let mut opts = Vec::new();
     if e.smtputf8 {
         opts.push("SMTPUTF8");
@@ -664,7 +745,7 @@ pub fn render_show(m: &Message) -> String {
     }
     let _ = writeln!(out, "headers:");
     for h in &m.headers {
-        let _ = writeln!(out, "  {h}");
+        let _ = writeln!(out, "  {}", escape(h));
     }
     out
 }

@@ -2,6 +2,7 @@
 //! [`Config`]. Every problem is reported as a [`Diagnostic`] naming file, line and key, and all of
 //! them are collected before giving up. Never does IO other than reading those files.
 
+mod admin;
 mod backfill;
 mod diag;
 mod model;

@@ -257,13 +257,70 @@ fn default_admin_listen() -> SocketAddr {
 pub struct Admin {
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// File holding the bearer token for state-changing requests and the ledger (and every
+    /// route but `/healthz` off loopback); relative to the config file.
+    pub token_file: Option<PathBuf>,
+    /// The token read from `token_file` (filled in by the loader, so a reload re-reads it).
+    #[serde(skip)]
+    pub token: Option<AdminToken>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            token_file: None,
+            token: None,
         }
+    }
+}
+
+/// The admin API's bearer token. Its `Debug` never shows the secret; [`AdminToken::matches`]
+/// compares in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl AdminToken {
+    /// A token from the contents of a token file: surrounding whitespace (the final newline)
+    /// is dropped; the rest must be non-empty printable ASCII without spaces (it travels in an
+    /// HTTP header). The error says what is wrong, never the token.
+    pub fn parse(text: &str) -> Result<AdminToken, &'static str> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err("is empty (write a random token into it, e.g. `openssl rand -hex 32`)");
+        }
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "must hold one token of printable ASCII without spaces or line breaks \
+                 (it is sent as `Authorization: Bearer <token>`)",
+            );
+        }
+        Ok(AdminToken(t.to_string()))
+    }
+
+    /// The secret, for a client to send.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `presented` is this token. Both sides are hashed first and the digests compared
+    /// without an early exit, so the time taken says nothing about the token (not even its
+    /// length).
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let a = Sha256::digest(self.0.as_bytes());
+        let b = Sha256::digest(presented.as_bytes());
+        let diff = a
+            .iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        std::hint::black_box(diff) == 0
     }
 }
 

@@ -19,6 +19,9 @@ pub(crate) fn validate(
     if ok("gateway") {
         gateway(c, base_dir, cx);
     }
+    if ok("admin") {
+        super::admin::check(c, base_dir, cx);
+    }
     let mut known: Vec<String> = c.targets.keys().chain(broken_targets).cloned().collect();
     known.sort();
     let known_list = if known.is_empty() {

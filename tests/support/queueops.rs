@@ -51,14 +51,22 @@ pub async fn start_admin(queue: Queue, config_path: &Path, stats: Option<Arc<Sta
     }
 }
 
-/// One HTTP/1.0 request; returns the whole response (status line, headers, body).
+/// One HTTP/1.0 request as the CLI sends it (`Host: addr`, no token); returns the whole response
+/// (status line, headers, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str) -> String {
+    http_with(addr, method, path, &format!("Host: {addr}\r\n")).await
+}
+
+/// One HTTP/1.0 request with exactly these extra header lines (each ending in CRLF).
+pub async fn http_with(addr: SocketAddr, method: &str, path: &str, headers: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("{method} {path} HTTP/1.0\r\n{headers}Content-Length: 0\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut buf = String::new();
         s.read_to_string(&mut buf).await.unwrap();
         buf
