@@ -39,6 +39,9 @@ fn default_state_dir() -> PathBuf {
 fn default_max_message_size() -> ByteSize {
     ByteSize(50 << 20)
 }
+fn default_max_header_size() -> ByteSize {
+    ByteSize(100 << 10)
+}
 fn default_max_received() -> u32 {
     30
 }
@@ -83,6 +86,9 @@ pub struct Gateway {
     pub trusted_networks: Vec<IpNet>,
     #[serde(default = "default_max_message_size")]
     pub max_message_size: ByteSize,
+    /// Largest header section of a message (`552 5.3.4` above it); loop detection reads all of it.
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: ByteSize,
     #[serde(default = "default_max_received")]
     pub max_received: u32,
     #[serde(default = "default_true")]

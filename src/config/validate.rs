@@ -274,8 +274,18 @@ pub(crate) fn validate(
 
 fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
     let g = KeyPath::root().key("gateway");
-    if c.gateway.hostname.trim().is_empty() || c.gateway.hostname.contains(char::is_whitespace) {
-        cx.error(&g.key("hostname"), "must be a host name".into());
+    if !is_fqdn(&c.gateway.hostname) {
+        let why = format!(
+            "{:?} is not a fully qualified domain name (it names the gateway in EHLO, Received:, X-Cutover-Loop: and DSNs; e.g. \"mx1.example.com\")",
+            c.gateway.hostname
+        );
+        if cx.index.contains(&g.key("hostname")) {
+            cx.error(&g.key("hostname"), why);
+        } else {
+            // Left out: configurations used only for backfill or queue commands need no name,
+            // so the default stays usable there; `serve` with it is what the warning is about.
+            cx.warn(&g.key("hostname"), format!("not set, so {why}"));
+        }
     }
     if c.gateway.accept_domains.is_empty() {
         cx.error(
@@ -299,6 +309,12 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
     if c.gateway.max_message_size.0 == 0 {
         cx.error(
             &g.key("max_message_size"),
+            "must be greater than zero".into(),
+        );
+    }
+    if c.gateway.max_header_size.0 == 0 {
+        cx.error(
+            &g.key("max_header_size"),
             "must be greater than zero".into(),
         );
     }
@@ -391,6 +407,26 @@ fn readable(path: &Path, key: &KeyPath, cx: &mut Reader<'_>) {
     if let Err(e) = std::fs::metadata(path) {
         cx.error(key, format!("cannot read {}: {e}", path.display()));
     }
+}
+
+/// A fully qualified host name: at least two LDH labels (RFC 1123), a trailing dot allowed, and
+/// not an IP address (the last label is not all digits).
+pub fn is_fqdn(h: &str) -> bool {
+    let h = h.strip_suffix('.').unwrap_or(h);
+    let labels: Vec<&str> = h.split('.').collect();
+    !h.is_empty()
+        && h.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|l| !l.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// A plausible DNS domain (LDH labels or UTF-8, no empty labels).

@@ -8,6 +8,7 @@ fn policy() -> Policy {
         accept_domains: ["example.com".to_string()].into_iter().collect(),
         trusted_networks: vec!["127.0.0.2/32".parse().unwrap()],
         max_message_size: 1 << 20,
+        max_header_size: 100 << 10,
         max_received: 30,
         reject_unrouted: true,
         max_recipients: 10,
@@ -136,6 +137,41 @@ fn relay_decision() {
     match decide_rcpt(&lax, &ours, false, None) {
         RcptDecision::Reject(rep) => assert_eq!(rep.code, 450),
         d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn unadvertised_parameters() {
+    // Advertised: SIZE, BODY=7BIT|8BITMIME, SMTPUTF8 (any case); nothing for RCPT.
+    for ok in [
+        "MAIL FROM:<a@b.c>\r\n",
+        "MAIL FROM:<a@b.c> SIZE=100 body=8bitmime SMTPUTF8\r\n",
+        "MAIL FROM:<> BODY=7BIT\r\n",
+        "MAIL FROM:a@b.c SIZE=1\r\n",
+        "MAIL FROM:<\"x> y\"@b.c> SIZE=5\r\n",
+    ] {
+        assert_eq!(unadvertised_mail_param(ok), None, "{ok}");
+    }
+    for (bad, name) in [
+        ("MAIL FROM:<a@b.c> REQUIRETLS\r\n", "REQUIRETLS"),
+        ("MAIL FROM:<a@b.c> BODY=BINARYMIME\r\n", "BODY=BINARYMIME"),
+        ("MAIL FROM:<a@b.c> SIZE=10 RET=HDRS\r\n", "RET"),
+        ("MAIL FROM:<a@b.c> ENVID=QQ314159\r\n", "ENVID"),
+        ("MAIL FROM:<a@b.c> HOLDFOR=60\r\n", "HOLDFOR"),
+        ("MAIL FROM:<a@b.c> MT-PRIORITY=0\r\n", "MT-PRIORITY"),
+        ("MAIL FROM:<a@b.c> AUTH=<>\r\n", "AUTH"),
+        ("MAIL FROM:<a@b.c> SMTPUTF8=yes\r\n", "SMTPUTF8"),
+    ] {
+        assert_eq!(unadvertised_mail_param(bad).as_deref(), Some(name), "{bad}");
+    }
+    assert_eq!(unadvertised_rcpt_param("RCPT TO:<a@b.c>\r\n"), None);
+    assert_eq!(unadvertised_rcpt_param("RCPT TO:<\"n o\"@b.c>\r\n"), None);
+    for (bad, name) in [
+        ("RCPT TO:<a@b.c> NOTIFY=SUCCESS,FAILURE\r\n", "NOTIFY"),
+        ("RCPT TO:<a@b.c> ORCPT=rfc822;a@b.c\r\n", "ORCPT"),
+        ("RCPT TO:a@b.c NOTIFY=NEVER\r\n", "NOTIFY"),
+    ] {
+        assert_eq!(unadvertised_rcpt_param(bad).as_deref(), Some(name), "{bad}");
     }
 }
 
