@@ -330,6 +330,41 @@ fn hostname_must_be_a_fully_qualified_domain_name() {
 }
 
 #[test]
+fn broad_trusted_networks_and_trusted_relay_any_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replace(
+        "accept_domains",
+        "trusted_networks = [\"10.0.0.0/8\", \"10.1.2.25/32\", \"192.168.0.0/16\", \"172.16.5.0/24\", \"fd00::/8\", \"0.0.0.0/0\"]\ntrusted_relay_any = true\naccept_domains",
+    );
+    let path = write(dir.path(), "t.toml", &text);
+    let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 0, "warnings only: {out}{err}");
+    let advice = "behind SNAT, a load balancer or a Kubernetes Service every client may come from it; list the old server's own addresses (e.g. \"10.1.2.3/32\")";
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!(
+                "warning: {path}:5: gateway.trusted_networks[0]: 10.0.0.0/8 is a broad private range (/8): {advice}"
+            ),
+            format!(
+                "warning: {path}:5: gateway.trusted_networks[2]: 192.168.0.0/16 is a broad private range (/16): {advice}"
+            ),
+            format!(
+                "warning: {path}:5: gateway.trusted_networks[4]: fd00::/8 is a broad private range (/8): {advice}"
+            ),
+            format!(
+                "warning: {path}:5: gateway.trusted_networks[5]: 0.0.0.0/0 is a broad range (/0): {advice}"
+            ),
+            format!(
+                "warning: {path}:6: gateway.trusted_relay_any: trusted_networks may relay to any domain on the internet through routing.default (an open relay for every client in them)"
+            ),
+        ],
+        "{err}"
+    );
+}
+
+#[test]
 fn max_header_size_is_checked() {
     let dir = tempfile::tempdir().unwrap();
     for (value, expected) in [

@@ -1,7 +1,8 @@
-//! The strict intake ("Trust II" §4) against a real `cutover serve`: MAIL/RCPT parameters that
-//! are not advertised get `555 5.5.4`, bare CR in DATA `550 5.6.0`, a header section over
-//! `max_header_size` `552 5.3.4` (with loop detection reading all of it), and the shipped
-//! listener pair `0.0.0.0:25` + `[::]:25` binds on one port.
+//! The strict intake ("Trust II" §4 and the relay policy of §2) against a real `cutover serve`:
+//! MAIL/RCPT parameters that are not advertised get `555 5.5.4`, bare CR in DATA `550 5.6.0`, a
+//! header section over `max_header_size` `552 5.3.4` (with loop detection reading all of it),
+//! trusted clients relay only to domains a rule names (unless `trusted_relay_any`), and the
+//! shipped listener pair `0.0.0.0:25` + `[::]:25` binds on one port.
 
 #[path = "support/smtp.rs"]
 mod support;
@@ -142,6 +143,59 @@ async fn loop_detection_reads_the_whole_header_section() {
     let r = send_message(&mut c, "a@b.net", &["alice@example.com"], &ours).await;
     assert!(r.is(554, "5.4.6"), "{r:?}");
     assert_eq!(queued(&g), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_clients_relay_only_to_domains_a_rule_names() {
+    // routing.default = ["old"]: it must not turn the trusted network into an open relay.
+    let g = Gateway::start(Opts {
+        default_route: true,
+        ..Default::default()
+    });
+    let mut c = ehlo(&g, "127.0.0.2").await;
+    assert!(
+        c.cmd("MAIL FROM:<old-server@example.com>")
+            .await
+            .is(250, "")
+    );
+    for rcpt in ["user@evil.net", "USER@EVIL.NET.", "user@sub.example.com"] {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+        assert!(r.is(550, "5.7.1"), "{rcpt}: {r:?}");
+    }
+    // A rule names partner.net; our own domains go by any route, default included.
+    for rcpt in [
+        "user@partner.net",
+        "alice@example.com",
+        "x@unrouted.example",
+    ] {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+        assert!(r.is(250, "2.1.5"), "{rcpt}: {r:?}");
+    }
+    // Untrusted: relaying is refused as before.
+    let mut u = ehlo(&g, "127.0.0.1").await;
+    assert!(u.cmd("MAIL FROM:<a@b.net>").await.is(250, ""));
+    for rcpt in ["user@evil.net", "user@partner.net"] {
+        assert!(u.cmd(&format!("RCPT TO:<{rcpt}>")).await.is(550, "5.7.1"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_relay_any_opts_in() {
+    let g = Gateway::start(Opts {
+        default_route: true,
+        extra_gateway: "trusted_relay_any = true\n".into(),
+        ..Default::default()
+    });
+    let mut c = ehlo(&g, "127.0.0.2").await;
+    assert!(
+        c.cmd("MAIL FROM:<old-server@example.com>")
+            .await
+            .is(250, "")
+    );
+    assert!(c.cmd("RCPT TO:<user@evil.net>").await.is(250, "2.1.5"));
+    let mut u = ehlo(&g, "127.0.0.1").await;
+    assert!(u.cmd("MAIL FROM:<a@b.net>").await.is(250, ""));
+    assert!(u.cmd("RCPT TO:<user@evil.net>").await.is(550, "5.7.1"));
 }
 
 /// Is there an IPv6 loopback to test with?

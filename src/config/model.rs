@@ -93,6 +93,10 @@ pub struct Gateway {
     pub max_received: u32,
     #[serde(default = "default_true")]
     pub reject_unrouted: bool,
+    /// Let `trusted_networks` relay to any domain `routing.default` routes, not only to domains a
+    /// rule names (off by default; `config check` warns when it is on).
+    #[serde(default)]
+    pub trusted_relay_any: bool,
     #[serde(default = "default_max_recipients")]
     pub max_recipients: usize,
     #[serde(default = "default_max_connections")]

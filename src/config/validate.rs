@@ -318,6 +318,22 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
             "must be greater than zero".into(),
         );
     }
+    for (i, net) in c.gateway.trusted_networks.iter().enumerate() {
+        if let Some(why) = broad_network(net) {
+            cx.warn(
+                &g.key("trusted_networks").index(i),
+                format!(
+                    "{net} is {why}: behind SNAT, a load balancer or a Kubernetes Service every client may come from it; list the old server's own addresses (e.g. \"10.1.2.3/32\")"
+                ),
+            );
+        }
+    }
+    if c.gateway.trusted_relay_any {
+        cx.warn(
+            &g.key("trusted_relay_any"),
+            "trusted_networks may relay to any domain on the internet through routing.default (an open relay for every client in them)".into(),
+        );
+    }
     if c.gateway.data_idle_timeout.0.is_zero() {
         cx.error(
             &g.key("data_idle_timeout"),
@@ -427,6 +443,32 @@ pub fn is_fqdn(h: &str) -> bool {
         && labels
             .last()
             .is_some_and(|l| !l.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Why a `trusted_networks` entry is too broad to trust, if it is: an IPv4 network of /16 or
+/// wider, an IPv6 one of /48 or wider (named "private" when it lies in RFC 1918, CGNAT or ULA
+/// space, where NAT and container networks put every client).
+pub fn broad_network(net: &ipnet::IpNet) -> Option<String> {
+    let (broad, private) = match net {
+        ipnet::IpNet::V4(n) => {
+            let a = n.network();
+            let private = a.is_private()
+                || ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(100, 64, 0, 0), 10)
+                    .is_ok_and(|cgnat| cgnat.contains(&a));
+            (n.prefix_len() <= 16, private)
+        }
+        ipnet::IpNet::V6(n) => (
+            n.prefix_len() <= 48,
+            (n.network().segments()[0] & 0xfe00) == 0xfc00,
+        ),
+    };
+    broad.then(|| {
+        format!(
+            "a broad {}range (/{})",
+            if private { "private " } else { "" },
+            net.prefix_len()
+        )
+    })
 }
 
 /// A plausible DNS domain (LDH labels or UTF-8, no empty labels).

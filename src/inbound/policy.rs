@@ -1,12 +1,13 @@
 //! Intake policy as pure functions: address syntax (the raw path between `<` and `>`), domain
-//! normalisation, the MAIL/RCPT parameters we advertise, the relay decision (accepted domain or
-//! trusted client, plus a route), and the grouping of accepted recipients into legs. Never does
-//! IO and never touches a socket: the session asks, this module answers with a [`Reply`].
+//! normalisation, the MAIL/RCPT parameters we advertise, the relay decision (accepted domain, or
+//! a trusted client and a rule naming the domain, plus a route), and the grouping of accepted
+//! recipients into legs. Never does IO and never touches a socket: the session asks, this module
+//! answers with a [`Reply`].
 
 use super::reply::Reply;
 use crate::config::Gateway;
 use crate::queue::NewLeg;
-use crate::routing::Route;
+use crate::routing::{How, Route};
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -31,6 +32,9 @@ pub struct Policy {
     pub max_header_size: usize,
     pub max_received: u32,
     pub reject_unrouted: bool,
+    /// `trusted_relay_any`: trusted clients may relay to any routed domain, `routing.default`
+    /// included (otherwise only to domains a rule names explicitly).
+    pub trusted_relay_any: bool,
     pub max_recipients: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -57,6 +61,7 @@ impl Policy {
             max_header_size: usize::try_from(g.max_header_size.0).unwrap_or(usize::MAX),
             max_received: g.max_received,
             reject_unrouted: g.reject_unrouted,
+            trusted_relay_any: g.trusted_relay_any,
             max_recipients: g.max_recipients.max(1),
             max_connections: g.max_connections.max(1),
             max_connections_per_ip: g.max_connections_per_ip.max(1),
@@ -417,26 +422,38 @@ pub enum RcptDecision {
     Reject(Reply),
 }
 
-/// The relay decision for a syntactically valid recipient: the domain must be accepted (or the
-/// client trusted), and a rule (or the default) must route it.
+/// The relay decision for a syntactically valid recipient. A domain in `accept_domains` needs a
+/// route (a rule, or `routing.default`). Any other domain is relaying: refused (`550 5.7.1`)
+/// unless the client is trusted, and even then accepted only through a rule that names the domain
+/// explicitly ([`names_domain`]), never through `routing.default` (DESIGN §3: behind SNAT or a
+/// Kubernetes Service every client may look trusted), unless `trusted_relay_any` is set.
 pub fn decide_rcpt(
     policy: &Policy,
     mailbox: &Mailbox,
     trusted: bool,
     route: Option<Route>,
 ) -> RcptDecision {
-    if !trusted && !policy.accepts_domain(&mailbox.domain) {
+    let ours = policy.accepts_domain(&mailbox.domain);
+    if !ours && !trusted {
         return RcptDecision::Reject(Reply::new(550, "5.7.1", "Relaying denied"));
     }
     match route {
-        Some(r) if !r.targets.is_empty() => RcptDecision::Accept(r),
-        _ if policy.reject_unrouted || trusted && !policy.accepts_domain(&mailbox.domain) => {
-            RcptDecision::Reject(Reply::new(
-                550,
-                "5.1.1",
-                "Recipient address rejected: no route to this mailbox",
-            ))
+        Some(r) if !r.targets.is_empty() => {
+            if ours || policy.trusted_relay_any || names_domain(&r) {
+                RcptDecision::Accept(r)
+            } else {
+                RcptDecision::Reject(Reply::new(
+                    550,
+                    "5.7.1",
+                    "Relaying denied: no routing rule names this domain",
+                ))
+            }
         }
+        _ if policy.reject_unrouted || !ours => RcptDecision::Reject(Reply::new(
+            550,
+            "5.1.1",
+            "Recipient address rejected: no route to this mailbox",
+        )),
         // reject_unrouted = false: never accept mail we have nowhere to put; ask to retry
         // (the admin may be adding the rule).
         _ => RcptDecision::Reject(Reply::new(
@@ -444,6 +461,26 @@ pub fn decide_rcpt(
             "4.1.1",
             "Recipient address not routed yet, try again later",
         )),
+    }
+}
+
+/// Does `route` come from a rule whose matching pattern names the recipient's domain literally:
+/// an address, `@domain`, `@.parent`, or a glob with a literal domain (`*.admin@partner.net`)?
+/// `routing.default`, a glob with a wildcard domain and a `re:` pattern do not.
+pub fn names_domain(route: &Route) -> bool {
+    match route.how {
+        How::Address | How::AddressWithoutExtension | How::Domain | How::ParentDomain => {
+            route.rule_index.is_some()
+        }
+        How::Glob => {
+            route.rule_index.is_some()
+                && route
+                    .pattern
+                    .as_deref()
+                    .and_then(|p| p.rsplit_once('@'))
+                    .is_some_and(|(_, d)| !d.is_empty() && !d.contains(['*', '?']))
+        }
+        How::Regex | How::Default => false,
     }
 }
 

@@ -11,6 +11,7 @@ fn policy() -> Policy {
         max_header_size: 100 << 10,
         max_received: 30,
         reject_unrouted: true,
+        trusted_relay_any: false,
         max_recipients: 10,
         max_connections: 10,
         max_connections_per_ip: 5,
@@ -138,6 +139,82 @@ fn relay_decision() {
         RcptDecision::Reject(rep) => assert_eq!(rep.code, 450),
         d => panic!("{d:?}"),
     }
+}
+
+#[test]
+fn trusted_relay_needs_a_rule_naming_the_domain() {
+    let p = policy();
+    let theirs = parse_recipient("a@evil.net", false).unwrap();
+    let ours = parse_recipient("a@example.com", false).unwrap();
+    let with = |how: How, rule_index: Option<usize>, pattern: Option<&str>| Route {
+        rule: if rule_index.is_some() { "r" } else { "default" }.into(),
+        rule_index,
+        targets: vec!["old".into()],
+        how,
+        pattern: pattern.map(str::to_string),
+        origin: None,
+    };
+    let default = with(How::Default, None, None);
+    let refused = |d: RcptDecision| match d {
+        RcptDecision::Reject(rep) => (rep.code, rep.esc),
+        d => panic!("{d:?}"),
+    };
+    // routing.default carries a trusted client's mail for our domains, never for others.
+    assert_eq!(
+        refused(decide_rcpt(&p, &theirs, true, Some(default.clone()))),
+        (550, "5.7.1")
+    );
+    assert!(matches!(
+        decide_rcpt(&p, &ours, true, Some(default.clone())),
+        RcptDecision::Accept(_)
+    ));
+    assert!(matches!(
+        decide_rcpt(&p, &ours, false, Some(default.clone())),
+        RcptDecision::Accept(_)
+    ));
+    // Rules that name the domain.
+    for r in [
+        with(How::Address, Some(0), Some("a@evil.net")),
+        with(How::AddressWithoutExtension, Some(0), Some("a@evil.net")),
+        with(How::Domain, Some(0), Some("@evil.net")),
+        with(How::ParentDomain, Some(0), Some("@.net")),
+        with(How::Glob, Some(0), Some("*@evil.net")),
+    ] {
+        assert!(
+            matches!(
+                decide_rcpt(&p, &theirs, true, Some(r.clone())),
+                RcptDecision::Accept(_)
+            ),
+            "{r:?}"
+        );
+        assert_eq!(
+            refused(decide_rcpt(&p, &theirs, false, Some(r))),
+            (550, "5.7.1")
+        );
+    }
+    // Rules that match any domain do not name it.
+    for r in [
+        with(How::Glob, Some(0), Some("postmaster@*")),
+        with(How::Glob, Some(0), Some("*@evil.n?t")),
+        with(How::Regex, Some(0), Some("re:.*")),
+    ] {
+        assert_eq!(
+            refused(decide_rcpt(&p, &theirs, true, Some(r.clone()))),
+            (550, "5.7.1"),
+            "{r:?}"
+        );
+    }
+    // The operator's opt-in.
+    let mut any = p.clone();
+    any.trusted_relay_any = true;
+    assert!(matches!(
+        decide_rcpt(&any, &theirs, true, Some(default.clone())),
+        RcptDecision::Accept(_)
+    ));
+    assert_eq!(
+        refused(decide_rcpt(&any, &theirs, false, Some(default))),
+        (550, "5.7.1")
+    );
 }
 
 #[test]
