@@ -159,13 +159,11 @@ impl Server {
         let queue = Queue::open(&state_dir)?;
         let mut bound = Vec::new();
         for addr in &cfg.gateway.listen {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    key: "gateway.listen",
-                    addr: *addr,
-                    source,
-                })?;
+            let l = crate::inbound::listener::bind(*addr).map_err(|source| ServerError::Bind {
+                key: "gateway.listen",
+                addr: *addr,
+                source,
+            })?;
             bound.push(l);
         }
         // A std listener: the admin API runs on a runtime of its own (see `start_admin`).

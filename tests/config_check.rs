@@ -346,3 +346,116 @@ fn admin_token_file_errors_and_the_exposed_listener_warning() {
     let (_, code, _, err) = check("listen = \"127.0.0.1:8025\"\n");
     assert_eq!((code, err.as_str()), (0, ""));
 }
+
+#[test]
+fn hostname_must_be_a_fully_qualified_domain_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, bad) in [
+        "localhost",
+        "mx",
+        "192.0.2.25",
+        "mx_1.example.com",
+        "mx..example.com",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let text = BASE.replace("\"mx1.example.com\"", &format!("{bad:?}"));
+        let path = write(dir.path(), &format!("h{i}.toml"), &text);
+        let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+        assert_eq!(code, 1, "{bad}: {out}{err}");
+        let want = format!(
+            "{path}:2: gateway.hostname: {bad:?} is not a fully qualified domain name (it names the gateway in EHLO, Received:, X-Cutover-Loop: and DSNs; e.g. \"mx1.example.com\")"
+        );
+        assert_eq!(err.lines().next(), Some(want.as_str()), "{bad}: {err}");
+    }
+    // Left out, it defaults to "localhost": a warning (backfill-only configurations need no name).
+    let text = BASE.replace("hostname = \"mx1.example.com\"\n", "");
+    let path = write(dir.path(), "none.toml", &text);
+    let (code, _, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "warning: {path}:1: gateway.hostname: not set, so \"localhost\" is not a fully qualified domain name"
+        )),
+        "{err}"
+    );
+    for good in ["mx1.example.com", "mx.test", "MX1.Example.COM."] {
+        let text = BASE.replace("\"mx1.example.com\"", &format!("{good:?}"));
+        let path = write(dir.path(), "good.toml", &text);
+        let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+        assert_eq!(code, 0, "{good}: {out}{err}");
+        assert_eq!(err, "", "{good}");
+    }
+}
+
+#[test]
+fn broad_trusted_networks_and_trusted_relay_any_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replace(
+        "accept_domains",
+        "trusted_networks = [\"10.0.0.0/8\", \"10.1.2.25/32\", \"192.168.0.0/16\", \"172.16.5.0/24\", \"fd00::/8\", \"0.0.0.0/0\"]\ntrusted_relay_any = true\naccept_domains",
+    );
+    let path = write(dir.path(), "t.toml", &text);
+    let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 0, "warnings only: {out}{err}");
+    let advice = "behind SNAT, a load balancer or a Kubernetes Service every client may come from it; list the old server's own addresses (e.g. \"10.1.2.3/32\")";
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!(
+                "warning: {path}:5: gateway.trusted_networks[0]: 10.0.0.0/8 is a broad private range (/8): {advice}"
+            ),
+            format!(
+                "warning: {path}:5: gateway.trusted_networks[2]: 192.168.0.0/16 is a broad private range (/16): {advice}"
+            ),
+            format!(
+                "warning: {path}:5: gateway.trusted_networks[4]: fd00::/8 is a broad private range (/8): {advice}"
+            ),
+            format!(
+                "warning: {path}:5: gateway.trusted_networks[5]: 0.0.0.0/0 is a broad range (/0): {advice}"
+            ),
+            format!(
+                "warning: {path}:6: gateway.trusted_relay_any: trusted_networks may relay to any domain on the internet through routing.default (an open relay for every client in them)"
+            ),
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn max_header_size_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for (value, expected) in [
+        (
+            "\"0\"",
+            ":5: gateway.max_header_size: must be greater than zero",
+        ),
+        (
+            "\"lots\"",
+            ":5: gateway.max_header_size: invalid size \"lots\"",
+        ),
+    ] {
+        let text = BASE.replace(
+            "accept_domains",
+            &format!("max_header_size = {value}\naccept_domains"),
+        );
+        let path = write(dir.path(), "m.toml", &text);
+        let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+        assert_eq!(code, 1, "{value}: {out}{err}");
+        assert!(
+            err.lines()
+                .next()
+                .is_some_and(|l| l.starts_with(&format!("{path}{expected}"))),
+            "{value}: {err}"
+        );
+    }
+    let text = BASE.replace(
+        "accept_domains",
+        "max_header_size = \"1MiB\"\naccept_domains",
+    );
+    let path = write(dir.path(), "ok.toml", &text);
+    let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+}

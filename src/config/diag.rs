@@ -163,6 +163,39 @@ impl<'a> SpanIndex<'a> {
         best
     }
 
+    /// Is every segment of `path` present in the document (not filled in by a default)?
+    pub fn contains(&self, path: &KeyPath) -> bool {
+        let mut table = self.root;
+        let mut value: Option<&DeValue<'a>> = None;
+        for seg in &path.0 {
+            match seg {
+                Seg::Key(k) => {
+                    let t = match value {
+                        None => table,
+                        Some(DeValue::Table(t)) => t,
+                        Some(_) => return false,
+                    };
+                    let Some((_, val)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k)
+                    else {
+                        return false;
+                    };
+                    table = t;
+                    value = Some(val.get_ref());
+                }
+                Seg::Index(i) => {
+                    let Some(DeValue::Array(a)) = value else {
+                        return false;
+                    };
+                    let Some(item) = a.get(*i) else {
+                        return false;
+                    };
+                    value = Some(item.get_ref());
+                }
+            }
+        }
+        true
+    }
+
     pub fn line_of_path(&self, path: &KeyPath) -> Option<usize> {
         self.span_of(path).map(|s| self.line_of(s.start))
     }

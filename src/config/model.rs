@@ -39,6 +39,9 @@ fn default_state_dir() -> PathBuf {
 fn default_max_message_size() -> ByteSize {
     ByteSize(50 << 20)
 }
+fn default_max_header_size() -> ByteSize {
+    ByteSize(100 << 10)
+}
 fn default_max_received() -> u32 {
     30
 }
@@ -83,10 +86,17 @@ pub struct Gateway {
     pub trusted_networks: Vec<IpNet>,
     #[serde(default = "default_max_message_size")]
     pub max_message_size: ByteSize,
+    /// Largest header section of a message (`552 5.3.4` above it); loop detection reads all of it.
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: ByteSize,
     #[serde(default = "default_max_received")]
     pub max_received: u32,
     #[serde(default = "default_true")]
     pub reject_unrouted: bool,
+    /// Let `trusted_networks` relay to any domain `routing.default` routes, not only to domains a
+    /// rule names (off by default; `config check` warns when it is on).
+    #[serde(default)]
+    pub trusted_relay_any: bool,
     #[serde(default = "default_max_recipients")]
     pub max_recipients: usize,
     #[serde(default = "default_max_connections")]

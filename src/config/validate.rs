@@ -277,8 +277,18 @@ pub(crate) fn validate(
 
 fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
     let g = KeyPath::root().key("gateway");
-    if c.gateway.hostname.trim().is_empty() || c.gateway.hostname.contains(char::is_whitespace) {
-        cx.error(&g.key("hostname"), "must be a host name".into());
+    if !is_fqdn(&c.gateway.hostname) {
+        let why = format!(
+            "{:?} is not a fully qualified domain name (it names the gateway in EHLO, Received:, X-Cutover-Loop: and DSNs; e.g. \"mx1.example.com\")",
+            c.gateway.hostname
+        );
+        if cx.index.contains(&g.key("hostname")) {
+            cx.error(&g.key("hostname"), why);
+        } else {
+            // Left out: configurations used only for backfill or queue commands need no name,
+            // so the default stays usable there; `serve` with it is what the warning is about.
+            cx.warn(&g.key("hostname"), format!("not set, so {why}"));
+        }
     }
     if c.gateway.accept_domains.is_empty() {
         cx.error(
@@ -303,6 +313,28 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
         cx.error(
             &g.key("max_message_size"),
             "must be greater than zero".into(),
+        );
+    }
+    if c.gateway.max_header_size.0 == 0 {
+        cx.error(
+            &g.key("max_header_size"),
+            "must be greater than zero".into(),
+        );
+    }
+    for (i, net) in c.gateway.trusted_networks.iter().enumerate() {
+        if let Some(why) = broad_network(net) {
+            cx.warn(
+                &g.key("trusted_networks").index(i),
+                format!(
+                    "{net} is {why}: behind SNAT, a load balancer or a Kubernetes Service every client may come from it; list the old server's own addresses (e.g. \"10.1.2.3/32\")"
+                ),
+            );
+        }
+    }
+    if c.gateway.trusted_relay_any {
+        cx.warn(
+            &g.key("trusted_relay_any"),
+            "trusted_networks may relay to any domain on the internet through routing.default (an open relay for every client in them)".into(),
         );
     }
     if c.gateway.data_idle_timeout.0.is_zero() {
@@ -394,6 +426,52 @@ fn readable(path: &Path, key: &KeyPath, cx: &mut Reader<'_>) {
     if let Err(e) = std::fs::metadata(path) {
         cx.error(key, format!("cannot read {}: {e}", path.display()));
     }
+}
+
+/// A fully qualified host name: at least two LDH labels (RFC 1123), a trailing dot allowed, and
+/// not an IP address (the last label is not all digits).
+pub fn is_fqdn(h: &str) -> bool {
+    let h = h.strip_suffix('.').unwrap_or(h);
+    let labels: Vec<&str> = h.split('.').collect();
+    !h.is_empty()
+        && h.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|l| !l.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Why a `trusted_networks` entry is too broad to trust, if it is: an IPv4 network of /16 or
+/// wider, an IPv6 one of /48 or wider (named "private" when it lies in RFC 1918, CGNAT or ULA
+/// space, where NAT and container networks put every client).
+pub fn broad_network(net: &ipnet::IpNet) -> Option<String> {
+    let (broad, private) = match net {
+        ipnet::IpNet::V4(n) => {
+            let a = n.network();
+            let private = a.is_private()
+                || ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(100, 64, 0, 0), 10)
+                    .is_ok_and(|cgnat| cgnat.contains(&a));
+            (n.prefix_len() <= 16, private)
+        }
+        ipnet::IpNet::V6(n) => (
+            n.prefix_len() <= 48,
+            (n.network().segments()[0] & 0xfe00) == 0xfc00,
+        ),
+    };
+    broad.then(|| {
+        format!(
+            "a broad {}range (/{})",
+            if private { "private " } else { "" },
+            net.prefix_len()
+        )
+    })
 }
 
 /// A plausible DNS domain (LDH labels or UTF-8, no empty labels).

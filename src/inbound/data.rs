@@ -1,6 +1,7 @@
 //! The DATA phase's byte decoder: incremental dot-unstuffing and end detection on `CRLF.CRLF`
 //! only (a bare LF never ends or starts a line, so `\n.\r\n` cannot smuggle a second message),
-//! with counters for what the session must judge afterwards (bare LF, NUL, over-long lines).
+//! with counters for what the session must judge afterwards (bare LF, bare CR, NUL, over-long
+//! lines).
 //! Pure: it never does IO and never allocates beyond the caller's output buffer.
 
 /// Longest line RFC 5321 allows in DATA, CRLF included.
@@ -28,6 +29,8 @@ pub struct DataDecoder {
     /// Bytes of message content produced (after unstuffing).
     pub size: u64,
     pub bare_lf: u64,
+    /// CR not followed by LF (the session refuses these like bare LF: see `session::data`).
+    pub bare_cr: u64,
     pub nul: u64,
     pub long_lines: u64,
     done: bool,
@@ -46,6 +49,7 @@ impl DataDecoder {
             line_len: 0,
             size: 0,
             bare_lf: 0,
+            bare_cr: 0,
             nul: 0,
             long_lines: 0,
             done: false,
@@ -79,7 +83,8 @@ impl DataDecoder {
                     i += 1;
                 }
                 St::DotCr => {
-                    // ".\rX": the dot was stuffing; the CR is content.
+                    // ".\rX": the dot was stuffing; the CR is content (and, as X is not LF,
+                    // counted as bare when X is seen in `MidCr`).
                     out.push(b'\r');
                     self.st = St::MidCr;
                 }
@@ -119,12 +124,16 @@ impl DataDecoder {
                             }
                             self.st = St::LineStart;
                         }
-                        b'\r' => {}
+                        b'\r' => self.bare_cr += 1,
                         0 => {
+                            self.bare_cr += 1;
                             self.nul += 1;
                             self.st = St::Mid;
                         }
-                        _ => self.st = St::Mid,
+                        _ => {
+                            self.bare_cr += 1;
+                            self.st = St::Mid;
+                        }
                     }
                 }
             }
@@ -178,6 +187,37 @@ mod tests {
         assert_eq!(out, b"a\n.\r\nMAIL FROM:<x@y>\r\n");
         let (_, _, d) = decode_all(b"a\r\n.\n.\r\n", 64);
         assert!(!d.is_done());
+    }
+
+    #[test]
+    fn counts_bare_cr() {
+        for (wire, n) in [
+            (&b"a\rb\r\n.\r\n"[..], 1),
+            (b"a\r\r\n.\r\n", 1),
+            (b".\rx\r\n.\r\n", 1),
+            (b"a\r\0\r\n.\r\n", 1),
+            (b"a\rb\rc\r\n.\r\n", 2),
+            (b"a\r\nb\r\n.\r\n", 0),
+        ] {
+            for chunk in [1, 2, 64] {
+                let (out, _, d) = decode_all(wire, chunk);
+                assert!(d.is_done(), "{wire:?}");
+                assert_eq!(d.bare_cr, n, "{wire:?} in chunks of {chunk}");
+                assert_eq!(d.bare_lf, 0);
+                // Counted, never rewritten (beyond unstuffing).
+                let content = &wire[..wire.len() - 3];
+                let content = content.strip_prefix(b".").unwrap_or(content);
+                assert_eq!(&out[..], content, "{wire:?}");
+            }
+        }
+        // A CR at the end of a chunk is judged by the byte that follows it.
+        let mut d = DataDecoder::new();
+        let mut out = Vec::new();
+        d.feed(b"a\r", &mut out);
+        assert_eq!(d.bare_cr, 0);
+        d.feed(b"\n.\r\n", &mut out);
+        assert_eq!(d.bare_cr, 0);
+        assert!(d.is_done());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The accept loop of one listening socket: connection limits (total → `421 4.3.2`, per client
-//! IP → `421 4.7.0`), one tokio task per admitted connection, and the stop on shutdown. It never
-//! parses SMTP; sessions do.
+//! The listening sockets and the accept loop of each: binding (IPv6 sockets are IPv6-only, so
+//! `0.0.0.0:25` and `[::]:25` can be listed together), connection limits (total → `421 4.3.2`,
+//! per client IP → `421 4.7.0`), one tokio task per admitted connection, and the stop on shutdown.
+//! It never parses SMTP; sessions do.
 
 use super::Inbound;
 use super::session::Session;
@@ -113,6 +114,23 @@ async fn refuse(mut s: TcpStream, why: Refusal, hostname: String) {
         let _ = s.shutdown().await;
     })
     .await;
+}
+
+/// Bind one `gateway.listen` address. An IPv6 socket gets `IPV6_V6ONLY`: a dual-stack `[::]:25`
+/// would also claim IPv4 port 25 and collide with a listed `0.0.0.0:25` (`EADDRINUSE`) on a stock
+/// Linux host (`net.ipv6.bindv6only = 0`); IPv4 clients need an IPv4 address in the list.
+/// `SO_REUSEADDR` and the backlog are as `tokio::net::TcpListener::bind` sets them.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    TcpListener::from_std(sock.into())
 }
 
 /// Accept connections on `listener` until `shutdown` turns true.

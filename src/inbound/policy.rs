@@ -1,12 +1,13 @@
 //! Intake policy as pure functions: address syntax (the raw path between `<` and `>`), domain
-//! normalisation, the relay decision (accepted domain or trusted client, plus a route), and the
-//! grouping of accepted recipients into legs. Never does IO and never touches a socket: the
-//! session asks, this module answers with a [`Reply`].
+//! normalisation, the MAIL/RCPT parameters we advertise, the relay decision (accepted domain, or
+//! a trusted client and a rule naming the domain, plus a route), and the grouping of accepted
+//! recipients into legs. Never does IO and never touches a socket: the session asks, this module
+//! answers with a [`Reply`].
 
 use super::reply::Reply;
 use crate::config::Gateway;
 use crate::queue::NewLeg;
-use crate::routing::Route;
+use crate::routing::{How, Route};
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -27,8 +28,13 @@ pub struct Policy {
     pub accept_domains: HashSet<String>,
     pub trusted_networks: Vec<IpNet>,
     pub max_message_size: u64,
+    /// Largest header section (`max_header_size`): `552 5.3.4` above it.
+    pub max_header_size: usize,
     pub max_received: u32,
     pub reject_unrouted: bool,
+    /// `trusted_relay_any`: trusted clients may relay to any routed domain, `routing.default`
+    /// included (otherwise only to domains a rule names explicitly).
+    pub trusted_relay_any: bool,
     pub max_recipients: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -52,8 +58,10 @@ impl Policy {
                 .collect(),
             trusted_networks: g.trusted_networks.clone(),
             max_message_size: g.max_message_size.0,
+            max_header_size: usize::try_from(g.max_header_size.0).unwrap_or(usize::MAX),
             max_received: g.max_received,
             reject_unrouted: g.reject_unrouted,
+            trusted_relay_any: g.trusted_relay_any,
             max_recipients: g.max_recipients.max(1),
             max_connections: g.max_connections.max(1),
             max_connections_per_ip: g.max_connections_per_ip.max(1),
@@ -182,6 +190,11 @@ impl AddrError {
 /// The raw path of a `MAIL FROM:`/`RCPT TO:` line: the text between the first `<` and the `>`
 /// closing it (quotes respected), or the bare word after the colon when there are no brackets.
 pub fn extract_path(line: &str) -> Result<&str, AddrError> {
+    split_path(line).map(|(path, _)| path)
+}
+
+/// [`extract_path`], plus the text after the path: the ESMTP parameters (`SIZE=10 BODY=8BITMIME`).
+pub fn split_path(line: &str) -> Result<(&str, &str), AddrError> {
     let Some(colon) = line.find(':') else {
         return Err(AddrError::Empty);
     };
@@ -191,7 +204,7 @@ pub fn extract_path(line: &str) -> Result<&str, AddrError> {
         let end = rest
             .find(|c: char| c.is_ascii_whitespace())
             .unwrap_or(rest.len());
-        return Ok(&rest[..end]);
+        return Ok((&rest[..end], &rest[end..]));
     };
     let mut in_quote = false;
     let mut escaped = false;
@@ -203,12 +216,54 @@ pub fn extract_path(line: &str) -> Result<&str, AddrError> {
         match c {
             '\\' if in_quote => escaped = true,
             '"' => in_quote = !in_quote,
-            '>' if !in_quote => return Ok(&inner[..i]),
+            '>' if !in_quote => return Ok((&inner[..i], &inner[i + 1..])),
             '\r' | '\n' => return Err(AddrError::Unterminated),
             _ => {}
         }
     }
     Err(AddrError::Unterminated)
+}
+
+/// The first `MAIL FROM` parameter cutover does not advertise, if any (its keyword, upper case,
+/// at most 64 characters). Advertised: `SIZE=n` (SIZE), `BODY=7BIT` / `BODY=8BITMIME` (8BITMIME)
+/// and `SMTPUTF8`. Everything else (`REQUIRETLS`, `BODY=BINARYMIME`, the DSN parameters `RET` and
+/// `ENVID`, `HOLDFOR`, `AUTH`, `MT-PRIORITY`, ...) would be a promise cutover cannot keep, so it is
+/// refused with `555 5.5.4` (RFC 5321 §4.1.1.11) instead of being dropped silently.
+pub fn unadvertised_mail_param(line: &str) -> Option<String> {
+    let params = split_path(line).map(|(_, p)| p).unwrap_or("");
+    params.split_ascii_whitespace().find_map(|p| {
+        let (key, value) = p.split_once('=').unwrap_or((p, ""));
+        let ok = match key.to_ascii_uppercase().as_str() {
+            "SIZE" => !value.is_empty(),
+            "BODY" => value.eq_ignore_ascii_case("7BIT") || value.eq_ignore_ascii_case("8BITMIME"),
+            "SMTPUTF8" => !p.contains('='),
+            _ => false,
+        };
+        (!ok).then(|| param_name(p))
+    })
+}
+
+/// The first `RCPT TO` parameter, if any: cutover advertises none (no DSN: `NOTIFY` and `ORCPT`
+/// are refused with `555 5.5.4` rather than ignored).
+pub fn unadvertised_rcpt_param(line: &str) -> Option<String> {
+    let params = split_path(line).map(|(_, p)| p).unwrap_or("");
+    params.split_ascii_whitespace().next().map(param_name)
+}
+
+/// `BODY=BINARYMIME` as given, or just the keyword for a parameter with another value; printable
+/// and bounded, for the reply text.
+fn param_name(p: &str) -> String {
+    let shown = match p.split_once('=') {
+        Some((k, v)) if k.eq_ignore_ascii_case("BODY") => format!("{k}={v}"),
+        Some((k, _)) => k.to_string(),
+        None => p.to_string(),
+    };
+    shown
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(64)
+        .collect::<String>()
+        .to_ascii_uppercase()
 }
 
 /// Lower-case, drop one trailing dot, check the labels. `utf8` allows non-ASCII labels.
@@ -367,26 +422,38 @@ pub enum RcptDecision {
     Reject(Reply),
 }
 
-/// The relay decision for a syntactically valid recipient: the domain must be accepted (or the
-/// client trusted), and a rule (or the default) must route it.
+/// The relay decision for a syntactically valid recipient. A domain in `accept_domains` needs a
+/// route (a rule, or `routing.default`). Any other domain is relaying: refused (`550 5.7.1`)
+/// unless the client is trusted, and even then accepted only through a rule that names the domain
+/// explicitly ([`names_domain`]), never through `routing.default` (DESIGN §3: behind SNAT or a
+/// Kubernetes Service every client may look trusted), unless `trusted_relay_any` is set.
 pub fn decide_rcpt(
     policy: &Policy,
     mailbox: &Mailbox,
     trusted: bool,
     route: Option<Route>,
 ) -> RcptDecision {
-    if !trusted && !policy.accepts_domain(&mailbox.domain) {
+    let ours = policy.accepts_domain(&mailbox.domain);
+    if !ours && !trusted {
         return RcptDecision::Reject(Reply::new(550, "5.7.1", "Relaying denied"));
     }
     match route {
-        Some(r) if !r.targets.is_empty() => RcptDecision::Accept(r),
-        _ if policy.reject_unrouted || trusted && !policy.accepts_domain(&mailbox.domain) => {
-            RcptDecision::Reject(Reply::new(
-                550,
-                "5.1.1",
-                "Recipient address rejected: no route to this mailbox",
-            ))
+        Some(r) if !r.targets.is_empty() => {
+            if ours || policy.trusted_relay_any || names_domain(&r) {
+                RcptDecision::Accept(r)
+            } else {
+                RcptDecision::Reject(Reply::new(
+                    550,
+                    "5.7.1",
+                    "Relaying denied: no routing rule names this domain",
+                ))
+            }
         }
+        _ if policy.reject_unrouted || !ours => RcptDecision::Reject(Reply::new(
+            550,
+            "5.1.1",
+            "Recipient address rejected: no route to this mailbox",
+        )),
         // reject_unrouted = false: never accept mail we have nowhere to put; ask to retry
         // (the admin may be adding the rule).
         _ => RcptDecision::Reject(Reply::new(
@@ -394,6 +461,26 @@ pub fn decide_rcpt(
             "4.1.1",
             "Recipient address not routed yet, try again later",
         )),
+    }
+}
+
+/// Does `route` come from a rule whose matching pattern names the recipient's domain literally:
+/// an address, `@domain`, `@.parent`, or a glob with a literal domain (`*.admin@partner.net`)?
+/// `routing.default`, a glob with a wildcard domain and a `re:` pattern do not.
+pub fn names_domain(route: &Route) -> bool {
+    match route.how {
+        How::Address | How::AddressWithoutExtension | How::Domain | How::ParentDomain => {
+            route.rule_index.is_some()
+        }
+        How::Glob => {
+            route.rule_index.is_some()
+                && route
+                    .pattern
+                    .as_deref()
+                    .and_then(|p| p.rsplit_once('@'))
+                    .is_some_and(|(_, d)| !d.is_empty() && !d.contains(['*', '?']))
+        }
+        How::Regex | How::Default => false,
     }
 }
 

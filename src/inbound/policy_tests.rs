@@ -8,8 +8,10 @@ fn policy() -> Policy {
         accept_domains: ["example.com".to_string()].into_iter().collect(),
         trusted_networks: vec!["127.0.0.2/32".parse().unwrap()],
         max_message_size: 1 << 20,
+        max_header_size: 100 << 10,
         max_received: 30,
         reject_unrouted: true,
+        trusted_relay_any: false,
         max_recipients: 10,
         max_connections: 10,
         max_connections_per_ip: 5,
@@ -136,6 +138,117 @@ fn relay_decision() {
     match decide_rcpt(&lax, &ours, false, None) {
         RcptDecision::Reject(rep) => assert_eq!(rep.code, 450),
         d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn trusted_relay_needs_a_rule_naming_the_domain() {
+    let p = policy();
+    let theirs = parse_recipient("a@evil.net", false).unwrap();
+    let ours = parse_recipient("a@example.com", false).unwrap();
+    let with = |how: How, rule_index: Option<usize>, pattern: Option<&str>| Route {
+        rule: if rule_index.is_some() { "r" } else { "default" }.into(),
+        rule_index,
+        targets: vec!["old".into()],
+        how,
+        pattern: pattern.map(str::to_string),
+        origin: None,
+    };
+    let default = with(How::Default, None, None);
+    let refused = |d: RcptDecision| match d {
+        RcptDecision::Reject(rep) => (rep.code, rep.esc),
+        d => panic!("{d:?}"),
+    };
+    // routing.default carries a trusted client's mail for our domains, never for others.
+    assert_eq!(
+        refused(decide_rcpt(&p, &theirs, true, Some(default.clone()))),
+        (550, "5.7.1")
+    );
+    assert!(matches!(
+        decide_rcpt(&p, &ours, true, Some(default.clone())),
+        RcptDecision::Accept(_)
+    ));
+    assert!(matches!(
+        decide_rcpt(&p, &ours, false, Some(default.clone())),
+        RcptDecision::Accept(_)
+    ));
+    // Rules that name the domain.
+    for r in [
+        with(How::Address, Some(0), Some("a@evil.net")),
+        with(How::AddressWithoutExtension, Some(0), Some("a@evil.net")),
+        with(How::Domain, Some(0), Some("@evil.net")),
+        with(How::ParentDomain, Some(0), Some("@.net")),
+        with(How::Glob, Some(0), Some("*@evil.net")),
+    ] {
+        assert!(
+            matches!(
+                decide_rcpt(&p, &theirs, true, Some(r.clone())),
+                RcptDecision::Accept(_)
+            ),
+            "{r:?}"
+        );
+        assert_eq!(
+            refused(decide_rcpt(&p, &theirs, false, Some(r))),
+            (550, "5.7.1")
+        );
+    }
+    // Rules that match any domain do not name it.
+    for r in [
+        with(How::Glob, Some(0), Some("postmaster@*")),
+        with(How::Glob, Some(0), Some("*@evil.n?t")),
+        with(How::Regex, Some(0), Some("re:.*")),
+    ] {
+        assert_eq!(
+            refused(decide_rcpt(&p, &theirs, true, Some(r.clone()))),
+            (550, "5.7.1"),
+            "{r:?}"
+        );
+    }
+    // The operator's opt-in.
+    let mut any = p.clone();
+    any.trusted_relay_any = true;
+    assert!(matches!(
+        decide_rcpt(&any, &theirs, true, Some(default.clone())),
+        RcptDecision::Accept(_)
+    ));
+    assert_eq!(
+        refused(decide_rcpt(&any, &theirs, false, Some(default))),
+        (550, "5.7.1")
+    );
+}
+
+#[test]
+fn unadvertised_parameters() {
+    // Advertised: SIZE, BODY=7BIT|8BITMIME, SMTPUTF8 (any case); nothing for RCPT.
+    for ok in [
+        "MAIL FROM:<a@b.c>\r\n",
+        "MAIL FROM:<a@b.c> SIZE=100 body=8bitmime SMTPUTF8\r\n",
+        "MAIL FROM:<> BODY=7BIT\r\n",
+        "MAIL FROM:a@b.c SIZE=1\r\n",
+        "MAIL FROM:<\"x> y\"@b.c> SIZE=5\r\n",
+    ] {
+        assert_eq!(unadvertised_mail_param(ok), None, "{ok}");
+    }
+    for (bad, name) in [
+        ("MAIL FROM:<a@b.c> REQUIRETLS\r\n", "REQUIRETLS"),
+        ("MAIL FROM:<a@b.c> BODY=BINARYMIME\r\n", "BODY=BINARYMIME"),
+        ("MAIL FROM:<a@b.c> SIZE=10 RET=HDRS\r\n", "RET"),
+        ("MAIL FROM:<a@b.c> ENVID=QQ314159\r\n", "ENVID"),
+        ("MAIL FROM:<a@b.c> HOLDFOR=60\r\n", "HOLDFOR"),
+        ("MAIL FROM:<a@b.c> MT-PRIORITY=0\r\n", "MT-PRIORITY"),
+        ("MAIL FROM:<a@b.c> AUTH=<>\r\n", "AUTH"),
+        ("MAIL FROM:<a@b.c> SMTPUTF8=yes\r\n", "SMTPUTF8"),
+    ] {
+        assert_eq!(unadvertised_mail_param(bad).as_deref(), Some(name), "{bad}");
+    }
+    assert_eq!(unadvertised_rcpt_param("RCPT TO:<a@b.c>\r\n"), None);
+    assert_eq!(unadvertised_rcpt_param("RCPT TO:<\"n o\"@b.c>\r\n"), None);
+    for (bad, name) in [
+        ("RCPT TO:<a@b.c> NOTIFY=SUCCESS,FAILURE\r\n", "NOTIFY"),
+        ("RCPT TO:<a@b.c> ORCPT=rfc822;a@b.c\r\n", "ORCPT"),
+        ("RCPT TO:a@b.c NOTIFY=NEVER\r\n", "NOTIFY"),
+    ] {
+        assert_eq!(unadvertised_rcpt_param(bad).as_deref(), Some(name), "{bad}");
     }
 }
 

@@ -378,6 +378,9 @@ impl Session {
         if self.tx.is_some() {
             return bad_sequence("Nested MAIL command");
         }
+        if let Some(param) = policy::unadvertised_mail_param(line) {
+            return unsupported_param(param);
+        }
         if p.require_tls && !self.stream.is_tls() {
             return Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
         }
@@ -428,6 +431,9 @@ impl Session {
             return bad_sequence("Need MAIL command");
         };
         tx.rcpt_attempts += 1;
+        if let Some(param) = policy::unadvertised_rcpt_param(line) {
+            return unsupported_param(param);
+        }
         if tx.rcpts.len() >= p.max_recipients {
             return Reply::new(452, "4.5.3", "Too many recipients");
         }
@@ -528,7 +534,7 @@ impl Session {
             }
         }
         let mut dec = DataDecoder::new();
-        let mut scan = HeaderScan::new(&p.hostname);
+        let mut scan = HeaderScan::new(&p.hostname, p.max_header_size);
         let mut dbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         // Two limits (see `Policy::data_time_limit`): no byte for `data_idle_timeout`, or the
         // whole block taking longer than `data_timeout` + its size at DATA_MIN_RATE.
@@ -542,7 +548,8 @@ impl Session {
                 if !scan.is_done() {
                     scan.feed(&dbuf);
                 }
-                if dec.size > max {
+                if dec.size > max || scan.too_large {
+                    // Refused at the end anyway: stop spooling.
                     writer = None;
                 }
                 if let Some(w) = writer.as_mut()
@@ -604,8 +611,23 @@ impl Session {
                 "5.6.0",
                 "Message contains bare LF; lines must end with CRLF",
             )
+        } else if dec.bare_cr > 0 {
+            // Refused like bare LF rather than normalised: cutover relays bytes verbatim (a
+            // rewrite would break DKIM), and a CR that some receivers take for a line end is an
+            // SMTP smuggling vector (`\r.\r`).
+            Reply::new(
+                550,
+                "5.6.0",
+                "Message contains bare CR; lines must end with CRLF",
+            )
         } else if dec.nul > 0 {
             Reply::new(550, "5.6.0", "Message contains NUL bytes")
+        } else if scan.too_large {
+            Reply::new(
+                552,
+                "5.3.4",
+                "Message header section exceeds fixed maximum size",
+            )
         } else if scan.loop_seen {
             Reply::new(
                 554,
@@ -711,6 +733,11 @@ impl Session {
             }
         }
     }
+}
+
+/// `555 5.5.4` for a MAIL/RCPT parameter that cutover does not advertise.
+fn unsupported_param(param: String) -> Reply {
+    Reply::new(555, "5.5.4", format!("Unsupported parameter {param}"))
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
