@@ -179,6 +179,10 @@ fn structural_errors() {
             &format!("{BASE}\n[bounce]\nvia = \"nope\"\n"),
             ":15: bounce.via: unknown target \"nope\" (known: new, old; or \"mx\")",
         ),
+        (
+            &format!("{BASE}\n[dns]\nallow_private_mx = \"yes\"\n"),
+            ":15: dns.allow_private_mx:",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = write(dir.path(), &format!("c{i}.toml"), text);

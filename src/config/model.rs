@@ -341,6 +341,11 @@ pub struct Dns {
     /// Name servers to ask instead of the system resolver.
     #[serde(default)]
     pub servers: Vec<SocketAddr>,
+    /// Use MX exchanges that resolve to loopback, private, CGNAT, link-local, unique-local,
+    /// unspecified or multicast addresses (off: such addresses are skipped, and a domain
+    /// with no other address is deferred).
+    #[serde(default)]
+    pub allow_private_mx: bool,
 }
 
 /// `[bounce]`: where DSNs go.

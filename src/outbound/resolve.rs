@@ -1,5 +1,8 @@
 //! Target resolution: a static `host:port`, or MX records (hickory-resolver) ordered by
 //! [`super::mx::plan`] then A/AAAA. Owns the resolver built from `[dns]`; never sends mail.
+//! MX routing tries at most [`MAX_MX_HOSTS`] hosts and, unless `[dns] allow_private_mx`,
+//! drops exchange addresses that are loopback, private, shared (CGNAT), link-local,
+//! unique-local, unspecified or multicast ([`is_private`]). Static addresses are never filtered.
 
 use super::mx::{MxPlan, plan};
 use super::reply::Outcome;
@@ -8,7 +11,40 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+/// MX hosts tried per attempt, at most (in preference order).
+pub const MAX_MX_HOSTS: usize = 5;
+
+/// Addresses an MX exchange may not resolve to unless `[dns] allow_private_mx`: loopback,
+/// RFC 1918, CGNAT 100.64/10, link-local, unique-local fc00::/7, unspecified, multicast,
+/// broadcast (IPv4-mapped IPv6 is judged as IPv4).
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || o[0] == 0
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let seg0 = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg0 & 0xfe00) == 0xfc00
+                || (seg0 & 0xffc0) == 0xfe80
+        }
+    }
+}
 
 /// One host to try: its name (for TLS checks and logs) and addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,8 +139,9 @@ impl Resolver {
         }
     }
 
-    /// The hosts to try for a target, in order.
-    pub async fn hops(&self, target: &Target) -> Result<Vec<Hop>, Outcome> {
+    /// The hosts to try for a target, in order. `allow_private` is `[dns] allow_private_mx`
+    /// (for `mx` targets; a static `address` is the operator's own choice and always used).
+    pub async fn hops(&self, target: &Target, allow_private: bool) -> Result<Vec<Hop>, Outcome> {
         if let Some(a) = &target.address {
             let addrs: Vec<SocketAddr> = match a.host.parse::<std::net::IpAddr>() {
                 Ok(ip) => vec![SocketAddr::new(ip, a.port)],
@@ -122,11 +159,20 @@ impl Resolver {
         let Some(domain) = &target.mx else {
             return Err(Outcome::local("target has neither address nor mx"));
         };
-        self.hops_for_domain(domain, target.port).await
+        self.hops_for_domain(domain, target.port, allow_private)
+            .await
     }
 
-    /// MX hosts of `domain` (for targets and for `bounce.via = "mx"`).
-    pub async fn hops_for_domain(&self, domain: &str, port: u16) -> Result<Vec<Hop>, Outcome> {
+    /// MX hosts of `domain` (for targets and for `bounce.via = "mx"`): the first
+    /// [`MAX_MX_HOSTS`] of the plan, with private addresses dropped unless `allow_private`.
+    /// An MX set that resolves only to private addresses is a local deferral (the operator
+    /// may be mid-change in DNS or may set the key; `queue.max_age` bounds the wait).
+    pub async fn hops_for_domain(
+        &self,
+        domain: &str,
+        port: u16,
+        allow_private: bool,
+    ) -> Result<Vec<Hop>, Outcome> {
         let hosts = match self.mx(domain).await? {
             MxPlan::NullMx => {
                 return Err(Outcome::local_permanent(&format!(
@@ -138,9 +184,21 @@ impl Resolver {
         };
         let mut hops = Vec::new();
         let mut last_err = None;
-        for h in hosts {
+        for h in hosts.into_iter().take(MAX_MX_HOSTS) {
             match self.addresses(&h, port).await {
-                Ok(addrs) if !addrs.is_empty() => hops.push(Hop { host: h, addrs }),
+                Ok(mut addrs) if !addrs.is_empty() => {
+                    if !allow_private {
+                        addrs.retain(|a| !is_private(a.ip()));
+                    }
+                    if addrs.is_empty() {
+                        tracing::warn!(host = %h, %domain, "MX host resolves only to private addresses; skipped");
+                        last_err = Some(Outcome::local(&format!(
+                            "MX host {h} of {domain} resolves only to private addresses (set dns.allow_private_mx)"
+                        )));
+                    } else {
+                        hops.push(Hop { host: h, addrs });
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => last_err = Some(e),
             }
@@ -150,5 +208,47 @@ impl Resolver {
                 .unwrap_or_else(|| Outcome::local(&format!("no address for any MX of {domain}"))));
         }
         Ok(hops)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_private;
+
+    #[test]
+    fn private_ranges() {
+        for a in [
+            "127.0.0.5",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "169.254.1.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_private(a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "192.0.2.1",
+            "2001:db8::1",
+            "2a00:1450::1",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(!is_private(a.parse().unwrap()), "{a}");
+        }
     }
 }

@@ -21,8 +21,26 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
-/// Internal target name for DSNs delivered by MX lookup of the recipient's domain.
+/// Internal target name for DSNs delivered by MX lookup of the recipient's domain. Their
+/// connection pool is per recipient domain ([`mx_pool_key`]), so one slow domain holds only
+/// its own slots and backs off alone.
 pub const MX_TARGET: &str = "@mx";
+
+/// Connection slots of each per-domain MX pool.
+pub const MX_CONNECTIONS: usize = 4;
+
+/// Pool key for a leg: its target name, or `@mx:<domain>` for MX-routed legs.
+fn mx_pool_key(target: &str, rcpts: &[String]) -> String {
+    if target != MX_TARGET {
+        return target.to_string();
+    }
+    let domain = rcpts
+        .first()
+        .and_then(|r| r.rsplit_once('@'))
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default();
+    format!("{MX_TARGET}:{domain}")
+}
 
 /// Attempts past their target's connection limit that may run at once, all targets together
 /// (each holds at most an inline body, up to the queue's inline threshold; spooled bodies are
@@ -249,13 +267,20 @@ impl Scheduler {
     }
 
     fn reap_idle(&self) {
-        let pools: Vec<Arc<Pool>> = self
-            .pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut map = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        // Per-domain MX pools nobody uses and that are not backing off are forgotten.
+        let now = SystemTime::now();
+        map.retain(|k, p| {
+            !k.starts_with(MX_TARGET)
+                || Arc::strong_count(p) > 1
+                || p.down_until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .is_some_and(|(until, _)| *until > now)
+        });
+        let pools: Vec<Arc<Pool>> = map.values().cloned().collect();
+        drop(map);
         for p in pools {
             let mut idle = p.idle.lock().unwrap_or_else(|p| p.into_inner());
             let (keep, old): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
@@ -334,8 +359,16 @@ impl Scheduler {
                 .await;
             return;
         }
-        let connections = target_cfg.as_ref().map(|t| t.connections).unwrap_or(4);
-        let pool = self.pool(&leg.target, connections);
+        let connections = target_cfg
+            .as_ref()
+            .map(|t| t.connections)
+            .unwrap_or(MX_CONNECTIONS);
+        let pending_rcpts: Vec<String> = pending
+            .iter()
+            .map(|&i| leg.recipients[i].address.clone())
+            .collect();
+        let pool_key = mx_pool_key(&leg.target, &pending_rcpts);
+        let pool = self.pool(&pool_key, connections);
 
         // A target known to be down: postpone the leg to the end of the back-off, no attempt.
         let down = pool
@@ -346,7 +379,7 @@ impl Scheduler {
         if let Some((until, why)) = down
             && until > now
         {
-            let o = Outcome::local(&format!("target {} is down: {why}", leg.target));
+            let o = Outcome::local(&format!("target {pool_key} is down: {why}"));
             let outcomes = pending.iter().map(|&i| (i, o.clone())).collect();
             self.record(
                 &cfg,
@@ -403,7 +436,7 @@ impl Scheduler {
                 s
             }
             Err(o) => {
-                let until = if matches!(o, Outcome::Deferred { .. }) && leg.target != MX_TARGET {
+                let until = if matches!(o, Outcome::Deferred { .. }) {
                     let n = pool.failures.fetch_add(1, Ordering::Relaxed) + 1;
                     // 5 s, 10 s, 20 s ... at most 5 min, and never longer than the first retry step.
                     let first_step = cfg
@@ -419,7 +452,7 @@ impl Scheduler {
                     *pool.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some((until, o.reply().to_string()));
                     self.stats.target_backoffs.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(target = %leg.target, backoff = ?backoff, reply = %o.reply(), "target unreachable: backing off the whole target");
+                    tracing::warn!(target = %pool_key, backoff = ?backoff, reply = %o.reply(), "target unreachable: backing off the whole target");
                     Some(until)
                 } else {
                     None
@@ -527,7 +560,7 @@ impl Scheduler {
         let (hops, tls, verify, ca, timeouts, auth): (Vec<Hop>, TlsMode, bool, _, _, _) =
             match target {
                 Some(t) => {
-                    let hops = self.resolver.hops(t).await?;
+                    let hops = self.resolver.hops(t, cfg.dns.allow_private_mx).await?;
                     let auth = match &t.auth {
                         Some(a) => {
                             let path = resolve_path(
@@ -559,7 +592,10 @@ impl Scheduler {
                         .and_then(|r| r.rsplit_once('@'))
                         .map(|(_, d)| d)
                         .unwrap_or("");
-                    let hops = self.resolver.hops_for_domain(domain, 25).await?;
+                    let hops = self
+                        .resolver
+                        .hops_for_domain(domain, 25, cfg.dns.allow_private_mx)
+                        .await?;
                     (
                         hops,
                         TlsMode::Opportunistic,
