@@ -10,6 +10,7 @@ pub mod fingerprint;
 pub mod inbound;
 pub mod ledger;
 pub mod outbound;
+pub mod own_thread;
 pub mod queue;
 pub mod routing;
 pub mod server;

@@ -70,39 +70,22 @@ fn start_admin(
     mut stop: watch::Receiver<bool>,
 ) -> Result<oneshot::Receiver<()>, ServerError> {
     let (done_tx, done_rx) = oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name("admin-http".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "admin HTTP: cannot start its runtime");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let listener = match TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(error = %e, "admin HTTP: cannot use the listener");
-                        return;
-                    }
-                };
-                let shutdown = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                if let Err(e) = crate::admin::serve(listener, state, shutdown).await {
-                    tracing::error!(error = %e, "admin HTTP server failed");
-                }
-            });
-            // Storage probes stuck in IO must not keep the thread alive.
-            rt.shutdown_timeout(Duration::from_millis(100));
-            drop(done_tx);
-        })
-        .map_err(ServerError::Thread)?;
+    crate::own_thread::spawn("admin-http", done_tx, move || async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "admin HTTP: cannot use the listener");
+                return;
+            }
+        };
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::admin::serve(listener, state, shutdown).await {
+            tracing::error!(error = %e, "admin HTTP server failed");
+        }
+    })
+    .map_err(ServerError::Thread)?;
     Ok(done_rx)
 }
 

@@ -384,28 +384,11 @@ impl Health {
         done: tokio::sync::oneshot::Sender<()>,
     ) -> std::io::Result<()> {
         let health = self.clone();
-        std::thread::Builder::new()
-            .name("storage-watchdog".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "storage watchdog: cannot start its runtime");
-                        return;
-                    }
-                };
-                if let Some(reason) = rt.block_on(health.watchdog(opts, stop)) {
-                    on_failure(reason);
-                }
-                drop(health);
-                // Probes stuck in storage IO must not hold the thread (and `done`) forever.
-                rt.shutdown_timeout(Duration::from_millis(100));
-                drop(done);
-            })
-            .map(|_| ())
+        crate::own_thread::spawn("storage-watchdog", done, move || async move {
+            if let Some(reason) = health.watchdog(opts, stop).await {
+                on_failure(reason);
+            }
+        })
     }
 }
 
