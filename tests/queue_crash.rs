@@ -154,9 +154,13 @@ fn acknowledged_messages_survive_kill_9() {
                 spooled.push(file);
             }
         }
+        // Files only: `spool/orphans/` holds bodies written but never acknowledged (killed
+        // between the spool rename and the transaction), quarantined by recovery.
         let mut files: Vec<String> = std::fs::read_dir(dir.path().join("spool"))
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().unwrap().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         files.sort();
         spooled.sort();
