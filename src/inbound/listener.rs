@@ -173,7 +173,8 @@ pub async fn serve_listener(
                 let span = tracing::info_span!("smtp", client = %peer);
                 tokio::spawn(
                     async move {
-                        let session = Session::new(sock, peer, local, inbound, settings, shutdown);
+                        let session =
+                            Session::new(Box::new(sock), peer, inbound, settings, shutdown);
                         session.run().await;
                         drop(guard);
                     }

@@ -10,7 +10,7 @@ use super::ehlo;
 use super::policy::{self, RcptDecision};
 use super::reply::{Reply, bad_sequence};
 use super::stamp::{self, HeaderScan, TraceInfo};
-use super::tls::Stream;
+use super::tls::{Io, Stream};
 use super::{Inbound, Settings};
 use crate::queue::{BodyWriter, Envelope};
 use crate::routing::Route;
@@ -18,7 +18,6 @@ use smtp_proto::{Error as ProtoError, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -77,16 +76,15 @@ pub struct Session {
 
 impl Session {
     pub fn new(
-        sock: TcpStream,
+        io: Box<dyn Io>,
         peer: SocketAddr,
-        _local: Option<SocketAddr>,
         inbound: Arc<Inbound>,
         settings: Arc<Settings>,
         shutdown: watch::Receiver<bool>,
     ) -> Session {
         let trusted = settings.policy.is_trusted(peer.ip());
         Session {
-            stream: Stream::Plain(sock),
+            stream: Stream::Plain(io),
             peer,
             inbound,
             settings,

@@ -8,8 +8,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::server::TlsStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +46,15 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, 
     Ok(Arc::new(cfg))
 }
 
+/// Any byte stream a session can run on: a TCP socket in service, an in-memory pipe in tests and
+/// fuzzing.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// The session's connection: plain, or upgraded.
 pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(Box<dyn Io>),
+    Tls(Box<TlsStream<Box<dyn Io>>>),
     /// Transiently, during the upgrade (and after a failed one).
     Closed,
 }
