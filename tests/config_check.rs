@@ -463,3 +463,70 @@ fn max_header_size_is_checked() {
     let (code, out, err) = cutover(&["config", "check", "-c", &path]);
     assert_eq!((code, err.as_str()), (0, ""), "{out}");
 }
+
+#[test]
+fn abuse_limits_and_proxy_protocol_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for (value, expected) in [
+        (
+            "ipv6_prefix = 8",
+            ":5: gateway.ipv6_prefix: must be a prefix length from 16 to 128",
+        ),
+        (
+            "max_session_time = \"0s\"",
+            ":5: gateway.max_session_time: must be greater than zero",
+        ),
+        (
+            "min_data_rate = 0",
+            ":5: gateway.min_data_rate: must be at least 1",
+        ),
+        (
+            "hard_error_limit = 0",
+            ":5: gateway.hard_error_limit: must be at least 1",
+        ),
+        (
+            "junk_command_limit = 0",
+            ":5: gateway.junk_command_limit: must be at least 1",
+        ),
+        (
+            "proxy_protocol = true",
+            ":5: gateway.proxy_protocol: needs proxy_from = [the load balancers' addresses]",
+        ),
+    ] {
+        let text = BASE.replace("accept_domains", &format!("{value}\naccept_domains"));
+        let path = write(dir.path(), "l.toml", &text);
+        let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+        assert_eq!(code, 1, "{value}: {out}{err}");
+        assert!(
+            err.lines()
+                .next()
+                .is_some_and(|l| l.starts_with(&format!("{path}{expected}"))),
+            "{value}: {err}"
+        );
+    }
+    // A broad proxy_from warns; proxy_from without proxy_protocol is ignored with a warning.
+    let text = BASE.replace(
+        "accept_domains",
+        "proxy_protocol = true\nproxy_from = [\"10.0.0.0/8\", \"10.0.0.5/32\"]\naccept_domains",
+    );
+    let path = write(dir.path(), "p.toml", &text);
+    let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "warning: {path}:6: gateway.proxy_from[0]: 10.0.0.0/8 is a broad private range (/8): every host in it may claim any client address; list the load balancers' own addresses"
+        )
+    );
+    let text = BASE.replace(
+        "accept_domains",
+        "proxy_from = [\"10.0.0.5/32\"]\naccept_domains",
+    );
+    let path = write(dir.path(), "q.toml", &text);
+    let (code, _, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 0);
+    assert!(
+        err.contains("gateway.proxy_from: ignored: proxy_protocol is not enabled"),
+        "{err}"
+    );
+}

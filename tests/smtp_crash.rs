@@ -163,7 +163,11 @@ async fn kill9_during_intake_loses_nothing_acknowledged() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(4);
-    let mut g = Gateway::start(Opts::default());
+    // The clients reconnect as fast as they can after each kill: no connection-rate limit.
+    let mut g = Gateway::start(Opts {
+        extra_gateway: "max_connection_rate = 0\n".into(),
+        ..Default::default()
+    });
     let acked = Arc::new(AtomicUsize::new(0));
     let seq = Arc::new(AtomicUsize::new(0));
     let log = Arc::new(Mutex::new(Vec::new()));

@@ -423,7 +423,10 @@ async fn timeouts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_time_limit_scales_with_the_size() {
     let g = Gateway::start(Opts {
-        extra_gateway: "data_timeout = \"2s\"\ndata_idle_timeout = \"1s\"\n".into(),
+        // min_data_rate 1 B/s: only the size limit is under test here (tests/smtp_limits.rs
+        // has the rate).
+        extra_gateway: "data_timeout = \"2s\"\ndata_idle_timeout = \"1s\"\nmin_data_rate = 1\n"
+            .into(),
         ..Default::default()
     });
     let pause = std::time::Duration::from_millis(200);

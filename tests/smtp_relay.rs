@@ -95,7 +95,12 @@ async fn battery(g: &Gateway, from_ip: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_relay_battery() {
     assert!(tricks().len() >= 15);
-    let mut g = Gateway::start(Opts::default());
+    // Every trick in one session: well over the 20 refusals hard_error_limit allows by default
+    // (tests/smtp_limits.rs has that limit).
+    let mut g = Gateway::start(Opts {
+        extra_gateway: "hard_error_limit = 1000\n".into(),
+        ..Default::default()
+    });
 
     let untrusted = battery(&g, "127.0.0.1").await;
     assert!(

@@ -3,6 +3,7 @@
 //! A fresh registry per scrape from a queue summary and a counter snapshot; pure rendering, it
 //! never reads the store itself and never changes anything.
 
+use crate::inbound::limits::{IntakeStats, Limit};
 use crate::outbound::scheduler::Stats;
 use crate::queue::model::MessageSummary;
 use prometheus_client::encoding::text::encode;
@@ -68,7 +69,11 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: &AtomicU64) {
 
 /// Render the queue gauges and (when a delivery engine runs) its counters. Counter names get
 /// the `_total` suffix from the encoder.
-pub fn render(q: &QueueGauges, stats: Option<&Stats>) -> Result<String, std::fmt::Error> {
+pub fn render(
+    q: &QueueGauges,
+    stats: Option<&Stats>,
+    intake: Option<&IntakeStats>,
+) -> Result<String, std::fmt::Error> {
     let mut r = Registry::default();
     let messages: Gauge = Gauge::default();
     messages.set(q.messages as i64);
@@ -163,9 +168,55 @@ pub fn render(q: &QueueGauges, stats: Option<&Stats>) -> Result<String, std::fmt
             &s.connections_opened,
         );
     }
+    if let Some(i) = intake {
+        intake_counters(&mut r, i);
+    }
     let mut out = String::new();
     encode(&mut out, &r)?;
     Ok(out)
+}
+
+/// The SMTP listener's counters: sessions, limits that refused or closed them, recipients and
+/// messages accepted or refused.
+fn intake_counters(r: &mut Registry, i: &IntakeStats) {
+    counter(
+        r,
+        "cutover_smtp_sessions",
+        "SMTP sessions started (after connection limits)",
+        &i.connections,
+    );
+    let limits = Family::<Labels, Counter>::default();
+    for l in Limit::ALL {
+        limits
+            .get_or_create(&vec![("limit".to_string(), l.as_str().to_string())])
+            .inc_by(i.limit_count(l));
+    }
+    r.register(
+        "cutover_smtp_limit",
+        "Connections refused or sessions closed by an abuse limit, by limit",
+        limits,
+    );
+    for (name, help, accepted, refused) in [
+        (
+            "cutover_smtp_recipients",
+            "RCPT commands by result",
+            &i.rcpts_accepted,
+            &i.rcpts_refused,
+        ),
+        (
+            "cutover_smtp_messages",
+            "Messages at the end of DATA by result",
+            &i.messages_accepted,
+            &i.messages_refused,
+        ),
+    ] {
+        let f = Family::<Labels, Counter>::default();
+        for (result, v) in [("accepted", accepted), ("refused", refused)] {
+            f.get_or_create(&vec![("result".to_string(), result.to_string())])
+                .inc_by(v.load(Ordering::Relaxed));
+        }
+        r.register(name, help, f);
+    }
 }
 
 #[cfg(test)]
@@ -220,7 +271,7 @@ mod tests {
         let stats = Stats::default();
         stats.attempts.store(7, Ordering::Relaxed);
         stats.dsn_delay.store(2, Ordering::Relaxed);
-        let text = render(&g, Some(&stats)).unwrap();
+        let text = render(&g, Some(&stats), None).unwrap();
         assert!(text.contains("cutover_queue_messages 2\n"), "{text}");
         assert!(
             text.contains(r#"cutover_queue_legs{target="new",state="held"} 2"#),
@@ -239,7 +290,7 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
-        let bare = render(&QueueGauges::default(), None).unwrap();
+        let bare = render(&QueueGauges::default(), None, None).unwrap();
         assert!(!bare.contains("cutover_delivery"), "{bare}");
         assert!(
             bare.contains("cutover_queue_oldest_message_age_seconds 0.0"),

@@ -40,6 +40,8 @@ pub struct AdminState {
     pub queue: Queue,
     pub config: watch::Receiver<Arc<Config>>,
     pub stats: Option<Arc<Stats>>,
+    /// The SMTP listener's counters when it runs in this process.
+    pub intake: Option<Arc<crate::inbound::limits::IntakeStats>>,
     /// Cached storage probe (shared with the gateway's watchdog when one runs).
     pub health: Arc<Health>,
 }
@@ -55,7 +57,14 @@ impl AdminState {
             queue,
             config,
             stats,
+            intake: None,
         }
+    }
+
+    /// Report the SMTP listener's counters.
+    pub fn with_intake(mut self, intake: Arc<crate::inbound::limits::IntakeStats>) -> Self {
+        self.intake = Some(intake);
+        self
     }
 
     /// Report this health (the gateway shares its watchdog's, so both see the same probes).
@@ -217,7 +226,7 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
         Ok(g) => g,
         Err(r) => return r,
     };
-    match metrics::render(&gauges, s.stats.as_deref()) {
+    match metrics::render(&gauges, s.stats.as_deref(), s.intake.as_deref()) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

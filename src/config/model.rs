@@ -66,6 +66,24 @@ fn default_data_timeout() -> HumanDuration {
 fn default_data_idle_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(120))
 }
+fn default_ipv6_prefix() -> u8 {
+    64
+}
+fn default_max_connection_rate() -> u32 {
+    100
+}
+fn default_max_session_time() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+fn default_min_data_rate() -> ByteSize {
+    ByteSize(500)
+}
+fn default_junk_command_limit() -> u32 {
+    100
+}
+fn default_hard_error_limit() -> u32 {
+    20
+}
 fn default_min_free_space() -> ByteSize {
     ByteSize(1 << 30)
 }
@@ -112,6 +130,31 @@ pub struct Gateway {
     /// Longest wait for the next byte during DATA (never longer than `data_timeout`).
     #[serde(default = "default_data_idle_timeout")]
     pub data_idle_timeout: HumanDuration,
+    /// Per-client limits count IPv6 clients by this prefix length (a host usually owns a /64).
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    /// New connections per client and minute (0 = no limit; `trusted_networks` are exempt).
+    #[serde(default = "default_max_connection_rate")]
+    pub max_connection_rate: u32,
+    /// Longest session; checked between commands (`421 4.4.2`).
+    #[serde(default = "default_max_session_time")]
+    pub max_session_time: HumanDuration,
+    /// Slowest DATA transfer allowed once `data_timeout` has passed, in bytes per second.
+    #[serde(default = "default_min_data_rate")]
+    pub min_data_rate: ByteSize,
+    /// NOOP, RSET, VRFY, HELP and EXPN allowed per session between accepted messages.
+    #[serde(default = "default_junk_command_limit")]
+    pub junk_command_limit: u32,
+    /// Errors (syntax, sequence, rejected recipients) allowed per session between accepted
+    /// messages before it is closed (`421 4.7.0`).
+    #[serde(default = "default_hard_error_limit")]
+    pub hard_error_limit: u32,
+    /// Expect a PROXY protocol (v1 or v2) header from clients in `proxy_from`.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The load balancers allowed to send a PROXY header; other clients are taken as they come.
+    #[serde(default)]
+    pub proxy_from: Vec<IpNet>,
     #[serde(default = "default_min_free_space")]
     pub min_free_space: ByteSize,
     pub tls: Option<GatewayTls>,

@@ -343,6 +343,52 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
             "must be greater than zero".into(),
         );
     }
+    if !(16..=128).contains(&c.gateway.ipv6_prefix) {
+        cx.error(
+            &g.key("ipv6_prefix"),
+            "must be a prefix length from 16 to 128 (64: one limit per /64)".into(),
+        );
+    }
+    if c.gateway.max_session_time.0.is_zero() {
+        cx.error(
+            &g.key("max_session_time"),
+            "must be greater than zero".into(),
+        );
+    }
+    if c.gateway.min_data_rate.0 == 0 {
+        cx.error(
+            &g.key("min_data_rate"),
+            "must be at least 1 (bytes per second)".into(),
+        );
+    }
+    if c.gateway.hard_error_limit == 0 {
+        cx.error(&g.key("hard_error_limit"), "must be at least 1".into());
+    }
+    if c.gateway.junk_command_limit == 0 {
+        cx.error(&g.key("junk_command_limit"), "must be at least 1".into());
+    }
+    if c.gateway.proxy_protocol && c.gateway.proxy_from.is_empty() {
+        cx.error(
+            &g.key("proxy_protocol"),
+            "needs proxy_from = [the load balancers' addresses] (a PROXY header from anyone else would let them choose their own client address)".into(),
+        );
+    }
+    if !c.gateway.proxy_protocol && !c.gateway.proxy_from.is_empty() {
+        cx.warn(
+            &g.key("proxy_from"),
+            "ignored: proxy_protocol is not enabled".into(),
+        );
+    }
+    for (i, net) in c.gateway.proxy_from.iter().enumerate() {
+        if c.gateway.proxy_protocol
+            && let Some(why) = broad_network(net)
+        {
+            cx.warn(
+                &g.key("proxy_from").index(i),
+                format!("{net} is {why}: every host in it may claim any client address; list the load balancers' own addresses"),
+            );
+        }
+    }
     if c.gateway.max_recipients == 0 {
         cx.error(&g.key("max_recipients"), "must be at least 1".into());
     }

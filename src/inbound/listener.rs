@@ -1,10 +1,13 @@
 //! The listening sockets and the accept loop of each: binding (IPv6 sockets are IPv6-only, so
-//! `0.0.0.0:25` and `[::]:25` can be listed together), connection limits (total → `421 4.3.2`,
-//! per client IP → `421 4.7.0`), one tokio task per admitted connection, and the stop on shutdown.
+//! `0.0.0.0:25` and `[::]:25` can be listed together), connection limits (total → `421 4.3.2`;
+//! per client and per client per minute → `421 4.7.0`), the PROXY header from listed load
+//! balancers, one tokio task per admitted connection, and the stop on shutdown.
 //! It never parses SMTP; sessions do.
 
-use super::Inbound;
+use super::limits::{self, IntakeStats, Limit, RateDecision};
 use super::session::Session;
+use super::tls::Io;
+use super::{Inbound, Settings, proxy};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,42 +18,37 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
-/// Counts open sessions, in total and per client IP.
+/// Counts open sessions, in total and per client (see [`limits::client_key`]).
 #[derive(Default)]
 pub struct ConnTracker {
     total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
     idle: Notify,
 }
 
-/// Held by a session; releases its slot when dropped.
+/// Held by a connection from accept to close; releases its slots when dropped.
 pub struct ConnGuard {
     inbound: Arc<Inbound>,
-    ip: IpAddr,
+    /// The client slot, once taken.
+    client: Option<IpAddr>,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         let t = &self.inbound.conns;
-        if let Ok(mut m) = t.per_ip.lock()
-            && let Some(n) = m.get_mut(&self.ip)
+        if let Some(key) = self.client
+            && let Ok(mut m) = t.per_client.lock()
+            && let Some(n) = m.get_mut(&key)
         {
             *n -= 1;
             if *n == 0 {
-                m.remove(&self.ip);
+                m.remove(&key);
             }
         }
         if t.total.fetch_sub(1, Ordering::SeqCst) == 1 {
             t.idle.notify_waiters();
         }
     }
-}
-
-/// Why a connection was not admitted.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    Total,
-    PerIp,
 }
 
 impl ConnTracker {
@@ -73,41 +71,50 @@ impl ConnTracker {
     }
 }
 
-fn admit(
-    inbound: &Arc<Inbound>,
-    ip: IpAddr,
-    max_total: usize,
-    max_per_ip: usize,
-) -> Result<ConnGuard, Refusal> {
+/// Take a slot of `max_connections` (at accept, before a PROXY header is read).
+fn admit_total(inbound: &Arc<Inbound>, max_total: usize) -> Result<ConnGuard, Limit> {
     let t = &inbound.conns;
-    let mut m = match t.per_ip.lock() {
-        Ok(m) => m,
-        Err(p) => p.into_inner(),
-    };
-    if t.total.load(Ordering::SeqCst) >= max_total {
-        return Err(Refusal::Total);
-    }
-    let n = m.entry(ip).or_insert(0);
-    if *n >= max_per_ip {
-        if *n == 0 {
-            m.remove(&ip);
+    if t.total.fetch_add(1, Ordering::SeqCst) >= max_total {
+        if t.total.fetch_sub(1, Ordering::SeqCst) == 1 {
+            t.idle.notify_waiters();
         }
-        return Err(Refusal::PerIp);
+        return Err(Limit::Connections);
     }
-    *n += 1;
-    t.total.fetch_add(1, Ordering::SeqCst);
     Ok(ConnGuard {
         inbound: inbound.clone(),
-        ip,
+        client: None,
     })
 }
 
-async fn refuse(mut s: TcpStream, why: Refusal, hostname: String) {
-    let line = match why {
-        Refusal::Total => format!("421 4.3.2 {hostname} Too many connections, try again later\r\n"),
-        Refusal::PerIp => {
-            format!("421 4.7.0 {hostname} Too many connections from your address\r\n")
+/// Take a slot of `max_connections_per_ip` for `key`.
+fn admit_client(guard: &mut ConnGuard, key: IpAddr, max_per_client: usize) -> Result<(), Limit> {
+    let mut m = match guard.inbound.conns.per_client.lock() {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    };
+    let n = m.entry(key).or_insert(0);
+    if *n >= max_per_client {
+        if *n == 0 {
+            m.remove(&key);
         }
+        return Err(Limit::ClientConnections);
+    }
+    *n += 1;
+    guard.client = Some(key);
+    Ok(())
+}
+
+async fn refuse(mut s: TcpStream, why: Limit, hostname: &str) {
+    let line = match why {
+        Limit::Connections => {
+            format!("421 4.3.2 {hostname} Too many connections, try again later\r\n")
+        }
+        Limit::ConnectionRate => {
+            format!(
+                "421 4.7.0 {hostname} Too many connections from your address per minute, slow down\r\n"
+            )
+        }
+        _ => format!("421 4.7.0 {hostname} Too many connections from your address\r\n"),
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = s.write_all(line.as_bytes()).await;
@@ -131,6 +138,67 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
     TcpListener::from_std(sock.into())
+}
+
+/// One admitted connection: the PROXY header when its peer is a listed balancer, the per-client
+/// limits on the real client (`trusted_networks` are exempt, as from Postfix's
+/// `smtpd_client_event_limit_exceptions`), then the session.
+async fn connection(
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    mut guard: ConnGuard,
+    inbound: Arc<Inbound>,
+    settings: Arc<Settings>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let p = &settings.policy;
+    let (client, buffered) = if proxy::expects_header(p.proxy_protocol, &p.proxy_from, peer.ip()) {
+        match proxy::read_header(&mut sock, proxy::HEADER_TIMEOUT).await {
+            Ok(h) => (h.client.unwrap_or(peer), h.rest),
+            Err(proxy::ProxyError::Closed) => {
+                tracing::debug!(proxy = %peer, "load balancer closed without a header (health check)");
+                return;
+            }
+            Err(e) => {
+                inbound.stats.limit_hit(Limit::ProxyHeader);
+                tracing::warn!(proxy = %peer, error = %e, "connection from a load balancer dropped");
+                return;
+            }
+        }
+    } else {
+        (peer, Vec::new())
+    };
+    tracing::Span::current().record("client", tracing::field::display(client));
+    if client != peer {
+        tracing::debug!(proxy = %peer, "client address from the PROXY header");
+    }
+    if !p.is_trusted(client.ip()) {
+        let key = limits::client_key(client.ip(), p.ipv6_prefix);
+        let admitted = match inbound.rates.hit(key, std::time::Instant::now(), p.max_connection_rate) {
+            RateDecision::Refuse => Err(Limit::ConnectionRate),
+            RateDecision::TableFull => {
+                tracing::warn!(client = %client, "connection-rate table full; not counting this client");
+                Ok(())
+            }
+            RateDecision::Allow => Ok(()),
+        }
+        .and_then(|()| admit_client(&mut guard, key, p.max_connections_per_ip));
+        if let Err(why) = admitted {
+            inbound.stats.limit_hit(why);
+            tracing::info!(client = %client, limit = why.as_str(), "connection refused");
+            // The slot is free before the refusal is written (as if never admitted).
+            drop(guard);
+            refuse(sock, why, &p.hostname).await;
+            return;
+        }
+    }
+    IntakeStats::inc(&inbound.stats.connections);
+    let io: Box<dyn Io> = Box::new(sock);
+    Session::new(io, client, inbound, settings.clone(), shutdown)
+        .with_buffered(buffered)
+        .run()
+        .await;
+    drop(guard);
 }
 
 /// Accept connections on `listener` until `shutdown` turns true.
@@ -160,32 +228,19 @@ pub async fn serve_listener(
         };
         let _ = sock.set_nodelay(true);
         let settings = inbound.settings();
-        let ip = super::policy::canonical_ip(peer.ip());
-        match admit(
-            &inbound,
-            ip,
-            settings.policy.max_connections,
-            settings.policy.max_connections_per_ip,
-        ) {
-            Ok(guard) => {
-                let inbound = inbound.clone();
-                let shutdown = shutdown.clone();
-                let span = tracing::info_span!("smtp", client = %peer);
-                tokio::spawn(
-                    async move {
-                        let session =
-                            Session::new(Box::new(sock), peer, inbound, settings, shutdown);
-                        session.run().await;
-                        drop(guard);
-                    }
-                    .instrument(span),
-                );
-            }
+        let guard = match admit_total(&inbound, settings.policy.max_connections) {
+            Ok(g) => g,
             Err(why) => {
-                tracing::info!(client = %peer, reason = ?why, "connection refused: limit reached");
-                tokio::spawn(refuse(sock, why, settings.policy.hostname.clone()));
+                inbound.stats.limit_hit(why);
+                tracing::info!(client = %peer, limit = why.as_str(), "connection refused");
+                tokio::spawn(async move { refuse(sock, why, &settings.policy.hostname).await });
+                continue;
             }
-        }
+        };
+        let inbound = inbound.clone();
+        let shutdown = shutdown.clone();
+        let span = tracing::info_span!("smtp", client = tracing::field::Empty);
+        tokio::spawn(connection(sock, peer, guard, inbound, settings, shutdown).instrument(span));
     }
     tracing::info!(listen = ?local, "listener stopped");
 }

@@ -3,15 +3,18 @@
 //! the hand-off of each accepted message to the durable queue (`250` only once it is on disk).
 //! It never delivers mail and never reaches into the queue's storage beyond its public API.
 //!
-//! Layout, by protocol phase: `listener` (accept loop, connection limits, shutdown), `session`
+//! Layout, by protocol phase: `listener` (accept loop, connection limits, shutdown), `proxy` (PROXY protocol header),
+//! `limits` (anvil-style per-client counting and intake counters), `session`
 //! (the state machine and its IO), `ehlo` (greeting/capabilities), `policy` (pure address and
 //! relay decisions, leg planning), `data` (pure DATA decoder), `stamp` (pure trace headers and
 //! loop scan), `tls` (certificates and the plain/TLS stream), `reply` (reply formatting).
 
 pub mod data;
 pub mod ehlo;
+pub mod limits;
 pub mod listener;
 pub mod policy;
+pub mod proxy;
 pub mod reply;
 pub mod session;
 pub mod stamp;
@@ -77,6 +80,8 @@ pub struct Inbound {
     settings: RwLock<Arc<Settings>>,
     pub queue: Queue,
     pub conns: ConnTracker,
+    pub rates: limits::RateLimiter,
+    pub stats: Arc<limits::IntakeStats>,
 }
 
 impl Inbound {
@@ -85,6 +90,8 @@ impl Inbound {
             settings: RwLock::new(Arc::new(settings)),
             queue,
             conns: ConnTracker::default(),
+            rates: limits::RateLimiter::default(),
+            stats: Arc::default(),
         })
     }
 

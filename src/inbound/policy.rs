@@ -45,6 +45,17 @@ pub struct Policy {
     pub data_idle_timeout: Duration,
     pub min_free_space: u64,
     pub require_tls: bool,
+    /// Abuse limits (see `inbound::limits`).
+    pub ipv6_prefix: u8,
+    pub max_connection_rate: u32,
+    pub max_session_time: Duration,
+    /// Bytes per second a DATA block must average once `data_timeout` has passed.
+    pub min_data_rate: u64,
+    pub junk_command_limit: u32,
+    pub hard_error_limit: u32,
+    /// PROXY protocol: on, and from which balancers.
+    pub proxy_protocol: bool,
+    pub proxy_from: Vec<IpNet>,
 }
 
 impl Policy {
@@ -70,6 +81,14 @@ impl Policy {
             data_idle_timeout: g.data_idle_timeout.0.min(g.data_timeout.0),
             min_free_space: g.min_free_space.0,
             require_tls: g.tls.as_ref().is_some_and(|t| t.require),
+            ipv6_prefix: g.ipv6_prefix.clamp(16, 128),
+            max_connection_rate: g.max_connection_rate,
+            max_session_time: g.max_session_time.0,
+            min_data_rate: g.min_data_rate.0.max(1),
+            junk_command_limit: g.junk_command_limit.max(1),
+            hard_error_limit: g.hard_error_limit.max(1),
+            proxy_protocol: g.proxy_protocol,
+            proxy_from: g.proxy_from.clone(),
         }
     }
 
@@ -83,20 +102,28 @@ impl Policy {
         self.accept_domains.contains(domain)
     }
 
-    /// How long a whole DATA block may take: `data_timeout` plus the time the message needs at
-    /// [`DATA_MIN_RATE`]. The size is the one announced with `MAIL FROM ... SIZE=` (`announced`,
-    /// 0 = none: then `max_message_size`), or the bytes `received` so far if the client sent more
-    /// than it announced, never more than `max_message_size`. With the defaults (10 min, 50 MiB)
-    /// that is 10 min + 53 min for an unannounced or 50 MiB message, 10 min + 64 s for 1 MiB.
+    /// How long a whole DATA block may take, the lesser of two limits:
+    /// - the size limit: `data_timeout` plus the time the message needs at [`DATA_MIN_RATE`]. The
+    ///   size is the one announced with `MAIL FROM ... SIZE=` (`announced`, 0 = none: then
+    ///   `max_message_size`), or the bytes `received` so far if the client sent more than it
+    ///   announced, never more than `max_message_size`. With the defaults (10 min, 50 MiB) that is
+    ///   10 min + 53 min for an unannounced or 50 MiB message, 10 min + 64 s for 1 MiB;
+    /// - the rate limit (`min_data_rate`, Postfix's `smtpd_min_data_rate`): `data_timeout` plus
+    ///   the bytes `received` so far at that rate, so a client trickling a byte now and then is cut
+    ///   off after `data_timeout` however large the size it announced.
     pub fn data_time_limit(&self, announced: u64, received: u64) -> Duration {
         let size = if announced == 0 {
             self.max_message_size
         } else {
             announced.max(received).min(self.max_message_size)
         };
-        self.data_timeout.saturating_add(Duration::from_millis(
+        let by_size = self.data_timeout.saturating_add(Duration::from_millis(
             size.saturating_mul(1000) / DATA_MIN_RATE,
-        ))
+        ));
+        let by_rate = self.data_timeout.saturating_add(Duration::from_millis(
+            received.saturating_mul(1000) / self.min_data_rate.max(1),
+        ));
+        by_size.min(by_rate)
     }
 }
 

@@ -20,6 +20,14 @@ fn policy() -> Policy {
         data_idle_timeout: Duration::from_secs(120),
         min_free_space: 0,
         require_tls: false,
+        ipv6_prefix: 64,
+        max_connection_rate: 100,
+        max_session_time: Duration::from_secs(3600),
+        min_data_rate: 16 * 1024,
+        junk_command_limit: 100,
+        hard_error_limit: 20,
+        proxy_protocol: false,
+        proxy_from: Vec::new(),
     }
 }
 
@@ -318,12 +326,16 @@ proptest! {
 
 #[test]
 fn data_time_limit_scales_with_the_size() {
-    let p = policy(); // 600 s base, 1 MiB max
+    // min_data_rate 1 B/s: the rate limit (data_timeout + received seconds) never binds here.
+    let p = Policy {
+        min_data_rate: 1,
+        ..policy()
+    }; // 600 s base, 1 MiB max
     let mib = Duration::from_secs(64); // 1 MiB at 16 KiB/s
     // No SIZE: the largest message allowed.
-    assert_eq!(p.data_time_limit(0, 0), Duration::from_secs(600) + mib);
+    assert_eq!(p.data_time_limit(0, 4096), Duration::from_secs(600) + mib);
     // SIZE announced: that size; more received than announced: what was received; capped.
-    assert_eq!(p.data_time_limit(16 * 1024, 0), Duration::from_secs(601));
+    assert_eq!(p.data_time_limit(16 * 1024, 100), Duration::from_secs(601));
     assert_eq!(
         p.data_time_limit(16 * 1024, 32 * 1024),
         Duration::from_secs(602)
@@ -335,7 +347,28 @@ fn data_time_limit_scales_with_the_size() {
     // The defaults: 10 min + 50 MiB at 16 KiB/s = 3,800 s.
     let big = Policy {
         max_message_size: 50 << 20,
+        ..p
+    };
+    assert_eq!(
+        big.data_time_limit(0, 4096),
+        Duration::from_secs(600 + 3200)
+    );
+}
+
+#[test]
+fn data_time_limit_needs_the_minimum_rate() {
+    // 500 B/s (Postfix's smtpd_min_data_rate): a trickle gets data_timeout and what it sent
+    // allows, however much it announced.
+    let p = Policy {
+        max_message_size: 50 << 20,
+        min_data_rate: 500,
         ..policy()
     };
-    assert_eq!(big.data_time_limit(0, 0), Duration::from_secs(600 + 3200));
+    assert_eq!(p.data_time_limit(0, 0), Duration::from_secs(600));
+    assert_eq!(p.data_time_limit(50 << 20, 5_000), Duration::from_secs(610));
+    // A fast client is bounded by the size limit as before.
+    assert_eq!(
+        p.data_time_limit(1 << 20, 1 << 20),
+        Duration::from_secs(600 + 64)
+    );
 }

@@ -7,6 +7,7 @@
 
 use super::data::DataDecoder;
 use super::ehlo;
+use super::limits::{IntakeStats, Limit, SessionCounters};
 use super::policy::{self, RcptDecision};
 use super::reply::{Reply, bad_sequence};
 use super::stamp::{self, HeaderScan, TraceInfo};
@@ -26,8 +27,6 @@ pub const MAX_COMMAND_LINE: usize = 4096;
 /// Read granularity in DATA, and between commands (kept small: idle sessions hold this buffer).
 const READ_CHUNK: usize = 64 * 1024;
 const COMMAND_CHUNK: usize = 4 * 1024;
-/// Bad commands tolerated before the session is closed.
-const MAX_ERRORS: u32 = 20;
 
 struct Transaction {
     /// Envelope sender; empty for `<>`.
@@ -70,8 +69,14 @@ pub struct Session {
     trusted: bool,
     tx: Option<Transaction>,
     discarding: bool,
-    errors: u32,
+    /// Junk commands and errors since the last accepted message (`inbound::limits`).
+    counters: SessionCounters,
     accepted: u64,
+    /// `max_session_time` from the start.
+    session_end: Instant,
+    /// When the command being read must be complete (`command_timeout` from when the session
+    /// started waiting for it, not per read: a byte every few minutes does not keep it alive).
+    command_deadline: Option<Instant>,
 }
 
 impl Session {
@@ -83,6 +88,7 @@ impl Session {
         shutdown: watch::Receiver<bool>,
     ) -> Session {
         let trusted = settings.policy.is_trusted(peer.ip());
+        let session_end = Instant::now() + settings.policy.max_session_time;
         Session {
             stream: Stream::Plain(io),
             peer,
@@ -97,15 +103,27 @@ impl Session {
             trusted,
             tx: None,
             discarding: false,
-            errors: 0,
+            counters: SessionCounters::default(),
             accepted: 0,
+            session_end,
+            command_deadline: None,
         }
+    }
+
+    /// Bytes already read from the connection before the session started (after a PROXY
+    /// header); they are the client's first input.
+    pub fn with_buffered(mut self, bytes: Vec<u8>) -> Session {
+        if !bytes.is_empty() {
+            self.rbuf = bytes;
+            self.pos = 0;
+        }
+        self
     }
 
     fn reply(&mut self, r: Reply) {
         // Protocol errors (syntax, sequence) count towards the limit; policy refusals don't.
         if r.code >= 500 && r.esc.starts_with("5.5.") {
-            self.errors += 1;
+            self.counters.errors += 1;
         }
         r.write_to(&mut self.out);
     }
@@ -140,16 +158,24 @@ impl Session {
                 let end = self.pos + i + 1;
                 let line = self.rbuf[self.pos..end].to_vec();
                 self.pos = end;
+                self.command_deadline = None;
                 if line.len() > MAX_COMMAND_LINE {
                     self.reply(Reply::new(500, "5.5.2", "Line too long"));
                     continue;
                 }
                 let next = self.command(&line).await;
-                if self.errors >= MAX_ERRORS {
+                let p = &self.settings.policy;
+                if let Some(limit) = self.counters.over(p.junk_command_limit, p.hard_error_limit) {
+                    self.inbound.stats.limit_hit(limit);
+                    tracing::info!(client = %self.peer, limit = limit.as_str(), "session closed: limit reached");
                     self.reply(Reply::new(
                         421,
                         "4.7.0",
-                        "Too many errors, closing connection",
+                        if limit == Limit::Errors {
+                            "Too many errors, closing connection"
+                        } else {
+                            "Too many NOOP/RSET/VRFY/HELP commands, closing connection"
+                        },
                     ));
                     self.close().await;
                     return;
@@ -183,8 +209,17 @@ impl Session {
             if !self.flush().await {
                 return;
             }
-            let deadline = Instant::now() + self.settings.policy.command_timeout;
-            match self.fill(deadline, true, COMMAND_CHUNK).await {
+            let now = Instant::now();
+            if now >= self.session_end {
+                self.session_time_over().await;
+                return;
+            }
+            let command_timeout = self.settings.policy.command_timeout;
+            let deadline = *self.command_deadline.get_or_insert(now + command_timeout);
+            match self
+                .fill(deadline.min(self.session_end), true, COMMAND_CHUNK)
+                .await
+            {
                 ReadOutcome::Data => {}
                 ReadOutcome::Eof => {
                     tracing::debug!(client = %self.peer, "client closed the connection");
@@ -194,7 +229,12 @@ impl Session {
                     tracing::debug!(client = %self.peer, error = %e, "read error");
                     return;
                 }
+                ReadOutcome::Timeout if Instant::now() >= self.session_end => {
+                    self.session_time_over().await;
+                    return;
+                }
                 ReadOutcome::Timeout => {
+                    self.inbound.stats.limit_hit(Limit::CommandTimeout);
                     tracing::info!(client = %self.peer, "command timeout");
                     self.reply(Reply::new(421, "4.4.2", "Timeout, closing connection"));
                     self.close().await;
@@ -211,6 +251,17 @@ impl Session {
                 }
             }
         }
+    }
+
+    async fn session_time_over(&mut self) {
+        self.inbound.stats.limit_hit(Limit::SessionTime);
+        tracing::info!(client = %self.peer, accepted = self.accepted, "session time limit reached");
+        self.reply(Reply::new(
+            421,
+            "4.4.2",
+            "Session time limit reached, closing connection",
+        ));
+        self.close().await;
     }
 
     fn compact(&mut self) {
@@ -291,6 +342,7 @@ impl Session {
                 if text.len() >= 4 && text[..4].eq_ignore_ascii_case("RCPT") =>
             {
                 let r = self.rcpt(&text);
+                self.count_rcpt(&r);
                 self.reply(r);
             }
             Err(ProtoError::InvalidSenderAddress) => {
@@ -303,20 +355,35 @@ impl Session {
             }
             Ok(Request::Data) => return self.data_command(),
             Ok(Request::Rset) => {
+                if self.junk() {
+                    return Next::Continue;
+                }
                 self.tx = None;
                 self.reply(Reply::new(250, "2.0.0", "Ok"));
             }
-            Ok(Request::Noop { .. }) => self.reply(Reply::new(250, "2.0.0", "Ok")),
+            Ok(Request::Noop { .. }) => {
+                if !self.junk() {
+                    self.reply(Reply::new(250, "2.0.0", "Ok"))
+                }
+            }
             Ok(Request::Quit) => {
                 self.reply(Reply::new(221, "2.0.0", "Bye"));
                 return Next::Quit;
             }
-            Ok(Request::Vrfy { .. }) => self.reply(Reply::new(
-                252,
-                "2.5.2",
-                "Cannot VRFY user, but will accept message and attempt delivery",
-            )),
-            Ok(Request::Help { .. }) => self.raw(&ehlo::help_reply()),
+            Ok(Request::Vrfy { .. }) => {
+                if !self.junk() {
+                    self.reply(Reply::new(
+                        252,
+                        "2.5.2",
+                        "Cannot VRFY user, but will accept message and attempt delivery",
+                    ))
+                }
+            }
+            Ok(Request::Help { .. }) => {
+                if !self.junk() {
+                    self.raw(&ehlo::help_reply())
+                }
+            }
             Ok(Request::StartTls) => {
                 if self.settings.tls.is_none() {
                     self.reply(Reply::new(502, "5.5.1", "STARTTLS not available"));
@@ -332,7 +399,11 @@ impl Session {
                 self.reply(Reply::new(502, "5.5.1", "BDAT not supported, closing"));
                 return Next::Quit;
             }
-            Ok(Request::Expn { .. }) => self.reply(Reply::new(502, "5.5.1", "EXPN not available")),
+            Ok(Request::Expn { .. }) => {
+                if !self.junk() {
+                    self.reply(Reply::new(502, "5.5.1", "EXPN not available"))
+                }
+            }
             Ok(Request::Auth { .. }) => self.reply(Reply::new(502, "5.5.1", "AUTH not available")),
             Ok(r) => {
                 let name = r.name();
@@ -473,6 +544,28 @@ impl Session {
         }
     }
 
+    /// Count a NOOP/RSET/VRFY/HELP/EXPN; true when it is one too many (no reply: the session
+    /// answers `421` and closes).
+    fn junk(&mut self) -> bool {
+        self.counters.junk += 1;
+        self.counters.junk > self.settings.policy.junk_command_limit
+    }
+
+    /// A refused recipient is an error towards `hard_error_limit` (directory harvesting), except
+    /// `452 4.5.3` (too many recipients: the client sends the rest in another transaction).
+    /// Syntax and sequence errors are counted by [`Session::reply`].
+    fn count_rcpt(&mut self, r: &Reply) {
+        let stats = &self.inbound.stats;
+        if r.code < 400 {
+            IntakeStats::inc(&stats.rcpts_accepted);
+            return;
+        }
+        IntakeStats::inc(&stats.rcpts_refused);
+        if r.esc != "4.5.3" && !(r.code >= 500 && r.esc.starts_with("5.5.")) {
+            self.counters.errors += 1;
+        }
+    }
+
     fn data_command(&mut self) -> Next {
         match &self.tx {
             None => self.reply(bad_sequence("Need MAIL command")),
@@ -568,6 +661,7 @@ impl Session {
             match self.fill(deadline, false, READ_CHUNK).await {
                 ReadOutcome::Data => {}
                 ReadOutcome::Timeout => {
+                    self.inbound.stats.limit_hit(Limit::DataRate);
                     let overall = Instant::now() >= limit;
                     tracing::info!(
                         client = %self.peer,
@@ -656,6 +750,8 @@ impl Session {
             match self.inbound.queue.commit(w, env, legs).await {
                 Ok(id) => {
                     self.accepted += 1;
+                    self.counters.message_accepted();
+                    IntakeStats::inc(&self.inbound.stats.messages_accepted);
                     tracing::info!(
                         queue_id = %id,
                         client = %self.peer,
@@ -686,6 +782,7 @@ impl Session {
             )
         };
         if reply.code != 250 {
+            IntakeStats::inc(&self.inbound.stats.messages_refused);
             tracing::info!(client = %self.peer, from = %tx.from, size = dec.size, reply = %reply, "message refused");
         }
         self.reply(reply);
