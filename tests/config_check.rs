@@ -428,6 +428,20 @@ fn broad_trusted_networks_and_trusted_relay_any_warn() {
     );
 }
 
+/// BASE with `line` added to `[gateway]` fails the check, first with `{path}{expected}…`.
+fn first_error_is(dir: &Path, line: &str, expected: &str) {
+    let text = BASE.replace("accept_domains", &format!("{line}\naccept_domains"));
+    let path = write(dir, "e.toml", &text);
+    let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 1, "{line}: {out}{err}");
+    assert!(
+        err.lines()
+            .next()
+            .is_some_and(|l| l.starts_with(&format!("{path}{expected}"))),
+        "{line}: {err}"
+    );
+}
+
 #[test]
 fn max_header_size_is_checked() {
     let dir = tempfile::tempdir().unwrap();
@@ -441,19 +455,7 @@ fn max_header_size_is_checked() {
             ":5: gateway.max_header_size: invalid size \"lots\"",
         ),
     ] {
-        let text = BASE.replace(
-            "accept_domains",
-            &format!("max_header_size = {value}\naccept_domains"),
-        );
-        let path = write(dir.path(), "m.toml", &text);
-        let (code, out, err) = cutover(&["config", "check", "-c", &path]);
-        assert_eq!(code, 1, "{value}: {out}{err}");
-        assert!(
-            err.lines()
-                .next()
-                .is_some_and(|l| l.starts_with(&format!("{path}{expected}"))),
-            "{value}: {err}"
-        );
+        first_error_is(dir.path(), &format!("max_header_size = {value}"), expected);
     }
     let text = BASE.replace(
         "accept_domains",
@@ -493,16 +495,7 @@ fn abuse_limits_and_proxy_protocol_are_checked() {
             ":5: gateway.proxy_protocol: needs proxy_from = [the load balancers' addresses]",
         ),
     ] {
-        let text = BASE.replace("accept_domains", &format!("{value}\naccept_domains"));
-        let path = write(dir.path(), "l.toml", &text);
-        let (code, out, err) = cutover(&["config", "check", "-c", &path]);
-        assert_eq!(code, 1, "{value}: {out}{err}");
-        assert!(
-            err.lines()
-                .next()
-                .is_some_and(|l| l.starts_with(&format!("{path}{expected}"))),
-            "{value}: {err}"
-        );
+        first_error_is(dir.path(), value, expected);
     }
     // A broad proxy_from warns; proxy_from without proxy_protocol is ignored with a warning.
     let text = BASE.replace(
