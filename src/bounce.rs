@@ -5,8 +5,7 @@
 //! the caller in the same transaction as the change that caused it; it never delivers.
 
 use crate::config::Config;
-use crate::outbound::scheduler::MX_TARGET;
-use crate::queue::model::{BOUNCE_RULE, MessageRecord};
+use crate::queue::model::{BOUNCE_RULE, MX_TARGET, MessageRecord};
 use crate::queue::store::Staged;
 use crate::queue::{Envelope, NewLeg, Queue, QueueError, QueueId, stage_message};
 use std::io::Read;

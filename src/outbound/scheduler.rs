@@ -21,15 +21,14 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
-/// Internal target name for DSNs delivered by MX lookup of the recipient's domain. Their
-/// connection pool is per recipient domain ([`mx_pool_key`]), so one slow domain holds only
-/// its own slots and backs off alone.
-pub const MX_TARGET: &str = "@mx";
+use crate::queue::model::MX_TARGET;
 
 /// Connection slots of each per-domain MX pool.
 pub const MX_CONNECTIONS: usize = 4;
 
-/// Pool key for a leg: its target name, or `@mx:<domain>` for MX-routed legs.
+/// Pool key for a leg: its target name, or `@mx:<domain>` for MX-routed legs ([`MX_TARGET`],
+/// DSNs): a pool per recipient domain, so one slow domain holds only its own slots and backs off
+/// alone.
 fn mx_pool_key(target: &str, rcpts: &[String]) -> String {
     if target != MX_TARGET {
         return target.to_string();

@@ -222,6 +222,10 @@ pub struct MessageRecord {
 /// rewritten, never bounced again).
 pub const BOUNCE_RULE: &str = "bounce";
 
+/// Reserved target name for legs delivered by MX lookup of the recipient's domain (DSNs to
+/// senders). The delivery engine gives them a connection pool per recipient domain.
+pub const MX_TARGET: &str = "@mx";
+
 /// Where one recipient address stands across every leg that carries it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RcptFate {

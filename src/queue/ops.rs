@@ -835,10 +835,7 @@ via = "old"
         let mut cfg = config("");
         assert_eq!(bounce::dsn_target(&cfg), "old");
         cfg.bounce.via = Some("mx".into());
-        assert_eq!(
-            bounce::dsn_target(&cfg),
-            crate::outbound::scheduler::MX_TARGET
-        );
+        assert_eq!(bounce::dsn_target(&cfg), crate::queue::model::MX_TARGET);
     }
 
     const SPLIT: &str = r#"
