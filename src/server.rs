@@ -214,7 +214,8 @@ impl Server {
             config_rx,
             scheduler.as_ref().map(|s| s.stats.clone()),
         )
-        .with_health(health.clone());
+        .with_health(health.clone())
+        .with_verify_stats(inbound.verifier.stats.clone());
         let admin_done = start_admin(admin_listener, state, stop_rx.clone())?;
         Ok(Server {
             queue,

@@ -3,6 +3,7 @@
 //! A fresh registry per scrape from a queue summary and a counter snapshot; pure rendering, it
 //! never reads the store itself and never changes anything.
 
+use crate::inbound::verify::VerifyStats;
 use crate::outbound::scheduler::Stats;
 use crate::queue::model::MessageSummary;
 use prometheus_client::encoding::text::encode;
@@ -66,9 +67,14 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: &AtomicU64) {
     registry.register(name, help, c);
 }
 
-/// Render the queue gauges and (when a delivery engine runs) its counters. Counter names get
-/// the `_total` suffix from the encoder.
-pub fn render(q: &QueueGauges, stats: Option<&Stats>) -> Result<String, std::fmt::Error> {
+/// Render the queue gauges, (when a delivery engine runs) its counters and (when the SMTP
+/// intake runs) its recipient verification counters. Counter names get the `_total` suffix
+/// from the encoder.
+pub fn render(
+    q: &QueueGauges,
+    stats: Option<&Stats>,
+    verify: Option<&VerifyStats>,
+) -> Result<String, std::fmt::Error> {
     let mut r = Registry::default();
     let messages: Gauge = Gauge::default();
     messages.set(q.messages as i64);
@@ -163,6 +169,38 @@ pub fn render(q: &QueueGauges, stats: Option<&Stats>) -> Result<String, std::fmt
             &s.connections_opened,
         );
     }
+    if let Some(v) = verify {
+        let family = |r: &mut Registry, name: &str, help: &str, pairs: &[(&str, &AtomicU64)]| {
+            let f = Family::<Labels, Counter>::default();
+            for (result, n) in pairs {
+                f.get_or_create(&vec![("result".to_string(), result.to_string())])
+                    .inc_by(n.load(Ordering::Relaxed));
+            }
+            r.register(name, help, f);
+        };
+        family(
+            &mut r,
+            "cutover_verify_probes",
+            "Recipient probes sent to targets (RCPT TO), by result: known (2xx), unknown (5xx), tempfail (4xx, timeout, connection error)",
+            &[
+                ("known", &v.probe_known),
+                ("unknown", &v.probe_unknown),
+                ("tempfail", &v.probe_tempfail),
+            ],
+        );
+        family(
+            &mut r,
+            "cutover_verify_cache_hits",
+            "Recipient verifications answered from the cache (or by a probe already in flight), by result",
+            &[("known", &v.cache_known), ("unknown", &v.cache_unknown)],
+        );
+        family(
+            &mut r,
+            "cutover_verify_list",
+            "Recipients checked against recipients_known lists, by result",
+            &[("known", &v.list_known), ("unknown", &v.list_unknown)],
+        );
+    }
     let mut out = String::new();
     encode(&mut out, &r)?;
     Ok(out)
@@ -220,7 +258,18 @@ mod tests {
         let stats = Stats::default();
         stats.attempts.store(7, Ordering::Relaxed);
         stats.dsn_delay.store(2, Ordering::Relaxed);
-        let text = render(&g, Some(&stats)).unwrap();
+        let verify = VerifyStats::default();
+        verify.probe_unknown.fetch_add(1, Ordering::Relaxed);
+        verify.cache_unknown.fetch_add(2, Ordering::Relaxed);
+        let text = render(&g, Some(&stats), Some(&verify)).unwrap();
+        assert!(
+            text.contains(r#"cutover_verify_probes_total{result="unknown"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"cutover_verify_cache_hits_total{result="unknown"} 2"#),
+            "{text}"
+        );
         assert!(text.contains("cutover_queue_messages 2\n"), "{text}");
         assert!(
             text.contains(r#"cutover_queue_legs{target="new",state="held"} 2"#),
@@ -239,7 +288,7 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
-        let bare = render(&QueueGauges::default(), None).unwrap();
+        let bare = render(&QueueGauges::default(), None, None).unwrap();
         assert!(!bare.contains("cutover_delivery"), "{bare}");
         assert!(
             bare.contains("cutover_queue_oldest_message_age_seconds 0.0"),

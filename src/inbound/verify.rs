@@ -604,6 +604,70 @@ impl Verifier {
     }
 }
 
+/// What `config check` says about the verification keys of `cfg`: one line per rule or target
+/// that verifies, then the cache and time limits; empty when nothing verifies.
+pub fn explain(cfg: &Config) -> Vec<String> {
+    let known = |file: &std::path::Path, list: &Option<KnownList>| {
+        format!(
+            "recipients_known = {:?} ({} addresses, re-read on SIGHUP)",
+            file.display(),
+            list.as_ref().map_or(0, |l| l.addresses.len())
+        )
+    };
+    let mut out = Vec::new();
+    for (i, r) in cfg.routing.rules.iter().enumerate() {
+        let who = format!("routing.rule[{i}] {:?}", r.name);
+        if r.verify_recipients == Some(VerifyMode::Probe) {
+            out.push(format!(
+                "{who}: verify_recipients = \"probe\": asks {} (RCPT TO, after its rcpt_domain rewrite) whether each recipient the rule matches exists before accepting it",
+                r.deliver.join(" and ")
+            ));
+        }
+        if let Some(f) = &r.recipients_known {
+            out.push(format!(
+                "{who}: {}: each recipient the rule matches must be listed",
+                known(f, &r.known)
+            ));
+        }
+    }
+    for (name, t) in &cfg.targets {
+        let who = format!("targets.{name}");
+        if t.verify_recipients == Some(VerifyMode::Probe) {
+            out.push(format!(
+                "{who}: verify_recipients = \"probe\": asks {name} (RCPT TO, after its rcpt_domain rewrite) whether each recipient routed to it exists before accepting it"
+            ));
+        }
+        if let Some(f) = &t.recipients_known {
+            out.push(format!(
+                "{who}: {}: each recipient routed to {name} must be listed",
+                known(f, &t.known)
+            ));
+        }
+    }
+    if out.is_empty() {
+        return out;
+    }
+    let probes = cfg
+        .routing
+        .rules
+        .iter()
+        .map(|r| r.verify_recipients)
+        .chain(cfg.targets.values().map(|t| t.verify_recipients))
+        .any(|m| m == Some(VerifyMode::Probe));
+    let g = &cfg.gateway;
+    out.insert(
+        0,
+        "recipient verification (unknown users: 550 5.1.1 at RCPT; a probe without an answer: 450 4.1.1; postmaster is never checked):".into(),
+    );
+    if probes {
+        out.push(format!(
+        "probe answers cached per target and address: known {}, unknown {} (gateway.verify_cache_positive, verify_cache_negative; temporary failures never), at most {} per recipient (gateway.verify_timeout)",
+        g.verify_cache_positive, g.verify_cache_negative, g.verify_timeout
+    ));
+    }
+    out
+}
+
 #[cfg(test)]
 #[path = "verify_tests.rs"]
 mod tests;
