@@ -604,8 +604,9 @@ impl Verifier {
     }
 }
 
-/// What `config check` says about the verification keys of `cfg`: one line per rule or target
-/// that verifies, then the cache and time limits; empty when nothing verifies.
+/// What `config check` says about the verification keys of `cfg`: a heading, then one indented
+/// line per rule or target that verifies and one for the cache and time limits; empty when
+/// nothing verifies.
 pub fn explain(cfg: &Config) -> Vec<String> {
     let known = |file: &std::path::Path, list: &Option<KnownList>| {
         format!(
@@ -616,7 +617,7 @@ pub fn explain(cfg: &Config) -> Vec<String> {
     };
     let mut out = Vec::new();
     for (i, r) in cfg.routing.rules.iter().enumerate() {
-        let who = format!("routing.rule[{i}] {:?}", r.name);
+        let who = format!("  routing.rule[{i}] {:?}", r.name);
         if r.verify_recipients == Some(VerifyMode::Probe) {
             out.push(format!(
                 "{who}: verify_recipients = \"probe\": asks {} (RCPT TO, after its rcpt_domain rewrite) whether each recipient the rule matches exists before accepting it",
@@ -631,7 +632,7 @@ pub fn explain(cfg: &Config) -> Vec<String> {
         }
     }
     for (name, t) in &cfg.targets {
-        let who = format!("targets.{name}");
+        let who = format!("  targets.{name}");
         if t.verify_recipients == Some(VerifyMode::Probe) {
             out.push(format!(
                 "{who}: verify_recipients = \"probe\": asks {name} (RCPT TO, after its rcpt_domain rewrite) whether each recipient routed to it exists before accepting it"
@@ -661,7 +662,7 @@ pub fn explain(cfg: &Config) -> Vec<String> {
     );
     if probes {
         out.push(format!(
-        "probe answers cached per target and address: known {}, unknown {} (gateway.verify_cache_positive, verify_cache_negative; temporary failures never), at most {} per recipient (gateway.verify_timeout)",
+        "  probe answers cached per target and address: known {}, unknown {} (gateway.verify_cache_positive, verify_cache_negative; temporary failures never), at most {} per recipient (gateway.verify_timeout)",
         g.verify_cache_positive, g.verify_cache_negative, g.verify_timeout
     ));
     }
