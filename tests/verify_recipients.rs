@@ -16,6 +16,7 @@ mod smtp;
 use smtp::{Client, Gateway, Reply, free_port};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A session after EHLO and MAIL FROM.
@@ -25,6 +26,26 @@ async fn transaction(addr: SocketAddr) -> Client {
     let r = c.cmd("MAIL FROM:<sender@elsewhere.example>").await;
     assert_eq!(r.code, 250, "{r:?}");
     c
+}
+
+/// The configuration file: the gateway section (accepting `domains`), then
+/// `rest` (targets and rules), then the admin listener.
+fn config(smtp: SocketAddr, admin: SocketAddr, state: &Path, domains: &str, rest: &str) -> String {
+    format!(
+        r#"[gateway]
+hostname = "mx1.example.com"
+listen = ["{smtp}"]
+state_dir = "{state}"
+accept_domains = [{domains}]
+min_free_space = "1MiB"
+verify_timeout = "5s"
+
+{rest}
+[admin]
+listen = "{admin}"
+"#,
+        state = state.display()
+    )
 }
 
 async fn rcpt(c: &mut Client, to: &str) -> Reply {
@@ -56,16 +77,8 @@ async fn probe_asks_postfix_caches_answers_and_tempfails_when_down() {
     // Nothing listens here: connection refused.
     let closed = free_port();
     let gw = Gateway::start_config(|smtp, admin, state| {
-        format!(
-            r#"[gateway]
-hostname = "mx1.example.com"
-listen = ["{smtp}"]
-state_dir = "{state}"
-accept_domains = ["example.com", "down.example.com"]
-min_free_space = "1MiB"
-verify_timeout = "5s"
-
-# The probe asks what delivery would: alice@example.com -> alice@old.example.
+        let rest = format!(
+            r#"# The probe asks what delivery would: alice@example.com -> alice@old.example.
 [targets.old]
 address = "127.0.0.1:{pf_port}"
 tls = "none"
@@ -84,11 +97,14 @@ name = "all"
 recipients = ["@example.com"]
 deliver = ["old"]
 verify_recipients = "probe"
-
-[admin]
-listen = "{admin}"
-"#,
-            state = state.display()
+"#
+        );
+        config(
+            smtp,
+            admin,
+            state,
+            r#""example.com", "down.example.com""#,
+            &rest,
         )
     });
 
@@ -155,15 +171,7 @@ async fn recipients_known_list_and_sighup_reload() {
     let gw = Gateway::start_config(|smtp, admin, state| {
         let dir = state.parent().unwrap();
         std::fs::write(dir.join("known.txt"), "# wave 1\nalice@example.com\n").unwrap();
-        format!(
-            r#"[gateway]
-hostname = "mx1.example.com"
-listen = ["{smtp}"]
-state_dir = "{state}"
-accept_domains = ["example.com"]
-min_free_space = "1MiB"
-
-[targets.old]
+        let rest = r#"[targets.old]
 address = "127.0.0.1:9"
 tls = "none"
 
@@ -172,12 +180,8 @@ name = "all"
 recipients = ["@example.com"]
 deliver = ["old"]
 recipients_known = "known.txt"
-
-[admin]
-listen = "{admin}"
-"#,
-            state = state.display()
-        )
+"#;
+        config(smtp, admin, state, r#""example.com""#, rest)
     });
     let known = gw.dir.path().join("known.txt");
 

@@ -9,6 +9,7 @@ use super::reply::Outcome;
 use super::resolve::{Hop, Resolver};
 use super::tls::{Connector, connector};
 use crate::config::{Target, TlsMode, resolve_path};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,14 +17,29 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Dial {
     pub hops: Vec<Hop>,
-    pub tls: TlsMode,
-    pub connector: Connector,
-    /// EHLO name (the gateway hostname).
-    pub helo: String,
-    pub connect_timeout: Duration,
-    /// Idle limit per read and write.
-    pub timeout: Duration,
-    pub auth: Option<(String, String)>,
+    /// TLS policy, connector, EHLO name, timeouts and credentials; `host` and `addr` are
+    /// filled in from each hop.
+    pub spec: ConnectSpec,
+}
+
+/// The connection settings shared by every host of a dial.
+fn spec(
+    tls: TlsMode,
+    connector: Connector,
+    helo: &str,
+    (connect_timeout, timeout): (Duration, Duration),
+    auth: Option<(String, String)>,
+) -> ConnectSpec {
+    ConnectSpec {
+        host: String::new(),
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        tls,
+        connector,
+        helo: helo.to_string(),
+        connect_timeout,
+        timeout,
+        auth,
+    }
 }
 
 impl Dial {
@@ -54,12 +70,7 @@ impl Dial {
             connector(t.tls_verify, ca.as_deref()).map_err(|e| Outcome::local(&e.to_string()))?;
         Ok(Dial {
             hops,
-            tls: t.tls,
-            connector: conn,
-            helo: helo.to_string(),
-            connect_timeout: t.connect_timeout.0,
-            timeout: t.timeout.0,
-            auth,
+            spec: spec(t.tls, conn, helo, (t.connect_timeout.0, t.timeout.0), auth),
         })
     }
 
@@ -77,19 +88,20 @@ impl Dial {
         let conn = connector(true, None).map_err(|e| Outcome::local(&e.to_string()))?;
         Ok(Dial {
             hops,
-            tls: TlsMode::Opportunistic,
-            connector: conn,
-            helo: helo.to_string(),
-            connect_timeout: Duration::from_secs(30),
-            timeout: Duration::from_secs(300),
-            auth: None,
+            spec: spec(
+                TlsMode::Opportunistic,
+                conn,
+                helo,
+                (Duration::from_secs(30), Duration::from_secs(300)),
+                None,
+            ),
         })
     }
 
     /// Cap both timeouts at `limit` (a probe must answer within its time budget).
     pub fn capped(mut self, limit: Duration) -> Dial {
-        self.connect_timeout = self.connect_timeout.min(limit);
-        self.timeout = self.timeout.min(limit);
+        self.spec.connect_timeout = self.spec.connect_timeout.min(limit);
+        self.spec.timeout = self.spec.timeout.min(limit);
         self
     }
 
@@ -102,12 +114,7 @@ impl Dial {
                 let spec = ConnectSpec {
                     host: hop.host.clone(),
                     addr: *addr,
-                    tls: self.tls,
-                    connector: self.connector.clone(),
-                    helo: self.helo.clone(),
-                    connect_timeout: self.connect_timeout,
-                    timeout: self.timeout,
-                    auth: self.auth.clone(),
+                    ..self.spec.clone()
                 };
                 match Session::open(&spec).await {
                     Ok(s) => return Ok(s),
