@@ -18,7 +18,8 @@
 //! A recipient is accepted only when every list names it and no probed target refuses it; a
 //! refusal wins over a temporary failure (dual delivery: the recipient must exist on every
 //! probed side). Probes for one recipient run concurrently within `gateway.verify_timeout`.
-//! Answers are cached per (target, probed address): known for `verify_cache_positive`, unknown
+//! Answers are cached per (target, probed address, local part folded unless
+//! `ignore_local_case = false`): known for `verify_cache_positive`, unknown
 //! for `verify_cache_negative`, temporary failures not at all; the cache is bounded
 //! ([`CACHE_MAX`] entries, oldest evicted), lives in `Inbound` and is emptied on reload.
 //! Concurrent probes of the same (target, address) share one connection (single flight).
@@ -113,6 +114,8 @@ pub struct VerifyConfig {
     targets: HashMap<String, Check>,
     probe_targets: HashMap<String, ProbeTarget>,
     accept_domains: Vec<String>,
+    /// `routing.ignore_local_case`: cache keys fold the local part.
+    fold_local: bool,
     pub positive_ttl: Duration,
     pub negative_ttl: Duration,
     pub timeout: Duration,
@@ -209,6 +212,7 @@ impl VerifyConfig {
             targets,
             probe_targets,
             accept_domains: cfg.gateway.accept_domains.clone(),
+            fold_local: cfg.routing.ignore_local_case,
             positive_ttl: cfg.gateway.verify_cache_positive.0,
             negative_ttl: cfg.gateway.verify_cache_negative.0,
             timeout: cfg.gateway.verify_timeout.0,
@@ -508,9 +512,16 @@ impl Verifier {
     /// One target's answer: cached, shared with a probe in flight, or asked now.
     async fn probe(&self, cfg: &VerifyConfig, target: &str, address: &str) -> Verdict {
         let probed = cfg.probe_address(target, address);
-        let key: Key = (target.to_string(), probed.clone());
+        // Cached by the address as routing compares it (`Alice@` and `alice@` are one entry
+        // unless `ignore_local_case = false`); the target is asked the address as written.
+        let folded = if cfg.fold_local {
+            probed.to_lowercase()
+        } else {
+            probed.clone()
+        };
+        let key: Key = (target.to_string(), folded.clone());
         loop {
-            if let Some(v) = lock(&self.cache).get(target, &probed, Instant::now()) {
+            if let Some(v) = lock(&self.cache).get(target, &folded, Instant::now()) {
                 bump(match v {
                     Verdict::Known => &self.stats.cache_known,
                     _ => &self.stats.cache_unknown,
@@ -527,7 +538,7 @@ impl Verifier {
                     let v = self.ask(cfg, target, &probed).await;
                     lock(&self.cache).put(
                         target,
-                        &probed,
+                        &folded,
                         v.clone(),
                         ttl(&v, cfg.positive_ttl, cfg.negative_ttl),
                         Instant::now(),
