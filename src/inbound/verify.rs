@@ -22,7 +22,8 @@
 //! `ignore_local_case = false`): known for `verify_cache_positive`, unknown
 //! for `verify_cache_negative`, temporary failures not at all; the cache is bounded
 //! ([`CACHE_MAX`] entries, oldest evicted), lives in `Inbound` and is emptied on reload.
-//! Concurrent probes of the same (target, address) share one connection (single flight).
+//! Concurrent probes of the same (target, address) share one connection (single flight), and
+//! at most the target's `connections` probes are open to it at once (besides delivery's).
 //! `postmaster` at an accepted domain is never verified (RFC 5321 §4.5.1).
 //!
 //! Owns the plan (pure), the cache (pure, time passed in), the reply choice (pure) and the probe
@@ -39,7 +40,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 /// Most cached probe answers; the oldest entry goes first beyond this.
@@ -104,6 +105,8 @@ impl Check {
 #[derive(Clone, Debug)]
 struct ProbeTarget {
     target: crate::config::Target,
+    /// Probes open at once to this target: at most its `connections` (apart from delivery's).
+    slots: Arc<Semaphore>,
 }
 
 /// The verification settings, from the configuration (part of `inbound::Settings`).
@@ -197,9 +200,11 @@ impl VerifyConfig {
         let probe_targets: HashMap<String, ProbeTarget> = probed
             .iter()
             .filter_map(|n| {
-                cfg.targets
-                    .get(*n)
-                    .map(|t| (n.to_string(), ProbeTarget { target: t.clone() }))
+                cfg.targets.get(*n).map(|t| {
+                    let slots = Arc::new(Semaphore::new(t.connections.max(1)));
+                    let target = t.clone();
+                    (n.to_string(), ProbeTarget { target, slots })
+                })
             })
             .collect();
         let resolver = if probe_targets.is_empty() {
@@ -608,6 +613,12 @@ impl Verifier {
         )
         .await?
         .capped(cfg.timeout);
+        // Waiting for a slot counts against the recipient's time budget like the rest.
+        let _slot = t
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| Outcome::local("probe slots closed"))?;
         let mut session = dial.open(target).await?;
         let o = session.probe(probed).await;
         session.quit().await;
