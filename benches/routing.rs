@@ -16,6 +16,9 @@ fn rule(name: &str, recipients: Vec<String>) -> Rule {
         active_from: None,
         active_until: None,
         file_patterns: vec![],
+        verify_recipients: None,
+        recipients_known: None,
+        known: None,
     }
 }
 

@@ -12,6 +12,9 @@ fn rule(name: &str, pats: &[&str], deliver: &[&str]) -> crate::config::Rule {
         active_from: None,
         active_until: None,
         file_patterns: vec![],
+        verify_recipients: None,
+        recipients_known: None,
+        known: None,
     }
 }
 

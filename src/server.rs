@@ -215,7 +215,8 @@ impl Server {
             scheduler.as_ref().map(|s| s.stats.clone()),
         )
         .with_health(health.clone())
-        .with_intake(inbound.stats.clone());
+        .with_intake(inbound.stats.clone())
+        .with_verify_stats(inbound.verifier.stats.clone());
         let admin_done = start_admin(admin_listener, state, stop_rx.clone())?;
         Ok(Server {
             queue,

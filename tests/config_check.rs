@@ -80,7 +80,7 @@ retry_schedule = ["1m", "5 parsecs"]
     assert_eq!(
         lines[0],
         format!(
-            "{path}:13: targets.new.colour: unknown key (expected one of address, mx, port, tls, tls_verify, tls_ca, auth, rcpt_domain, connections, messages_per_connection, connect_timeout, timeout)"
+            "{path}:13: targets.new.colour: unknown key (expected one of address, mx, port, tls, tls_verify, tls_ca, auth, rcpt_domain, connections, messages_per_connection, connect_timeout, timeout, verify_recipients, recipients_known)"
         )
     );
     assert_eq!(
@@ -520,6 +520,69 @@ fn abuse_limits_and_proxy_protocol_are_checked() {
     assert_eq!(code, 0);
     assert!(
         err.contains("gateway.proxy_from: ignored: proxy_protocol is not enabled"),
+        "{err}"
+    );
+}
+
+#[test]
+fn recipient_verification_keys_are_checked_and_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "known.txt",
+        "alice@example.com\n# comment\n\nbob@example.com\n",
+    );
+    write(dir.path(), "bad.txt", "alice@example.com\nnot an address\n");
+    let ok = format!(
+        "{BASE}recipients_known = \"known.txt\"\n\n[routing]\ndefault = [\"old\"]\n[[routing.rule]]\nname = \"pilot\"\nrecipients = [\"bob@example.com\"]\ndeliver = [\"old\", \"new\"]\nverify_recipients = \"probe\"\n"
+    );
+    let path = write(dir.path(), "ok.toml", &ok);
+    let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[1..],
+        [
+            "recipient verification (unknown users: 550 5.1.1 at RCPT; a probe without an answer: 450 4.1.1; postmaster is never checked):",
+            "  routing.rule[0] \"pilot\": verify_recipients = \"probe\": asks old and new (RCPT TO, after its rcpt_domain rewrite) whether each recipient the rule matches exists before accepting it",
+            "  targets.new: recipients_known = \"known.txt\" (2 addresses, re-read on SIGHUP): each recipient routed to new must be listed",
+            "  probe answers cached per target and address: known 1h, unknown 10m (gateway.verify_cache_positive, verify_cache_negative; temporary failures never), at most 10s per recipient (gateway.verify_timeout)",
+        ],
+        "{out}"
+    );
+
+    let bad = format!(
+        "{BASE}verify_recipients = \"yes\"\n\n[routing]\ndefault = [\"old\"]\n[[routing.rule]]\nname = \"pilot\"\nrecipients = [\"bob@example.com\"]\ndeliver = [\"old\"]\nrecipients_known = \"bad.txt\"\n"
+    )
+    .replace("accept_domains", "verify_timeout = \"0\"\naccept_domains")
+    .replace(
+        "2526\"\n",
+        "2526\"\nrecipients_known = \"missing.txt\"\n",
+    );
+    let path = write(dir.path(), "bad.toml", &bad);
+    let (code, out, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 1, "{out}{err}");
+    let missing = dir.path().join("missing.txt");
+    let bad_txt = dir.path().join("bad.txt");
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "{path}:5: gateway.verify_timeout: must be greater than zero (the longest a recipient's probes may take)"
+            ),
+            format!(
+                "{path}:10: targets.old.recipients_known: cannot read {}: No such file or directory (os error 2) (the allow-list of recipients: one address a line)",
+                missing.display()
+            ),
+            format!(
+                "{path}:15: targets.new.verify_recipients: invalid value \"yes\": write verify_recipients = \"probe\" (ask the target with RCPT TO before accepting; unknown users get 550 5.1.1) or leave the key out"
+            ),
+            format!(
+                "{}:2: routing.rule[0].recipients_known: invalid address \"not an address\": recipients_known lists exact addresses (local@domain), one a line",
+                bad_txt.display()
+            ),
+            format!("{path}: 4 error(s)"),
+        ],
         "{err}"
     );
 }

@@ -4,6 +4,7 @@
 //! never reads the store itself and never changes anything.
 
 use crate::inbound::limits::{IntakeStats, Limit};
+use crate::inbound::verify::VerifyStats;
 use crate::outbound::scheduler::Stats;
 use crate::queue::model::MessageSummary;
 use prometheus_client::encoding::text::encode;
@@ -67,12 +68,14 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: &AtomicU64) {
     registry.register(name, help, c);
 }
 
-/// Render the queue gauges and (when a delivery engine runs) its counters. Counter names get
-/// the `_total` suffix from the encoder.
+/// Render the queue gauges, (when a delivery engine runs) its counters and (when the SMTP
+/// intake runs) its counters and recipient verification counters. Counter names get the
+/// `_total` suffix from the encoder.
 pub fn render(
     q: &QueueGauges,
     stats: Option<&Stats>,
     intake: Option<&IntakeStats>,
+    verify: Option<&VerifyStats>,
 ) -> Result<String, std::fmt::Error> {
     let mut r = Registry::default();
     let messages: Gauge = Gauge::default();
@@ -171,9 +174,43 @@ pub fn render(
     if let Some(i) = intake {
         intake_counters(&mut r, i);
     }
+    if let Some(v) = verify {
+        results(
+            &mut r,
+            "cutover_verify_probes",
+            "Recipient probes sent to targets (RCPT TO), by result: known (2xx), unknown (5xx), tempfail (4xx, timeout, connection error)",
+            &[
+                ("known", &v.probe_known),
+                ("unknown", &v.probe_unknown),
+                ("tempfail", &v.probe_tempfail),
+            ],
+        );
+        results(
+            &mut r,
+            "cutover_verify_cache_hits",
+            "Recipient verifications answered from the cache (or by a probe already in flight), by result",
+            &[("known", &v.cache_known), ("unknown", &v.cache_unknown)],
+        );
+        results(
+            &mut r,
+            "cutover_verify_list",
+            "Recipients checked against recipients_known lists, by result",
+            &[("known", &v.list_known), ("unknown", &v.list_unknown)],
+        );
+    }
     let mut out = String::new();
     encode(&mut out, &r)?;
     Ok(out)
+}
+
+/// One counter family labelled `result`, from `(result, counter)` pairs.
+fn results(r: &mut Registry, name: &str, help: &str, pairs: &[(&str, &AtomicU64)]) {
+    let f = Family::<Labels, Counter>::default();
+    for (result, n) in pairs {
+        f.get_or_create(&vec![("result".to_string(), result.to_string())])
+            .inc_by(n.load(Ordering::Relaxed));
+    }
+    r.register(name, help, f);
 }
 
 /// The SMTP listener's counters: sessions, limits that refused or closed them, recipients and
@@ -196,27 +233,24 @@ fn intake_counters(r: &mut Registry, i: &IntakeStats) {
         "Connections refused or sessions closed by an abuse limit, by limit",
         limits,
     );
-    for (name, help, accepted, refused) in [
-        (
-            "cutover_smtp_recipients",
-            "RCPT commands by result",
-            &i.rcpts_accepted,
-            &i.rcpts_refused,
-        ),
-        (
-            "cutover_smtp_messages",
-            "Messages at the end of DATA by result",
-            &i.messages_accepted,
-            &i.messages_refused,
-        ),
-    ] {
-        let f = Family::<Labels, Counter>::default();
-        for (result, v) in [("accepted", accepted), ("refused", refused)] {
-            f.get_or_create(&vec![("result".to_string(), result.to_string())])
-                .inc_by(v.load(Ordering::Relaxed));
-        }
-        r.register(name, help, f);
-    }
+    results(
+        r,
+        "cutover_smtp_recipients",
+        "RCPT commands by result",
+        &[
+            ("accepted", &i.rcpts_accepted),
+            ("refused", &i.rcpts_refused),
+        ],
+    );
+    results(
+        r,
+        "cutover_smtp_messages",
+        "Messages at the end of DATA by result",
+        &[
+            ("accepted", &i.messages_accepted),
+            ("refused", &i.messages_refused),
+        ],
+    );
 }
 
 #[cfg(test)]
@@ -271,7 +305,18 @@ mod tests {
         let stats = Stats::default();
         stats.attempts.store(7, Ordering::Relaxed);
         stats.dsn_delay.store(2, Ordering::Relaxed);
-        let text = render(&g, Some(&stats), None).unwrap();
+        let verify = VerifyStats::default();
+        verify.probe_unknown.fetch_add(1, Ordering::Relaxed);
+        verify.cache_unknown.fetch_add(2, Ordering::Relaxed);
+        let text = render(&g, Some(&stats), None, Some(&verify)).unwrap();
+        assert!(
+            text.contains(r#"cutover_verify_probes_total{result="unknown"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"cutover_verify_cache_hits_total{result="unknown"} 2"#),
+            "{text}"
+        );
         assert!(text.contains("cutover_queue_messages 2\n"), "{text}");
         assert!(
             text.contains(r#"cutover_queue_legs{target="new",state="held"} 2"#),
@@ -290,7 +335,7 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
-        let bare = render(&QueueGauges::default(), None, None).unwrap();
+        let bare = render(&QueueGauges::default(), None, None, None).unwrap();
         assert!(!bare.contains("cutover_delivery"), "{bare}");
         assert!(
             bare.contains("cutover_queue_oldest_message_age_seconds 0.0"),

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod status;
 
 use crate::config::Config;
+use crate::inbound::verify::VerifyStats;
 use crate::outbound::scheduler::Stats;
 use crate::queue::health::Health;
 use crate::queue::{Queue, QueueError};
@@ -44,6 +45,8 @@ pub struct AdminState {
     pub intake: Option<Arc<crate::inbound::limits::IntakeStats>>,
     /// Cached storage probe (shared with the gateway's watchdog when one runs).
     pub health: Arc<Health>,
+    /// The SMTP intake's recipient verification counters, when it runs in this process.
+    pub verify: Option<Arc<VerifyStats>>,
 }
 
 impl AdminState {
@@ -58,12 +61,19 @@ impl AdminState {
             config,
             stats,
             intake: None,
+            verify: None,
         }
     }
 
     /// Report the SMTP listener's counters.
     pub fn with_intake(mut self, intake: Arc<crate::inbound::limits::IntakeStats>) -> Self {
         self.intake = Some(intake);
+        self
+    }
+
+    /// Report these recipient verification counters in `/metrics`.
+    pub fn with_verify_stats(mut self, verify: Arc<VerifyStats>) -> Self {
+        self.verify = Some(verify);
         self
     }
 
@@ -226,7 +236,12 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
         Ok(g) => g,
         Err(r) => return r,
     };
-    match metrics::render(&gauges, s.stats.as_deref(), s.intake.as_deref()) {
+    match metrics::render(
+        &gauges,
+        s.stats.as_deref(),
+        s.intake.as_deref(),
+        s.verify.as_deref(),
+    ) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

@@ -39,6 +39,9 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<ExitCode> {
                     format!(", {} warning(s)", loaded.warnings.len())
                 }
             );
+            for line in cutover::inbound::verify::explain(c) {
+                println!("{line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

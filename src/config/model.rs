@@ -87,6 +87,15 @@ fn default_hard_error_limit() -> u32 {
 fn default_min_free_space() -> ByteSize {
     ByteSize(1 << 30)
 }
+fn default_verify_cache_positive() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+fn default_verify_cache_negative() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+fn default_verify_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
 
 /// `[gateway]`: the SMTP listener and its policy.
 #[derive(Clone, Debug, Deserialize)]
@@ -158,6 +167,16 @@ pub struct Gateway {
     #[serde(default = "default_min_free_space")]
     pub min_free_space: ByteSize,
     pub tls: Option<GatewayTls>,
+    /// Recipient verification (`verify_recipients = "probe"`): how long a probe's "known"
+    /// answer is reused.
+    #[serde(default = "default_verify_cache_positive")]
+    pub verify_cache_positive: HumanDuration,
+    /// How long a probe's "unknown user" answer is reused (`0`: never cached).
+    #[serde(default = "default_verify_cache_negative")]
+    pub verify_cache_negative: HumanDuration,
+    /// Longest a recipient's probes may take before the client gets `450 4.1.1`.
+    #[serde(default = "default_verify_timeout")]
+    pub verify_timeout: HumanDuration,
 }
 
 /// `gateway.tls`: STARTTLS on the MX listener.
@@ -226,6 +245,44 @@ pub struct Target {
     pub connect_timeout: HumanDuration,
     #[serde(default = "default_smtp_timeout")]
     pub timeout: HumanDuration,
+    /// Ask this target (RCPT TO) whether each recipient routed to it exists before accepting.
+    pub verify_recipients: Option<VerifyMode>,
+    /// Allow-list: every recipient routed to this target must be in this file.
+    pub recipients_known: Option<PathBuf>,
+    /// Addresses read from `recipients_known` (filled in by the loader, so a reload re-reads it).
+    #[serde(skip)]
+    pub known: Option<KnownList>,
+}
+
+/// `verify_recipients`: how recipients are checked before they are accepted. Only `"probe"`
+/// exists; leaving the key out means no probing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum VerifyMode {
+    /// `RCPT TO` at the target before answering the client (Postfix's
+    /// `reject_unverified_recipient`).
+    Probe,
+}
+
+impl TryFrom<String> for VerifyMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "probe" => Ok(VerifyMode::Probe),
+            other => Err(format!(
+                "invalid value {other:?}: write verify_recipients = \"probe\" (ask the target with RCPT TO before accepting; unknown users get 550 5.1.1) or leave the key out"
+            )),
+        }
+    }
+}
+
+/// The lines of a `recipients_known` file: `(line number, address)`, comments and blank lines
+/// dropped; checked by the loader, compiled by `inbound::verify`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KnownList {
+    /// The file as resolved (for messages).
+    pub file: PathBuf,
+    pub addresses: Vec<(usize, String)>,
 }
 
 /// `targets.NAME.auth`.
@@ -262,6 +319,13 @@ pub struct Rule {
     /// Patterns read from `recipients_file` (filled in by the loader), with their line numbers.
     #[serde(skip)]
     pub file_patterns: Vec<(usize, String)>,
+    /// Probe the rule's targets (RCPT TO) for each recipient the rule matches before accepting.
+    pub verify_recipients: Option<VerifyMode>,
+    /// Allow-list: every recipient the rule matches must be in this file.
+    pub recipients_known: Option<PathBuf>,
+    /// Addresses read from `recipients_known` (filled in by the loader).
+    #[serde(skip)]
+    pub known: Option<KnownList>,
 }
 
 fn default_retry_schedule() -> Vec<HumanDuration> {

@@ -2,8 +2,8 @@
 //! patterns that must compile, list files read line by line; plus the warnings (shadowed rules,
 //! recipients outside `accept_domains`). Reads list files; nothing else.
 
-use super::{Config, KeyPath, Reader, resolve_path};
-use crate::routing::{Origin, Pattern, Router};
+use super::{Config, KeyPath, KnownList, Reader, resolve_path};
+use crate::routing::{Address, Origin, Pattern, Router};
 use std::path::Path;
 
 pub(crate) fn validate(
@@ -40,8 +40,11 @@ pub(crate) fn validate(
         }
     };
 
-    for (name, t) in &c.targets {
+    for (name, t) in c.targets.iter_mut() {
         let tp = p.key("targets").key(name);
+        if let Some(file) = &t.recipients_known {
+            t.known = read_known(&resolve_path(base_dir, file), &tp, cx);
+        }
         match (&t.address, &t.mx) {
             (Some(_), Some(_)) => {
                 cx.error(&tp.key("mx"), "set either address or mx, not both".into())
@@ -151,6 +154,9 @@ pub(crate) fn validate(
                     format!("cannot read {}: {e}", full.display()),
                 ),
             }
+        }
+        if let Some(file) = &rule.recipients_known {
+            rule.known = read_known(&resolve_path(base_dir, file), &rp, cx);
         }
         if rule.recipients.is_empty() && rule.recipients_file.is_none() {
             cx.error(
@@ -389,6 +395,12 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
             );
         }
     }
+    if c.gateway.verify_timeout.0.is_zero() {
+        cx.error(
+            &g.key("verify_timeout"),
+            "must be greater than zero (the longest a recipient's probes may take)".into(),
+        );
+    }
     if c.gateway.max_recipients == 0 {
         cx.error(&g.key("max_recipients"), "must be at least 1".into());
     }
@@ -466,6 +478,49 @@ fn routing_warnings(c: &Config, router: &Router, cx: &mut Reader<'_>) {
             }
         }
     }
+}
+
+/// Read a `recipients_known` file (the key under `section`): one address a line, `#` comments.
+/// `None` (with an error naming the file and key) when it cannot be read; a line that is not
+/// an address is an error at its line.
+fn read_known(full: &Path, section: &KeyPath, cx: &mut Reader<'_>) -> Option<KnownList> {
+    let key = section.key("recipients_known");
+    let text = match std::fs::read_to_string(full) {
+        Ok(t) => t,
+        Err(e) => {
+            cx.error(
+                &key,
+                format!(
+                    "cannot read {}: {e} (the allow-list of recipients: one address a line)",
+                    full.display()
+                ),
+            );
+            return None;
+        }
+    };
+    let mut addresses = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let l = line.split('#').next().unwrap_or("").trim();
+        if l.is_empty() {
+            continue;
+        }
+        if Address::parse(l).is_some() {
+            addresses.push((n + 1, l.to_string()));
+        } else {
+            cx.error_in(
+                full,
+                n + 1,
+                &key,
+                format!(
+                    "invalid address {l:?}: recipients_known lists exact addresses (local@domain), one a line"
+                ),
+            );
+        }
+    }
+    Some(KnownList {
+        file: full.to_path_buf(),
+        addresses,
+    })
 }
 
 fn readable(path: &Path, key: &KeyPath, cx: &mut Reader<'_>) {

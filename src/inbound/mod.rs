@@ -7,7 +7,8 @@
 //! `limits` (anvil-style per-client counting and intake counters), `session`
 //! (the state machine and its IO), `ehlo` (greeting/capabilities), `policy` (pure address and
 //! relay decisions, leg planning), `data` (pure DATA decoder), `stamp` (pure trace headers and
-//! loop scan), `tls` (certificates and the plain/TLS stream), `reply` (reply formatting).
+//! loop scan), `tls` (certificates and the plain/TLS stream), `reply` (reply formatting),
+//! `verify` (recipient verification: known lists and probes of the target, with their cache).
 
 pub mod data;
 pub mod ehlo;
@@ -19,6 +20,7 @@ pub mod reply;
 pub mod session;
 pub mod stamp;
 pub mod tls;
+pub mod verify;
 
 use crate::config::{Config, resolve_path};
 use crate::queue::Queue;
@@ -36,6 +38,8 @@ pub enum InboundError {
     Tls(#[from] tls::TlsError),
     #[error("routing: {0}")]
     Routing(String),
+    #[error("recipient verification: {0}")]
+    Verify(#[from] crate::outbound::resolve::ResolverError),
 }
 
 /// Everything a session needs from the configuration; replaced as a whole on reload.
@@ -44,6 +48,8 @@ pub struct Settings {
     pub router: Router,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub state_dir: PathBuf,
+    /// Recipient verification (known lists, probes).
+    pub verify: verify::VerifyConfig,
 }
 
 impl Settings {
@@ -71,17 +77,20 @@ impl Settings {
             router,
             tls,
             state_dir: resolve_path(base, &cfg.gateway.state_dir),
+            verify: verify::VerifyConfig::from_config(cfg)?,
         })
     }
 }
 
-/// Shared state of the intake: current settings (swappable), the queue, connection counts.
+/// Shared state of the intake: current settings (swappable), the queue, connection counts, the
+/// recipient verification cache.
 pub struct Inbound {
     settings: RwLock<Arc<Settings>>,
     pub queue: Queue,
     pub conns: ConnTracker,
     pub rates: limits::RateLimiter,
     pub stats: Arc<limits::IntakeStats>,
+    pub verifier: verify::Verifier,
 }
 
 impl Inbound {
@@ -92,6 +101,7 @@ impl Inbound {
             conns: ConnTracker::default(),
             rates: limits::RateLimiter::default(),
             stats: Arc::default(),
+            verifier: verify::Verifier::default(),
         })
     }
 
@@ -104,11 +114,13 @@ impl Inbound {
     }
 
     /// Atomically switch to new settings (SIGHUP reload); sessions already running keep theirs.
+    /// Cached verification answers are dropped (targets or their users may have changed).
     pub fn replace_settings(&self, s: Settings) {
         let new = Arc::new(s);
         match self.settings.write() {
             Ok(mut g) => *g = new,
             Err(p) => *p.into_inner() = new,
         }
+        self.verifier.clear();
     }
 }

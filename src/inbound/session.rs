@@ -341,7 +341,7 @@ impl Session {
             Ok(Request::Rcpt { .. }) | Err(ProtoError::InvalidRecipientAddress)
                 if text.len() >= 4 && text[..4].eq_ignore_ascii_case("RCPT") =>
             {
-                let r = self.rcpt(&text);
+                let r = self.rcpt(&text).await;
                 self.count_rcpt(&r);
                 self.reply(r);
             }
@@ -492,7 +492,7 @@ impl Session {
         Reply::new(250, "2.1.0", "Ok")
     }
 
-    fn rcpt(&mut self, line: &str) -> Reply {
+    async fn rcpt(&mut self, line: &str) -> Reply {
         let settings = self.settings.clone();
         let p = &settings.policy;
         let trusted = self.trusted;
@@ -533,6 +533,15 @@ impl Session {
         match policy::decide_rcpt(p, &mailbox, trusted, route) {
             RcptDecision::Accept(route) => {
                 if !tx.rcpts.iter().any(|(a, _)| a == &address) {
+                    // Recipient verification (known lists, probes of the target): trusted
+                    // clients too, so nothing undeliverable is queued.
+                    let v = &settings.verify;
+                    if v.is_enabled()
+                        && let Some(r) = self.inbound.verifier.check(v, &address, &route).await
+                    {
+                        tracing::info!(client = %self.peer, rcpt = %address, reply = %r, "recipient refused");
+                        return r;
+                    }
                     tx.rcpts.push((address, route));
                 }
                 Reply::new(250, "2.1.5", "Ok")

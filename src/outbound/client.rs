@@ -681,6 +681,36 @@ impl Session {
             .collect()
     }
 
+    /// Recipient verification: would the server take mail for `rcpt`? `MAIL FROM:<>` (with
+    /// `SMTPUTF8` for a non-ASCII address when offered), `RCPT TO:<rcpt>`, then `RSET`; no DATA.
+    /// The outcome is the RCPT's: delivered = known, failed (5xx) = refused, deferred = 4xx or
+    /// the question could not be asked. A refused `MAIL FROM:<>` is deferred, never "unknown".
+    pub async fn probe(&mut self, rcpt: &str) -> Outcome {
+        if self.broken {
+            return Outcome::local("connection lost (session not usable)");
+        }
+        let mut params = Parameters::new();
+        if !rcpt.is_ascii() && self.smtputf8 {
+            params.add("SMTPUTF8");
+        }
+        if let Err(e) = on_stream!(&mut self.stream, c => c.mail_from("", &params).await) {
+            self.broken |= is_broken(&e);
+            let o = err_outcome(&e);
+            self.reset().await;
+            return Outcome::local(&format!("MAIL FROM:<> not accepted: {}", o.reply()));
+        }
+        let none = Parameters::new();
+        let o = match on_stream!(&mut self.stream, c => c.rcpt_to(rcpt, &none).await) {
+            Ok(()) => Outcome::from_reply(250, "recipient accepted"),
+            Err(e) => {
+                self.broken |= is_broken(&e);
+                err_outcome(&e)
+            }
+        };
+        self.reset().await;
+        o
+    }
+
     /// DATA: the command, the streamed body, the final reply.
     async fn data(&mut self, src: &mut Source<'_>, size: u64) -> Outcome {
         let r = on_stream!(&mut self.stream, c => c.cmd(b"DATA\r\n").await);

@@ -1,8 +1,10 @@
 //! Outbound delivery: the scheduler that picks due legs, the SMTP client (mail-send), target
-//! resolution (static address or MX via hickory), TLS/AUTH policy and reply classification.
-//! Never decides routes: legs arrive from the queue already routed.
+//! resolution (static address or MX via hickory), TLS/AUTH policy, how to reach a target
+//! (`dial`, shared with recipient probes) and reply classification. Never decides routes: legs
+//! arrive from the queue already routed.
 
 pub mod client;
+pub mod dial;
 pub mod mx;
 pub mod reply;
 pub mod resolve;

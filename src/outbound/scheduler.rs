@@ -3,13 +3,13 @@
 //! per-recipient outcomes durably, and hands permanent failures and delays to the DSN builder.
 //! One leg's failure never re-sends another. Never decides routes: legs come routed.
 
-use super::client::{Body, ConnectSpec, Session, Transaction};
+use super::client::{Body, Session, Transaction};
+use super::dial::Dial;
 use super::reply::Outcome;
-use super::resolve::{Hop, Resolver};
+use super::resolve::Resolver;
 use super::retry::{delay_warning_due, expired, next_delay};
-use super::tls::connector;
 use crate::bounce::{self, DsnKind, DsnRecipient};
-use crate::config::{Config, Target, TlsMode, resolve_path};
+use crate::config::{Config, Target};
 use crate::fingerprint;
 use crate::queue::model::{BOUNCE_RULE, Leg, MessageRecord, RcptFate, RcptState};
 use crate::queue::{Queue, QueueError, QueueId, QueuedBody};
@@ -556,86 +556,26 @@ impl Scheduler {
         target: Option<&Target>,
         rcpts: &[String],
     ) -> Result<Session, Outcome> {
-        let (hops, tls, verify, ca, timeouts, auth): (Vec<Hop>, TlsMode, bool, _, _, _) =
-            match target {
-                Some(t) => {
-                    let hops = self.resolver.hops(t, cfg.dns.allow_private_mx).await?;
-                    let auth = match &t.auth {
-                        Some(a) => {
-                            let path = resolve_path(
-                                cfg.path.parent().unwrap_or(std::path::Path::new(".")),
-                                &a.password_file,
-                            );
-                            let pass = std::fs::read_to_string(&path).map_err(|e| {
-                                Outcome::local(&format!("cannot read {}: {e}", path.display()))
-                            })?;
-                            Some((
-                                a.username.clone(),
-                                pass.trim_end_matches(['\r', '\n']).to_string(),
-                            ))
-                        }
-                        None => None,
-                    };
-                    (
-                        hops,
-                        t.tls,
-                        t.tls_verify,
-                        t.tls_ca.clone(),
-                        (t.connect_timeout.0, t.timeout.0),
-                        auth,
-                    )
-                }
-                None => {
-                    let domain = rcpts
-                        .first()
-                        .and_then(|r| r.rsplit_once('@'))
-                        .map(|(_, d)| d)
-                        .unwrap_or("");
-                    let hops = self
-                        .resolver
-                        .hops_for_domain(domain, 25, cfg.dns.allow_private_mx)
-                        .await?;
-                    (
-                        hops,
-                        TlsMode::Opportunistic,
-                        true,
-                        None,
-                        (Duration::from_secs(30), Duration::from_secs(300)),
-                        None,
-                    )
-                }
-            };
-        let ca =
-            ca.map(|p| resolve_path(cfg.path.parent().unwrap_or(std::path::Path::new(".")), &p));
-        let conn = connector(verify, ca.as_deref()).map_err(|e| Outcome::local(&e.to_string()))?;
-        let mut last = Outcome::local(&format!("no address for target {}", leg.target));
-        for hop in hops {
-            for addr in hop.addrs {
-                let spec = ConnectSpec {
-                    host: hop.host.clone(),
-                    addr,
-                    tls,
-                    connector: conn.clone(),
-                    helo: cfg.gateway.hostname.clone(),
-                    connect_timeout: timeouts.0,
-                    timeout: timeouts.1,
-                    auth: auth.clone(),
-                };
-                match Session::open(&spec).await {
-                    Ok(s) => {
-                        self.stats
-                            .connections_opened
-                            .fetch_add(1, Ordering::Relaxed);
-                        return Ok(s);
-                    }
-                    Err(o) => {
-                        tracing::debug!(host = %hop.host, %addr, reply = %o.reply(), "connection attempt failed; trying the next host");
-                        last = o;
-                    }
-                }
+        let helo = &cfg.gateway.hostname;
+        let dial = match target {
+            Some(t) => {
+                let base = cfg.path.parent().unwrap_or(std::path::Path::new("."));
+                Dial::target(&self.resolver, t, base, helo, cfg.dns.allow_private_mx).await?
             }
-        }
-        Err(last)
+            None => {
+                let domain = rcpts
+                    .first()
+                    .and_then(|r| r.rsplit_once('@'))
+                    .map(|(_, d)| d)
+                    .unwrap_or("");
+                Dial::domain(&self.resolver, domain, helo, cfg.dns.allow_private_mx).await?
+            }
+        };
+        let s = dial.open(&leg.target).await?;
+        self.stats
+            .connections_opened
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(s)
     }
 
     /// Apply outcomes to the leg durably; then DSNs and clean-up. `postpone` forces the next

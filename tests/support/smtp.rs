@@ -131,6 +131,28 @@ listen = "{admin}"
         g
     }
 
+    /// A gateway on a configuration of the test's own: `text(smtp, admin, state_dir)` is the
+    /// whole file (written as `cutover.toml` in the temp dir, next to any files the test adds).
+    pub fn start_config(text: impl FnOnce(SocketAddr, SocketAddr, &Path) -> String) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.path().join("cutover.toml");
+        std::fs::write(&config, text(smtp, admin, &dir.path().join("state"))).unwrap();
+        let mut g = Gateway {
+            dir,
+            config,
+            smtp,
+            admin,
+            args: Vec::new(),
+            env: Vec::new(),
+            wrap: Vec::new(),
+            child: None,
+        };
+        g.spawn();
+        g
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
