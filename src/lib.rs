@@ -1,5 +1,6 @@
 //! cutover: a mail-migration gateway.
 
+pub mod address;
 pub mod admin;
 pub mod backfill;
 pub mod bounce;
@@ -9,6 +10,7 @@ pub mod fault;
 pub mod fingerprint;
 pub mod inbound;
 pub mod ledger;
+pub mod loader;
 pub mod outbound;
 pub mod own_thread;
 pub mod queue;

@@ -39,7 +39,7 @@ delay_warning = "0"
     );
     let path = dir.join("cutover.toml");
     std::fs::write(&path, &text).unwrap();
-    cutover::config::load(&path).unwrap().config
+    cutover::loader::load(&path).unwrap().config
 }
 
 const BODY: &[u8] = b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHi Bob.\r\n.\r\n..\r\nBye.\r\n";

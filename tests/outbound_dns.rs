@@ -165,7 +165,7 @@ async fn delivery_falls_back_to_the_second_mx() {
         ),
     )
     .unwrap();
-    let cfg = cutover::config::load(&path).unwrap().config;
+    let cfg = cutover::loader::load(&path).unwrap().config;
     let q = cutover::queue::Queue::open(&cfg.gateway.state_dir).unwrap();
     let mut w = q.body_writer().unwrap();
     w.write(b"Subject: mx\r\n\r\nhello\r\n").await.unwrap();
@@ -231,7 +231,7 @@ async fn engine(d: &Dnsmasq, extra: &str) -> Engine {
         .replace("DNS", &d.addr.to_string()),
     )
     .unwrap();
-    let cfg = cutover::config::load(&path).unwrap().config;
+    let cfg = cutover::loader::load(&path).unwrap().config;
     let queue = cutover::queue::Queue::open(&cfg.gateway.state_dir).unwrap();
     let (cfg_tx, cfg_rx) = tokio::sync::watch::channel(std::sync::Arc::new(cfg));
     let sched = cutover::outbound::scheduler::Scheduler::new(queue.clone(), cfg_rx, None).unwrap();

@@ -268,7 +268,7 @@ async fn operations_offline_and_live_give_the_same_output() {
     std::fs::create_dir_all(&live_dir).unwrap();
     let cfg2 = write_config(&live_dir, &state2, admin.addr);
     let rerouted2 = write_rerouted_config(&live_dir, &state2, admin.addr);
-    let reloaded = cutover::config::load(&rerouted2).unwrap().config;
+    let reloaded = cutover::loader::load(&rerouted2).unwrap().config;
     let reload = admin.config.clone();
     let live = scenario(&cfg2, &rerouted2, &ids2, move || {
         reload.send(Arc::new(reloaded)).unwrap();
@@ -531,7 +531,7 @@ async fn live_operations_with_the_delivery_engine() {
 
     // The engine and the admin API share the config channel, as `serve` wires them.
     let cfg_path = sink_config(dir.path(), &state, dead_addr(), old.addr, new.addr);
-    let cfg = cutover::config::load(&cfg_path).unwrap().config;
+    let cfg = cutover::loader::load(&cfg_path).unwrap().config;
     let (cfg_tx, cfg_rx) = tokio::sync::watch::channel(Arc::new(cfg));
     let sched =
         cutover::outbound::scheduler::Scheduler::new(q.clone(), cfg_rx.clone(), None).unwrap();

@@ -74,7 +74,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
 pub fn load_config(
     path: &std::path::Path,
 ) -> anyhow::Result<Result<cutover::config::Loaded, ExitCode>> {
-    match cutover::config::load(path) {
+    match cutover::loader::load(path) {
         Ok(l) => {
             for w in &l.warnings {
                 eprintln!("{w}");

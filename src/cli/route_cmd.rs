@@ -2,8 +2,9 @@
 
 use super::ConfigArg;
 use clap::Subcommand;
+use cutover::address::Address;
 use cutover::config::values::Timestamp;
-use cutover::routing::{Address, Origin, Router, rewrite_rcpt};
+use cutover::routing::{Origin, Router, rewrite_rcpt};
 use std::process::ExitCode;
 use std::time::SystemTime;
 

@@ -127,7 +127,7 @@ async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<Exi
 
 /// SIGHUP: load and validate the file again; switch atomically or keep the old settings.
 fn reload(path: &Path, server: &Server) {
-    match cutover::config::load(path) {
+    match cutover::loader::load(path) {
         Ok(l) => {
             for w in &l.warnings {
                 tracing::warn!("{w}");

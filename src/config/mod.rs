@@ -61,17 +61,32 @@ const SECTIONS: &[&str] = &[
     "gateway", "targets", "routing", "queue", "admin", "dns", "bounce", "backfill",
 ];
 
-/// Read and validate the configuration at `path`.
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+/// What a check above this module (the routing checks: `crate::loader`) is told about the
+/// configuration it checks, besides the configuration itself.
+pub struct CheckContext<'p> {
+    /// The config file's directory (relative paths are relative to it).
+    pub base_dir: &'p Path,
+    /// `[routing]` was read without errors (its rules are worth compiling).
+    pub routing_ok: bool,
+    /// `[gateway]` was read without errors.
+    pub gateway_ok: bool,
+}
+
+/// A check run after this module's own validation, reporting through the same diagnostics.
+pub type Check = fn(&Config, &CheckContext<'_>, &mut Reader<'_>);
+
+/// Read the configuration at `path`, validate it, and run `extra` over it.
+pub fn load_with(path: &Path, extra: Check) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    parse(&text, path)
+    parse_with(&text, path, extra)
 }
 
-/// Parse and validate configuration text; `path` names it in messages and anchors relative paths.
-pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+/// Parse and validate configuration text, and run `extra` over it; `path` names it in messages
+/// and anchors relative paths.
+pub fn parse_with(text: &str, path: &Path, extra: Check) -> Result<Loaded, ConfigError> {
     let file = path.display().to_string();
     let doc = match DeTable::parse(text) {
         Ok(d) => d,
@@ -217,12 +232,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
         bounce,
         backfill,
     };
-    validate::validate(
-        &mut config,
-        &base_dir,
-        routing_ok,
-        &failed,
-        &broken_targets,
+    validate::validate(&mut config, &base_dir, &failed, &broken_targets, &mut cx);
+    extra(
+        &config,
+        &CheckContext {
+            base_dir: &base_dir,
+            routing_ok,
+            gateway_ok: !failed.contains(&"gateway"),
+        },
         &mut cx,
     );
     // Report in reading order: the config file by line, then list files by line.
@@ -268,7 +285,7 @@ struct BackfillWithJobs {
 }
 
 /// Collects diagnostics while reading one document.
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     file: String,
     index: SpanIndex<'a>,
     diags: Vec<Diagnostic>,
@@ -276,19 +293,19 @@ pub(crate) struct Reader<'a> {
 
 impl Reader<'_> {
     /// An error at `path` in the config file.
-    pub(crate) fn error(&mut self, path: &KeyPath, message: String) {
+    pub fn error(&mut self, path: &KeyPath, message: String) {
         let line = self.index.line_of_path(path);
         self.push(Severity::Error, self.file.clone(), line, path, message);
     }
 
     /// A warning at `path` in the config file.
-    pub(crate) fn warn(&mut self, path: &KeyPath, message: String) {
+    pub fn warn(&mut self, path: &KeyPath, message: String) {
         let line = self.index.line_of_path(path);
         self.push(Severity::Warning, self.file.clone(), line, path, message);
     }
 
     /// An error about a line of another file (a list file) that `path` names.
-    pub(crate) fn error_in(&mut self, file: &Path, line: usize, path: &KeyPath, message: String) {
+    pub fn error_in(&mut self, file: &Path, line: usize, path: &KeyPath, message: String) {
         self.push(
             Severity::Error,
             file.display().to_string(),

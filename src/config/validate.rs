@@ -1,15 +1,15 @@
 //! Cross-checks over a parsed configuration: names that must exist, windows that must be ordered,
-//! patterns that must compile, list files read line by line; plus the warnings (shadowed rules,
-//! recipients outside `accept_domains`). Reads list files; nothing else.
+//! list files read line by line, and the warnings about the gateway's own settings. Reads list
+//! files; nothing else. Whether routing patterns compile (and shadowed rules) is the routing
+//! module's check (`routing::check`), run by `crate::loader`.
 
 use super::{Config, KeyPath, KnownList, Reader, resolve_path};
-use crate::routing::{Address, Origin, Pattern, Router};
+use crate::address::Address;
 use std::path::Path;
 
 pub(crate) fn validate(
     c: &mut Config,
     base_dir: &Path,
-    routing_ok: bool,
     failed: &[&str],
     broken_targets: &[String],
     cx: &mut Reader<'_>,
@@ -163,31 +163,6 @@ pub(crate) fn validate(
                 &rp,
                 "has no recipients (set recipients or recipients_file)".into(),
             );
-        }
-    }
-
-    if routing_ok {
-        let (router, errors) = Router::new(&c.routing);
-        for e in errors {
-            let rp = p.key("routing").key("rule").index(e.rule);
-            match e.origin {
-                Origin::Inline(j) => cx.error(&rp.key("recipients").index(j), e.message),
-                Origin::File(line) => {
-                    let file = c.routing.rules[e.rule]
-                        .recipients_file
-                        .clone()
-                        .unwrap_or_default();
-                    cx.error_in(
-                        &resolve_path(base_dir, &file),
-                        line,
-                        &rp.key("recipients_file"),
-                        e.message,
-                    );
-                }
-            }
-        }
-        if ok("gateway") {
-            routing_warnings(c, &router, cx);
         }
     }
 
@@ -421,62 +396,6 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
             &g.key("tls").key("key"),
             cx,
         );
-    }
-}
-
-fn routing_warnings(c: &Config, router: &Router, cx: &mut Reader<'_>) {
-    let opts = router.options();
-    let accepted = &c.gateway.accept_domains;
-    for (i, rule) in router.rules().iter().enumerate() {
-        let rp = KeyPath::root().key("routing").key("rule").index(i);
-        // Shadowed: every pattern covered by an earlier rule that is always active.
-        if !rule.patterns.is_empty() {
-            let shadow = router.rules()[..i].iter().find(|earlier| {
-                !earlier.has_window()
-                    && rule
-                        .patterns
-                        .iter()
-                        .all(|(p, _)| earlier.patterns.iter().any(|(e, _)| e.covers(p, opts)))
-            });
-            if let Some(e) = shadow {
-                cx.warn(
-                    &rp.key("name"),
-                    format!(
-                        "rule {:?} can never match: rule {:?} (no time window) comes first and covers all its recipients",
-                        rule.name, e.name
-                    ),
-                );
-            }
-        }
-        for (p, origin) in &rule.patterns {
-            if let Some(d) = p.literal_domain()
-                && !accepted.iter().any(|a| a == d)
-            {
-                let key = match origin {
-                    Origin::Inline(j) => rp.key("recipients").index(*j),
-                    Origin::File(_) => rp.key("recipients_file"),
-                };
-                let at = match origin {
-                    Origin::File(l) => format!(" (list file line {l})"),
-                    Origin::Inline(_) => String::new(),
-                };
-                cx.warn(
-                    &key,
-                    format!(
-                        "{}{at}: domain {d:?} is not in gateway.accept_domains; only trusted_networks can send to it",
-                        p.text()
-                    ),
-                );
-            }
-            if let Pattern::Subdomain(d) = p
-                && !accepted.iter().any(|a| a.ends_with(&format!(".{d}")))
-            {
-                cx.warn(
-                    &rp.key("recipients"),
-                    format!("@.{d}: no subdomain of {d:?} is in gateway.accept_domains"),
-                );
-            }
-        }
     }
 }
 

@@ -237,7 +237,7 @@ pub async fn run(
     );
     std::fs::write(&cfg_path, &text)
         .map_err(|e| DemoError::Dir(cfg_path.display().to_string(), e))?;
-    let cfg = crate::config::load(&cfg_path)
+    let cfg = crate::loader::load(&cfg_path)
         .map_err(|e| DemoError::Config(e.to_string()))?
         .config;
     let server = Server::start(cfg, crate::server::ServerOptions::default()).await?;

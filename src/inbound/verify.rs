@@ -30,11 +30,12 @@
 //! calls at the edge. Never delivers, never routes, never writes to the queue.
 
 use super::reply::Reply;
+use crate::address::Address;
 use crate::config::{Config, KnownList, VerifyMode};
 use crate::outbound::dial::Dial;
 use crate::outbound::reply::Outcome;
 use crate::outbound::resolve::{Resolver, ResolverError};
-use crate::routing::{self, Address, MatchOptions, Route};
+use crate::routing::{self, MatchOptions, Route};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

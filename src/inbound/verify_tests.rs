@@ -19,7 +19,7 @@ fn config(extra: &str, known: &str) -> (tempfile::TempDir, VerifyConfig, crate::
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("known.txt"), known).unwrap();
     let path = dir.path().join("cutover.toml");
-    let loaded = crate::config::parse(&format!("{BASE}{extra}"), &path).unwrap();
+    let loaded = crate::loader::parse(&format!("{BASE}{extra}"), &path).unwrap();
     let v = VerifyConfig::from_config(&loaded.config).unwrap();
     let (router, errors) = crate::routing::Router::new(&loaded.config.routing);
     assert!(errors.is_empty());

@@ -611,7 +611,7 @@ via = "old"
 
     /// Config with an extra routing section.
     fn config(routing: &str) -> Config {
-        crate::config::parse(&format!("{CONFIG}{routing}"), Path::new("/t/cutover.toml"))
+        crate::loader::parse(&format!("{CONFIG}{routing}"), Path::new("/t/cutover.toml"))
             .unwrap()
             .config
     }

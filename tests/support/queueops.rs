@@ -31,7 +31,7 @@ impl Admin {
 
 /// Serve the admin API for `queue` on 127.0.0.1:0 with the config at `config_path`.
 pub async fn start_admin(queue: Queue, config_path: &Path, stats: Option<Arc<Stats>>) -> Admin {
-    let cfg = cutover::config::load(config_path).unwrap().config;
+    let cfg = cutover::loader::load(config_path).unwrap().config;
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
