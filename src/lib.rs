@@ -16,3 +16,4 @@ pub mod own_thread;
 pub mod queue;
 pub mod routing;
 pub mod server;
+pub mod tls_client;

@@ -183,7 +183,7 @@ listen = "{admin}"
                 host: "localhost".into(),
                 addr: smtp,
                 tls: cutover::config::TlsMode::None,
-                connector: cutover::outbound::tls::connector(false, None).unwrap(),
+                connector: cutover::tls_client::connector(false, None).unwrap(),
                 helo: "client.example.org".into(),
                 connect_timeout: Duration::from_secs(5),
                 timeout: Duration::from_secs(30),

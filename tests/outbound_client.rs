@@ -18,7 +18,7 @@ fn spec(addr: std::net::SocketAddr, tls: TlsMode) -> ConnectSpec {
         host: "localhost".into(),
         addr,
         tls,
-        connector: cutover::outbound::tls::connector(false, None).unwrap(),
+        connector: cutover::tls_client::connector(false, None).unwrap(),
         helo: "mx1.example.com".into(),
         connect_timeout: Duration::from_secs(5),
         timeout: Duration::from_secs(10),
@@ -474,7 +474,7 @@ async fn opportunistic_falls_back_to_unverified_tls_never_plaintext() {
     .await;
     let mut sp = spec(fake.addr, TlsMode::Opportunistic);
     // Verify against the system roots: the self-signed certificate fails.
-    sp.connector = cutover::outbound::tls::connector(true, None).unwrap();
+    sp.connector = cutover::tls_client::connector(true, None).unwrap();
     let mut s = Session::open(&sp).await.unwrap();
     assert!(!s.tls_verified);
     let desc = s.tls.clone().unwrap_or_default();
@@ -505,7 +505,7 @@ async fn required_tls_with_an_unverifiable_certificate_is_deferred() {
     })
     .await;
     let mut sp = spec(fake.addr, TlsMode::Required);
-    sp.connector = cutover::outbound::tls::connector(true, None).unwrap();
+    sp.connector = cutover::tls_client::connector(true, None).unwrap();
     let err = Session::open(&sp).await.err().unwrap();
     assert!(
         matches!(&err, Outcome::Deferred { reply } if reply.contains("TLS handshake")),
@@ -529,7 +529,7 @@ async fn auth_goes_only_over_verified_tls() {
     };
     let fake = FakeSmtp::start(script.clone()).await;
     let mut sp = spec(fake.addr, TlsMode::Required);
-    sp.connector = cutover::outbound::tls::connector(true, Some(&ca)).unwrap();
+    sp.connector = cutover::tls_client::connector(true, Some(&ca)).unwrap();
     sp.auth = Some(("cutover".into(), "secret".into()));
     let mut s = Session::open(&sp).await.unwrap();
     assert!(s.tls_verified);
@@ -561,7 +561,7 @@ async fn auth_goes_only_over_verified_tls() {
     // Opportunistic with credentials and a certificate that does not verify: no fallback.
     let fake = FakeSmtp::start(script).await;
     let mut sp = spec(fake.addr, TlsMode::Opportunistic);
-    sp.connector = cutover::outbound::tls::connector(true, None).unwrap();
+    sp.connector = cutover::tls_client::connector(true, None).unwrap();
     sp.auth = Some(("cutover".into(), "secret".into()));
     let err = Session::open(&sp).await.err().unwrap();
     assert!(matches!(err, Outcome::Deferred { .. }), "{err:?}");
@@ -580,7 +580,7 @@ async fn auth_is_never_sent_in_plaintext() {
         })
         .await;
         let mut sp = spec(fake.addr, mode);
-        sp.connector = cutover::outbound::tls::connector(true, None).unwrap();
+        sp.connector = cutover::tls_client::connector(true, None).unwrap();
         sp.auth = Some(("cutover".into(), "secret".into()));
         let err = Session::open(&sp).await.err().unwrap();
         assert!(

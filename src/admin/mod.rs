@@ -8,6 +8,7 @@
 
 pub mod guard;
 pub mod metrics;
+pub mod ops;
 pub mod status;
 
 use crate::config::Config;
@@ -185,12 +186,12 @@ async fn release(State(s): State<AdminState>, Path(id): Path<String>) -> Respons
 /// A live reroute: legs that may be in flight are left alone (reported as `busy`).
 async fn reroute(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
     let routes = Routes::new(&s.cfg().routing).0;
-    json(s.queue.reroute(&id, &routes, SystemTime::now(), true).await)
+    json(ops::reroute(&s.queue, &id, &routes, SystemTime::now(), true).await)
 }
 
 async fn reroute_all(State(s): State<AdminState>) -> Response {
     let routes = Routes::new(&s.cfg().routing).0;
-    json(s.queue.reroute_all(&routes, SystemTime::now(), true).await)
+    json(ops::reroute_all(&s.queue, &routes, SystemTime::now(), true).await)
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -210,10 +211,14 @@ async fn delete(
     let live = s.stats.is_some();
     let deadline = tokio::time::Instant::now() + DELETE_BUSY_WAIT;
     loop {
-        let r = s
-            .queue
-            .delete(&id, p.bounce.then_some(&*cfg), SystemTime::now(), live)
-            .await;
+        let r = ops::delete(
+            &s.queue,
+            &id,
+            p.bounce.then_some(&*cfg),
+            SystemTime::now(),
+            live,
+        )
+        .await;
         match r {
             Err(QueueError::Busy(_)) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;

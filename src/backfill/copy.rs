@@ -7,9 +7,10 @@
 //! Never decides what to copy (that is `index`) and never writes state (the caller does, from
 //! the confirmations reported here).
 
+use super::CMD_TIMEOUT;
 use super::index::{DstMsg, SrcMsg};
 use super::plan::{FolderInfo, Listing};
-use super::session::{CMD_TIMEOUT, Conn, ImapStream, timed};
+use super::session::{Conn, ImapStream, timed};
 use super::{BackfillError, Result};
 use crate::fingerprint::{self, Fingerprint};
 use async_imap::imap_proto::{Response, Status};

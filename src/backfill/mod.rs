@@ -21,6 +21,10 @@ pub mod utf7;
 
 use std::time::Duration;
 
+/// Timeout of one network round trip: an IMAP command (connect, login, small commands), an
+/// OAuth token request.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Why a backfill step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {

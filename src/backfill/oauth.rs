@@ -3,7 +3,7 @@
 //! client-credentials flow (`oauth = { token_url, client_id, client_secret_file, scope }`),
 //! cached until shortly before they expire. Never talks IMAP.
 
-use super::session::{CMD_TIMEOUT, tls_config};
+use super::CMD_TIMEOUT;
 use super::{BackfillError, Result};
 use crate::config::{ImapEndpoint, OAuth};
 use std::collections::HashMap;
@@ -192,7 +192,10 @@ async fn post_form(url: &str, form: &str) -> Result<String> {
         .map_err(|e| err(e.to_string()))?;
     let mut buf = Vec::new();
     if tls {
-        let cfg = Arc::new(tls_config(true, None)?);
+        let cfg = Arc::new(
+            crate::tls_client::client_config(true, None)
+                .map_err(|e| BackfillError::Config(e.to_string()))?,
+        );
         let name = rustls_pki_types::ServerName::try_from(host.to_string())
             .map_err(|e| BackfillError::Config(e.to_string()))?;
         let mut s = tokio_rustls::TlsConnector::from(cfg)

@@ -15,8 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Timeout of one IMAP command round trip (connect, login, small commands).
-pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+use super::CMD_TIMEOUT;
 
 /// Plain TCP or TLS.
 #[derive(Debug)]
@@ -132,10 +131,13 @@ impl Side {
         let abs = |p: &PathBuf| crate::config::resolve_path(base, p);
         let tls = match ep.tls {
             ImapTls::None => None,
-            _ => Some(Arc::new(tls_config(
-                ep.tls_verify,
-                ep.tls_ca.as_ref().map(abs).as_deref(),
-            )?)),
+            _ => Some(Arc::new(
+                crate::tls_client::client_config(
+                    ep.tls_verify,
+                    ep.tls_ca.as_ref().map(abs).as_deref(),
+                )
+                .map_err(|e| BackfillError::Config(e.to_string()))?,
+            )),
         };
         let admin_password = match &ep.password_file {
             Some(p) => Some(read_secret(&abs(p))?),
@@ -405,178 +407,5 @@ impl async_imap::Authenticator for OneShot {
     type Response = Vec<u8>;
     fn process(&mut self, _challenge: &[u8]) -> Vec<u8> {
         self.payload.take().unwrap_or_default()
-    }
-}
-
-/// Client TLS config: system roots (or `tls_ca`), or no verification at all for labs.
-pub fn tls_config(verify: bool, ca: Option<&Path>) -> Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| BackfillError::Config(format!("TLS: {e}")))?;
-    if !verify {
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth());
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    let mut pinned = Vec::new();
-    match ca {
-        Some(path) => {
-            use rustls_pki_types::pem::PemObject;
-            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|e| BackfillError::Config(format!("{}: {e}", path.display())))?;
-            for c in certs {
-                let c = c.map_err(|e| BackfillError::Config(format!("{}: {e}", path.display())))?;
-                pinned.push(c.to_vec());
-                // A self-signed server certificate may not be usable as a trust anchor; it is
-                // still accepted below when the server presents exactly it.
-                let _ = roots.add(c);
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for c in native.certs {
-                let _ = roots.add(c);
-            }
-        }
-    }
-    if pinned.is_empty() {
-        return Ok(builder.with_root_certificates(roots).with_no_client_auth());
-    }
-    let webpki = if roots.is_empty() {
-        None
-    } else {
-        rustls::client::WebPkiServerVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .ok()
-    };
-    Ok(builder
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned {
-            webpki,
-            pinned,
-            provider,
-        }))
-        .with_no_client_auth())
-}
-
-/// `tls_ca` verification: a chain to one of the given certificates (WebPKI rules), or exactly
-/// one of them as the server's own certificate (a self-signed lab certificate, which WebPKI
-/// rejects as "CA used as end entity").
-#[derive(Debug)]
-struct Pinned {
-    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
-    pinned: Vec<Vec<u8>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls_pki_types::CertificateDer<'_>,
-        intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        server_name: &rustls_pki_types::ServerName<'_>,
-        ocsp: &[u8],
-        now: rustls_pki_types::UnixTime,
-    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let webpki = match &self.webpki {
-            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
-            None => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            )),
-        };
-        match webpki {
-            Ok(v) => Ok(v),
-            Err(_)
-                if self
-                    .pinned
-                    .iter()
-                    .any(|p| p.as_slice() == end_entity.as_ref()) =>
-            {
-                Ok(rustls::client::danger::ServerCertVerified::assertion())
-            }
-            Err(e) => Err(e),
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls_pki_types::UnixTime,
-    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -10,6 +10,7 @@ use super::ConfigArg;
 use anyhow::{Context, anyhow, bail};
 use clap::Subcommand;
 use cutover::admin::ApiError;
+use cutover::admin::ops;
 use cutover::config::AdminToken;
 use cutover::queue::model::{Leg, Message, MessageSummary, RcptState};
 use cutover::queue::ops::{Deleted, LegsChanged, Rerouted};
@@ -274,8 +275,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
                         api_one(addr, "DELETE", id, q).await?
                     }
                     Source::Store(q) => found(
-                        q.delete(id, bounce.then_some(&cfg), SystemTime::now(), false)
-                            .await,
+                        ops::delete(q, id, bounce.then_some(&cfg), SystemTime::now(), false).await,
                     )?,
                     Source::Empty => None,
                 };
@@ -290,7 +290,9 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
             if select.all {
                 let v: Vec<Rerouted> = match &source {
                     Source::Api(addr) => api_all(addr, "/api/queue/reroute").await?,
-                    Source::Store(q) => q.reroute_all(&routes, SystemTime::now(), false).await?,
+                    Source::Store(q) => {
+                        ops::reroute_all(q, &routes, SystemTime::now(), false).await?
+                    }
                     Source::Empty => Vec::new(),
                 };
                 out.items
@@ -300,7 +302,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
                     let r: Option<Rerouted> = match &source {
                         Source::Api(addr) => api_one(addr, "POST", id, "/reroute").await?,
                         Source::Store(q) => {
-                            found(q.reroute(id, &routes, SystemTime::now(), false).await)?
+                            found(ops::reroute(q, id, &routes, SystemTime::now(), false).await)?
                         }
                         Source::Empty => None,
                     };

@@ -301,7 +301,7 @@ async fn send_all(smtp: SocketAddr, samples: &[Sample], phase: u8) -> Vec<Sent> 
         host: "localhost".into(),
         addr: smtp,
         tls: TlsMode::None,
-        connector: match crate::outbound::tls::connector(false, None) {
+        connector: match crate::tls_client::connector(false, None) {
             Ok(c) => c,
             Err(_) => return Vec::new(),
         },

@@ -14,8 +14,8 @@
 //! server does not offer STARTTLS at all.
 
 use super::reply::Outcome;
-use super::tls::Connector;
 use crate::config::TlsMode;
+use crate::tls_client::Connector;
 use mail_send::SmtpClient;
 use mail_send::smtp::message::Parameters;
 use smtp_proto::{EXT_START_TLS, EhloResponse};

@@ -7,8 +7,8 @@
 use super::client::{ConnectSpec, Session};
 use super::reply::Outcome;
 use super::resolve::{Hop, Resolver};
-use super::tls::{Connector, connector};
 use crate::config::{Target, TlsMode, resolve_path};
+use crate::tls_client::{Connector, connector};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Operator actions on queued messages (`cutover queue retry|hold|release|delete|reroute` and
 //! the admin API's POST/DELETE routes): retry now, hold, release, delete (optionally with a
-//! failure DSN) and reroute pending recipients under the current routing. Each action is one
+//! failure DSN, which `admin::ops` builds) and reroute pending recipients by a route function
+//! (`admin::ops` gives the router in force). Each action is one
 //! transaction over the record and its `due` entries, durable (group-committed) on return, and
 //! returns a small serialisable report of what changed. The reroute plan is a pure function
 //! ([`plan_reroute`]). Never does network IO and never delivers.
@@ -11,11 +12,8 @@
 //! reported as `busy`, try again shortly) and never shifts the index of such a leg.
 
 use super::model::{Leg, MessageRecord, RcptState, Recipient};
-use super::store::Change;
+use super::store::{Change, Staged};
 use super::{NewLeg, Queue, QueueError, QueueId, id};
-use crate::bounce::{self, DsnKind, DsnRecipient};
-use crate::config::Config;
-use crate::routing::Router;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -24,8 +22,15 @@ use std::time::SystemTime;
 /// How many messages `--all` actions work on concurrently (their flushes are group-committed).
 const ALL_CONCURRENCY: usize = 16;
 
-/// The reason given in a DSN for a message deleted with `--bounce`.
-pub const DELETED_REASON: &str = "deleted by the administrator";
+/// How a delete with bounce builds its DSN, composed above the queue (`admin::ops`): given
+/// the record and the recipients not delivered anywhere (each with the first leg carrying it),
+/// the messages to stage in the removal's transaction. It may run more than once (transaction
+/// retries), so it must be a pure function of its arguments.
+pub type BounceFn<'a> = dyn Fn(&MessageRecord, &[(&Leg, &Recipient)]) -> Vec<Staged> + Sync + 'a;
+
+/// Where reroute sends a recipient: its targets and the rule's name, or `None` (unrouted).
+/// Composed above the queue from the router in force.
+pub type RouteFn<'a> = dyn Fn(&str) -> Option<(Vec<String>, String)> + Sync + 'a;
 
 /// Which leg-wide action [`LegsChanged`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +112,7 @@ impl Rerouted {
     }
 }
 
-fn canonical(id: &str) -> Result<String, QueueError> {
+pub fn canonical(id: &str) -> Result<String, QueueError> {
     id::canonical(id).ok_or_else(|| QueueError::NotFound(id.to_string()))
 }
 
@@ -327,7 +332,7 @@ where
 
 /// Recipients of `rec` not delivered on any leg and still pending somewhere, once each, with
 /// the (first) leg carrying them.
-fn undelivered(rec: &MessageRecord) -> Vec<(&Leg, &Recipient)> {
+pub fn undelivered(rec: &MessageRecord) -> Vec<(&Leg, &Recipient)> {
     let delivered: HashSet<&str> = rec
         .legs
         .iter()
@@ -342,18 +347,6 @@ fn undelivered(rec: &MessageRecord) -> Vec<(&Leg, &Recipient)> {
         .filter(|(_, r)| r.state.is_pending() && !delivered.contains(r.address.as_str()))
         .filter(|(_, r)| seen.insert(r.address.as_str()))
         .collect()
-}
-
-/// The address `r` is (or would be) given to `l`'s target, for a DSN.
-fn final_rcpt(cfg: &Config, l: &Leg, r: &Recipient) -> String {
-    crate::routing::final_rcpt(
-        &r.address,
-        cfg.targets
-            .get(&l.target)
-            .and_then(|t| t.rcpt_domain.as_deref()),
-        &cfg.gateway.accept_domains,
-        r.rule == super::model::BOUNCE_RULE,
-    )
 }
 
 impl Queue {
@@ -425,27 +418,19 @@ impl Queue {
         })
     }
 
-    /// Delete `id`. With `bounce = Some(config)`, queue a failure DSN ("deleted by the
-    /// administrator") to the sender for the recipients not delivered anywhere (none for a `<>`
-    /// sender), in the same transaction as the removal. `live` (a scheduler runs in this
-    /// process): with `bounce`, a message with a leg that may be in flight right now is refused
-    /// with [`QueueError::Busy`] (the same check as reroute), so a sender is never told "not
-    /// delivered" about mail being delivered at that moment.
+    /// Delete `id`. With `bounce`, stage what it builds (a failure DSN to the sender for the
+    /// recipients not delivered anywhere) in the same transaction as the removal. `live` (a
+    /// scheduler runs in this process): with `bounce`, a message with a leg that may be in flight
+    /// right now is refused with [`QueueError::Busy`] (the same check as reroute), so a sender is
+    /// never told "not delivered" about mail being delivered at that moment.
     pub async fn delete(
         &self,
         id: &str,
-        bounce: Option<&Config>,
+        bounce: Option<&BounceFn<'_>>,
         now: SystemTime,
         live: bool,
     ) -> Result<Deleted, QueueError> {
         let key = canonical(id)?;
-        let (headers, dsn_id) = match bounce {
-            Some(_) => (
-                bounce::original_headers(self, &key).await,
-                Some(self.next_id()),
-            ),
-            None => (Vec::new(), None),
-        };
         let out = self
             .rewrite(&key, |rec| {
                 if bounce.is_some() && live && rec.legs.iter().any(|l| possibly_in_flight(l, now)) {
@@ -454,36 +439,7 @@ impl Queue {
                     )));
                 }
                 let pending = undelivered(rec);
-                let add = match (bounce, &dsn_id) {
-                    (Some(cfg), Some(dsn_id)) => {
-                        let recipients: Vec<DsnRecipient> = pending
-                            .iter()
-                            .map(|(l, r)| DsnRecipient {
-                                original: r.address.clone(),
-                                final_rcpt: final_rcpt(cfg, l, r),
-                                target: l.target.clone(),
-                                remote_mta: None,
-                                diagnostic: match r.state.last_reply() {
-                                    Some(last) => format!("{DELETED_REASON}; last reply: {last}"),
-                                    None => DELETED_REASON.to_string(),
-                                },
-                                last_attempt: Some(now),
-                            })
-                            .collect();
-                        bounce::stage(
-                            dsn_id.clone(),
-                            cfg,
-                            rec,
-                            DsnKind::Failure,
-                            &recipients,
-                            &headers,
-                            now,
-                        )
-                        .into_iter()
-                        .collect()
-                    }
-                    _ => Vec::new(),
-                };
+                let add = bounce.map(|b| b(rec, &pending)).unwrap_or_default();
                 let pending: Vec<String> = pending.iter().map(|(_, r)| r.address.clone()).collect();
                 Ok(Change {
                     value: pending,
@@ -501,17 +457,17 @@ impl Queue {
         })
     }
 
-    /// Re-apply `router` at `now` to the pending recipients of `id` (see [`plan_reroute`]).
-    /// `live` (a scheduler runs in this process) leaves legs that may be in flight alone.
+    /// Re-apply `route` (the routing in force at `now`) to the pending recipients of `id` (see
+    /// [`plan_reroute`]). `live` (a scheduler runs in this process) leaves legs that may be in
+    /// flight alone.
     pub async fn reroute(
         &self,
         id: &str,
-        router: &Router,
+        route: &RouteFn<'_>,
         now: SystemTime,
         live: bool,
     ) -> Result<Rerouted, QueueError> {
         let key = canonical(id)?;
-        let route = |a: &str| router.route(a, now).map(|r| (r.targets, r.rule));
         let busy = |l: &Leg| live && possibly_in_flight(l, now);
         // Plan on a snapshot first: no write at all when nothing moves.
         let snapshot = self.record(&key)?;
@@ -554,13 +510,13 @@ impl Queue {
     /// [`Queue::reroute`] for every message; reports only messages with something to say.
     pub async fn reroute_all(
         &self,
-        router: &Router,
+        route: &RouteFn<'_>,
         now: SystemTime,
         live: bool,
     ) -> Result<Vec<Rerouted>, QueueError> {
         let ids = self.pending_ids()?;
         let results: Vec<Result<Rerouted, QueueError>> = futures_util::stream::iter(ids)
-            .map(|id| async move { self.reroute(&id, router, now, live).await })
+            .map(|id| async move { self.reroute(&id, route, now, live).await })
             .buffered(ALL_CONCURRENCY)
             .collect()
             .await;
@@ -587,8 +543,11 @@ fn collect_existing<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bounce;
+    use crate::config::Config;
     use crate::queue::Envelope;
     use crate::queue::store::DueEntry;
+    use crate::routing::Router;
     use std::path::Path;
     use std::time::Duration;
 
@@ -763,13 +722,15 @@ via = "old"
         // Due now, not held: a live scheduler may be delivering it this instant.
         let now = SystemTime::now() + std::time::Duration::from_secs(1);
         assert!(matches!(
-            q.delete(&id, Some(&cfg), now, true).await,
+            crate::admin::ops::delete(&q, &id, Some(&cfg), now, true).await,
             Err(QueueError::Busy(_))
         ));
         assert_eq!(q.list().unwrap().len(), 1, "nothing deleted, no DSN");
         // A held leg is certainly not in flight.
         q.hold(&id).await.unwrap();
-        let r = q.delete(&id, Some(&cfg), now, true).await.unwrap();
+        let r = crate::admin::ops::delete(&q, &id, Some(&cfg), now, true)
+            .await
+            .unwrap();
         assert!(r.bounce.is_some());
     }
 
@@ -800,8 +761,7 @@ via = "old"
         )
         .await;
         q.update_leg(&id, 0, |l| delivered(l, 1)).await.unwrap();
-        let r = q
-            .delete(&id, Some(&cfg), SystemTime::now(), false)
+        let r = crate::admin::ops::delete(&q, &id, Some(&cfg), SystemTime::now(), false)
             .await
             .unwrap();
         assert_eq!(r.pending, vec!["a@example.com", "c@example.com"]);
@@ -822,8 +782,7 @@ via = "old"
         assert!(text.contains("Subject: ops test"), "{text}");
         assert!(!text.contains("Final-Recipient: rfc822; bob@"), "{text}");
         // Never bounce a bounce.
-        let r = q
-            .delete(&dsn.0, Some(&cfg), SystemTime::now(), false)
+        let r = crate::admin::ops::delete(&q, &dsn.0, Some(&cfg), SystemTime::now(), false)
             .await
             .unwrap();
         assert_eq!(r.bounce, None);
@@ -877,7 +836,9 @@ deliver = ["old", "new"]
         // carol already delivered on old: never touched.
         q.update_leg(&id, 0, |l| delivered(l, 1)).await.unwrap();
         let now = SystemTime::now();
-        let r = q.reroute(&id, &router(SPLIT), now, false).await.unwrap();
+        let r = crate::admin::ops::reroute(&q, &id, &router(SPLIT), now, false)
+            .await
+            .unwrap();
         let moved: Vec<(&str, Vec<String>, Vec<String>)> = r
             .moved
             .iter()
@@ -935,14 +896,20 @@ deliver = ["old", "new"]
         assert_eq!(rec.legs[1].created, rec.legs[0].created);
         assert_eq!(due_of(&q, &id).len(), 2);
         // Again: nothing to do, no write.
-        let r = q.reroute(&id, &router(SPLIT), now, false).await.unwrap();
+        let r = crate::admin::ops::reroute(&q, &id, &router(SPLIT), now, false)
+            .await
+            .unwrap();
         assert!(r.moved.is_empty() && r.unchanged == 4, "{r:?}");
         assert_eq!(q.record(&id).unwrap(), rec);
         // Everyone to "new" now: old keeps only its delivered carol; new gets bob and zed.
-        let r = q
-            .reroute_all(&router("[routing]\ndefault = [\"new\"]\n"), now, false)
-            .await
-            .unwrap();
+        let r = crate::admin::ops::reroute_all(
+            &q,
+            &router("[routing]\ndefault = [\"new\"]\n"),
+            now,
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(r.len(), 1);
         let rec = q.record(&id).unwrap();
         assert_eq!(rec.legs[0].recipients.len(), 1);
@@ -977,8 +944,7 @@ deliver = ["old", "new"]
         let no_default = "[[routing.rule]]\nname = \"wave-1\"\nrecipients = [\"carol@example.com\"]\ndeliver = [\"new\"]\n";
         let now = SystemTime::now();
         // Live and due now: an attempt may be in flight, so nothing moves.
-        let r = q
-            .reroute(&id, &router(no_default), now, true)
+        let r = crate::admin::ops::reroute(&q, &id, &router(no_default), now, true)
             .await
             .unwrap();
         assert_eq!(r.busy, vec!["carol@example.com"]);
@@ -986,8 +952,7 @@ deliver = ["old", "new"]
         assert!(r.moved.is_empty());
         // Held: not in flight, and the new leg stays held.
         q.hold(&id).await.unwrap();
-        let r = q
-            .reroute(&id, &router(no_default), now, true)
+        let r = crate::admin::ops::reroute(&q, &id, &router(no_default), now, true)
             .await
             .unwrap();
         assert_eq!(r.moved.len(), 1);
