@@ -214,6 +214,25 @@ fn unrouted_and_invalid() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("unrouted: the gateway answers 550 5.1.1")
     );
+    // The answer comes from the intake's own RCPT decision: with reject_unrouted = false it is
+    // 450 4.1.1, as the gateway says.
+    std::fs::write(
+        &cfg,
+        CONFIG
+            .replace("default = [\"old\"]\n", "")
+            .replace("wave-1.txt", "w.txt")
+            .replace("[gateway]\n", "[gateway]\nreject_unrouted = false\n"),
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&run("zed@example.com").stdout).into_owned();
+    assert!(
+        text.contains("unrouted: the gateway answers 450 4.1.1"),
+        "{text}"
+    );
+    // Relaying is what an internet client is told for another domain; trusted clients too when
+    // no rule names it.
+    let text = String::from_utf8_lossy(&run("x@elsewhere.example").stdout).into_owned();
+    assert!(text.contains("550 5.7.1"), "{text}");
     let out = run("not-an-address");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not an address"));

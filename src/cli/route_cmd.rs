@@ -4,7 +4,8 @@ use super::ConfigArg;
 use clap::Subcommand;
 use cutover::address::Address;
 use cutover::config::values::Timestamp;
-use cutover::routing::{Origin, Router, rewrite_rcpt};
+use cutover::inbound::policy::{Mailbox, Policy, RcptDecision, decide_rcpt};
+use cutover::routing::{Router, explain};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -29,29 +30,6 @@ fn parse_at(s: &str) -> Result<Timestamp, String> {
     Timestamp::parse(s)
 }
 
-#[derive(serde::Serialize)]
-struct Explained {
-    address: String,
-    at: String,
-    routed: bool,
-    rule: Option<String>,
-    rule_index: Option<usize>,
-    how: Option<cutover::routing::How>,
-    pattern: Option<String>,
-    source: Option<String>,
-    active_from: Option<String>,
-    active_until: Option<String>,
-    accepted_domain: bool,
-    targets: Vec<TargetOut>,
-}
-
-#[derive(serde::Serialize)]
-struct TargetOut {
-    name: String,
-    final_address: String,
-    via: String,
-}
-
 pub fn run(cmd: RouteCmd) -> anyhow::Result<ExitCode> {
     let RouteCmd::Explain {
         addr,
@@ -71,66 +49,26 @@ pub fn run(cmd: RouteCmd) -> anyhow::Result<ExitCode> {
     let now = at.map(|t| t.0).unwrap_or_else(SystemTime::now);
     let (router, _) = Router::new(&c.routing);
     let route = router.route_address(&address, now);
-    let accepted = c.gateway.accept_domains.contains(&address.domain);
-    let mut out = Explained {
-        address: address.to_string(),
-        at: Timestamp(now).to_rfc3339(),
-        routed: route.is_some(),
-        rule: None,
-        rule_index: None,
-        how: None,
-        pattern: None,
-        source: None,
-        active_from: None,
-        active_until: None,
-        accepted_domain: accepted,
-        targets: Vec::new(),
+    let mut out = explain::explain(c, &address, route.as_ref(), now);
+    // The answer at RCPT, from the same decision the SMTP session makes.
+    let policy = Policy::from_gateway(&c.gateway);
+    let mailbox = Mailbox {
+        local: address.local.clone(),
+        domain: address.domain.clone(),
     };
-    if let Some(r) = &route {
-        out.rule = Some(r.rule.clone());
-        out.rule_index = r.rule_index;
-        out.how = Some(r.how);
-        out.pattern = r.pattern.clone();
-        if let Some(i) = r.rule_index {
-            let rule = &c.routing.rules[i];
-            out.active_from = rule.active_from.map(|t| t.to_rfc3339());
-            out.active_until = rule.active_until.map(|t| t.to_rfc3339());
-            out.source = r.origin.as_ref().map(|o| match o {
-                Origin::Inline(j) => format!("routing.rule[{i}].recipients[{j}]"),
-                Origin::File(l) => format!(
-                    "{}:{l}",
-                    rule.recipients_file
-                        .as_deref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                ),
-            });
-        }
-        for t in &r.targets {
-            let target = c.targets.get(t);
-            let final_address = rewrite_rcpt(&addr, target.and_then(|t| t.rcpt_domain.as_deref()));
-            let via = match target {
-                Some(t) => match (&t.address, &t.mx) {
-                    (Some(a), _) => format!("{a} (tls {:?})", t.tls).to_lowercase(),
-                    (None, Some(m)) => format!("MX of {m} (tls {:?})", t.tls).to_lowercase(),
-                    _ => String::new(),
-                },
-                None => String::new(),
-            };
-            out.targets.push(TargetOut {
-                name: t.clone(),
-                final_address,
-                via,
-            });
-        }
-    }
+    let verdict = |trusted: bool| match decide_rcpt(&policy, &mailbox, trusted, route.clone()) {
+        RcptDecision::Accept(_) => "250 2.1.5 Ok".to_string(),
+        RcptDecision::Reject(r) => r.to_string(),
+    };
+    out.rcpt_reply = verdict(false);
+    out.rcpt_reply_trusted = verdict(true);
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("address:  {}", out.address);
     println!("at:       {}", out.at);
-    if !accepted {
+    if !out.accepted_domain {
         println!(
             "note:     domain {} is not in gateway.accept_domains (only trusted_networks may relay to it)",
             address.domain
@@ -139,7 +77,7 @@ pub fn run(cmd: RouteCmd) -> anyhow::Result<ExitCode> {
     match &route {
         None => {
             println!("rule:     none (no rule matches and routing.default is not set)");
-            println!("result:   unrouted: the gateway answers 550 5.1.1 at RCPT");
+            println!("result:   unrouted: the gateway answers {}", out.rcpt_reply);
         }
         Some(r) => {
             match r.rule_index {
@@ -169,7 +107,14 @@ pub fn run(cmd: RouteCmd) -> anyhow::Result<ExitCode> {
             for t in &out.targets {
                 println!("target:   {} -> {}  via {}", t.name, t.final_address, t.via);
             }
+            println!("rcpt:     {}", out.rcpt_reply);
         }
+    }
+    if out.rcpt_reply_trusted != out.rcpt_reply {
+        println!(
+            "trusted:  {} (from trusted_networks)",
+            out.rcpt_reply_trusted
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

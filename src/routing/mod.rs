@@ -4,6 +4,7 @@
 //! configuration checks that need compiled rules. Never does IO.
 
 mod check;
+pub mod explain;
 
 pub use check::check;
 
