@@ -10,4 +10,6 @@ pub mod reply;
 pub mod resolve;
 pub mod retry;
 pub mod scheduler;
+pub mod settings;
+pub mod stats;
 pub mod tls;
