@@ -1,3 +1,6 @@
+//! Unit tests and proptest properties of the pure per-leg decisions ([`super`]): pending
+//! recipients, expiry, outcome → recipient state, next attempt, delay warning, target back-off.
+
 use super::*;
 use crate::queue::NewLeg;
 use crate::queue::model::LegState;

@@ -1,3 +1,6 @@
+//! Unit tests and proptest properties of the pure DSN decisions ([`super`]): failure, mixed and
+//! delay plans, DSN entries across legs, staged DSN messages.
+
 use super::*;
 use crate::outbound::reply::Outcome;
 use crate::outbound::scheduler::decide::{self, Attempt, Report, RetryPolicy};
