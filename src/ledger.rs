@@ -41,6 +41,24 @@ pub struct Record {
     pub at: u64,
 }
 
+/// One successful delivery as the delivery engine reports it to its [`DeliveredHook`].
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'a> {
+    pub target: &'a str,
+    /// The recipient as the client gave it.
+    pub original_rcpt: &'a str,
+    /// The address given to the target (after `rcpt_domain` rewriting).
+    pub final_rcpt: &'a str,
+    pub queue_id: &'a str,
+    /// The message's header block and the first [`crate::fingerprint::BODY_PREFIX`] bytes of its
+    /// body.
+    pub head: &'a [u8],
+}
+
+/// Called by the delivery engine for each successful delivery. The ledger hooks in here
+/// ([`Ledger::delivered_hook`]); its record is made durable by the leg update that follows.
+pub type DeliveredHook = std::sync::Arc<dyn Fn(&Delivery<'_>) + Send + Sync>;
+
 /// Handle on the ledger tree.
 #[derive(Clone)]
 pub struct Ledger {
@@ -125,15 +143,16 @@ impl Ledger {
         Ok(count(self.records(mailbox)?.iter(), target))
     }
 
-    /// The delivery engine's hook (`outbound::scheduler::DeliveredHook`): fingerprints the
-    /// delivered message and records it. Errors are logged, never propagated (a missing ledger
-    /// record only means backfill may copy that message once more).
-    pub fn delivered_hook(&self) -> crate::outbound::scheduler::DeliveredHook {
+    /// The delivery engine's hook ([`DeliveredHook`]): fingerprints the delivered message and
+    /// records it. Errors are logged, never propagated (a missing ledger record only means
+    /// backfill may copy that message once more).
+    pub fn delivered_hook(&self) -> DeliveredHook {
         let ledger = self.clone();
-        std::sync::Arc::new(move |target, original, final_rcpt, queue_id, body| {
-            let fp = crate::fingerprint::fingerprint(body);
-            if let Err(e) = ledger.record(target, original, final_rcpt, &fp, queue_id) {
-                tracing::warn!(queue_id, error = %e, "ledger: cannot record a delivery");
+        std::sync::Arc::new(move |d: &Delivery<'_>| {
+            let fp = crate::fingerprint::fingerprint(d.head);
+            if let Err(e) = ledger.record(d.target, d.original_rcpt, d.final_rcpt, &fp, d.queue_id)
+            {
+                tracing::warn!(queue_id = d.queue_id, error = %e, "ledger: cannot record a delivery");
             }
         })
     }
@@ -350,7 +369,13 @@ mod tests {
         let l = Ledger::open(&db).unwrap();
         let hook = l.delivered_hook();
         let msg = b"Message-ID: <h@x>\r\n\r\nbody\r\n";
-        hook("new", "carol@example.com", "carol@tenant", "Q7", msg);
+        hook(&Delivery {
+            target: "new",
+            original_rcpt: "carol@example.com",
+            final_rcpt: "carol@tenant",
+            queue_id: "Q7",
+            head: msg,
+        });
         let c = l.credits_for("carol@tenant", Some("new")).unwrap();
         assert_eq!(c[&crate::fingerprint::fingerprint(msg)], 1);
     }

@@ -74,11 +74,16 @@ struct Engine {
 }
 
 fn start(queue: &Queue, cfg: Config) -> Engine {
-    let (_tx, rx) = watch::channel(Arc::new(cfg));
-    let sched = Scheduler::new(queue.clone(), rx, None).unwrap();
+    let (tx, rx) = watch::channel(Arc::new(cfg));
+    Box::leak(Box::new(tx));
+    start_watching(queue, rx)
+}
+
+/// The engine on a configuration channel the test keeps (to reload).
+fn start_watching(queue: &Queue, config: watch::Receiver<Arc<Config>>) -> Engine {
+    let sched = Scheduler::new(queue.clone(), config, None).unwrap();
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(sched.clone().run(stop_rx));
-    Box::leak(Box::new(_tx));
     Engine {
         queue: queue.clone(),
         stop,
@@ -111,6 +116,19 @@ async fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) {
         assert!(t.elapsed() < limit, "condition not met in {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Wait until leg 0 of `id` is deferred; the last reply of its first recipient.
+async fn deferred_reply(q: &Queue, id: &str) -> String {
+    wait_for(Duration::from_secs(10), || {
+        q.record(id)
+            .map(|r| r.legs[0].state.as_str() == "deferred")
+            .unwrap_or(false)
+    })
+    .await;
+    let rec = q.record(id).unwrap();
+    let reply = rec.legs[0].recipients[0].state.last_reply();
+    reply.unwrap_or_default().to_string()
 }
 
 fn init() {
@@ -210,18 +228,14 @@ async fn permanent_failure_bounces_once_unless_another_leg_delivered() {
         "{text}"
     );
     assert!(text.contains("Subject: hello"), "original headers included");
-    // The counter is bumped just after the leg update that removes the message: it may lag the
-    // empty queue by a moment.
+    // Counted once the update is durable, which is after the queue shows the message gone.
     let dual = || {
         e.sched
             .stats
             .dual_leg_failures
             .load(std::sync::atomic::Ordering::Relaxed)
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while dual() == 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(Duration::from_secs(5), || dual() >= 1).await;
     assert_eq!(dual(), 1);
     e.stop().await;
 }
@@ -246,21 +260,8 @@ async fn target_outage_defers_then_delivers() {
     )
     .await;
     let e = start(&q, cfg);
-    wait_for(Duration::from_secs(10), || {
-        q.record(&id)
-            .map(|r| r.legs[0].state.as_str() == "deferred")
-            .unwrap_or(false)
-    })
-    .await;
-    let rec = q.record(&id).unwrap();
-    assert!(
-        rec.legs[0].recipients[0]
-            .state
-            .last_reply()
-            .unwrap()
-            .contains("connect to"),
-        "{rec:#?}"
-    );
+    let reply = deferred_reply(&q, &id).await;
+    assert!(reply.contains("connect to"), "{reply}");
     // The target comes back on the same port.
     let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -505,4 +506,61 @@ async fn rcpt_domain_rewrites_only_our_domains_and_never_dsns() {
         text.contains("Final-Recipient: rfc822; x@example.com"),
         "{text}"
     );
+}
+
+/// Connection settings (here `tls_ca`) are read once per loaded configuration: the file going
+/// away changes nothing until the next reload, which reports it (the leg defers with the reason),
+/// and a reload once it is back delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_settings_are_resolved_once_per_loaded_config() {
+    init();
+    let new = FakeSmtp::start(Script::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, fake_smtp::self_signed("new.test").1).unwrap();
+    // "old" is never used here.
+    config(dir.path(), 9, new.addr.port(), "");
+    let path = dir.path().join("cutover.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "rcpt_domain = \"new.example.net\"",
+        // One message per connection: no pooled session hides the settings.
+        "rcpt_domain = \"new.example.net\"\ntls_ca = \"ca.pem\"\nmessages_per_connection = 1",
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = cutover::loader::load(&path).unwrap().config;
+    let q = Queue::open(&cfg.gateway.state_dir).unwrap();
+    let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
+    let e = start_watching(&q, cfg_rx);
+
+    std::fs::remove_file(&ca_path).unwrap();
+    enqueue(
+        &q,
+        "alice@example.org",
+        vec![("new", vec!["bob@example.com"])],
+    )
+    .await;
+    e.until_empty(Duration::from_secs(10)).await;
+    assert_eq!(
+        new.received().len(),
+        1,
+        "settings loaded before the file went"
+    );
+
+    // A reload without the file: reported, and deliveries to the target defer with the reason.
+    cfg_tx.send(Arc::new(cfg.clone())).unwrap();
+    let id = enqueue(
+        &q,
+        "alice@example.org",
+        vec![("new", vec!["bob@example.com"])],
+    )
+    .await;
+    let reply = deferred_reply(&q, &id).await;
+    assert!(reply.contains("ca.pem"), "{reply}");
+
+    // The file is back and the configuration reloaded: delivered at the next retry.
+    std::fs::write(&ca_path, fake_smtp::self_signed("new.test").1).unwrap();
+    cfg_tx.send(Arc::new(cfg)).unwrap();
+    e.until_empty(Duration::from_secs(10)).await;
+    assert_eq!(new.received().len(), 2);
+    e.stop().await;
 }

@@ -10,7 +10,7 @@ mod queueops;
 #[path = "support/queue.rs"]
 mod support;
 
-use cutover::outbound::scheduler::Stats;
+use cutover::outbound::stats::Stats;
 use cutover::queue::Queue;
 use cutover::queue::model::MessageSummary;
 use cutover::queue::ops::{Deleted, LegsChanged, Rerouted};

@@ -5,7 +5,7 @@
 
 use crate::inbound::limits::{IntakeStats, Limit};
 use crate::inbound::verify::VerifyStats;
-use crate::outbound::scheduler::Stats;
+use crate::outbound::stats::Stats;
 use crate::queue::model::MessageSummary;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -78,6 +78,23 @@ pub fn render(
     verify: Option<&VerifyStats>,
 ) -> Result<String, std::fmt::Error> {
     let mut r = Registry::default();
+    queue_gauges(&mut r, q);
+    if let Some(s) = stats {
+        delivery_counters(&mut r, s);
+    }
+    if let Some(i) = intake {
+        intake_counters(&mut r, i);
+    }
+    if let Some(v) = verify {
+        verify_counters(&mut r, v);
+    }
+    let mut out = String::new();
+    encode(&mut out, &r)?;
+    Ok(out)
+}
+
+/// The queue gauges: messages, bytes, legs by target and state, oldest age, orphans.
+fn queue_gauges(r: &mut Registry, q: &QueueGauges) {
     let messages: Gauge = Gauge::default();
     messages.set(q.messages as i64);
     r.register("cutover_queue_messages", "Messages in the queue", messages);
@@ -115,92 +132,90 @@ pub fn render(
         "Spool files without a message record moved to spool/orphans/ by recovery at start (inspect them)",
         orphans,
     );
-    if let Some(s) = stats {
-        counter(
-            &mut r,
-            "cutover_delivery_attempts",
-            "Delivery attempts (one per leg attempt)",
-            &s.attempts,
-        );
-        counter(
-            &mut r,
-            "cutover_delivery_delivered",
-            "Recipients delivered",
-            &s.delivered,
-        );
-        counter(
-            &mut r,
-            "cutover_delivery_deferred",
-            "Recipient deferrals",
-            &s.deferred,
-        );
-        counter(
-            &mut r,
-            "cutover_delivery_failed",
-            "Recipients failed permanently",
-            &s.failed,
-        );
-        counter(
-            &mut r,
-            "cutover_delivery_expired",
-            "Recipients failed after max_age",
-            &s.expired,
-        );
-        let dsn = Family::<Labels, Counter>::default();
-        for (kind, v) in [("failure", &s.dsn_failure), ("delay", &s.dsn_delay)] {
-            dsn.get_or_create(&vec![("kind".to_string(), kind.to_string())])
-                .inc_by(v.load(Ordering::Relaxed));
-        }
-        r.register("cutover_dsn", "DSNs queued to senders, by kind", dsn);
-        counter(
-            &mut r,
-            "cutover_dual_leg_failures",
-            "Dual-delivery legs that failed while another leg delivered",
-            &s.dual_leg_failures,
-        );
-        counter(
-            &mut r,
-            "cutover_target_backoffs",
-            "Whole-target back-offs after connection failures",
-            &s.target_backoffs,
-        );
-        counter(
-            &mut r,
-            "cutover_connections_opened",
-            "Outbound SMTP connections opened",
-            &s.connections_opened,
-        );
+}
+
+/// The delivery engine's counters.
+fn delivery_counters(r: &mut Registry, s: &Stats) {
+    counter(
+        r,
+        "cutover_delivery_attempts",
+        "Delivery attempts (one per leg attempt)",
+        &s.attempts,
+    );
+    counter(
+        r,
+        "cutover_delivery_delivered",
+        "Recipients delivered",
+        &s.delivered,
+    );
+    counter(
+        r,
+        "cutover_delivery_deferred",
+        "Recipient deferrals",
+        &s.deferred,
+    );
+    counter(
+        r,
+        "cutover_delivery_failed",
+        "Recipients failed permanently",
+        &s.failed,
+    );
+    counter(
+        r,
+        "cutover_delivery_expired",
+        "Recipients failed after max_age",
+        &s.expired,
+    );
+    let dsn = Family::<Labels, Counter>::default();
+    for (kind, v) in [("failure", &s.dsn_failure), ("delay", &s.dsn_delay)] {
+        dsn.get_or_create(&vec![("kind".to_string(), kind.to_string())])
+            .inc_by(v.load(Ordering::Relaxed));
     }
-    if let Some(i) = intake {
-        intake_counters(&mut r, i);
-    }
-    if let Some(v) = verify {
-        results(
-            &mut r,
-            "cutover_verify_probes",
-            "Recipient probes sent to targets (RCPT TO), by result: known (2xx), unknown (5xx), tempfail (4xx, timeout, connection error)",
-            &[
-                ("known", &v.probe_known),
-                ("unknown", &v.probe_unknown),
-                ("tempfail", &v.probe_tempfail),
-            ],
-        );
-        results(
-            &mut r,
-            "cutover_verify_cache_hits",
-            "Recipient verifications answered from the cache (or by a probe already in flight), by result",
-            &[("known", &v.cache_known), ("unknown", &v.cache_unknown)],
-        );
-        results(
-            &mut r,
-            "cutover_verify_list",
-            "Recipients checked against recipients_known lists, by result",
-            &[("known", &v.list_known), ("unknown", &v.list_unknown)],
-        );
-    }
-    let mut out = String::new();
-    encode(&mut out, &r)?;
-    Ok(out)
+    r.register("cutover_dsn", "DSNs queued to senders, by kind", dsn);
+    counter(
+        r,
+        "cutover_dual_leg_failures",
+        "Dual-delivery legs that failed while another leg delivered",
+        &s.dual_leg_failures,
+    );
+    counter(
+        r,
+        "cutover_target_backoffs",
+        "Whole-target back-offs after connection failures",
+        &s.target_backoffs,
+    );
+    counter(
+        r,
+        "cutover_connections_opened",
+        "Outbound SMTP connections opened",
+        &s.connections_opened,
+    );
+}
+
+/// Recipient verification counters: probes, cache hits, list checks.
+fn verify_counters(r: &mut Registry, v: &VerifyStats) {
+    results(
+        r,
+        "cutover_verify_probes",
+        "Recipient probes sent to targets (RCPT TO), by result: known (2xx), unknown (5xx), tempfail (4xx, timeout, connection error)",
+        &[
+            ("known", &v.probe_known),
+            ("unknown", &v.probe_unknown),
+            ("tempfail", &v.probe_tempfail),
+        ],
+    );
+    results(
+        r,
+        "cutover_verify_cache_hits",
+        "Recipient verifications answered from the cache (or by a probe already in flight), by result",
+        &[("known", &v.cache_known), ("unknown", &v.cache_unknown)],
+    );
+    results(
+        r,
+        "cutover_verify_list",
+        "Recipients checked against recipients_known lists, by result",
+        &[("known", &v.list_known), ("unknown", &v.list_unknown)],
+    );
 }
 
 /// One counter family labelled `result`, from `(result, counter)` pairs.

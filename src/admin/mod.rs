@@ -13,7 +13,7 @@ pub mod status;
 
 use crate::config::Config;
 use crate::inbound::verify::VerifyStats;
-use crate::outbound::scheduler::Stats;
+use crate::outbound::stats::Stats;
 use crate::queue::health::Health;
 use crate::queue::{Queue, QueueError};
 use crate::routing::Router as Routes;

@@ -44,7 +44,8 @@ fn spec(
 
 impl Dial {
     /// A configured target: its hosts, TLS policy, timeouts and credentials (the password file
-    /// and `tls_ca` relative to `base_dir`, the config file's directory).
+    /// and `tls_ca` relative to `base_dir`, the config file's directory), read now. The delivery
+    /// engine reads those once per loaded configuration instead ([`super::settings`]).
     pub async fn target(
         resolver: &Resolver,
         t: &Target,
@@ -53,6 +54,30 @@ impl Dial {
         allow_private_mx: bool,
     ) -> Result<Dial, Outcome> {
         let hops = resolver.hops(t, allow_private_mx).await?;
+        Ok(Dial {
+            hops,
+            spec: Dial::target_spec(t, base_dir, helo)?,
+        })
+    }
+
+    /// [`Dial::target`] with connection settings resolved beforehand by [`Dial::target_spec`]
+    /// (an error in them is reported after host resolution, as [`Dial::target`] does).
+    pub async fn prepared(
+        resolver: &Resolver,
+        t: &Target,
+        spec: &Result<ConnectSpec, Outcome>,
+        allow_private_mx: bool,
+    ) -> Result<Dial, Outcome> {
+        let hops = resolver.hops(t, allow_private_mx).await?;
+        Ok(Dial {
+            hops,
+            spec: spec.clone()?,
+        })
+    }
+
+    /// The connection settings of a configured target: TLS policy and connector (`tls_ca`),
+    /// timeouts, AUTH credentials (the password file). Paths are relative to `base_dir`.
+    pub fn target_spec(t: &Target, base_dir: &Path, helo: &str) -> Result<ConnectSpec, Outcome> {
         let auth = match &t.auth {
             Some(a) => {
                 let path = resolve_path(base_dir, &a.password_file);
@@ -68,10 +93,13 @@ impl Dial {
         let ca = t.tls_ca.as_ref().map(|p| resolve_path(base_dir, p));
         let conn =
             connector(t.tls_verify, ca.as_deref()).map_err(|e| Outcome::local(&e.to_string()))?;
-        Ok(Dial {
-            hops,
-            spec: spec(t.tls, conn, helo, (t.connect_timeout.0, t.timeout.0), auth),
-        })
+        Ok(spec(
+            t.tls,
+            conn,
+            helo,
+            (t.connect_timeout.0, t.timeout.0),
+            auth,
+        ))
     }
 
     /// The MX hosts of `domain` on port 25, opportunistic TLS with verification, no AUTH (DSNs
@@ -82,20 +110,36 @@ impl Dial {
         helo: &str,
         allow_private_mx: bool,
     ) -> Result<Dial, Outcome> {
+        Dial::domain_prepared(resolver, domain, &Dial::domain_spec(helo), allow_private_mx).await
+    }
+
+    /// [`Dial::domain`] with the settings of [`Dial::domain_spec`] built beforehand.
+    pub async fn domain_prepared(
+        resolver: &Resolver,
+        domain: &str,
+        spec: &Result<ConnectSpec, Outcome>,
+        allow_private_mx: bool,
+    ) -> Result<Dial, Outcome> {
         let hops = resolver
             .hops_for_domain(domain, 25, allow_private_mx)
             .await?;
-        let conn = connector(true, None).map_err(|e| Outcome::local(&e.to_string()))?;
         Ok(Dial {
             hops,
-            spec: spec(
-                TlsMode::Opportunistic,
-                conn,
-                helo,
-                (Duration::from_secs(30), Duration::from_secs(300)),
-                None,
-            ),
+            spec: spec.clone()?,
         })
+    }
+
+    /// The connection settings for a domain's MX hosts: opportunistic TLS verified against the
+    /// system trust store, default timeouts, no AUTH.
+    pub fn domain_spec(helo: &str) -> Result<ConnectSpec, Outcome> {
+        let conn = connector(true, None).map_err(|e| Outcome::local(&e.to_string()))?;
+        Ok(spec(
+            TlsMode::Opportunistic,
+            conn,
+            helo,
+            (Duration::from_secs(30), Duration::from_secs(300)),
+            None,
+        ))
     }
 
     /// Cap both timeouts at `limit` (a probe must answer within its time budget).

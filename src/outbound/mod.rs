@@ -11,3 +11,5 @@ pub mod reply;
 pub mod resolve;
 pub mod retry;
 pub mod scheduler;
+pub mod settings;
+pub mod stats;

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use cutover::admin::{self, AdminState};
-use cutover::outbound::scheduler::Stats;
+use cutover::outbound::stats::Stats;
 use cutover::queue::Queue;
 use std::net::SocketAddr;
 use std::path::Path;
