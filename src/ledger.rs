@@ -217,18 +217,6 @@ pub fn api_router(db: sled::Db) -> axum::Router {
         .with_state(db)
 }
 
-fn pct_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~@+".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Fetch the credits of `mailbox` from a running gateway's admin API (plain HTTP on loopback),
 /// sending `token` (`admin.token_file`) as `Authorization: Bearer` when there is one.
 pub async fn fetch_credits(
@@ -237,71 +225,36 @@ pub async fn fetch_credits(
     mailbox: &str,
     target: Option<&str>,
 ) -> Result<HashMap<Fingerprint, usize>, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut path = format!("/api/ledger/{}", pct_encode(mailbox));
+    use crate::http_client::{HttpClient, Request, Url};
+    let mut url = Url::parse(&format!("http://{admin}/")).map_err(|e| e.to_string())?;
+    url.path_segments_mut()
+        .map_err(|()| "admin address cannot be a base URL".to_string())?
+        .extend(["api", "ledger", mailbox]);
     if let Some(t) = target {
-        path.push_str(&format!("?target={}", pct_encode(t)));
+        url.query_pairs_mut().append_pair("target", t);
     }
-    let work = async {
-        let mut s = tokio::net::TcpStream::connect(admin)
-            .await
-            .map_err(|e| format!("connect {admin}: {e}"))?;
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {}\r\n", t.secret()))
-            .unwrap_or_default();
-        let req =
-            format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n");
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        s.take(256 << 20)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<Vec<u8>, String>(buf)
-    };
-    let buf = tokio::time::timeout(Duration::from_secs(30), work)
+    let client = HttpClient::new(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    let secret = token.map(|t| t.secret());
+    let resp = client
+        .send(
+            "GET",
+            &url,
+            Request {
+                bearer: secret,
+                limit: 256 << 20,
+                ..Default::default()
+            },
+        )
         .await
-        .map_err(|_| "admin API timed out".to_string())??;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("malformed HTTP response")?;
-    let head = String::from_utf8_lossy(&buf[..split]);
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!(
-            "admin API: {}",
-            head.lines().next().unwrap_or_default()
-        ));
+        .map_err(|e| e.to_string())?;
+    if resp.status != 200 {
+        return Err(format!("admin API: HTTP {}", resp.status));
     }
-    let mut body = buf[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body).ok_or("malformed chunked body")?;
-    }
-    let r: CreditsResponse = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let r: CreditsResponse = serde_json::from_slice(&resp.body).map_err(|e| e.to_string())?;
     Ok(r.credits
         .into_iter()
         .map(|(k, v)| (Fingerprint(k), v))
         .collect())
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n")?;
-        let size_str = std::str::from_utf8(&b[..eol]).ok()?;
-        let size = usize::from_str_radix(size_str.split(';').next()?.trim(), 16).ok()?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
-    }
 }
 
 /// Credits for backfill: open `<state_dir>/db` directly; when a gateway holds its lock, ask the

@@ -8,9 +8,7 @@ use super::{BackfillError, Result};
 use crate::config::{ImapEndpoint, OAuth};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 /// Cache lifetime when the token source says nothing about expiry.
@@ -125,17 +123,15 @@ impl Tokens {
             return parse_token(&String::from_utf8_lossy(&out.stdout));
         }
         if let Some((o, secret)) = &self.oauth {
-            let mut form = format!(
-                "grant_type=client_credentials&client_id={}&client_secret={}",
-                form_encode(&o.client_id),
-                form_encode(secret)
-            );
+            let mut form = vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", o.client_id.as_str()),
+                ("client_secret", secret.as_str()),
+            ];
             if let Some(s) = &o.scope {
-                form.push_str(&format!("&scope={}", form_encode(s)));
+                form.push(("scope", s.as_str()));
             }
-            let body = tokio::time::timeout(CMD_TIMEOUT, post_form(&o.token_url, &form))
-                .await
-                .map_err(|_| BackfillError::Timeout(format!("token_url {}", o.token_url)))??;
+            let body = post_form(&o.token_url, &form).await?;
             return parse_token(&body);
         }
         Err(BackfillError::Config(
@@ -144,88 +140,34 @@ impl Tokens {
     }
 }
 
-fn form_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// POST an `application/x-www-form-urlencoded` body to an http(s) URL; the response body.
-async fn post_form(url: &str, form: &str) -> Result<String> {
+async fn post_form(url: &str, form: &[(&str, &str)]) -> Result<String> {
+    use crate::http_client::{HttpClient, Request, Url};
     let err = |m: String| BackfillError::Auth {
         user: String::new(),
         reply: format!("token_url {url}: {m}"),
     };
-    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
-    } else {
-        return Err(BackfillError::Config(format!(
-            "token_url must be http(s): {url}"
-        )));
-    };
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
-            h.trim_start_matches('[').trim_end_matches(']'),
-            p.parse::<u16>()
-                .map_err(|_| BackfillError::Config(format!("bad port in {url}")))?,
-        ),
-        _ => (hostport, if tls { 443 } else { 80 }),
-    };
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/x-www-form-urlencoded\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
-        form.len()
-    );
-    let tcp = tokio::net::TcpStream::connect((host, port))
+    let parsed = Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| BackfillError::Config(format!("token_url must be http(s): {url}")))?;
+    let client = HttpClient::new(CMD_TIMEOUT).map_err(|e| BackfillError::Config(e.to_string()))?;
+    let resp = client
+        .send(
+            "POST",
+            &parsed,
+            Request {
+                form: Some(form),
+                limit: 1 << 20,
+                ..Default::default()
+            },
+        )
         .await
         .map_err(|e| err(e.to_string()))?;
-    let mut buf = Vec::new();
-    if tls {
-        let cfg = Arc::new(
-            crate::tls_client::client_config(true, None)
-                .map_err(|e| BackfillError::Config(e.to_string()))?,
-        );
-        let name = rustls_pki_types::ServerName::try_from(host.to_string())
-            .map_err(|e| BackfillError::Config(e.to_string()))?;
-        let mut s = tokio_rustls::TlsConnector::from(cfg)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        let _ = s.take(1 << 20).read_to_end(&mut buf).await;
-    } else {
-        let mut s = tcp;
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        s.take(1 << 20)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| err(e.to_string()))?;
+    if resp.status != 200 {
+        return Err(err(format!("HTTP {}", resp.status)));
     }
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| err("malformed HTTP response".into()))?;
-    let head = String::from_utf8_lossy(&buf[..split]).to_string();
-    let status = head.lines().next().unwrap_or_default().to_string();
-    if !status.contains(" 200") {
-        return Err(err(status));
-    }
-    Ok(String::from_utf8_lossy(&buf[split + 4..]).into_owned())
+    Ok(String::from_utf8_lossy(&resp.body).into_owned())
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Subcommand, Debug)]
 pub enum QueueCmd {
@@ -485,41 +484,27 @@ fn loopback_for(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, a.port())
 }
 
-/// `method path` over HTTP/1.0 (the server closes after the response, no chunking), with the
-/// token when the config names one: the status and the body.
+/// `method path` on the admin API, with the token when the config names one: the status and
+/// the body.
 async fn api_request(api: &Api, method: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    use cutover::http_client::{HttpClient, Request, Url};
     let addr = api.addr;
-    let auth = api
-        .token
-        .as_ref()
-        .map(|t| format!("Authorization: Bearer {}\r\n", t.secret()))
-        .unwrap_or_default();
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let req = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\
-             {auth}Content-Length: 0\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let mut buf = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    let url = Url::parse(&format!("http://{addr}{path}"))
+        .with_context(|| format!("admin API URL for {path}"))?;
+    let secret = api.token.as_ref().map(|t| t.secret());
+    let resp = HttpClient::new(REQUEST_TIMEOUT)?
+        .send(
+            method,
+            &url,
+            Request {
+                bearer: secret,
+                limit: 256 << 20,
+                ..Default::default()
+            },
+        )
         .await
-        .map_err(|_| anyhow!("admin API at {addr} did not answer within {REQUEST_TIMEOUT:?}"))?
         .with_context(|| format!("talking to the admin API at {addr}"))?;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("admin API at {addr}: malformed HTTP response"))?;
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("admin API at {addr}: malformed status line"))?;
-    Ok((status, buf.split_off(split + 4)))
+    Ok((resp.status, resp.body))
 }
 
 /// `method path`: JSON body decoded on 200, `Ok(None)` on 404, an error otherwise.
