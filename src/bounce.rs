@@ -111,7 +111,15 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         return None;
     }
     let host = field(input.reporting_mta);
-    let boundary = format!("{}.{}/{}", input.queue_id, unix(input.now), host);
+    // Queue ids are alphanumeric; filter anyway, so that the boundary (quoted in Content-Type,
+    // RFC 2046 §5.1.1 bchars) stays 7-bit whatever the caller passes.
+    let id: String = input
+        .queue_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(40)
+        .collect();
+    let boundary = format!("{id}.{}/{host}", unix(input.now));
     let (subject, action, status_default) = match input.kind {
         DsnKind::Failure => ("Undelivered Mail Returned to Sender", "failed", "5.0.0"),
         DsnKind::Delay { .. } => ("Delayed Mail (still being retried)", "delayed", "4.0.0"),
@@ -481,6 +489,26 @@ mod tests {
                 .unwrap();
         assert!(!text.contains("\r\nBcc:"));
         assert!(!text.contains("\r\nX-Evil:"));
+    }
+
+    #[test]
+    fn hostile_queue_id_keeps_the_boundary_7bit() {
+        // Found by fuzz/dsn: the queue id went into the MIME boundary unfiltered.
+        let rs = [rcpt(
+            "bob@example.com",
+            "bob@example.com",
+            "550 5.1.1 unknown",
+        )];
+        let mut i = input(DsnKind::Failure, "alice@example.org", &rs);
+        i.queue_id = "\0\u{1a}\u{3cf}\" x\r\n--";
+        let msg = build(&i).unwrap();
+        assert!(msg.is_ascii(), "DSN is 7-bit");
+        let parsed = mail_parser::MessageParser::default().parse(&msg).unwrap();
+        assert_eq!(parsed.parts.len(), 4, "root + 3 parts");
+        assert_eq!(
+            parsed.content_type().unwrap().attribute("boundary"),
+            Some("x.1790000200/mx1.example.com")
+        );
     }
 
     #[test]

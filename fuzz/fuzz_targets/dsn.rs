@@ -211,28 +211,17 @@ fuzz_target!(|inp: Input<'_>| {
     // itself (the boundary is built from the queue id and the time of the bounce, which a sender
     // cannot know in advance; the fuzzer chooses both).
     let host = "mx1.example.com";
-    let boundary = format!(
-        "--{}.{}/{}",
-        inp.queue_id
-            .chars()
-            .map(|c| if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                ' '
-            })
-            .take(900)
-            .collect::<String>()
-            .trim(),
-        inp.now,
-        host
-    );
+    let id: String = inp
+        .queue_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(40)
+        .collect();
+    let boundary = format!("--{id}.{}/{host}", inp.now);
     let in_headers = headers
         .windows(boundary.len())
         .any(|w| w == boundary.as_bytes());
-    let weird_id = inp.queue_id.is_empty()
-        || !inp.queue_id.bytes().all(|b| b.is_ascii_alphanumeric())
-        || inp.queue_id.len() > 60;
-    if in_headers || weird_id {
+    if in_headers {
         return;
     }
     let parsed = mail_parser::MessageParser::default()

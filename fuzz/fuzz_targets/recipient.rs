@@ -15,7 +15,7 @@ use cutover::config::values::Timestamp;
 use cutover::config::{Routing, Rule};
 use cutover::inbound::Policy;
 use cutover::inbound::policy::{self, RcptDecision};
-use cutover::routing::{self, Router};
+use cutover::routing::{self, CompiledRule, Router};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -196,21 +196,48 @@ fuzz_target!(|inp: Input<'_>| {
         ignore_local_case: inp.ignore_local_case,
         recipient_delimiter: delim.to_string(),
     };
-    let extra: Vec<&str> = inp
-        .patterns
-        .iter()
-        .take(4)
-        .copied()
-        .filter(|p| routing::Pattern::parse(p, &opts).is_ok())
-        .collect();
-    let cfg = Routing {
-        default: (inp.at % 3 == 0).then(|| vec!["old".to_string()]),
-        ignore_local_case: inp.ignore_local_case,
-        recipient_delimiter: delim.to_string(),
-        rules: rules(&extra),
-    };
-    let (router, errors) = Router::new(&cfg);
-    assert!(errors.is_empty(), "valid patterns refused: {errors:?}");
+    // The fixed rules are compiled once per option set (regex compilation is slow); the input's
+    // patterns are compiled per run, as the loader does, and invalid ones dropped.
+    let key = (inp.delimiter % 4) as usize * 2 + inp.ignore_local_case as usize;
+    static BASE_RULES: OnceLock<Vec<Vec<CompiledRule>>> = OnceLock::new();
+    let base = &BASE_RULES.get_or_init(|| {
+        (0..8)
+            .map(|k| {
+                let opts = routing::MatchOptions {
+                    ignore_local_case: k % 2 == 1,
+                    recipient_delimiter: ["+", "", "-", "+-"][k / 2].to_string(),
+                };
+                let cfg = Routing {
+                    default: None,
+                    ignore_local_case: opts.ignore_local_case,
+                    recipient_delimiter: opts.recipient_delimiter.clone(),
+                    rules: rules(&[]),
+                };
+                let (r, errors) = Router::new(&cfg);
+                assert!(errors.is_empty(), "{errors:?}");
+                r.rules().to_vec()
+            })
+            .collect()
+    })[key];
+    let mut compiled = base.clone();
+    if let Some(last) = compiled.last_mut() {
+        last.patterns = inp
+            .patterns
+            .iter()
+            .take(4)
+            .enumerate()
+            .filter_map(|(i, p)| {
+                routing::Pattern::parse(p, &opts)
+                    .ok()
+                    .map(|pat| (pat, routing::Origin::File(i + 1)))
+            })
+            .collect();
+    }
+    let router = Router::from_rules(
+        opts,
+        compiled,
+        (inp.at % 3 == 0).then(|| vec!["old".to_string()]),
+    );
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(BASE - 5000 + inp.at as u64 % 10_000);
     let candidates: Vec<String> = [
         ascii.as_ref().ok().map(|m| m.address()),
