@@ -207,9 +207,9 @@ fuzz_target!(|inp: Input<'_>| {
         "DSN header fields"
     );
 
-    // MIME structure (RFC 3464), unless the original headers contain the boundary delimiter
-    // itself (the boundary is built from the queue id and the time of the bounce, which a sender
-    // cannot know in advance; the fuzzer chooses both).
+    // MIME structure (RFC 3464), unless an input string contains the boundary delimiter itself
+    // (the boundary is built from the queue id and the time of the bounce, which a sender cannot
+    // know in advance; the fuzzer chooses both).
     let host = "mx1.example.com";
     let id: String = inp
         .queue_id
@@ -218,10 +218,14 @@ fuzz_target!(|inp: Input<'_>| {
         .take(40)
         .collect();
     let boundary = format!("--{id}.{}/{host}", inp.now);
-    let in_headers = headers
+    // Three part delimiters and the closing one; more means an input string carries the
+    // boundary (in the headers, or in a recipient or reply text).
+    let in_inputs = msg
         .windows(boundary.len())
-        .any(|w| w == boundary.as_bytes());
-    if in_headers {
+        .filter(|w| *w == boundary.as_bytes())
+        .count()
+        > 4;
+    if in_inputs {
         return;
     }
     let parsed = mail_parser::MessageParser::default()
