@@ -168,8 +168,8 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         )),
     }
     for r in input.recipients {
-        m.push_str(&format!(
-            "<{}>: via {}{}: {}\r\n",
+        let line = format!(
+            "<{}>: via {}{}: {}",
             field(&r.original),
             field(&r.target),
             r.remote_mta
@@ -177,7 +177,12 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
                 .map(|x| format!(" ({})", field(x)))
                 .unwrap_or_default(),
             field(&r.diagnostic)
-        ));
+        );
+        // RFC 5322 §2.1.1: at most 998 bytes a line (found by fuzz/dsn: a long address and a
+        // long remote reply made one line of both). `field` leaves ASCII only, so any byte
+        // index is a char boundary; the full reply is in the delivery-status part.
+        m.push_str(&line[..line.len().min(998)]);
+        m.push_str("\r\n");
     }
     m.push_str("\r\n");
 
@@ -509,6 +514,18 @@ mod tests {
             parsed.content_type().unwrap().attribute("boundary"),
             Some("x.1790000200/mx1.example.com")
         );
+    }
+
+    #[test]
+    fn long_address_and_reply_keep_lines_within_998_bytes() {
+        // Found by fuzz/dsn: the human-readable line joined address, target, MTA and reply.
+        let long = format!("{}@example.com", "a".repeat(250));
+        let reply = format!("550 5.1.1 {}", "x".repeat(2000));
+        let rs = [rcpt(&long, &long, &reply)];
+        let msg = build(&input(DsnKind::Failure, "alice@example.org", &rs)).unwrap();
+        for line in msg.split(|&b| b == b'\n') {
+            assert!(line.len() <= 999, "line of {} bytes", line.len());
+        }
     }
 
     #[test]
