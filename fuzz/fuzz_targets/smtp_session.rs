@@ -303,6 +303,13 @@ async fn run(inp: &Input<'_>) -> Vec<u8> {
         assert!(r.is_ok(), "server did not close after the client did");
         replies.extend_from_slice(&rest);
     }
+    // A `220 Ready to start TLS` the harness missed (it waits only 3 ms) is followed by the
+    // server's TLS alert for the plaintext that came next: not SMTP replies.
+    if !matches!(c.s, Stream::Tls(_))
+        && let Some(i) = replies.windows(READY.len()).position(|w| w == READY)
+    {
+        replies.truncate(i + READY.len());
+    }
     match tokio::time::timeout(Duration::from_secs(5), task).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => std::panic::resume_unwind(err.into_panic()),
