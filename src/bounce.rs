@@ -110,7 +110,15 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         return None;
     }
     let host = field(input.reporting_mta);
-    let boundary = format!("{}.{}/{}", input.queue_id, unix(input.now), host);
+    // Queue ids are alphanumeric; filter anyway, so that the boundary (quoted in Content-Type,
+    // RFC 2046 §5.1.1 bchars) stays 7-bit whatever the caller passes.
+    let id: String = input
+        .queue_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(40)
+        .collect();
+    let boundary = format!("{id}.{}/{host}", unix(input.now));
     let (subject, action, status_default) = match input.kind {
         DsnKind::Failure => ("Undelivered Mail Returned to Sender", "failed", "5.0.0"),
         DsnKind::Delay { .. } => ("Delayed Mail (still being retried)", "delayed", "4.0.0"),
@@ -159,8 +167,8 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         )),
     }
     for r in input.recipients {
-        m.push_str(&format!(
-            "<{}>: via {}{}: {}\r\n",
+        let line = format!(
+            "<{}>: via {}{}: {}",
             field(&r.original),
             field(&r.target),
             r.remote_mta
@@ -168,7 +176,12 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
                 .map(|x| format!(" ({})", field(x)))
                 .unwrap_or_default(),
             field(&r.diagnostic)
-        ));
+        );
+        // RFC 5322 §2.1.1: at most 998 bytes a line (found by fuzz/dsn: a long address and a
+        // long remote reply made one line of both). `field` leaves ASCII only, so any byte
+        // index is a char boundary; the full reply is in the delivery-status part.
+        m.push_str(&line[..line.len().min(998)]);
+        m.push_str("\r\n");
     }
     m.push_str("\r\n");
 
@@ -480,6 +493,38 @@ mod tests {
                 .unwrap();
         assert!(!text.contains("\r\nBcc:"));
         assert!(!text.contains("\r\nX-Evil:"));
+    }
+
+    #[test]
+    fn hostile_queue_id_keeps_the_boundary_7bit() {
+        // Found by fuzz/dsn: the queue id went into the MIME boundary unfiltered.
+        let rs = [rcpt(
+            "bob@example.com",
+            "bob@example.com",
+            "550 5.1.1 unknown",
+        )];
+        let mut i = input(DsnKind::Failure, "alice@example.org", &rs);
+        i.queue_id = "\0\u{1a}\u{3cf}\" x\r\n--";
+        let msg = build(&i).unwrap();
+        assert!(msg.is_ascii(), "DSN is 7-bit");
+        let parsed = mail_parser::MessageParser::default().parse(&msg).unwrap();
+        assert_eq!(parsed.parts.len(), 4, "root + 3 parts");
+        assert_eq!(
+            parsed.content_type().unwrap().attribute("boundary"),
+            Some("x.1790000200/mx1.example.com")
+        );
+    }
+
+    #[test]
+    fn long_address_and_reply_keep_lines_within_998_bytes() {
+        // Found by fuzz/dsn: the human-readable line joined address, target, MTA and reply.
+        let long = format!("{}@example.com", "a".repeat(250));
+        let reply = format!("550 5.1.1 {}", "x".repeat(2000));
+        let rs = [rcpt(&long, &long, &reply)];
+        let msg = build(&input(DsnKind::Failure, "alice@example.org", &rs)).unwrap();
+        for line in msg.split(|&b| b == b'\n') {
+            assert!(line.len() <= 999, "line of {} bytes", line.len());
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::throttle::Backoff;
 use super::{BackfillError, Result};
 use crate::config::{BackfillJob, Config, DedupeScope, Direction};
 use crate::fingerprint::Fingerprint;
+use futures_util::FutureExt;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -331,7 +332,26 @@ async fn sync(ctx: &Arc<Ctx>, way: Way, src_user: &str, dst_user: &str) -> Mailb
     let mut bar = ctx.progress.mailbox(src_user);
     let mut mailbox_attempts = 0u32;
     loop {
-        let r = round(ctx, way, src_user, dst_user, &book, &mut bar).await;
+        // A panic in the IMAP client (imap-proto 0.17 panics on some malformed server
+        // responses, found by fuzz/imap_responses) fails this attempt like a broken
+        // connection, instead of ending the mailbox's task without a report entry.
+        let attempt = round(ctx, way, src_user, dst_user, &book, &mut bar);
+        let r = match std::panic::AssertUnwindSafe(attempt).catch_unwind().await {
+            Ok(r) => r,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err((
+                    None,
+                    BackfillError::Connection(format!(
+                        "IMAP client failed on a server response: {what}"
+                    )),
+                ))
+            }
+        };
         match r {
             Ok(()) => break,
             Err((folder, e)) => {

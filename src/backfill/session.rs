@@ -17,11 +17,22 @@ use tokio::net::TcpStream;
 
 use super::CMD_TIMEOUT;
 
-/// Plain TCP or TLS.
-#[derive(Debug)]
+/// Plain TCP or TLS; or any other byte stream (an in-memory pipe to a scripted server in
+/// tests and fuzzing).
 pub enum ImapStream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Other(Box<dyn crate::inbound::tls::Io>),
+}
+
+impl std::fmt::Debug for ImapStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImapStream::Plain(s) => f.debug_tuple("Plain").field(s).finish(),
+            ImapStream::Tls(s) => f.debug_tuple("Tls").field(s).finish(),
+            ImapStream::Other(_) => f.write_str("Other(..)"),
+        }
+    }
 }
 
 impl AsyncRead for ImapStream {
@@ -33,6 +44,7 @@ impl AsyncRead for ImapStream {
         match self.get_mut() {
             ImapStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ImapStream::Other(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -46,18 +58,21 @@ impl AsyncWrite for ImapStream {
         match self.get_mut() {
             ImapStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ImapStream::Other(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             ImapStream::Plain(s) => Pin::new(s).poll_flush(cx),
             ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ImapStream::Other(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             ImapStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ImapStream::Other(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
