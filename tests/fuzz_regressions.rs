@@ -49,7 +49,7 @@ mailboxes_file = "mailboxes.csv"
     );
     let path = dir.path().join("cutover.toml");
     std::fs::write(&path, cfg).unwrap();
-    let config = cutover::config::load(&path).unwrap().config;
+    let config = cutover::loader::load(&path).unwrap().config;
     let opts = RunOptions {
         quiet: true,
         backoff: Some(Backoff {

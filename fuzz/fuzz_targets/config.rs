@@ -1,4 +1,4 @@
-//! The configuration loader (`config::parse`: TOML syntax, every section's keys and values,
+//! The configuration loader (`loader::parse`: TOML syntax, every section's keys and values,
 //! validation and warnings) on arbitrary text, then what the gateway builds from a configuration
 //! it accepted: the router and the intake policy.
 //!
@@ -7,7 +7,7 @@
 //! limits are sane; parsing is deterministic.
 #![no_main]
 
-use cutover::config;
+use cutover::{config, loader};
 use cutover::inbound::Policy;
 use cutover::routing::Router;
 use libfuzzer_sys::fuzz_target;
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     // resolve under it and are missing, never read from elsewhere on this machine.
     let path = Path::new("/nonexistent-cutover-fuzz/cutover.toml");
     let lines = text.matches('\n').count() + 1;
-    match config::parse(text, path) {
+    match loader::parse(text, path) {
         Ok(loaded) => {
             for d in &loaded.warnings {
                 if let Some(l) = d.line {
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
             let p = Policy::from_gateway(&cfg.gateway);
             assert!(p.max_recipients >= 1 && p.max_connections >= 1);
             assert!(p.data_idle_timeout <= p.data_timeout);
-            let again = config::parse(text, path).expect("second parse");
+            let again = loader::parse(text, path).expect("second parse");
             assert_eq!(
                 again.warnings.len(),
                 loaded.warnings.len(),

@@ -53,7 +53,7 @@ fn env() -> &'static Env {
     ENV.get_or_init(|| {
         let dir = cutover_fuzz::scratch("dsn");
         let text = cutover_fuzz::config_text(&dir.join("state"), None);
-        let cfg = cutover::config::parse(&text, &dir.join("cutover.toml"))
+        let cfg = cutover::loader::parse(&text, &dir.join("cutover.toml"))
             .expect("fuzz config is valid")
             .config;
         let rt = tokio::runtime::Builder::new_current_thread()

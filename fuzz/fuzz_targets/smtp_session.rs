@@ -77,7 +77,7 @@ fn env() -> &'static Env {
         let dir = cutover_fuzz::scratch("smtp");
         let (cert, key, pem) = cutover_fuzz::write_cert(&dir);
         let text = cutover_fuzz::config_text(&dir.join("state"), Some((&cert, &key)));
-        let cfg = cutover::config::parse(&text, &dir.join("cutover.toml"))
+        let cfg = cutover::loader::parse(&text, &dir.join("cutover.toml"))
             .expect("fuzz config is valid")
             .config;
         let settings = Settings::from_config(&cfg).expect("settings");

@@ -257,6 +257,8 @@ pub(crate) fn validate(
 }
 
 fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
+    // Relative to the config file, like every other path in it, for every command alike.
+    c.gateway.state_dir = resolve_path(base_dir, &c.gateway.state_dir);
     let g = KeyPath::root().key("gateway");
     if !is_fqdn(&c.gateway.hostname) {
         let why = format!(
