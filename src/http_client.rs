@@ -50,8 +50,7 @@ impl HttpClient {
     /// A client verifying servers against the system roots; each request (connect to the last
     /// body byte) within `timeout`.
     pub fn new(timeout: Duration) -> Result<HttpClient, HttpError> {
-        let tls = crate::tls_client::client_config(true, None)
-            .map_err(|e| HttpError::Setup(e.to_string()))?;
+        let tls = system_roots_config()?;
         let inner = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::none())
@@ -109,6 +108,17 @@ impl HttpClient {
         }
         Ok(Response { status, body })
     }
+}
+
+/// The verifying TLS configuration, built once per process (loading the system roots reads
+/// files; the backfill makes a client per mailbox).
+fn system_roots_config() -> Result<rustls::ClientConfig, HttpError> {
+    static CONFIG: std::sync::OnceLock<Result<rustls::ClientConfig, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| crate::tls_client::client_config(true, None).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(HttpError::Setup)
 }
 
 /// The error and its sources, one line ("error sending request: connection refused").
