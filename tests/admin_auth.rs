@@ -3,6 +3,8 @@
 //! cross-site browser requests refused, the zero-setup loopback default (status page, metrics,
 //! the CLI) still working, and a listener off loopback serving only `/healthz` without a token.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/queueops.rs"]
 mod queueops;
 #[path = "support/smtp.rs"]

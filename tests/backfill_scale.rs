@@ -4,6 +4,8 @@
 
 #[path = "support/backfill.rs"]
 mod backfill;
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/corpus.rs"]
 mod corpus;
 #[path = "support/dovecot.rs"]

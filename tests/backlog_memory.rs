@@ -14,6 +14,8 @@
 //! The sink (tests/support/counting_sink.rs) runs in the test process and counts bytes
 //! instead of storing bodies; the gateway is the real `cutover serve` child process.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/smtp.rs"]
 mod support;
 
@@ -143,22 +145,10 @@ fn series(samples: &[Sample]) -> String {
     out.join("\n")
 }
 
-fn queue_len(config: &std::path::Path) -> Option<usize> {
-    let out = std::process::Command::new(bin())
-        .args(["queue", "list", "--json", "-c"])
-        .arg(config)
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.as_array()
-        .map(|a| a.len())
-        .or_else(|| v["messages"].as_array().map(|a| a.len()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn released_backlog_keeps_peak_rss_low() {
     let t0 = Instant::now();
-    let port = free_port();
+    let port = common::free_port();
     let g = Gateway::start(Opts {
         target: Some(format!("127.0.0.1:{port}")),
         extra: "[queue]\nretry_schedule = [\"1s\", \"10m\"]\n".into(),

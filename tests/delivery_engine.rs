@@ -2,6 +2,8 @@
 //! per-recipient failures and DSNs, no DSN when another leg delivered, retries after a target
 //! outage, expiry. (The full gateway with `cutover serve` is covered by tests/gateway_*.rs.)
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/fake_smtp.rs"]
 mod fake_smtp;
 
@@ -245,11 +247,7 @@ async fn target_outage_defers_then_delivers() {
     init();
     let old = FakeSmtp::start(Script::default()).await;
     // Reserve a port for "new" but do not listen yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), old.addr.port(), port, "");
     let q = Queue::open(&cfg.gateway.state_dir).unwrap();
@@ -282,11 +280,7 @@ async fn fake_on(port: u16) -> FakeSmtp {
 async fn expired_leg_fails_and_bounces() {
     init();
     let old = FakeSmtp::start(Script::default()).await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), old.addr.port(), dead, "");
     cfg.queue.max_age = cutover::config::values::HumanDuration(Duration::from_secs(2));

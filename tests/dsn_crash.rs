@@ -6,6 +6,8 @@
 //! a second step after the update (the old design), the abort lands between the two and the
 //! sender never hears of the failure.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/fake_smtp.rs"]
 mod fake_smtp;
 #[path = "support/smtp.rs"]

@@ -4,23 +4,21 @@
 //! has arrived at least once, and duplicates stay within the legs that can have been in flight
 //! at the kills (connections per target x targets x kills).
 
+#[path = "support/common.rs"]
+mod common;
+#[path = "support/smtp.rs"]
+mod support;
+
+use common::{free_port, required_tool};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{Gateway, queue_len};
 
 const N: usize = 1000;
 const KILLS: usize = 3;
 const CONNECTIONS: usize = 4;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Sink {
     child: Child,
@@ -36,11 +34,7 @@ impl Drop for Sink {
 }
 
 fn sink(dir: &Path) -> Sink {
-    let bin = Path::new("/usr/sbin/smtp-sink");
-    assert!(
-        bin.exists(),
-        "smtp-sink (Debian package postfix) is required; .ci/run installs it"
-    );
+    let bin = required_tool("smtp-sink");
     std::fs::create_dir_all(dir).unwrap();
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let port = free_port();
@@ -92,50 +86,12 @@ fn received(s: &Sink) -> HashMap<(String, String), usize> {
     out
 }
 
-fn start(cfg: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args(["serve", "-c"])
-        .arg(cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_port(addr: SocketAddr) {
-    let t = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "{addr} not listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn queue_len(cfg: &Path) -> Option<usize> {
-    let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args(["queue", "list", "--json", "-c"])
-        .arg(cfg)
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.as_array()
-        .map(|a| a.len())
-        .or_else(|| v["messages"].as_array().map(|a| a.len()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_delivery_loses_nothing() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let (old, new) = (sink(&dir.path().join("old")), sink(&dir.path().join("new")));
-    let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cfg = dir.path().join("cutover.toml");
-    std::fs::write(
-        &cfg,
+    let mut server = Gateway::start_config(|smtp, admin, state| {
         format!(
             r#"[gateway]
 hostname = "mx1.example.com"
@@ -163,14 +119,12 @@ delay_warning = "0"
 [admin]
 listen = "{admin}"
 "#,
-            state = dir.path().join("state").display(),
+            state = state.display(),
             old = old.port,
             new = new.port
-        ),
-    )
-    .unwrap();
-    let mut server = start(&cfg);
-    wait_port(smtp);
+        )
+    });
+    let (smtp, cfg) = (server.smtp, server.config.clone());
 
     // Send N messages over 10 connections; each has one single-delivery and one dual recipient.
     let mut expected: Vec<(String, String, u16)> = Vec::new();
@@ -236,11 +190,9 @@ listen = "{admin}"
         if delivered >= expected.len() {
             break; // drained before we could kill again
         }
-        server.kill().unwrap();
-        server.wait().unwrap();
+        server.kill9();
         kills += 1;
-        server = start(&cfg);
-        wait_port(smtp);
+        server.spawn();
     }
 
     // Drain.
@@ -256,8 +208,7 @@ listen = "{admin}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    server.kill9();
 
     let (got_old, got_new) = (received(&old), received(&new));
     let mut missing = Vec::new();

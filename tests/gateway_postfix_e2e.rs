@@ -6,16 +6,19 @@
 //! trace headers cutover and Postfix prepend, the stored message equals what the test sent,
 //! dot-stuffed lines included).
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/postfix.rs"]
 mod postfix;
+#[path = "support/smtp.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{Gateway, queue_len};
 
 const BOB: usize = 20;
 const ALICE: usize = 6;
@@ -23,38 +26,6 @@ const CAROL: usize = 6;
 /// Messages addressed to alice, bob and carol at once (split into an old and a new leg).
 const MIXED: usize = 2;
 const SENDER: &str = "sender@elsewhere.example";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `cutover serve` child, killed on drop (also on panic).
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(addr: SocketAddr, child: &mut Child) {
-    let t = Instant::now();
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("cutover serve exited before listening: {st}");
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "{addr} not listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Minimal SMTP client over a blocking TcpStream, reading whole multi-line replies.
 struct Smtp {
@@ -213,18 +184,6 @@ fn check_stored(stored: &[u8], sent: &BTreeMap<String, Vec<u8>>, rcpt: &str) -> 
     tag
 }
 
-fn queue_len(cfg: &Path) -> Option<usize> {
-    let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args(["queue", "list", "--json", "-c"])
-        .arg(cfg)
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.as_array()
-        .map(|a| a.len())
-        .or_else(|| v["messages"].as_array().map(|a| a.len()))
-}
-
 #[test]
 fn split_and_dual_delivery_into_postfix_maildirs() {
     let dir = tempfile::tempdir().unwrap();
@@ -248,11 +207,7 @@ fn split_and_dual_delivery_into_postfix_maildirs() {
         &mb,
     );
 
-    let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cfg = dir.path().join("cutover.toml");
-    std::fs::write(
-        &cfg,
+    let gw = Gateway::start_config(|smtp, admin, state| {
         format!(
             r#"[gateway]
 hostname = "mx1.example.com"
@@ -287,22 +242,11 @@ retry_schedule = ["1s"]
 [admin]
 listen = "{admin}"
 "#,
-            state = dir.path().join("state").display(),
+            state = state.display(),
             port = pf.port,
-        ),
-    )
-    .unwrap();
-    let mut gw = Gateway(
-        Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args(["serve", "-c"])
-            .arg(&cfg)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(smtp, &mut gw.0);
+        )
+    });
+    let (smtp, cfg) = (gw.smtp, gw.config.clone());
 
     // Send: tag -> bytes; expected: mailbox address -> tags.
     let mut sent: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -353,9 +297,10 @@ listen = "{admin}"
         }
         assert!(
             t.elapsed() < Duration::from_secs(60),
-            "only {stored}/{total} copies stored after 60 s (queue: {:?}); maillog:\n{}",
+            "only {stored}/{total} copies stored after 60 s (queue: {:?}); maillog:\n{}\ncutover log:\n{}",
             queue_len(&cfg),
-            pf.maillog_text()
+            pf.maillog_text(),
+            gw.log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }

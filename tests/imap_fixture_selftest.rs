@@ -1,6 +1,8 @@
 //! Self-test of the IMAP test fixtures (tests/support/{dovecot,corpus,imapcheck,imap_fault,oauth}.rs) against
 //! real private Dovecot instances on loopback. Owns nothing but these checks; must never touch the system Dovecot.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/corpus.rs"]
 mod corpus;
 #[path = "support/dovecot.rs"]
@@ -599,52 +601,4 @@ fn compare_multiplicity_and_special_use_mapping() {
     let d = imapcheck::compare(&src, &dd, &FolderMap::identity());
     assert_eq!(d.date_mismatches(), 1);
     assert!(d.converged() && !d.is_exact());
-}
-
-/// Fixture timings for a 5,000-message corpus (prints, never asserts on time). Run with
-/// `cargo test --test imap_fixture_selftest -- --ignored --nocapture large_corpus_fixture_timings`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn large_corpus_fixture_timings() {
-    use std::time::Instant;
-    let old = Dovecot::start(DovecotOptions::old());
-    let new = Dovecot::start(DovecotOptions::new());
-    let t = Instant::now();
-    let corpus = Corpus::generate(&CorpusOptions::new("alice", 5000));
-    println!(
-        "generate 5000: {:?}, {} bytes",
-        t.elapsed(),
-        corpus.total_bytes()
-    );
-    let t = Instant::now();
-    let m = corpus
-        .write_maildir(&old.maildir("alice"), false, Some((MAIL_UID, MAIL_GID)))
-        .unwrap();
-    println!("write_maildir (Maildir++) + manifest: {:?}", t.elapsed());
-    let t = Instant::now();
-    let src = imapcheck::snapshot(old.addr(), "alice", &old.password("alice"))
-        .await
-        .unwrap();
-    println!("snapshot (first, Dovecot indexes): {:?}", t.elapsed());
-    let t = Instant::now();
-    let src2 = imapcheck::snapshot(old.addr(), "alice", &old.password("alice"))
-        .await
-        .unwrap();
-    println!("snapshot (second): {:?}", t.elapsed());
-    let t = Instant::now();
-    let d = imapcheck::compare(&expected(&m), &src, &FolderMap::identity());
-    println!("compare: {:?}, exact {}", t.elapsed(), d.is_exact());
-    assert!(d.is_exact(), "{}", d.summary());
-    assert_eq!(src2.total(), 5000);
-    let t = Instant::now();
-    let small = Corpus::generate(&CorpusOptions::new("bob", 500).big_attachment(None));
-    small
-        .load_imap(new.addr(), "bob", &new.password("bob"), new.separator())
-        .await
-        .unwrap();
-    println!(
-        "load_imap 500 messages ({} bytes): {:?}",
-        small.total_bytes(),
-        t.elapsed()
-    );
 }

@@ -4,6 +4,8 @@
 //! unverified TLS, AUTH only inside verified TLS), idle and size-scaled DATA timeouts, RSET after
 //! a refused DATA, 8BITMIME/SMTPUTF8 handling.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/fake_smtp.rs"]
 mod fake_smtp;
 
@@ -213,10 +215,7 @@ async fn rejecting_greeting_and_refused_connection_are_deferred() {
         .err()
         .unwrap();
     assert!(matches!(err, Outcome::Deferred { .. }), "{err:?}");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
     let err = Session::open(&spec(closed, TlsMode::None))
         .await
         .err()
@@ -262,22 +261,14 @@ async fn smtputf8_message_to_a_server_without_it_fails() {
 #[tokio::test]
 async fn real_smtp_sink_accepts_null_sender() {
     init();
-    let sink = std::path::Path::new("/usr/sbin/smtp-sink");
-    assert!(
-        sink.exists(),
-        "smtp-sink (Debian package postfix) is required; .ci/run installs it"
-    );
+    let sink = common::required_tool("smtp-sink");
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
         dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut child = std::process::Command::new(sink)
         .args(["-u", "nobody", "-D"])
         .arg(dir.path().join("%M."))

@@ -3,6 +3,8 @@
 //! MX safety: private exchange addresses refused unless `dns.allow_private_mx`, at most 5 MX
 //! hosts per attempt, per-domain pools for MX-routed DSNs.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/fake_smtp.rs"]
 mod fake_smtp;
 
@@ -34,11 +36,7 @@ fn free_udp_port() -> u16 {
 }
 
 fn dnsmasq(extra: &[&str]) -> Dnsmasq {
-    let bin = "/usr/sbin/dnsmasq";
-    assert!(
-        std::path::Path::new(bin).exists(),
-        "dnsmasq (Debian package dnsmasq-base) is required; .ci/run installs it"
-    );
+    let bin = common::required_tool("dnsmasq");
     let port = free_udp_port();
     let child = Command::new(bin)
         .args([
@@ -326,9 +324,7 @@ async fn private_mx_is_refused_unless_allowed() {
 /// Old code tried all eight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_five_mx_hosts_per_attempt() {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = probe.local_addr().unwrap().port();
-    drop(probe);
+    let port = common::free_port();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut args = vec!["--host-record=ready.test,127.0.0.9".to_string()];
     for i in 1..=8u8 {

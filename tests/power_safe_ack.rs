@@ -29,6 +29,8 @@
 //! Needs strace: under `CI=true` a missing/unusable strace fails the test; elsewhere it skips.
 //! The full strace log is kept in `$CARGO_TARGET_TMPDIR/power_safe_ack.strace`.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/smtp.rs"]
 mod support;
 

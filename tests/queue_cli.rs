@@ -1,6 +1,8 @@
 //! `cutover queue list|show` against a stopped gateway (store opened directly) and a running one
 //! (admin API served in-process): the real binary, the same output either way.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/queueops.rs"]
 mod queueops;
 #[path = "support/queue.rs"]

@@ -1,10 +1,12 @@
-//! Crash test of the store: this test binary re-executes itself as a writer child (env var
-//! `CUTOVER_QUEUE_CRASH_DIR`), which commits messages from several concurrent tasks and prints
+//! Crash test of the store: the test re-executes its own test binary, running just itself, as a
+//! writer child (env var `CUTOVER_QUEUE_CRASH_DIR` set: the same test then writes instead), which commits messages from several concurrent tasks and prints
 //! `ACK <id> <seed> <size>` after each commit returned. The parent SIGKILLs it at a random
 //! moment, reopens the queue and checks every acknowledged id is there with a byte-identical
 //! body, and that nothing half-written survived (no temp/orphan spool files, every record has
 //! its body). Several rounds on the same state dir, bounded in time.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/queue.rs"]
 mod support;
 
@@ -28,12 +30,8 @@ fn size_for(seed: u64) -> usize {
     }
 }
 
-/// The writer child. In a normal test run (no env var) it does nothing.
-#[test]
-fn crash_writer_child() {
-    let Ok(dir) = std::env::var(DIR_ENV) else {
-        return;
-    };
+/// The writer child: commits until killed, printing `ACK` lines.
+fn writer(dir: &str) {
     let round: u64 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -66,6 +64,9 @@ fn crash_writer_child() {
 
 #[test]
 fn acknowledged_messages_survive_kill_9() {
+    if let Ok(dir) = std::env::var(DIR_ENV) {
+        return writer(&dir);
+    }
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let mut acked: HashMap<String, (u64, usize)> = HashMap::new();
@@ -76,7 +77,7 @@ fn acknowledged_messages_survive_kill_9() {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "crash_writer_child",
+                "acknowledged_messages_survive_kill_9",
                 "--nocapture",
                 "--test-threads=1",
             ])

@@ -3,6 +3,8 @@
 //! same output either way; the admin API's operation routes and status codes; `/metrics` as
 //! Prometheus text; the operations alongside the real delivery engine (loopback SMTP sinks).
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/fake_smtp.rs"]
 mod fake_smtp;
 #[path = "support/queueops.rs"]

@@ -4,6 +4,8 @@
 //! half-present (an in-flight one may be there, but then whole), and bodies are byte-identical
 //! (SHA-256). Size: `CUTOVER_CRASH_MESSAGES` (default 2000), `CUTOVER_CRASH_KILLS` (default 4).
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/smtp.rs"]
 mod support;
 

@@ -5,6 +5,8 @@
 //! session lifetime; a minimum DATA rate; the junk-command limit; the hard error limit counting
 //! rejected recipients; each answered with its 421 and counted in `/metrics`.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/queueops.rs"]
 mod queueops;
 #[path = "support/smtp.rs"]

@@ -3,6 +3,8 @@
 //! body), plus limits, timeouts (command, DATA idle, DATA time limit scaled by size), low disk,
 //! SIGTERM drain and SIGHUP reload.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/smtp.rs"]
 mod support;
 

@@ -2,6 +2,8 @@
 //! (127.0.0.1) must all be refused; from the trusted network (client bound to 127.0.0.2) only
 //! recipients a rule routes are accepted.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/smtp.rs"]
 mod support;
 

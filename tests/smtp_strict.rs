@@ -4,10 +4,12 @@
 //! trusted clients relay only to domains a rule names (unless `trusted_relay_any`), and the
 //! shipped listener pair `0.0.0.0:25` + `[::]:25` binds on one port.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/smtp.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 
 async fn ehlo(g: &Gateway, from_ip: &str) -> Client {
@@ -206,23 +208,15 @@ fn have_ipv6() -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv4_and_ipv6_wildcard_listeners_share_a_port() {
     if !have_ipv6() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but this machine has no IPv6 loopback: the dual listener test cannot run"
-        );
-        eprintln!("SKIPPED: no IPv6 loopback on this machine");
+        common::skip_or_fail("no IPv6 loopback on this machine: the dual listener test cannot run");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let admin = free_port();
-    let config = dir.path().join("cutover.toml");
-    std::fs::write(
-        &config,
+    let g = Gateway::start_config(|smtp, admin, state| {
+        let port = smtp.port();
         format!(
             r#"[gateway]
 hostname = "mx.test"
-listen = ["127.0.0.1:{port}", "[::]:{port}"]
+listen = ["{smtp}", "[::]:{port}"]
 state_dir = "{state}"
 accept_domains = ["example.com"]
 min_free_space = "1MiB"
@@ -235,45 +229,13 @@ tls = "none"
 default = ["old"]
 
 [admin]
-listen = "127.0.0.1:{admin}"
+listen = "{admin}"
 "#,
-            state = dir.path().join("state").display(),
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let child = std::process::Command::new(bin())
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Kill(child);
-    let v4: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(st)) = child.0.try_wait() {
-            panic!(
-                "serve exited ({st}): {}",
-                std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
-            );
-        }
-        if std::net::TcpStream::connect_timeout(&v4, Duration::from_millis(200)).is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            state = state.display(),
+        )
+    });
+    let v4 = g.smtp;
+    let v6: std::net::SocketAddr = format!("[::1]:{}", v4.port()).parse().unwrap();
     for addr in [v4, v6] {
         // Both sockets are bound before serving starts; allow for the moment between the two.
         let mut tries = 0;

@@ -1,6 +1,8 @@
 //! STARTTLS on a real `cutover serve` with an rcgen certificate: the upgrade works and is stamped
 //! in `Received:`, plaintext pipelined after STARTTLS is discarded, `require = true` is enforced.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/smtp.rs"]
 mod support;
 

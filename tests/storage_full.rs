@@ -12,14 +12,16 @@
 //!   messages get `451 4.3.0`, `/healthz` is 503, but nothing restarts; once space is back the
 //!   gateway is healthy and takes big messages again.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/smtp.rs"]
 mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{Client, STEP, bin, free_port, queue_list, queued_id, send_message, stuffed};
+use support::{Client, Gateway, STEP, queue_list, queued_id, send_message, stuffed};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// A filesystem mounted for the test; unmounted on drop (lazily if still busy).
@@ -53,7 +55,8 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// Mount a filesystem of `mib` MiB at `at` (tmpfs, else a loop-mounted ext4 image under
-/// `scratch`). `None` (test skipped) when neither works, except under `CI=true`: then it panics.
+/// `scratch`). `None` when neither works, after the skip policy (`common::skip_or_fail`: under
+/// `CI=true` it panics).
 fn mount_small(at: &Path, scratch: &Path, mib: u64) -> Option<Mount> {
     std::fs::create_dir_all(at).unwrap();
     let tmpfs = run(Command::new("mount")
@@ -96,29 +99,18 @@ fn mount_small(at: &Path, scratch: &Path, mib: u64) -> Option<Mount> {
                 "cannot mount a small filesystem for the storage tests (run them as root, or in \
                  a container with CAP_SYS_ADMIN and loop devices): tmpfs: {e1}; ext4 on loop: {e2}"
             );
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-            eprintln!("skipping: {msg}");
+            common::skip_or_fail(&msg);
             None
         }
     }
 }
 
-/// A `cutover serve` child on its own config (state_dir on the small filesystem).
-struct Serve {
-    config: PathBuf,
-    log: PathBuf,
-    smtp: SocketAddr,
-    admin: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Serve {
-    fn configure(dir: &Path, state: &Path) -> Serve {
-        let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = dir.join("cutover.toml");
-        // 127.0.0.1:9: nothing listens, every leg stays queued.
-        let text = format!(
+/// A `cutover serve` on its own config (state_dir, where the test mounts a small filesystem,
+/// is the gateway's `state/`), not started yet.
+fn configure() -> Gateway {
+    // 127.0.0.1:9: nothing listens, every leg stays queued.
+    Gateway::configure(|smtp, admin, state| {
+        format!(
             r#"[gateway]
 hostname = "mx.test"
 listen = ["{smtp}"]
@@ -137,95 +129,8 @@ default = ["old"]
 listen = "{admin}"
 "#,
             state = state.display(),
-        );
-        std::fs::write(&config, text).unwrap();
-        Serve {
-            config,
-            log: dir.join("serve.log"),
-            smtp,
-            admin,
-            child: None,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Start and wait until the SMTP port answers.
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(bin())
-            .args(["serve", "-c"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if std::net::TcpStream::connect_timeout(&self.smtp, Duration::from_millis(200)).is_ok()
-            {
-                return;
-            }
-            if let Some(st) = self.try_wait() {
-                panic!("cutover serve exited early ({st}): {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn try_wait(&mut self) -> Option<ExitStatus> {
-        let st = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
-        Some(st)
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.is_some() && self.try_wait().is_none()
-    }
-
-    /// SIGTERM and wait (bounded) for the exit status.
-    fn terminate(&mut self) -> ExitStatus {
-        let c = self.child.as_ref().expect("not running");
-        // SAFETY: plain kill(2) on our own child's PID.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(st) = self.try_wait() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not exit after SIGTERM: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+        )
+    })
 }
 
 /// `GET /healthz`: status code and body, or `None` when nothing answers.
@@ -249,7 +154,7 @@ async fn healthz(admin: SocketAddr) -> Option<(u16, String)> {
 }
 
 /// Poll `/healthz` until `want` (bounded).
-async fn wait_health(g: &mut Serve, want: u16) -> String {
+async fn wait_health(g: &mut Gateway, want: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some((code, text)) = healthz(g.admin).await
@@ -384,15 +289,15 @@ fn fill(path: &Path, max: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_answers_451_turns_unhealthy_exits_75_and_keeps_every_acked_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let Some(_mount) = mount_small(&state, dir.path(), 16) else {
+    let mut g = configure();
+    let state = g.state_dir();
+    let Some(mount) = mount_small(&state, g.dir.path(), 16) else {
         return;
     };
+    g.hold(mount);
     // Half the filesystem is a filler that is deleted later to make room again.
     let filler = state.join("filler");
     assert_eq!(fill(&filler, 8 << 20), 8 << 20);
-    let mut g = Serve::configure(dir.path(), &state);
     g.spawn();
     assert!(wait_health(&mut g, 200).await.ends_with("ok\n"));
 
@@ -506,13 +411,13 @@ async fn disk_full_answers_451_turns_unhealthy_exits_75_and_keeps_every_acked_me
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_spool_is_unhealthy_but_restarts_nothing_and_clears() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
+    let mut g = configure();
+    let state = g.state_dir();
     // The spool (bodies over 128 KiB) on its own 2 MiB filesystem; the db stays roomy.
-    let Some(_mount) = mount_small(&state.join("spool"), dir.path(), 2) else {
+    let Some(mount) = mount_small(&state.join("spool"), g.dir.path(), 2) else {
         return;
     };
-    let mut g = Serve::configure(dir.path(), &state);
+    g.hold(mount);
     g.spawn();
     wait_health(&mut g, 200).await;
 

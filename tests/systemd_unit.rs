@@ -1,6 +1,10 @@
 //! The shipped systemd unit: required settings present (among them the restart policy the
 //! storage watchdog relies on), and `systemd-analyze verify` accepts it when the tool exists on
-//! this machine (under `CI=true` a missing tool is a failure).
+//! this machine (the skip policy of tests/support/common.rs: under `CI=true` a missing tool is a
+//! failure).
+
+#[path = "support/common.rs"]
+mod common;
 
 use std::process::Command;
 
@@ -57,25 +61,16 @@ fn unit_restarts_after_a_failure_at_a_sane_pace() {
 
 #[test]
 fn systemd_analyze_verify_accepts_it() {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "systemd-analyze is not installed (CI=true: install systemd, see .ci/run)"
-        );
-        eprintln!("systemd-analyze not installed: skipping verify");
+    let Some(analyze) = common::tool("systemd-analyze") else {
         return;
-    }
+    };
     // verify wants the ExecStart binary to exist: point a copy of the unit at the built binary.
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_cutover");
     let unit = UNIT.replace("/usr/local/bin/cutover", bin);
     let path = dir.path().join("cutover.service");
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new("systemd-analyze")
+    let out = Command::new(analyze)
         .arg("verify")
         .arg(&path)
         .env("SYSTEMD_LOG_LEVEL", "warning")

@@ -6,6 +6,8 @@
 //! 5.1.1, the file edited + SIGHUP → the newly listed address accepted; a reload with the file
 //! gone keeps the running list.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/postfix.rs"]
 mod postfix;
 #[path = "support/queueops.rs"]
@@ -13,7 +15,8 @@ mod queueops;
 #[path = "support/smtp.rs"]
 mod smtp;
 
-use smtp::{Client, Gateway, Reply, free_port};
+use common::free_port;
+use smtp::{Client, Gateway, Reply};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -7,9 +7,9 @@
 //! an optional oauth2 passdb (XOAUTH2 / OAUTHBEARER against a local introspection URL), readiness polling,
 //! UIDVALIDITY resets, and a small async IMAP client (async-imap over tokio) for tests.
 //! Must never: bind anything but 127.0.0.1, use fixed ports, leave a dovecot process behind (Drop sends
-//! SIGTERM, then SIGKILL, and waits), or depend on any other support file.
+//! SIGTERM, then SIGKILL, and waits), or depend on any other support file but `common.rs`.
 //!
-//! Include with `#[path = "support/dovecot.rs"] mod dovecot;`. Needs root (CI runs as root): mail files belong
+//! Include with `#[path = "support/dovecot.rs"] mod dovecot;` (and `#[path = "support/common.rs"] mod common;`). Needs root (CI runs as root): mail files belong
 //! to uid/gid 5000 (`MAIL_UID`/`MAIL_GID`), login processes run as `dovenull`, internal ones as `dovecot`.
 //!
 //! ```ignore
@@ -27,12 +27,13 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream as StdTcpStream};
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::common::{free_port, required_tool};
 use futures_util::TryStreamExt as _;
 use tokio::net::TcpStream;
 
@@ -183,10 +184,7 @@ pub struct Dovecot {
 impl Dovecot {
     /// Start an instance; panics (with the Dovecot log) if it cannot be started within ~15 s.
     pub fn start(opts: DovecotOptions) -> Dovecot {
-        assert!(
-            Path::new(DOVECOT_BIN).exists(),
-            "{DOVECOT_BIN} missing: apt-get install -y dovecot-imapd"
-        );
+        required_tool(DOVECOT_BIN);
         let mut dc = Dovecot {
             opts: opts.clone(),
             dir: tempfile::Builder::new()
@@ -884,11 +882,6 @@ fn flag_name(f: &async_imap::types::Flag<'_>) -> Option<String> {
 }
 
 // ------------------------------------------------------------------------------------------------ helpers
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
 
 /// Connect, read one line, true if it starts with `* OK`.
 fn greeting_ok(addr: SocketAddr) -> bool {

@@ -3,8 +3,10 @@
 //! delivery agent writes Maildirs under its own temp directory. Everything (main.cf, master.cf,
 //! queue, data, mailboxes, maillog) lives in that directory; the system Postfix (/etc/postfix)
 //! is never read, touched or started. Stopped (`postfix stop`, then SIGKILL by PID) on drop.
-//! It must never bind anything but loopback, nor need syslog.
+//! It must never bind anything but loopback, nor need syslog. Needs `crate::common`.
 #![allow(dead_code)]
+
+use crate::common::{free_port, required_tool};
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -37,14 +39,6 @@ fn passwd_ids(user: &str) -> (u32, u32) {
     panic!("user {user} not in /etc/passwd (is the postfix package installed?)");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Postfix refuses to use a config/table file modified within the last second (it waits for
 /// the mtime to be in the past): backdate freshly written files.
 fn backdate(path: &Path) {
@@ -58,11 +52,7 @@ impl Postfix {
     /// `postfix` and `nobody` users). `domains` are the virtual mailbox domains; `mailboxes`
     /// maps full addresses to Maildir paths relative to the mailbox base (`"bob/old/"`).
     pub fn start(dir: &Path, domains: &[&str], mailboxes: &[(&str, &str)]) -> Postfix {
-        let postfix = Path::new("/usr/sbin/postfix");
-        assert!(
-            postfix.exists(),
-            "postfix (Debian package postfix) is required; .ci/run installs it"
-        );
+        let postfix = required_tool("/usr/sbin/postfix");
         let (pf_uid, pf_gid) = passwd_ids("postfix");
         let (vuid, vgid) = passwd_ids("nobody");
 

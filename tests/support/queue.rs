@@ -1,5 +1,5 @@
 //! Shared helpers for the queue integration tests: temp configs, sample envelopes, legs and
-//! bodies, and running the real `cutover` binary.
+//! bodies, and running the real `cutover` binary. Needs `crate::common`.
 #![allow(dead_code)]
 
 use cutover::queue::{Envelope, NewLeg, Queue, QueueId};
@@ -43,8 +43,7 @@ listen = "{admin}"
 
 /// An address on which nothing listens (bound then released).
 pub fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], crate::common::free_port()))
 }
 
 pub fn envelope(from: &str, at_ms: u64) -> Envelope {

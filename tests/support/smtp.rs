@@ -1,9 +1,13 @@
-//! Test helpers for the SMTP intake: a real `cutover serve` child process on loopback ports
-//! (config written to a temp dir, readiness by polling the port, killed by PID on drop), and a
-//! small async SMTP client that reads whole (multi-line) replies. Shared by tests/smtp_*.rs.
+//! Test helpers for the SMTP intake: the one harness that runs a real `cutover serve` child
+//! process on loopback ports (config written to a temp dir, readiness by polling the port, killed
+//! by PID on drop), and a small async SMTP client that reads whole (multi-line) replies. Every
+//! test that starts `cutover serve` goes through [`Gateway`]. Needs `crate::common` (include
+//! tests/support/common.rs too). Never asserts on what a test is about, only on its own plumbing.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use crate::common::free_port;
+use std::any::Any;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,15 +15,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
 pub const STEP: Duration = Duration::from_secs(10);
-
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Knobs of the generated config.
 #[derive(Clone, Debug, Default)]
@@ -39,8 +34,10 @@ pub struct Opts {
     pub wrap: Vec<String>,
 }
 
-/// A running `cutover serve`.
+/// A `cutover serve` process (running once [`Gateway::spawn`] returned).
 pub struct Gateway {
+    /// Dropped after the process is killed and before `dir` is removed (see [`Gateway::hold`]).
+    guards: Vec<Box<dyn Any>>,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub smtp: SocketAddr,
@@ -60,17 +57,14 @@ impl Gateway {
     /// `carol@example.com` → new, `@partner.net` → new (only reachable for trusted clients);
     /// `unrouted.example` is an accepted domain with no rule.
     pub fn start(opts: Opts) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let state = dir.path().join("state");
         let default = if opts.default_route {
             "default = [\"old\"]\n"
         } else {
             ""
         };
-        let text = format!(
-            r#"[gateway]
+        let mut g = Self::configure(|smtp, admin, state| {
+            format!(
+                r#"[gateway]
 hostname = "mx.test"
 listen = ["{smtp}"]
 state_dir = "{state}"
@@ -105,28 +99,20 @@ listen = "{admin}"
 
 {extra}
 "#,
-            state = state.display(),
-            reserve = if opts.extra_gateway.contains("min_free_space") {
-                ""
-            } else {
-                "min_free_space = \"1MiB\"\n"
-            },
-            extra_gateway = opts.extra_gateway,
-            target = opts.target.as_deref().unwrap_or("127.0.0.1:9"),
-            extra = opts.extra,
-        );
-        let config = dir.path().join("cutover.toml");
-        std::fs::write(&config, text).unwrap();
-        let mut g = Gateway {
-            dir,
-            config,
-            smtp,
-            admin,
-            args: opts.args.clone(),
-            env: opts.env.clone(),
-            wrap: opts.wrap.clone(),
-            child: None,
-        };
+                state = state.display(),
+                reserve = if opts.extra_gateway.contains("min_free_space") {
+                    ""
+                } else {
+                    "min_free_space = \"1MiB\"\n"
+                },
+                extra_gateway = opts.extra_gateway,
+                target = opts.target.as_deref().unwrap_or("127.0.0.1:9"),
+                extra = opts.extra,
+            )
+        });
+        g.args = opts.args;
+        g.env = opts.env;
+        g.wrap = opts.wrap;
         g.spawn();
         g
     }
@@ -134,12 +120,21 @@ listen = "{admin}"
     /// A gateway on a configuration of the test's own: `text(smtp, admin, state_dir)` is the
     /// whole file (written as `cutover.toml` in the temp dir, next to any files the test adds).
     pub fn start_config(text: impl FnOnce(SocketAddr, SocketAddr, &Path) -> String) -> Gateway {
+        let mut g = Self::configure(text);
+        g.spawn();
+        g
+    }
+
+    /// Like [`Gateway::start_config`], but not started yet: the test prepares the directory
+    /// (e.g. mounts a filesystem at [`Gateway::state_dir`]), then calls [`Gateway::spawn`].
+    pub fn configure(text: impl FnOnce(SocketAddr, SocketAddr, &Path) -> String) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.path().join("cutover.toml");
         std::fs::write(&config, text(smtp, admin, &dir.path().join("state"))).unwrap();
-        let mut g = Gateway {
+        Gateway {
+            guards: Vec::new(),
             dir,
             config,
             smtp,
@@ -148,9 +143,13 @@ listen = "{admin}"
             env: Vec::new(),
             wrap: Vec::new(),
             child: None,
-        };
-        g.spawn();
-        g
+        }
+    }
+
+    /// Keep `guard` (e.g. a mount) until the process has been killed; it is dropped before the
+    /// temp dir is removed.
+    pub fn hold(&mut self, guard: impl Any) {
+        self.guards.push(Box::new(guard));
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -217,14 +216,24 @@ listen = "{admin}"
         self.child.as_ref().unwrap().id()
     }
 
+    /// The exit status if the process has exited (it is then no longer running: `spawn` may
+    /// start it again); `None` while it runs or when it was never started.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        let st = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(st)
+    }
+
+    /// Is the process running?
+    pub fn alive(&mut self) -> bool {
+        self.child.is_some() && self.try_wait().is_none()
+    }
+
     /// Wait (bounded) for the process to exit by itself; `None` if it is still running.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut()
-                && let Ok(Some(st)) = c.try_wait()
-            {
-                self.child = None;
+            if let Some(st) = self.try_wait() {
                 return Some(st);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -352,6 +361,20 @@ pub fn queue_list(config: &Path) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Number of queued messages per `cutover queue list --json`; `None` when the command fails
+/// (e.g. while the gateway restarts), for polling loops.
+pub fn queue_len(config: &Path) -> Option<usize> {
+    let out = Command::new(bin())
+        .args(["queue", "list", "--json", "-c"])
+        .arg(config)
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.as_array()
+        .map(|a| a.len())
+        .or_else(|| v["messages"].as_array().map(|a| a.len()))
 }
 
 impl Drop for Gateway {

@@ -9,7 +9,7 @@
 //! traced thread stays stopped until strace has handled (and logged) that stop. So if call A's
 //! completion is logged before call B's start, A had really returned from the kernel before B
 //! entered it. Comparing log positions ([`Call::start`], [`Call::end`]) is therefore a sound
-//! happened-before test, unlike comparing timestamps of different threads.
+//! happened-before test, unlike comparing timestamps of different threads. Needs `crate::common`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -35,19 +35,10 @@ pub fn usable() -> Result<(), String> {
     }
 }
 
-/// `Ok` when strace works. Otherwise: under `CI=true` panic with the reason (a missing tool must
-/// fail CI, not skip); elsewhere print the reason and return `Err` so the test can skip.
+/// `Ok` when strace works. Otherwise the skip policy ([`crate::common::skip_or_fail`]): under
+/// `CI=true` panic with the reason; elsewhere print it and return `Err` so the test can skip.
 pub fn require(test: &str) -> Result<(), ()> {
-    match usable() {
-        Ok(()) => Ok(()),
-        Err(why) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{test}: CI=true and {why}");
-            }
-            eprintln!("{test}: SKIPPED: {why}");
-            Err(())
-        }
-    }
+    usable().map_err(|why| crate::common::skip_or_fail(&format!("{test}: {why}")))
 }
 
 /// Does this strace accept `--seccomp-bpf` (stop only on traced calls: much less overhead)?
