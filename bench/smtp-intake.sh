@@ -9,6 +9,11 @@
 #
 #   bench/smtp-intake.sh [--rounds K] [--sizes "2k 100k"] [--conc "1 10 50"] [--quick]
 #                        [--cutover PATH] [--results FILE]
+#                        [--baseline PATH --baseline-config FILE]
+#
+# --baseline adds a third relay, an older cutover binary with its own config (label
+# cutover-before), to every round: an A/B run of two builds under the same conditions. The
+# table then shows the after/before ratio of cutover's own rate.
 #
 # Needs Debian's postfix (smtp-source/smtp-sink + the reference relay) and python3.
 # Build first: cargo build --release --bin cutover
@@ -17,7 +22,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 HARNESS=${HARNESS:-$HERE/../../shared/bench/smtp}
 ROUNDS=1; SIZES="2k 100k"; CONCS="1 10 50"; QUICK=0
 CUTOVER=${CUTOVER:-$HERE/../target/release/cutover}
-RESULTS=""
+RESULTS=""; BASELINE=""; BASELINE_CONFIG=""
 while [[ $# -gt 0 ]]; do
     case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -26,6 +31,8 @@ while [[ $# -gt 0 ]]; do
     --quick) QUICK=1; shift ;;
     --cutover) CUTOVER=$2; shift 2 ;;
     --results) RESULTS=$2; shift 2 ;;
+    --baseline) BASELINE=$2; shift 2 ;;
+    --baseline-config) BASELINE_CONFIG=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "smtp-intake.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -33,6 +40,11 @@ done
 [[ -x $CUTOVER ]] || { echo "smtp-intake.sh: $CUTOVER not found (cargo build --release --bin cutover)" >&2; exit 2; }
 (( ROUNDS >= 1 && ROUNDS <= 10 )) || { echo "--rounds must be 1..10" >&2; exit 2; }
 CUTOVER=$(cd "$(dirname "$CUTOVER")" && pwd)/$(basename "$CUTOVER")
+if [[ -n $BASELINE ]]; then
+    [[ -x $BASELINE && -f $BASELINE_CONFIG ]] || {
+        echo "smtp-intake.sh: --baseline needs an executable and --baseline-config FILE" >&2; exit 2; }
+    BASELINE_CONFIG=$(cd "$(dirname "$BASELINE_CONFIG")" && pwd)/$(basename "$BASELINE_CONFIG")
+fi
 RESULTS=${RESULTS:-/tmp/relay-bench/intake-$(date +%Y%m%d-%H%M%S).tsv}
 export WAIT_QUIET_S=${WAIT_QUIET_S:-10} QUIET_CORES=${QUIET_CORES:-0.5}
 
@@ -47,13 +59,16 @@ n_for() {  # messages per run: a few seconds each on 2 vCPU
 }
 
 CUT_CMD="rm -rf /tmp/relay-bench/cutover-state; RUST_LOG=info exec $CUTOVER serve --no-deliver -c $HERE/cutover-intake.toml"
+BASE_CMD="rm -rf /tmp/relay-bench/cutover-state; RUST_LOG=info exec $BASELINE serve --no-deliver -c $BASELINE_CONFIG"
 echo "results -> $RESULTS" >&2
 for round in $(seq 1 "$ROUNDS"); do
     for size in $SIZES; do
         for c in $CONCS; do
             n=$(n_for "$size" "$c")
-            # Alternate which relay goes first from round to round.
-            order="postfix cutover"; (( round % 2 == 0 )) && order="cutover postfix"
+            # Rotate which relay goes first from round to round.
+            relays="postfix cutover"; [[ -n $BASELINE ]] && relays="postfix cutover baseline"
+            read -ra rs <<<"$relays"; k=$(( (round - 1) % ${#rs[@]} ))
+            order="${rs[*]:k} ${rs[*]:0:k}"
             for relay in $order; do
                 if [[ $relay == postfix ]]; then
                     RELAY_CMD="$HARNESS/postfix-relay.sh start single" \
@@ -61,6 +76,10 @@ for round in $(seq 1 "$ROUNDS"); do
                     RELAY_PIDFILE=/tmp/pf-bench/spool/pid/master.pid \
                     RESULTS=$RESULTS "$HARNESS/relay-bench.sh" -n "$n" -c "$c" -s "$size" \
                         --driver py --label postfix || echo "postfix run failed" >&2
+                elif [[ $relay == baseline ]]; then
+                    RELAY_CMD="$BASE_CMD" EXPECT_A_PER_MSG=0 \
+                    RESULTS=$RESULTS "$HARNESS/relay-bench.sh" -n "$n" -c "$c" -s "$size" \
+                        --driver py --label cutover-before || echo "baseline run failed" >&2
                 else
                     RELAY_CMD="$CUT_CMD" EXPECT_A_PER_MSG=0 \
                     RESULTS=$RESULTS "$HARNESS/relay-bench.sh" -n "$n" -c "$c" -s "$size" \
