@@ -40,6 +40,17 @@ def main():
         ratio = f(cr / pr, "%.2f×") if cr and pr else "-"
         label = f"{size // 1024} KB"
         print(f"| {setup} | {label} | {c} | {f(cr)} | {f(pr)} | {ratio} | {f(ccpu, '%.2f')} / {f(pcpu, '%.2f')} | {len(cut)}+{len(pf)} |")
+    ab = [k for k in sorted({k[:3] for k in groups}) if (*k, "cutover_before") in groups]
+    if ab:
+        print()
+        print("| setup | size | sessions | cutover msgs/s | cutover before msgs/s | after / before | runs |")
+        print("|---|---|---|---|---|---|---|")
+        for setup, size, c in ab:
+            cr = med([fnum(r["e2e_rate"]) for r in groups.get((setup, size, c, "cutover"), [])])
+            br = med([fnum(r["e2e_rate"]) for r in groups[(setup, size, c, "cutover_before")]])
+            r = "-" if not (cr and br) else "%.3f" % (cr / br)
+            n = len(groups[(setup, size, c, "cutover_before")])
+            print(f"| {setup} | {size // 1024} KB | {c} | {cr or 0:.0f} | {br or 0:.0f} | {r} | {n} |")
 
 
 if __name__ == "__main__":
