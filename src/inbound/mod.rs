@@ -4,14 +4,14 @@
 //! It never delivers mail and never reaches into the queue's storage beyond its public API.
 //!
 //! Layout, by protocol phase: `listener` (accept loop, connection limits, shutdown), `proxy` (PROXY protocol header),
-//! `limits` (anvil-style per-client counting and intake counters), `session`
-//! (the state machine and its IO), `ehlo` (greeting/capabilities), `policy` (pure address and
-//! relay decisions, leg planning), `data` (pure DATA decoder), `stamp` (pure trace headers and
+//! `limits` (anvil-style per-client counting and intake counters), `session/`
+//! (the state machine: `conn` for framing and IO, the run loop and dispatch, one file per phase:
+//! `ehlo` with greeting/capabilities and STARTTLS, `mail`, `rcpt`, `data` with the pure DATA
+//! verdict), `policy` (pure address and relay decisions, leg planning), `data` (pure DATA decoder), `stamp` (pure trace headers and
 //! loop scan), `tls` (certificates and the plain/TLS stream), `reply` (reply formatting),
 //! `verify` (recipient verification: known lists and probes of the target, with their cache).
 
 pub mod data;
-pub mod ehlo;
 pub mod limits;
 pub mod listener;
 pub mod policy;
