@@ -257,7 +257,10 @@ fn no_module_depends_on_itself() {
         }
     }
     // The check can see: these edges exist.
-    assert!(files["inbound::session"].contains("queue"), "{files:#?}");
+    assert!(
+        files["inbound::session::data"].contains("queue"),
+        "{files:#?}"
+    );
     assert!(top["outbound"].contains("queue"), "{top:#?}");
     let by_file = cycles(&files);
     let by_top = cycles(&top);

@@ -3,15 +3,16 @@
 //! the hand-off of each accepted message to the durable queue (`250` only once it is on disk).
 //! It never delivers mail and never reaches into the queue's storage beyond its public API.
 //!
-//! Layout, by protocol phase: `listener` (accept loop, connection limits, shutdown), `proxy` (PROXY protocol header),
-//! `limits` (anvil-style per-client counting and intake counters), `session`
-//! (the state machine and its IO), `ehlo` (greeting/capabilities), `policy` (pure address and
-//! relay decisions, leg planning), `data` (pure DATA decoder), `stamp` (pure trace headers and
-//! loop scan), `tls` (certificates and the plain/TLS stream), `reply` (reply formatting),
-//! `verify` (recipient verification: known lists and probes of the target, with their cache).
+//! Layout, by protocol phase: `listener` (accept loop, connection limits, shutdown), `proxy`
+//! (PROXY protocol header), `limits` (anvil-style per-client counting and intake counters),
+//! `session/` (the state machine: `conn` for framing and IO, the run loop and dispatch, then one
+//! file per phase: `ehlo` with the greeting, capabilities and STARTTLS, `mail`, `rcpt`, `data`
+//! with the pure DATA verdict), `policy` (pure address and relay decisions, leg planning),
+//! `data` (pure DATA decoder), `stamp` (pure trace headers and loop scan), `tls` (certificates
+//! and the plain/TLS stream), `reply` (reply formatting), `verify` (recipient verification:
+//! known lists and probes of the target, with their cache).
 
 pub mod data;
-pub mod ehlo;
 pub mod limits;
 pub mod listener;
 pub mod policy;
