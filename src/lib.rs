@@ -17,4 +17,5 @@ pub mod own_thread;
 pub mod queue;
 pub mod routing;
 pub mod server;
+pub mod time;
 pub mod tls_client;

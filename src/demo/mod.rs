@@ -317,7 +317,7 @@ async fn send_all(smtp: SocketAddr, samples: &[Sample], phase: u8) -> Vec<Sent> 
             "From: Demo Sender <sender@partner.example.org>\r\nTo: {}\r\nSubject: {}\r\nMessage-ID: <demo-{phase}-{n}@partner.example.org>\r\nDate: {}\r\n\r\n{}\r\n",
             rcpts.join(", "),
             s.subject,
-            crate::bounce::rfc5322_date(SystemTime::now()),
+            crate::time::rfc5322_date(SystemTime::now()),
             s.note
         );
         let results = match Session::open(&spec).await {

@@ -34,13 +34,6 @@ fn sanitise(s: &str, max: usize) -> String {
     if t.is_empty() { "unknown".into() } else { t }
 }
 
-/// RFC 5322 date-time (`Tue, 24 Nov 2026 12:15:08 +0000`).
-pub fn rfc5322_date(t: SystemTime) -> String {
-    let odt = time::OffsetDateTime::from(t);
-    odt.format(&time::format_description::well_known::Rfc2822)
-        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into())
-}
-
 /// The `Received:` header, CRLF-terminated, folded with a tab.
 pub fn received(info: &TraceInfo<'_>) -> String {
     let proto = match (info.smtputf8, info.esmtp, info.tls.is_some()) {
@@ -67,7 +60,10 @@ pub fn received(info: &TraceInfo<'_>) -> String {
     if let Some(r) = info.single_rcpt {
         h.push_str(&format!("\r\n\tfor <{}>", sanitise(r, 256)));
     }
-    h.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(info.date)));
+    h.push_str(&format!(
+        ";\r\n\t{}\r\n",
+        crate::time::rfc5322_date(info.date)
+    ));
     h
 }
 

@@ -34,7 +34,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 use tracing::Instrument;
 
 pub use body::{BodyReader, BodyWriter};
@@ -159,12 +159,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Queue {
     inner: Arc<Inner>,
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Queue {
@@ -493,7 +487,9 @@ impl Queue {
 
     /// Due legs (`due` index) with a due time at or before `until`, oldest first.
     pub fn due(&self, until: SystemTime, limit: usize) -> Result<Vec<store::DueEntry>, QueueError> {
-        self.inner.store.due_until(unix_ms(until), limit)
+        self.inner
+            .store
+            .due_until(crate::time::unix_ms(until), limit)
     }
 
     /// Replace the record of an existing message (its legs, held flags, due times), moving
