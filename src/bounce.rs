@@ -5,6 +5,7 @@
 //! the caller in the same transaction as the change that caused it; it never delivers.
 
 use crate::config::Config;
+use crate::header;
 use crate::queue::model::{BOUNCE_RULE, MX_TARGET, MessageRecord};
 use crate::queue::store::Staged;
 use crate::queue::{Envelope, NewLeg, Queue, QueueError, QueueId, stage_message};
@@ -244,24 +245,12 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         "--{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"
     ));
     let mut out = m.into_bytes();
-    out.extend_from_slice(&crlf_normalised(header_block(input.original_headers)));
+    out.extend_from_slice(&crlf_normalised(header::section(input.original_headers)));
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     Some(out)
-}
-
-/// The header block of a message: everything before the first empty line.
-pub fn header_block(msg: &[u8]) -> &[u8] {
-    let crlf = msg.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2);
-    let lf = msg.windows(2).position(|w| w == b"\n\n").map(|i| i + 1);
-    let end = match (crlf, lf) {
-        (Some(a), Some(b)) => a.min(b),
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => msg.len(),
-    };
-    &msg[..end]
 }
 
 fn crlf_normalised(b: &[u8]) -> Vec<u8> {
@@ -299,7 +288,7 @@ pub async fn original_headers(queue: &Queue, id: &str) -> Vec<u8> {
         q.open_body(&id)?
             .take(HEADER_READ_LIMIT)
             .read_to_end(&mut head)?;
-        Ok(header_block(&head).to_vec())
+        Ok(header::section(&head).to_vec())
     })
     .await
     .ok()
@@ -514,15 +503,5 @@ mod tests {
         for line in msg.split(|&b| b == b'\n') {
             assert!(line.len() <= 999, "line of {} bytes", line.len());
         }
-    }
-
-    #[test]
-    fn header_block_stops_at_blank_line() {
-        assert_eq!(
-            header_block(b"A: 1\r\nB: 2\r\n\r\nbody"),
-            b"A: 1\r\nB: 2\r\n"
-        );
-        assert_eq!(header_block(b"A: 1\nB: 2\n\nbody"), b"A: 1\nB: 2\n");
-        assert_eq!(header_block(b"A: 1\r\n"), b"A: 1\r\n");
     }
 }

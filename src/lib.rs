@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod fault;
 pub mod fingerprint;
+pub mod header;
 pub mod http_client;
 pub mod inbound;
 pub mod ledger;

@@ -93,16 +93,6 @@ pub enum QueuedBody {
 /// The most [`Queue::read_head`] reads.
 pub const HEAD_LIMIT: usize = 1 << 20;
 
-/// Offset just past the blank line ending the header block (CRLF CRLF or LF LF), if present.
-fn find_header_end(b: &[u8]) -> Option<usize> {
-    let crlf = b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-    let lf = b.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 /// Errors of the queue. Any of them at acceptance means `451 4.3.0`.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -458,7 +448,7 @@ impl Queue {
                 break;
             }
             out.extend_from_slice(&chunk[..n]);
-            let end = find_header_end(&out);
+            let end = crate::header::split(&out).map(|(_, body)| body);
             if end.is_some_and(|e| out.len() >= e + body_prefix) || out.len() >= HEAD_LIMIT {
                 if let Some(e) = end {
                     out.truncate((e + body_prefix).min(out.len()));
