@@ -463,7 +463,7 @@ impl Session {
         let smtputf8 = flags & MAIL_SMTPUTF8 != 0;
         let from =
             match policy::extract_path(line).and_then(|raw| policy::parse_sender(raw, smtputf8)) {
-                Ok(m) => m.map(|m| m.address()).unwrap_or_default(),
+                Ok(m) => m.map(|m| m.to_string()).unwrap_or_default(),
                 Err(e) => return e.mail_reply(),
             };
         match crate::queue::disk::free_space(&self.settings.state_dir) {
@@ -513,10 +513,7 @@ impl Session {
         let mailbox = if raw.eq_ignore_ascii_case("postmaster") {
             // RFC 5321 §4.5.1: the unqualified postmaster is ours.
             match p.accept_domains.iter().min() {
-                Some(d) => policy::Mailbox {
-                    local: "postmaster".into(),
-                    domain: d.clone(),
-                },
+                Some(d) => crate::address::Address::new("postmaster", d),
                 None => return Reply::new(550, "5.1.1", "No postmaster here"),
             }
         } else {
@@ -528,8 +525,8 @@ impl Session {
                 }
             }
         };
-        let address = mailbox.address();
-        let route = settings.router.route(&address, SystemTime::now());
+        let address = mailbox.to_string();
+        let route = settings.router.route_address(&mailbox, SystemTime::now());
         match policy::decide_rcpt(p, &mailbox, trusted, route) {
             RcptDecision::Accept(route) => {
                 if !tx.rcpts.iter().any(|(a, _)| a == &address) {
@@ -537,7 +534,7 @@ impl Session {
                     // clients too, so nothing undeliverable is queued.
                     let v = &settings.verify;
                     if v.is_enabled()
-                        && let Some(r) = self.inbound.verifier.check(v, &address, &route).await
+                        && let Some(r) = self.inbound.verifier.check(v, &mailbox, &route).await
                     {
                         tracing::info!(client = %self.peer, rcpt = %address, reply = %r, "recipient refused");
                         return r;
