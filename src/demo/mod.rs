@@ -237,10 +237,8 @@ pub async fn run(
     );
     std::fs::write(&cfg_path, &text)
         .map_err(|e| DemoError::Dir(cfg_path.display().to_string(), e))?;
-    let cfg = crate::loader::load(&cfg_path)
-        .map_err(|e| DemoError::Config(e.to_string()))?
-        .config;
-    let server = Server::start(cfg, crate::server::ServerOptions::default()).await?;
+    let loaded = crate::loader::load(&cfg_path).map_err(|e| DemoError::Config(e.to_string()))?;
+    let server = Server::start(loaded, crate::server::ServerOptions::default()).await?;
     let smtp = *server
         .smtp_addrs()
         .first()

@@ -15,15 +15,20 @@ rcpt_domain = "new.example"
 "#;
 
 /// A configuration from `BASE` + `extra`, with `known.txt` in its directory.
-fn config(extra: &str, known: &str) -> (tempfile::TempDir, VerifyConfig, crate::routing::Router) {
+fn config(
+    extra: &str,
+    known: &str,
+) -> (
+    tempfile::TempDir,
+    VerifyConfig,
+    std::sync::Arc<crate::routing::Router>,
+) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("known.txt"), known).unwrap();
     let path = dir.path().join("cutover.toml");
     let loaded = crate::loader::parse(&format!("{BASE}{extra}"), &path).unwrap();
     let v = VerifyConfig::from_config(&loaded.config).unwrap();
-    let (router, errors) = crate::routing::Router::new(&loaded.config.routing);
-    assert!(errors.is_empty());
-    (dir, v, router)
+    (dir, v, loaded.router)
 }
 
 fn route(r: &crate::routing::Router, a: &str) -> Route {
