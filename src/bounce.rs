@@ -5,9 +5,11 @@
 //! the caller in the same transaction as the change that caused it; it never delivers.
 
 use crate::config::Config;
+use crate::header;
 use crate::queue::model::{BOUNCE_RULE, MX_TARGET, MessageRecord};
 use crate::queue::store::Staged;
 use crate::queue::{Envelope, NewLeg, Queue, QueueError, QueueId, stage_message};
+use crate::time::{rfc5322_date, unix_secs};
 use std::io::Read;
 use std::time::SystemTime;
 
@@ -77,16 +79,6 @@ pub fn status_of(reply: &str, default: &str) -> String {
     }
 }
 
-/// RFC 5322 date-time in UTC.
-pub fn rfc5322_date(t: SystemTime) -> String {
-    let odt = time::OffsetDateTime::from(t);
-    let fmt = time::macros::format_description!(
-        "[weekday repr:short], [day padding:none] [month repr:short] [year] [hour]:[minute]:[second] +0000"
-    );
-    odt.format(&fmt)
-        .unwrap_or_else(|_| "Thu, 1 Jan 1970 00:00:00 +0000".into())
-}
-
 /// Keep only printable ASCII on one line (header/field values), bounded in length.
 fn field(s: &str) -> String {
     s.chars()
@@ -118,7 +110,7 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         .filter(char::is_ascii_alphanumeric)
         .take(40)
         .collect();
-    let boundary = format!("{id}.{}/{host}", unix(input.now));
+    let boundary = format!("{id}.{}/{host}", unix_secs(input.now));
     let (subject, action, status_default) = match input.kind {
         DsnKind::Failure => ("Undelivered Mail Returned to Sender", "failed", "5.0.0"),
         DsnKind::Delay { .. } => ("Delayed Mail (still being retried)", "delayed", "4.0.0"),
@@ -139,7 +131,11 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
     h("Date", &rfc5322_date(input.now));
     h(
         "Message-ID",
-        &format!("<{}.{}.dsn@{host}>", field(input.queue_id), unix(input.now)),
+        &format!(
+            "<{}.{}.dsn@{host}>",
+            field(input.queue_id),
+            unix_secs(input.now)
+        ),
     );
     h("Auto-Submitted", "auto-replied");
     h("MIME-Version", "1.0");
@@ -249,30 +245,12 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         "--{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"
     ));
     let mut out = m.into_bytes();
-    out.extend_from_slice(&crlf_normalised(header_block(input.original_headers)));
+    out.extend_from_slice(&crlf_normalised(header::section(input.original_headers)));
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     Some(out)
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// The header block of a message: everything before the first empty line.
-pub fn header_block(msg: &[u8]) -> &[u8] {
-    let crlf = msg.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2);
-    let lf = msg.windows(2).position(|w| w == b"\n\n").map(|i| i + 1);
-    let end = match (crlf, lf) {
-        (Some(a), Some(b)) => a.min(b),
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => msg.len(),
-    };
-    &msg[..end]
 }
 
 fn crlf_normalised(b: &[u8]) -> Vec<u8> {
@@ -310,7 +288,7 @@ pub async fn original_headers(queue: &Queue, id: &str) -> Vec<u8> {
         q.open_body(&id)?
             .take(HEADER_READ_LIMIT)
             .read_to_end(&mut head)?;
-        Ok(header_block(&head).to_vec())
+        Ok(header::section(&head).to_vec())
     })
     .await
     .ok()
@@ -525,24 +503,5 @@ mod tests {
         for line in msg.split(|&b| b == b'\n') {
             assert!(line.len() <= 999, "line of {} bytes", line.len());
         }
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc5322_date(t(0)), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(
-            rfc5322_date(t(1_790_000_000)),
-            "Mon, 21 Sep 2026 14:13:20 +0000"
-        );
-    }
-
-    #[test]
-    fn header_block_stops_at_blank_line() {
-        assert_eq!(
-            header_block(b"A: 1\r\nB: 2\r\n\r\nbody"),
-            b"A: 1\r\nB: 2\r\n"
-        );
-        assert_eq!(header_block(b"A: 1\nB: 2\n\nbody"), b"A: 1\nB: 2\n");
-        assert_eq!(header_block(b"A: 1\r\n"), b"A: 1\r\n");
     }
 }

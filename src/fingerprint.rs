@@ -7,6 +7,7 @@
 //! endings normalised to LF, so a copy fetched over IMAP (CRLF) and one delivered over SMTP or
 //! stored in a Maildir (LF) agree).
 
+use crate::header;
 use sha2::{Digest, Sha256};
 
 /// How many body bytes enter a fingerprint of a message without `Message-ID`.
@@ -42,13 +43,13 @@ impl std::fmt::Display for Fingerprint {
 /// [`HEADER_FIELDS`]) followed by the blank line and at least [`BODY_PREFIX`] bytes of its body
 /// (or the whole body when shorter).
 pub fn fingerprint(header_and_body_prefix: &[u8]) -> Fingerprint {
-    let (header, body) = split_header(header_and_body_prefix);
-    if let Some(id) = header_value(header, "message-id").and_then(|v| normalise_message_id(&v)) {
+    let (header, body) = header::parts(header_and_body_prefix);
+    if let Some(id) = header::value(header, "message-id").and_then(|v| normalise_message_id(&v)) {
         return Fingerprint(format!("m:{id}"));
     }
     let mut h = Sha256::new();
     for name in ["date", "from", "to", "subject"] {
-        let v = header_value(header, name).unwrap_or_default();
+        let v = header::value(header, name).unwrap_or_default();
         h.update(name.as_bytes());
         h.update(b":");
         h.update(collapse_ws(&v).as_bytes());
@@ -62,66 +63,14 @@ pub fn fingerprint(header_and_body_prefix: &[u8]) -> Fingerprint {
 /// Whether the message (header part) carries a header `name` (case-insensitive), e.g. cutover's
 /// own `X-Cutover-Loop` stamp.
 pub fn has_header(header_and_body_prefix: &[u8], name: &str) -> bool {
-    let (header, _) = split_header(header_and_body_prefix);
-    header_value(header, &name.to_ascii_lowercase()).is_some()
+    header::value(header::section(header_and_body_prefix), name).is_some()
 }
 
 /// Whether the header part carries a `Message-ID` (so no body prefix is needed).
 pub fn has_message_id(header: &[u8]) -> bool {
-    let (header, _) = split_header(header);
-    header_value(header, "message-id")
+    header::value(header::section(header), "message-id")
         .and_then(|v| normalise_message_id(&v))
         .is_some()
-}
-
-/// Split at the first empty line (CRLF CRLF or LF LF). Without one, everything is header.
-fn split_header(msg: &[u8]) -> (&[u8], &[u8]) {
-    let mut i = 0;
-    let mut line_start = 0;
-    while i < msg.len() {
-        if msg[i] == b'\n' {
-            let line = &msg[line_start..i];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                return (&msg[..line_start], &msg[i + 1..]);
-            }
-            line_start = i + 1;
-        }
-        i += 1;
-    }
-    // A header block that starts with an empty line.
-    (msg, &[])
-}
-
-/// The unfolded value of the first header `name` (lowercase), decoded lossily as UTF-8.
-fn header_value(header: &[u8], name: &str) -> Option<String> {
-    let mut lines = header.split(|&b| b == b'\n').peekable();
-    while let Some(line) = lines.next() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-            continue;
-        }
-        let field = String::from_utf8_lossy(&line[..colon]);
-        if !field.trim().eq_ignore_ascii_case(name) {
-            continue;
-        }
-        let mut value = String::from_utf8_lossy(&line[colon + 1..]).into_owned();
-        while let Some(next) = lines.peek() {
-            if next.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-                let cont = next.strip_suffix(b"\r").unwrap_or(next);
-                value.push(' ');
-                value.push_str(&String::from_utf8_lossy(cont));
-                lines.next();
-            } else {
-                break;
-            }
-        }
-        return Some(value);
-    }
-    None
 }
 
 fn collapse_ws(s: &str) -> String {

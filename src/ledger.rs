@@ -95,10 +95,7 @@ impl Ledger {
         fp: &Fingerprint,
         queue_id: &str,
     ) -> Result<(), LedgerError> {
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let at = crate::time::unix_secs(std::time::SystemTime::now());
         let rec = Record {
             target: target.to_string(),
             original_rcpt: original_rcpt.to_string(),

@@ -23,9 +23,11 @@
 
 use crate::config::Config;
 use crate::inbound::{Inbound, Settings};
+use crate::loader::Loaded;
 use crate::outbound::scheduler::Scheduler;
 use crate::queue::Queue;
 use crate::queue::health::{Health, WatchdogOptions};
+use crate::routing::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,6 +118,8 @@ pub struct Server {
     health: Arc<Health>,
     failed_rx: watch::Receiver<Option<String>>,
     config_tx: watch::Sender<Arc<Config>>,
+    /// The routing table compiled with the configuration in force (admin reroute).
+    routes_tx: watch::Sender<Arc<Router>>,
     stop_tx: watch::Sender<bool>,
     smtp_addrs: Vec<SocketAddr>,
     admin_addr: SocketAddr,
@@ -128,7 +132,12 @@ pub struct Server {
 
 impl Server {
     /// Bind everything and start serving.
-    pub async fn start(cfg: Config, opts: ServerOptions) -> Result<Server, ServerError> {
+    pub async fn start(loaded: Loaded, opts: ServerOptions) -> Result<Server, ServerError> {
+        let Loaded {
+            config: cfg,
+            router,
+            ..
+        } = loaded;
         // Relative to the config file's directory, like every path in it.
         let state_dir = crate::config::resolve_path(
             cfg.path.parent().unwrap_or(std::path::Path::new(".")),
@@ -138,7 +147,7 @@ impl Server {
             path: state_dir.display().to_string(),
             source,
         })?;
-        let settings = Settings::from_config(&cfg)?;
+        let settings = Settings::from_config(&cfg, router.clone())?;
         let queue = Queue::open(&state_dir)?;
         let mut bound = Vec::new();
         for addr in &cfg.gateway.listen {
@@ -167,6 +176,7 @@ impl Server {
 
         let cfg = Arc::new(cfg);
         let (config_tx, config_rx) = watch::channel(cfg.clone());
+        let (routes_tx, routes_rx) = watch::channel(router);
         let (stop_tx, stop_rx) = watch::channel(false);
         let inbound = Inbound::new(settings, queue.clone());
         let listeners = bound
@@ -212,6 +222,7 @@ impl Server {
         let state = crate::admin::AdminState::new(
             queue.clone(),
             config_rx,
+            routes_rx,
             scheduler.as_ref().map(|s| s.stats.clone()),
         )
         .with_health(health.clone())
@@ -225,6 +236,7 @@ impl Server {
             health,
             failed_rx,
             config_tx,
+            routes_tx,
             stop_tx,
             smtp_addrs,
             admin_addr,
@@ -267,8 +279,13 @@ impl Server {
 
     /// Switch to a new, validated configuration (routing, policy, TLS, targets) atomically.
     /// Listen addresses, state_dir and admin.listen need a restart (logged, kept).
-    pub fn reload(&self, cfg: Config) -> Result<(), ServerError> {
-        let settings = Settings::from_config(&cfg)?;
+    pub fn reload(&self, loaded: Loaded) -> Result<(), ServerError> {
+        let Loaded {
+            config: cfg,
+            router,
+            ..
+        } = loaded;
+        let settings = Settings::from_config(&cfg, router.clone())?;
         let running = self.config();
         if cfg.gateway.listen != running.gateway.listen
             || cfg.gateway.state_dir != running.gateway.state_dir
@@ -279,6 +296,7 @@ impl Server {
             );
         }
         self.inbound.replace_settings(settings);
+        let _ = self.routes_tx.send(router);
         let _ = self.config_tx.send(Arc::new(cfg));
         tracing::info!("configuration reloaded (routing, policy, TLS, targets)");
         Ok(())

@@ -270,10 +270,11 @@ async fn operations_offline_and_live_give_the_same_output() {
     std::fs::create_dir_all(&live_dir).unwrap();
     let cfg2 = write_config(&live_dir, &state2, admin.addr);
     let rerouted2 = write_rerouted_config(&live_dir, &state2, admin.addr);
-    let reloaded = cutover::loader::load(&rerouted2).unwrap().config;
-    let reload = admin.config.clone();
+    let reloaded = cutover::loader::load(&rerouted2).unwrap();
+    let (reload, reload_routes) = (admin.config.clone(), admin.routes.clone());
     let live = scenario(&cfg2, &rerouted2, &ids2, move || {
-        reload.send(Arc::new(reloaded)).unwrap();
+        reload_routes.send(reloaded.router).unwrap();
+        reload.send(Arc::new(reloaded.config)).unwrap();
     })
     .await;
     check_scenario(&live);
@@ -533,8 +534,9 @@ async fn live_operations_with_the_delivery_engine() {
 
     // The engine and the admin API share the config channel, as `serve` wires them.
     let cfg_path = sink_config(dir.path(), &state, dead_addr(), old.addr, new.addr);
-    let cfg = cutover::loader::load(&cfg_path).unwrap().config;
-    let (cfg_tx, cfg_rx) = tokio::sync::watch::channel(Arc::new(cfg));
+    let loaded = cutover::loader::load(&cfg_path).unwrap();
+    let (cfg_tx, cfg_rx) = tokio::sync::watch::channel(Arc::new(loaded.config));
+    let (_routes_tx, routes_rx) = tokio::sync::watch::channel(loaded.router);
     let sched =
         cutover::outbound::scheduler::Scheduler::new(q.clone(), cfg_rx.clone(), None).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -544,7 +546,7 @@ async fn live_operations_with_the_delivery_engine() {
     let (admin_stop, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(cutover::admin::serve(
         listener,
-        cutover::admin::AdminState::new(q.clone(), cfg_rx, Some(sched.stats.clone())),
+        cutover::admin::AdminState::new(q.clone(), cfg_rx, routes_rx, Some(sched.stats.clone())),
         async {
             let _ = admin_stop_rx.await;
         },

@@ -1,6 +1,6 @@
 //! The DSN builder: `bounce::build` through `bounce::stage` (the pure staging of a bounce as a
 //! queue message) with arbitrary original header bytes and arbitrary sender, recipient, target,
-//! remote-MTA and reply strings; `bounce::header_block`, and (for some inputs)
+//! remote-MTA and reply strings; `cutover::header::section`, and (for some inputs)
 //! `bounce::original_headers` reading an arbitrary body back from a real queue on tmpfs.
 //!
 //! Checks: the DSN is CRLF-only 7-bit text with lines of at most 998 bytes outside the returned
@@ -92,7 +92,7 @@ fuzz_target!(|inp: Input<'_>| {
     };
 
     // The header block of the original, as `original_headers` returns it.
-    let block = bounce::header_block(inp.headers);
+    let block = cutover::header::section(inp.headers);
     assert!(inp.headers.starts_with(block));
     let headers = if inp.through_queue {
         e.rt.block_on(async {
@@ -112,7 +112,7 @@ fuzz_target!(|inp: Input<'_>| {
             let limit = inp.headers.len().min(64 * 1024);
             assert_eq!(
                 got,
-                bounce::header_block(&inp.headers[..limit]),
+                cutover::header::section(&inp.headers[..limit]),
                 "original_headers"
             );
             got

@@ -160,14 +160,14 @@ fuzz_target!(|inp: Input<'_>| {
     }
     for (res, flag) in [(&ascii, false), (&utf8, true)] {
         if let Ok(m) = res {
-            let again = policy::parse_recipient(&m.address(), flag);
+            let again = policy::parse_recipient(&m.to_string(), flag);
             assert_eq!(
                 again.as_ref().ok(),
                 Some(m),
                 "mailbox does not parse back to itself"
             );
             assert_eq!(
-                policy::normalise_domain(&m.domain, flag).ok().as_deref(),
+                policy::check_domain(&m.domain, flag).ok().as_deref(),
                 Some(m.domain.as_str()),
                 "domain normalisation is not idempotent"
             );
@@ -240,7 +240,7 @@ fuzz_target!(|inp: Input<'_>| {
     );
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(BASE - 5000 + inp.at as u64 % 10_000);
     let candidates: Vec<String> = [
-        ascii.as_ref().ok().map(|m| m.address()),
+        ascii.as_ref().ok().map(|m| m.to_string()),
         Some(raw.to_string()),
         Some(inp.line.to_string()),
     ]
@@ -255,8 +255,10 @@ fuzz_target!(|inp: Input<'_>| {
             slow,
             "index and linear scan disagree for {addr:?}"
         );
-        let _ = routing::rewrite_rcpt(addr, inp.rcpt_domain);
-        let _ = routing::final_rcpt(
+        if let Some(a) = cutover::address::Address::parse(addr) {
+            let _ = routing::rewrite_rcpt(&a, inp.rcpt_domain);
+        }
+        let _ = routing::final_rcpt_stored(
             addr,
             inp.rcpt_domain,
             &["example.com".to_string()],
@@ -267,8 +269,8 @@ fuzz_target!(|inp: Input<'_>| {
     // Relay decision and legs, as the session does them.
     if let Ok(m) = utf8 {
         let p = policy(inp.relay_any, inp.reject_unrouted);
-        let address = m.address();
-        let route = router.route(&address, now);
+        let address = m.to_string();
+        let route = router.route_address(&m, now);
         match policy::decide_rcpt(&p, &m, inp.trusted, route) {
             RcptDecision::Accept(r) => {
                 assert!(!r.targets.is_empty(), "accepted without targets");

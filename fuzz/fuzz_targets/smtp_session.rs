@@ -77,10 +77,9 @@ fn env() -> &'static Env {
         let dir = cutover_fuzz::scratch("smtp");
         let (cert, key, pem) = cutover_fuzz::write_cert(&dir);
         let text = cutover_fuzz::config_text(&dir.join("state"), Some((&cert, &key)));
-        let cfg = cutover::loader::parse(&text, &dir.join("cutover.toml"))
-            .expect("fuzz config is valid")
-            .config;
-        let settings = Settings::from_config(&cfg).expect("settings");
+        let loaded = cutover::loader::parse(&text, &dir.join("cutover.toml"))
+            .expect("fuzz config is valid");
+        let settings = Settings::from_config(&loaded.config, loaded.router).expect("settings");
         let queue = Queue::open(&dir.join("state")).expect("queue");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -41,6 +41,8 @@ pub struct ApiError {
 pub struct AdminState {
     pub queue: Queue,
     pub config: watch::Receiver<Arc<Config>>,
+    /// The routing table compiled with that configuration (`crate::loader::Loaded::router`).
+    pub routes: watch::Receiver<Arc<Routes>>,
     pub stats: Option<Arc<Stats>>,
     /// The SMTP listener's counters when it runs in this process.
     pub intake: Option<Arc<crate::inbound::limits::IntakeStats>>,
@@ -54,12 +56,14 @@ impl AdminState {
     pub fn new(
         queue: Queue,
         config: watch::Receiver<Arc<Config>>,
+        routes: watch::Receiver<Arc<Routes>>,
         stats: Option<Arc<Stats>>,
     ) -> Self {
         AdminState {
             health: Health::new(queue.clone()),
             queue,
             config,
+            routes,
             stats,
             intake: None,
             verify: None,
@@ -86,6 +90,10 @@ impl AdminState {
 
     fn cfg(&self) -> Arc<Config> {
         self.config.borrow().clone()
+    }
+
+    fn routes(&self) -> Arc<Routes> {
+        self.routes.borrow().clone()
     }
 }
 
@@ -185,12 +193,12 @@ async fn release(State(s): State<AdminState>, Path(id): Path<String>) -> Respons
 
 /// A live reroute: legs that may be in flight are left alone (reported as `busy`).
 async fn reroute(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
-    let routes = Routes::new(&s.cfg().routing).0;
+    let routes = s.routes();
     json(ops::reroute(&s.queue, &id, &routes, SystemTime::now(), true).await)
 }
 
 async fn reroute_all(State(s): State<AdminState>) -> Response {
-    let routes = Routes::new(&s.cfg().routing).0;
+    let routes = s.routes();
     json(ops::reroute_all(&s.queue, &routes, SystemTime::now(), true).await)
 }
 

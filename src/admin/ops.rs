@@ -17,7 +17,7 @@ pub const DELETED_REASON: &str = "deleted by the administrator";
 
 /// The address `r` is (or would be) given to `l`'s target, for a DSN.
 fn final_rcpt(cfg: &Config, l: &Leg, r: &Recipient) -> String {
-    crate::routing::final_rcpt(
+    crate::routing::final_rcpt_stored(
         &r.address,
         cfg.targets
             .get(&l.target)

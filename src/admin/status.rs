@@ -40,10 +40,7 @@ pub fn render(hostname: &str, msgs: &[MessageSummary], now: SystemTime) -> Strin
     }
     h.push_str("</table><h2>Oldest messages</h2><table><tr><th>id</th><th>age</th><th>from</th><th>size</th><th>legs</th></tr>");
     for m in msgs.iter().take(100) {
-        let age = now
-            .duration_since(m.received_at)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let age = crate::time::age_secs(now, m.received_at);
         let legs: Vec<String> = m
             .legs
             .iter()

@@ -121,13 +121,6 @@ struct Ctx {
     window: (Option<i64>, Option<i64>),
 }
 
-fn epoch(d: crate::config::values::Date) -> i64 {
-    d.to_system_time()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// The directory holding a job's state and report.
 pub fn state_dir_of(config: &Config, job: &str, shard: Option<(u32, u32)>) -> PathBuf {
     job_dir(&config.gateway.state_dir, job, shard)
@@ -194,7 +187,10 @@ pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Resul
     let ctx = Arc::new(Ctx {
         src: Side::new("source", &job.source, &base)?,
         dst: Side::new("destination", &job.destination, &base)?,
-        window: (job.since.map(epoch), job.before.map(epoch)),
+        window: (
+            job.since.map(crate::time::date_epoch),
+            job.before.map(crate::time::date_epoch),
+        ),
         job: job.clone(),
         state,
         ledger_db: config.gateway.state_dir.join("db"),

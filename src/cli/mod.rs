@@ -73,7 +73,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
 /// Load the config or print every diagnostic (file:line: key: message) and fail with exit 1.
 pub fn load_config(
     path: &std::path::Path,
-) -> anyhow::Result<Result<cutover::config::Loaded, ExitCode>> {
+) -> anyhow::Result<Result<cutover::loader::Loaded, ExitCode>> {
     match cutover::loader::load(path) {
         Ok(l) => {
             for w in &l.warnings {

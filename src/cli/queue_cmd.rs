@@ -15,7 +15,6 @@ use cutover::config::AdminToken;
 use cutover::queue::model::{Leg, Message, MessageSummary, RcptState};
 use cutover::queue::ops::{Deleted, LegsChanged, Rerouted};
 use cutover::queue::{Queue, QueueError};
-use cutover::routing::Router;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -174,6 +173,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let cfg = loaded.config;
+    let router = loaded.router;
     let source = connect(
         cfg.admin.listen,
         cfg.admin.token.clone(),
@@ -284,7 +284,7 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
         }
         QueueCmd::Reroute { select, .. } => {
             // Offline: no scheduler runs, so no leg is in flight (`live = false`).
-            let routes = Router::new(&cfg.routing).0;
+            let routes = router.clone();
             let mut out = Outcome::default();
             if select.all {
                 let v: Vec<Rerouted> = match &source {

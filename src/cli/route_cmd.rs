@@ -4,8 +4,8 @@ use super::ConfigArg;
 use clap::Subcommand;
 use cutover::address::Address;
 use cutover::config::values::Timestamp;
-use cutover::inbound::policy::{Mailbox, Policy, RcptDecision, decide_rcpt};
-use cutover::routing::{Router, explain};
+use cutover::inbound::policy::{Policy, RcptDecision, decide_rcpt};
+use cutover::routing::explain;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -47,16 +47,11 @@ pub fn run(cmd: RouteCmd) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     let now = at.map(|t| t.0).unwrap_or_else(SystemTime::now);
-    let (router, _) = Router::new(&c.routing);
-    let route = router.route_address(&address, now);
+    let route = loaded.router.route_address(&address, now);
     let mut out = explain::explain(c, &address, route.as_ref(), now);
     // The answer at RCPT, from the same decision the SMTP session makes.
     let policy = Policy::from_gateway(&c.gateway);
-    let mailbox = Mailbox {
-        local: address.local.clone(),
-        domain: address.domain.clone(),
-    };
-    let verdict = |trusted: bool| match decide_rcpt(&policy, &mailbox, trusted, route.clone()) {
+    let verdict = |trusted: bool| match decide_rcpt(&policy, &address, trusted, route.clone()) {
         RcptDecision::Accept(_) => "250 2.1.5 Ok".to_string(),
         RcptDecision::Reject(r) => r.to_string(),
     };

@@ -64,7 +64,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let code = rt.block_on(serve(a, loaded.config))?;
+    let code = rt.block_on(serve(a, loaded))?;
     if code == ExitCode::from(EX_TEMPFAIL) {
         // Threads stuck in storage calls must not keep the process from exiting.
         rt.shutdown_timeout(Duration::from_secs(1));
@@ -72,7 +72,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<ExitCode> {
+async fn serve(a: ServeArgs, loaded: cutover::loader::Loaded) -> anyhow::Result<ExitCode> {
     // Handlers first: a signal that arrives once the port is open must not kill us outright.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -81,7 +81,7 @@ async fn serve(a: ServeArgs, cfg: cutover::config::Config) -> anyhow::Result<Exi
         deliver: !a.no_deliver,
         ..ServerOptions::default()
     };
-    let server = Server::start(cfg, opts).await?;
+    let server = Server::start(loaded, opts).await?;
     let failed = loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break None; }
@@ -132,7 +132,7 @@ fn reload(path: &Path, server: &Server) {
             for w in &l.warnings {
                 tracing::warn!("{w}");
             }
-            if let Err(e) = server.reload(l.config) {
+            if let Err(e) = server.reload(l) {
                 tracing::error!(error = %e, "reload failed: keeping the running configuration");
             }
         }

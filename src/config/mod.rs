@@ -72,11 +72,12 @@ pub struct CheckContext<'p> {
     pub gateway_ok: bool,
 }
 
-/// A check run after this module's own validation, reporting through the same diagnostics.
-pub type Check = fn(&Config, &CheckContext<'_>, &mut Reader<'_>);
+/// A check run after this module's own validation, reporting through the same diagnostics (a
+/// closure: the loader keeps what its check compiled).
+pub type Check<'a> = &'a mut dyn FnMut(&Config, &CheckContext<'_>, &mut Reader<'_>);
 
 /// Read the configuration at `path`, validate it, and run `extra` over it.
-pub fn load_with(path: &Path, extra: Check) -> Result<Loaded, ConfigError> {
+pub fn load_with(path: &Path, extra: Check<'_>) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
@@ -86,7 +87,7 @@ pub fn load_with(path: &Path, extra: Check) -> Result<Loaded, ConfigError> {
 
 /// Parse and validate configuration text, and run `extra` over it; `path` names it in messages
 /// and anchors relative paths.
-pub fn parse_with(text: &str, path: &Path, extra: Check) -> Result<Loaded, ConfigError> {
+pub fn parse_with(text: &str, path: &Path, extra: Check<'_>) -> Result<Loaded, ConfigError> {
     let file = path.display().to_string();
     let doc = match DeTable::parse(text) {
         Ok(d) => d,

@@ -237,10 +237,8 @@ pub async fn run(
     );
     std::fs::write(&cfg_path, &text)
         .map_err(|e| DemoError::Dir(cfg_path.display().to_string(), e))?;
-    let cfg = crate::loader::load(&cfg_path)
-        .map_err(|e| DemoError::Config(e.to_string()))?
-        .config;
-    let server = Server::start(cfg, crate::server::ServerOptions::default()).await?;
+    let loaded = crate::loader::load(&cfg_path).map_err(|e| DemoError::Config(e.to_string()))?;
+    let server = Server::start(loaded, crate::server::ServerOptions::default()).await?;
     let smtp = *server
         .smtp_addrs()
         .first()
@@ -317,7 +315,7 @@ async fn send_all(smtp: SocketAddr, samples: &[Sample], phase: u8) -> Vec<Sent> 
             "From: Demo Sender <sender@partner.example.org>\r\nTo: {}\r\nSubject: {}\r\nMessage-ID: <demo-{phase}-{n}@partner.example.org>\r\nDate: {}\r\n\r\n{}\r\n",
             rcpts.join(", "),
             s.subject,
-            crate::bounce::rfc5322_date(SystemTime::now()),
+            crate::time::rfc5322_date(SystemTime::now()),
             s.note
         );
         let results = match Session::open(&spec).await {

@@ -37,8 +37,6 @@ pub use policy::Policy;
 pub enum InboundError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("routing: {0}")]
-    Routing(String),
     #[error("recipient verification: {0}")]
     Verify(#[from] crate::outbound::resolve::ResolverError),
 }
@@ -46,7 +44,8 @@ pub enum InboundError {
 /// Everything a session needs from the configuration; replaced as a whole on reload.
 pub struct Settings {
     pub policy: Policy,
-    pub router: Router,
+    /// The configuration's compiled routing table (`crate::loader::Loaded::router`).
+    pub router: Arc<Router>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub state_dir: PathBuf,
     /// Recipient verification (known lists, probes).
@@ -54,16 +53,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Build from a validated configuration (reads the TLS PEM files).
-    pub fn from_config(cfg: &Config) -> Result<Settings, InboundError> {
-        let (router, errors) = Router::new(&cfg.routing);
-        if let Some(e) = errors.first() {
-            return Err(InboundError::Routing(format!(
-                "rule #{}: {}",
-                e.rule + 1,
-                e.message
-            )));
-        }
+    /// Build from a validated configuration and the router compiled with it (reads the TLS PEM
+    /// files).
+    pub fn from_config(cfg: &Config, router: Arc<Router>) -> Result<Settings, InboundError> {
         // Relative paths are relative to the config file's directory (as `config check` reads them).
         let base = cfg.path.parent().unwrap_or(std::path::Path::new("."));
         let tls = match &cfg.gateway.tls {

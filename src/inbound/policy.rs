@@ -1,10 +1,12 @@
-//! Intake policy as pure functions: address syntax (the raw path between `<` and `>`), domain
-//! normalisation, the MAIL/RCPT parameters we advertise, the relay decision (accepted domain, or
+//! Intake policy as pure functions: address syntax (the raw path between `<` and `>`, parsed
+//! once into the one [`Address`] type; domain syntax, then [`crate::address::normalise_domain`]),
+//! the MAIL/RCPT parameters we advertise, the relay decision (accepted domain, or
 //! a trusted client and a rule naming the domain, plus a route), and the grouping of accepted
 //! recipients into legs. Never does IO and never touches a socket: the session asks, this module
 //! answers with a [`Reply`].
 
 use super::reply::Reply;
+use crate::address::Address;
 use crate::config::Gateway;
 use crate::queue::NewLeg;
 use crate::routing::{How, Route};
@@ -65,7 +67,7 @@ impl Policy {
             accept_domains: g
                 .accept_domains
                 .iter()
-                .filter_map(|d| normalise_domain(d, true).ok())
+                .filter_map(|d| check_domain(d, true).ok())
                 .collect(),
             trusted_networks: g.trusted_networks.clone(),
             max_message_size: g.max_message_size.0,
@@ -135,19 +137,6 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
             .map(IpAddr::V4)
             .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
-    }
-}
-
-/// A syntactically acceptable mailbox: local part as written, domain normalised.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mailbox {
-    pub local: String,
-    pub domain: String,
-}
-
-impl Mailbox {
-    pub fn address(&self) -> String {
-        format!("{}@{}", self.local, self.domain)
     }
 }
 
@@ -293,8 +282,9 @@ fn param_name(p: &str) -> String {
         .to_ascii_uppercase()
 }
 
-/// Lower-case, drop one trailing dot, check the labels. `utf8` allows non-ASCII labels.
-pub fn normalise_domain(domain: &str, utf8: bool) -> Result<String, AddrError> {
+/// Check the labels of `domain` (one trailing dot allowed; `utf8` allows non-ASCII labels) and
+/// return it normalised ([`crate::address::normalise_domain`]).
+pub fn check_domain(domain: &str, utf8: bool) -> Result<String, AddrError> {
     if domain.starts_with('[') {
         return Err(AddrError::IpLiteral);
     }
@@ -319,19 +309,19 @@ pub fn normalise_domain(domain: &str, utf8: bool) -> Result<String, AddrError> {
             return Err(AddrError::BadDomain);
         }
     }
-    Ok(d.to_lowercase())
+    Ok(crate::address::normalise_domain(domain))
 }
 
 /// Parse a raw path (as returned by [`extract_path`]) strictly, the way a recipient must look:
 /// no source route, no `%`/`!` routing, no quoted local part hiding `@`/`%`/`!`, no address
 /// literal, non-ASCII only with `utf8`.
-pub fn parse_recipient(raw: &str, utf8: bool) -> Result<Mailbox, AddrError> {
+pub fn parse_recipient(raw: &str, utf8: bool) -> Result<Address, AddrError> {
     parse_mailbox(raw, utf8, true)
 }
 
 /// Parse a sender path leniently (`%`/`!` allowed in the local part, which only matters for
 /// bounces); an empty path is the null sender and returns `Ok(None)`.
-pub fn parse_sender(raw: &str, utf8: bool) -> Result<Option<Mailbox>, AddrError> {
+pub fn parse_sender(raw: &str, utf8: bool) -> Result<Option<Address>, AddrError> {
     if raw.is_empty() {
         return Ok(None);
     }
@@ -346,7 +336,7 @@ pub fn parse_sender(raw: &str, utf8: bool) -> Result<Option<Mailbox>, AddrError>
     parse_mailbox(raw, utf8, false).map(Some)
 }
 
-fn parse_mailbox(raw: &str, utf8: bool, strict: bool) -> Result<Mailbox, AddrError> {
+fn parse_mailbox(raw: &str, utf8: bool, strict: bool) -> Result<Address, AddrError> {
     if raw.is_empty() {
         return Err(AddrError::Empty);
     }
@@ -393,8 +383,8 @@ fn parse_mailbox(raw: &str, utf8: bool, strict: bool) -> Result<Mailbox, AddrErr
             return Err(AddrError::RoutingHack);
         }
     }
-    let domain = normalise_domain(domain, utf8)?;
-    Ok(Mailbox {
+    let domain = check_domain(domain, utf8)?;
+    Ok(Address {
         local: local.to_string(),
         domain,
     })
@@ -456,7 +446,7 @@ pub enum RcptDecision {
 /// Kubernetes Service every client may look trusted), unless `trusted_relay_any` is set.
 pub fn decide_rcpt(
     policy: &Policy,
-    mailbox: &Mailbox,
+    mailbox: &Address,
     trusted: bool,
     route: Option<Route>,
 ) -> RcptDecision {

@@ -90,7 +90,7 @@ fn recipients_normalise() {
     let m = parse_recipient("Alice@EXAMPLE.COM.", false).unwrap();
     assert_eq!(m.local, "Alice");
     assert_eq!(m.domain, "example.com");
-    assert_eq!(m.address(), "Alice@example.com");
+    assert_eq!(m.to_string(), "Alice@example.com");
     let q = parse_recipient("\"john smith\"@example.com", false).unwrap();
     assert_eq!(q.local, "\"john smith\"");
     let u = parse_recipient("müller@exämple.com", true).unwrap();
@@ -105,7 +105,7 @@ fn senders_are_lenient() {
         parse_sender("@relay.net:bob@example.net", false)
             .unwrap()
             .unwrap()
-            .address(),
+            .to_string(),
         "bob@example.net"
     );
     assert_eq!(parse_sender("nodomain", false), Err(AddrError::NoDomain));

@@ -1,8 +1,10 @@
 //! Trace headers: building the one `Received:` (RFC 5321 §4.4) and the one `X-Cutover-Loop:`
 //! cutover prepends, and scanning an incoming header section for loops (too many `Received:`, or
 //! our own loop header) and for its size (`max_header_size`). Pure: bytes in, strings and verdicts out. It never rewrites, refolds or
-//! removes anything in the message itself.
+//! removes anything in the message itself. What ends a header section (the empty line) and what
+//! continues a field are [`crate::header`]'s definitions.
 
+use crate::header;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -34,13 +36,6 @@ fn sanitise(s: &str, max: usize) -> String {
     if t.is_empty() { "unknown".into() } else { t }
 }
 
-/// RFC 5322 date-time (`Tue, 24 Nov 2026 12:15:08 +0000`).
-pub fn rfc5322_date(t: SystemTime) -> String {
-    let odt = time::OffsetDateTime::from(t);
-    odt.format(&time::format_description::well_known::Rfc2822)
-        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into())
-}
-
 /// The `Received:` header, CRLF-terminated, folded with a tab.
 pub fn received(info: &TraceInfo<'_>) -> String {
     let proto = match (info.smtputf8, info.esmtp, info.tls.is_some()) {
@@ -67,7 +62,10 @@ pub fn received(info: &TraceInfo<'_>) -> String {
     if let Some(r) = info.single_rcpt {
         h.push_str(&format!("\r\n\tfor <{}>", sanitise(r, 256)));
     }
-    h.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(info.date)));
+    h.push_str(&format!(
+        ";\r\n\t{}\r\n",
+        crate::time::rfc5322_date(info.date)
+    ));
     h
 }
 
@@ -148,6 +146,12 @@ impl HeaderScan {
         self.done
     }
 
+    /// Bytes of the header section scanned so far (line ends included, the empty line not): the
+    /// whole section once the scan is done within the limit.
+    pub fn header_size(&self) -> usize {
+        self.size
+    }
+
     pub fn feed(&mut self, mut bytes: &[u8]) {
         while !self.done && !bytes.is_empty() {
             match bytes.iter().position(|&b| b == b'\n') {
@@ -205,7 +209,7 @@ impl HeaderScan {
         if self.kind_at == 0 {
             match self.line.first() {
                 None => return LineKind::Undecided,
-                Some(b' ' | b'\t') => {
+                Some(&b) if header::is_wsp(b) => {
                     self.kind = if self.first_line {
                         LineKind::Body
                     } else {
@@ -252,10 +256,7 @@ impl HeaderScan {
     }
 
     fn scan_line(&mut self, line: &mut Vec<u8>, kind: LineKind) {
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.is_empty() || kind != LineKind::Header {
+        if header::is_blank(line) || kind != LineKind::Header {
             // The blank line, or the first line of the body: the header section ends before it.
             self.close_current();
             self.done = true;
@@ -268,8 +269,11 @@ impl HeaderScan {
             self.done = true;
             return;
         }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
         let text = String::from_utf8_lossy(line);
-        if line[0] == b' ' || line[0] == b'\t' {
+        if line.first().copied().is_some_and(header::is_wsp) {
             if let Some(cur) = self.current.as_mut() {
                 cur.push(' ');
                 cur.push_str(text.trim());

@@ -71,12 +71,9 @@ impl KnownSet {
         }
     }
 
-    /// Is `address` listed (itself, or without its `+extension`)?
-    pub fn contains(&self, address: &str) -> bool {
-        let Some(a) = Address::parse(address) else {
-            return false;
-        };
-        let (full, base) = self.opts.keys(&a);
+    /// Is `a` listed (itself, or without its `+extension`)?
+    pub fn contains(&self, a: &Address) -> bool {
+        let (full, base) = self.opts.keys(a);
         self.keys.contains(&full) || base.is_some_and(|b| self.keys.contains(&b))
     }
 
@@ -261,7 +258,7 @@ impl VerifyConfig {
     }
 
     /// The address `target` would be asked about for `address` (its `rcpt_domain` rewrite).
-    pub fn probe_address(&self, target: &str, address: &str) -> String {
+    pub fn probe_address(&self, target: &str, address: &Address) -> String {
         let rd = self
             .probe_targets
             .get(target)
@@ -270,11 +267,8 @@ impl VerifyConfig {
     }
 
     /// Is `address` exempt from verification (`postmaster` at an accepted domain)?
-    pub fn exempt(&self, address: &str) -> bool {
-        Address::parse(address).is_some_and(|a| {
-            a.local.eq_ignore_ascii_case("postmaster")
-                && self.accept_domains.iter().any(|d| d == &a.domain)
-        })
+    pub fn exempt(&self, a: &Address) -> bool {
+        a.local.eq_ignore_ascii_case("postmaster") && a.in_domains(&self.accept_domains)
     }
 }
 
@@ -479,7 +473,12 @@ impl Verifier {
 
     /// Check `address`, routed by `route`: `None` to accept, or the refusal (`550 5.1.1`,
     /// `450 4.1.1`).
-    pub async fn check(&self, cfg: &VerifyConfig, address: &str, route: &Route) -> Option<Reply> {
+    pub async fn check(
+        &self,
+        cfg: &VerifyConfig,
+        address: &Address,
+        route: &Route,
+    ) -> Option<Reply> {
         let plan = cfg.plan(route);
         if plan.is_empty() || cfg.exempt(address) {
             return None;
@@ -516,7 +515,7 @@ impl Verifier {
     }
 
     /// One target's answer: cached, shared with a probe in flight, or asked now.
-    async fn probe(&self, cfg: &VerifyConfig, target: &str, address: &str) -> Verdict {
+    async fn probe(&self, cfg: &VerifyConfig, target: &str, address: &Address) -> Verdict {
         let probed = cfg.probe_address(target, address);
         // Cached by the address as routing compares it (`Alice@` and `alice@` are one entry
         // unless `ignore_local_case = false`); the target is asked the address as written.

@@ -34,7 +34,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 use tracing::Instrument;
 
 pub use body::{BodyReader, BodyWriter};
@@ -93,16 +93,6 @@ pub enum QueuedBody {
 /// The most [`Queue::read_head`] reads.
 pub const HEAD_LIMIT: usize = 1 << 20;
 
-/// Offset just past the blank line ending the header block (CRLF CRLF or LF LF), if present.
-fn find_header_end(b: &[u8]) -> Option<usize> {
-    let crlf = b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-    let lf = b.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 /// Errors of the queue. Any of them at acceptance means `451 4.3.0`.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -159,12 +149,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Queue {
     inner: Arc<Inner>,
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Queue {
@@ -464,7 +448,7 @@ impl Queue {
                 break;
             }
             out.extend_from_slice(&chunk[..n]);
-            let end = find_header_end(&out);
+            let end = crate::header::split(&out).map(|(_, body)| body);
             if end.is_some_and(|e| out.len() >= e + body_prefix) || out.len() >= HEAD_LIMIT {
                 if let Some(e) = end {
                     out.truncate((e + body_prefix).min(out.len()));
@@ -493,7 +477,9 @@ impl Queue {
 
     /// Due legs (`due` index) with a due time at or before `until`, oldest first.
     pub fn due(&self, until: SystemTime, limit: usize) -> Result<Vec<store::DueEntry>, QueueError> {
-        self.inner.store.due_until(unix_ms(until), limit)
+        self.inner
+            .store
+            .due_until(crate::time::unix_ms(until), limit)
     }
 
     /// Replace the record of an existing message (its legs, held flags, due times), moving

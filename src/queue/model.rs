@@ -318,18 +318,10 @@ pub const HEADER_LINES: usize = 20;
 
 /// The first `max` lines of the header section of `body` (stops at the empty line).
 pub fn header_lines(body: &[u8], max: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in body.split(|&b| b == b'\n') {
-        if out.len() >= max {
-            break;
-        }
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        out.push(String::from_utf8_lossy(line).into_owned());
-    }
-    out
+    crate::header::lines(crate::header::section(body))
+        .take(max)
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,10 +6,11 @@
 use super::{Origin, Pattern, Router};
 use crate::config::{CheckContext, Config, KeyPath, Reader, resolve_path};
 
-/// Compile `c.routing` and report what is wrong with it (a [`crate::config::Check`]).
-pub fn check(c: &Config, ctx: &CheckContext<'_>, cx: &mut Reader<'_>) {
+/// Compile `c.routing` and report what is wrong with it (run by `crate::loader` as config's
+/// extra check); the compiled table, unless `[routing]` could not be read.
+pub fn check(c: &Config, ctx: &CheckContext<'_>, cx: &mut Reader<'_>) -> Option<Router> {
     if !ctx.routing_ok {
-        return;
+        return None;
     }
     let (router, errors) = Router::new(&c.routing);
     for e in errors {
@@ -33,6 +34,7 @@ pub fn check(c: &Config, ctx: &CheckContext<'_>, cx: &mut Reader<'_>) {
     if ctx.gateway_ok {
         warnings(c, &router, cx);
     }
+    Some(router)
 }
 
 fn warnings(c: &Config, router: &Router, cx: &mut Reader<'_>) {

@@ -39,7 +39,7 @@ pub struct TargetOut {
 
 /// Explain `route` (what the router answered for `address` at `now`) under `c`.
 pub fn explain(c: &Config, address: &Address, route: Option<&Route>, now: SystemTime) -> Explained {
-    let accepted = c.gateway.accept_domains.contains(&address.domain);
+    let accepted = address.in_domains(&c.gateway.accept_domains);
     let mut out = Explained {
         address: address.to_string(),
         at: Timestamp(now).to_rfc3339(),
@@ -78,10 +78,8 @@ pub fn explain(c: &Config, address: &Address, route: Option<&Route>, now: System
         }
         for t in &r.targets {
             let target = c.targets.get(t);
-            let final_address = super::rewrite_rcpt(
-                &address.to_string(),
-                target.and_then(|t| t.rcpt_domain.as_deref()),
-            );
+            let final_address =
+                super::rewrite_rcpt(address, target.and_then(|t| t.rcpt_domain.as_deref()));
             let via = match target {
                 Some(t) => match (&t.address, &t.mx) {
                     (Some(a), _) => format!("{a} (tls {:?})", t.tls).to_lowercase(),

@@ -8,7 +8,7 @@ pub mod explain;
 
 pub use check::check;
 
-use crate::address::Address;
+use crate::address::{Address, normalise_domain};
 use crate::config::Routing;
 use std::collections::HashMap;
 use std::fmt;
@@ -99,13 +99,7 @@ impl Pattern {
             }
             let (l, d) = s.rsplit_once('@').unwrap_or((s, ""));
             let mut re = String::from("^");
-            for c in format!(
-                "{}@{}",
-                opts.fold_local(l),
-                d.to_lowercase().trim_end_matches('.')
-            )
-            .chars()
-            {
+            for c in format!("{}@{}", opts.fold_local(l), normalise_domain(d)).chars() {
                 match c {
                     '*' => re.push_str(".*"),
                     '?' => re.push('.'),
@@ -209,12 +203,13 @@ fn first_line(s: &str) -> String {
 /// The domain of a glob when it is literal (no wildcard after the `@`).
 fn glob_domain(g: &str) -> Option<String> {
     let (_, d) = g.rsplit_once('@')?;
-    (!d.contains(['*', '?'])).then(|| d.trim_end_matches('.').to_lowercase())
+    (!d.contains(['*', '?'])).then(|| normalise_domain(d))
 }
 
 fn domain_part(d: &str, whole: &str) -> Result<String, String> {
-    let d = d.trim_end_matches('.').to_lowercase();
-    if d.is_empty() || d.contains('@') || d.starts_with('.') || d.contains("..") {
+    let d = normalise_domain(d);
+    if d.is_empty() || d.contains('@') || d.starts_with('.') || d.ends_with('.') || d.contains("..")
+    {
         return Err(format!("invalid pattern {whole:?}: bad domain"));
     }
     Ok(d)
@@ -500,45 +495,42 @@ impl Router {
     }
 }
 
-/// The address a target receives for `recipient`: the domain replaced by `rcpt_domain` when set.
-pub fn rewrite_rcpt(recipient: &str, rcpt_domain: Option<&str>) -> String {
-    let r = recipient.trim();
-    let r = r
-        .strip_prefix('<')
-        .and_then(|x| x.strip_suffix('>'))
-        .unwrap_or(r);
-    match (rcpt_domain, r.rfind('@')) {
-        (Some(d), Some(at)) => format!("{}@{}", &r[..at], d.trim_end_matches('.')),
-        _ => r.to_string(),
+/// The address a target receives for `a`: the domain replaced by `rcpt_domain` when set.
+pub fn rewrite_rcpt(a: &Address, rcpt_domain: Option<&str>) -> String {
+    match rcpt_domain {
+        Some(d) => a.at_domain(d).to_string(),
+        None => a.to_string(),
     }
 }
 
-/// The address a target receives for `recipient`: [`rewrite_rcpt`] to the target's
-/// `rcpt_domain`, but only for a recipient whose domain is one of `accept_domains` (the
-/// organisation's own users; mail relayed for trusted clients to other domains keeps its
-/// address) and never for a DSN cutover generated itself (`is_dsn`: it goes to the original
-/// sender, wherever that is).
+/// The address a target receives for `a`: [`rewrite_rcpt`] to the target's `rcpt_domain`, but
+/// only for a recipient whose domain is one of `accept_domains` (the organisation's own users;
+/// mail relayed for trusted clients to other domains keeps its address) and never for a DSN
+/// cutover generated itself (`is_dsn`: it goes to the original sender, wherever that is).
 pub fn final_rcpt(
+    a: &Address,
+    rcpt_domain: Option<&str>,
+    accept_domains: &[String],
+    is_dsn: bool,
+) -> String {
+    if a.in_domains(accept_domains) && !is_dsn {
+        rewrite_rcpt(a, rcpt_domain)
+    } else {
+        rewrite_rcpt(a, None)
+    }
+}
+
+/// [`final_rcpt`] for a recipient as stored with a queued message (intake wrote it from an
+/// [`Address`], so it parses); anything else is passed on as it is.
+pub fn final_rcpt_stored(
     recipient: &str,
     rcpt_domain: Option<&str>,
     accept_domains: &[String],
     is_dsn: bool,
 ) -> String {
-    let ours = recipient
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .rsplit_once('@')
-        .is_some_and(|(_, d)| {
-            let d = d.trim_end_matches('.');
-            accept_domains
-                .iter()
-                .any(|a| a.trim_end_matches('.').eq_ignore_ascii_case(d))
-        });
-    if ours && !is_dsn {
-        rewrite_rcpt(recipient, rcpt_domain)
-    } else {
-        rewrite_rcpt(recipient, None)
+    match Address::parse(recipient) {
+        Some(a) => final_rcpt(&a, rcpt_domain, accept_domains, is_dsn),
+        None => recipient.trim().to_string(),
     }
 }
 

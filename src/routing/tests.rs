@@ -301,20 +301,23 @@ fn bad_patterns_are_reported_per_pattern() {
 fn rcpt_domain_rewrite() {
     assert_eq!(
         rewrite_rcpt(
-            "alice@example.com",
+            &addr("alice@example.com"),
             Some("example-com.mail.onmicrosoft.com")
         ),
         "alice@example-com.mail.onmicrosoft.com"
     );
     assert_eq!(
-        rewrite_rcpt("<Alice+x@example.com>", Some("new.example.")),
+        rewrite_rcpt(&addr("<Alice+x@example.com>"), Some("new.example.")),
         "Alice+x@new.example"
     );
     assert_eq!(
-        rewrite_rcpt("\"a@b\"@example.com", Some("n.example")),
+        rewrite_rcpt(&addr("\"a@b\"@example.com"), Some("n.example")),
         "\"a@b\"@n.example"
     );
-    assert_eq!(rewrite_rcpt("alice@example.com", None), "alice@example.com");
+    assert_eq!(
+        rewrite_rcpt(&addr("alice@example.com"), None),
+        "alice@example.com"
+    );
 }
 
 #[test]
@@ -442,21 +445,39 @@ fn final_rcpt_rewrites_only_our_domains_and_never_dsns() {
     let ours = vec!["Example.com".to_string()];
     let t = Some("example-com.mail.onmicrosoft.com");
     assert_eq!(
-        final_rcpt("alice@example.COM.", t, &ours, false),
+        final_rcpt(&addr("alice@example.COM."), t, &ours, false),
         "alice@example-com.mail.onmicrosoft.com"
     );
     // Trusted relaying to another domain: untouched.
     assert_eq!(
-        final_rcpt("bob@gmail.example", t, &ours, false),
+        final_rcpt(&addr("bob@gmail.example"), t, &ours, false),
         "bob@gmail.example"
     );
     // A DSN to one of our own senders: untouched too.
     assert_eq!(
-        final_rcpt("<carol@example.com>", t, &ours, true),
+        final_rcpt(&addr("<carol@example.com>"), t, &ours, true),
         "carol@example.com"
     );
     assert_eq!(
-        final_rcpt("alice@example.com", None, &ours, false),
+        final_rcpt(&addr("alice@example.com"), None, &ours, false),
         "alice@example.com"
+    );
+}
+
+fn addr(s: &str) -> Address {
+    Address::parse(s).unwrap()
+}
+
+#[test]
+fn stored_recipients_are_rewritten_like_parsed_ones() {
+    let ours = vec!["example.com".to_string()];
+    let t = Some("example-com.mail.onmicrosoft.com");
+    assert_eq!(
+        final_rcpt_stored("alice@example.com", t, &ours, false),
+        "alice@example-com.mail.onmicrosoft.com"
+    );
+    assert_eq!(
+        final_rcpt_stored(" not an address ", t, &ours, false),
+        "not an address"
     );
 }

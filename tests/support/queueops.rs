@@ -15,6 +15,8 @@ pub struct Admin {
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Keeps the config channel open.
     pub config: tokio::sync::watch::Sender<Arc<cutover::config::Config>>,
+    /// The routing table compiled with it (sent together on a reload).
+    pub routes: tokio::sync::watch::Sender<Arc<cutover::routing::Router>>,
 }
 
 impl Admin {
@@ -31,14 +33,15 @@ impl Admin {
 
 /// Serve the admin API for `queue` on 127.0.0.1:0 with the config at `config_path`.
 pub async fn start_admin(queue: Queue, config_path: &Path, stats: Option<Arc<Stats>>) -> Admin {
-    let cfg = cutover::loader::load(config_path).unwrap().config;
-    let (tx, rx) = tokio::sync::watch::channel(Arc::new(cfg));
+    let loaded = cutover::loader::load(config_path).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(loaded.config));
+    let (routes_tx, routes_rx) = tokio::sync::watch::channel(loaded.router);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(admin::serve(
         listener,
-        AdminState::new(queue, rx, stats),
+        AdminState::new(queue, rx, routes_rx, stats),
         async {
             let _ = stop_rx.await;
         },
@@ -48,6 +51,7 @@ pub async fn start_admin(queue: Queue, config_path: &Path, stats: Option<Arc<Sta
         stop: Some(stop_tx),
         task: Some(task),
         config: tx,
+        routes: routes_tx,
     }
 }
 

@@ -28,7 +28,7 @@ impl Session {
         let smtputf8 = flags & MAIL_SMTPUTF8 != 0;
         let from =
             match policy::extract_path(line).and_then(|raw| policy::parse_sender(raw, smtputf8)) {
-                Ok(m) => m.map(|m| m.address()).unwrap_or_default(),
+                Ok(m) => m.map(|m| m.to_string()).unwrap_or_default(),
                 Err(e) => return e.mail_reply(),
             };
         match crate::queue::disk::free_space(&self.settings.state_dir) {

@@ -31,10 +31,7 @@ impl Session {
         let mailbox = if raw.eq_ignore_ascii_case("postmaster") {
             // RFC 5321 §4.5.1: the unqualified postmaster is ours.
             match p.accept_domains.iter().min() {
-                Some(d) => policy::Mailbox {
-                    local: "postmaster".into(),
-                    domain: d.clone(),
-                },
+                Some(d) => crate::address::Address::new("postmaster", d),
                 None => return Reply::new(550, "5.1.1", "No postmaster here"),
             }
         } else {
@@ -46,8 +43,8 @@ impl Session {
                 }
             }
         };
-        let address = mailbox.address();
-        let route = settings.router.route(&address, SystemTime::now());
+        let address = mailbox.to_string();
+        let route = settings.router.route_address(&mailbox, SystemTime::now());
         match policy::decide_rcpt(p, &mailbox, trusted, route) {
             RcptDecision::Accept(route) => {
                 if !tx.rcpts.iter().any(|(a, _)| a == &address) {
@@ -55,7 +52,7 @@ impl Session {
                     // clients too, so nothing undeliverable is queued.
                     let v = &settings.verify;
                     if v.is_enabled()
-                        && let Some(r) = self.inbound.verifier.check(v, &address, &route).await
+                        && let Some(r) = self.inbound.verifier.check(v, &mailbox, &route).await
                     {
                         tracing::info!(client = %self.peer, rcpt = %address, reply = %r, "recipient refused");
                         return r;

@@ -221,7 +221,7 @@ pub fn apply(snapshot: &Leg, report: &Report, d: &Decision, l: &mut Leg) {
 
 /// The address target `target` receives for a recipient (see [`routing::final_rcpt`]).
 pub fn final_rcpt(cfg: &Config, target: &str, address: &str, rule: &str) -> String {
-    routing::final_rcpt(
+    routing::final_rcpt_stored(
         address,
         cfg.targets
             .get(target)

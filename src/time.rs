@@ -1,0 +1,77 @@
+//! Time helpers in one place: wall-clock instants as Unix seconds / milliseconds, the one
+//! RFC 5322 date-time formatter (trace headers, DSNs, the demo), and config dates as epoch
+//! seconds. Pure conversions: it never reads the clock itself, never sleeps, and depends on no
+//! other module of the crate but the config's `Date` type.
+
+use std::time::{Duration, SystemTime};
+
+/// Whole seconds since the Unix epoch; 0 for an instant before it.
+pub fn unix_secs(t: SystemTime) -> u64 {
+    since_epoch(t).as_secs()
+}
+
+/// Milliseconds since the Unix epoch (saturating); 0 for an instant before it.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    u64::try_from(since_epoch(t).as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whole seconds from `since` to `now`; 0 when `since` is later (a clock step back).
+pub fn age_secs(now: SystemTime, since: SystemTime) -> u64 {
+    now.duration_since(since).unwrap_or_default().as_secs()
+}
+
+fn since_epoch(t: SystemTime) -> Duration {
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
+}
+
+/// Midnight UTC of a config date (`since`, `before`) as signed epoch seconds (IMAP SEARCH
+/// windows compare against INTERNALDATE in seconds); 0 for a date before the epoch.
+pub fn date_epoch(d: crate::config::values::Date) -> i64 {
+    i64::try_from(unix_secs(d.to_system_time())).unwrap_or(i64::MAX)
+}
+
+/// RFC 5322 §3.3 date-time in UTC, day of month unpadded as in the RFC's own examples
+/// (`Mon, 21 Sep 2026 14:13:20 +0000`, `Thu, 1 Jan 1970 00:00:00 +0000`).
+pub fn rfc5322_date(t: SystemTime) -> String {
+    let odt = ::time::OffsetDateTime::from(t);
+    let fmt = ::time::macros::format_description!(
+        "[weekday repr:short], [day padding:none] [month repr:short] [year] [hour]:[minute]:[second] +0000"
+    );
+    odt.format(&fmt)
+        .unwrap_or_else(|_| "Thu, 1 Jan 1970 00:00:00 +0000".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn epoch_conversions() {
+        assert_eq!(unix_secs(t(1_790_000_000)), 1_790_000_000);
+        assert_eq!(
+            unix_ms(SystemTime::UNIX_EPOCH + Duration::from_millis(1_790_000_000_123)),
+            1_790_000_000_123
+        );
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!((unix_secs(before), unix_ms(before)), (0, 0));
+        let d = crate::config::values::Date::parse("2024-01-01").unwrap();
+        assert_eq!(date_epoch(d), 1_704_067_200);
+    }
+
+    #[test]
+    fn rfc5322_forms() {
+        assert_eq!(rfc5322_date(t(0)), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(t(1_790_000_000)),
+            "Mon, 21 Sep 2026 14:13:20 +0000"
+        );
+        assert_eq!(
+            rfc5322_date(t(1_795_000_000)),
+            "Wed, 18 Nov 2026 11:06:40 +0000"
+        );
+    }
+}
