@@ -111,11 +111,31 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         .take(40)
         .collect();
     let boundary = format!("{id}.{}/{host}", unix_secs(input.now));
-    let (subject, action, status_default) = match input.kind {
-        DsnKind::Failure => ("Undelivered Mail Returned to Sender", "failed", "5.0.0"),
-        DsnKind::Delay { .. } => ("Delayed Mail (still being retried)", "delayed", "4.0.0"),
-    };
     let mut m = String::new();
+    header_fields(&mut m, input, &host, &boundary);
+    m.push_str("\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+    human_part(&mut m, input, &host, &boundary);
+    status_part(&mut m, input, &host, &boundary);
+
+    // Part 3: the original headers.
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    ));
+    let mut out = m.into_bytes();
+    out.extend_from_slice(&crlf_normalised(header::section(input.original_headers)));
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Some(out)
+}
+
+/// The DSN's own header section: exactly its eight fixed fields.
+fn header_fields(m: &mut String, input: &DsnInput<'_>, host: &str, boundary: &str) {
+    let subject = match input.kind {
+        DsnKind::Failure => "Undelivered Mail Returned to Sender",
+        DsnKind::Delay { .. } => "Delayed Mail (still being retried)",
+    };
     let mut h = |k: &str, v: &str| {
         m.push_str(k);
         m.push_str(": ");
@@ -143,9 +163,10 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         "Content-Type",
         &format!("multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\""),
     );
-    m.push_str("\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+}
 
-    // Part 1: for humans.
+/// Part 1: for humans.
+fn human_part(m: &mut String, input: &DsnInput<'_>, host: &str, boundary: &str) {
     m.push_str(&format!("--{boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"));
     m.push_str(&format!("This is the mail system at host {host}.\r\n\r\n"));
     match input.kind {
@@ -180,8 +201,14 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         m.push_str("\r\n");
     }
     m.push_str("\r\n");
+}
 
-    // Part 2: machine-readable status.
+/// Part 2: machine-readable status (RFC 3464).
+fn status_part(m: &mut String, input: &DsnInput<'_>, host: &str, boundary: &str) {
+    let (action, status_default) = match input.kind {
+        DsnKind::Failure => ("failed", "5.0.0"),
+        DsnKind::Delay { .. } => ("delayed", "4.0.0"),
+    };
     m.push_str(&format!(
         "--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"
     ));
@@ -239,18 +266,6 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
         }
     }
     m.push_str("\r\n");
-
-    // Part 3: the original headers.
-    m.push_str(&format!(
-        "--{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-    ));
-    let mut out = m.into_bytes();
-    out.extend_from_slice(&crlf_normalised(header::section(input.original_headers)));
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    Some(out)
 }
 
 fn crlf_normalised(b: &[u8]) -> Vec<u8> {

@@ -130,6 +130,61 @@ pub struct Server {
     watchdog_done: Option<oneshot::Receiver<()>>,
 }
 
+/// The SMTP listeners and the admin listener of `cfg`, bound, with their local addresses.
+type Bound = (
+    Vec<tokio::net::TcpListener>,
+    std::net::TcpListener,
+    Vec<SocketAddr>,
+    SocketAddr,
+);
+
+fn bind_all(cfg: &Config) -> Result<Bound, ServerError> {
+    let mut bound = Vec::new();
+    for addr in &cfg.gateway.listen {
+        let l = crate::inbound::listener::bind(*addr).map_err(|source| ServerError::Bind {
+            key: "gateway.listen",
+            addr: *addr,
+            source,
+        })?;
+        bound.push(l);
+    }
+    // A std listener: the admin API runs on a runtime of its own (see `start_admin`).
+    let admin_listener = std::net::TcpListener::bind(cfg.admin.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| ServerError::Bind {
+            key: "admin.listen",
+            addr: cfg.admin.listen,
+            source,
+        })?;
+    let admin_addr = admin_listener.local_addr().unwrap_or(cfg.admin.listen);
+    let smtp_addrs: Vec<SocketAddr> = bound.iter().filter_map(|l| l.local_addr().ok()).collect();
+    for a in &smtp_addrs {
+        tracing::info!(addr = %a, hostname = %cfg.gateway.hostname, "SMTP listening");
+    }
+    Ok((bound, admin_listener, smtp_addrs, admin_addr))
+}
+
+/// Start the storage watchdog when asked; `failed_tx` gets the reason it gives up.
+fn start_watchdog(
+    health: &Arc<Health>,
+    opts: Option<WatchdogOptions>,
+    stop_rx: &watch::Receiver<bool>,
+    failed_tx: watch::Sender<Option<String>>,
+) -> Result<Option<oneshot::Receiver<()>>, ServerError> {
+    let Some(wopts) = opts else {
+        return Ok(None);
+    };
+    let (done_tx, done_rx) = oneshot::channel();
+    let on_failure = move |reason: String| {
+        tracing::error!(%reason, "queue storage has failed persistently");
+        let _ = failed_tx.send(Some(reason));
+    };
+    health
+        .spawn_watchdog(wopts, stop_rx.clone(), on_failure, done_tx)
+        .map_err(ServerError::Thread)?;
+    Ok(Some(done_rx))
+}
+
 impl Server {
     /// Bind everything and start serving.
     pub async fn start(loaded: Loaded, opts: ServerOptions) -> Result<Server, ServerError> {
@@ -149,29 +204,7 @@ impl Server {
         })?;
         let settings = Settings::from_config(&cfg, router.clone())?;
         let queue = Queue::open(&state_dir)?;
-        let mut bound = Vec::new();
-        for addr in &cfg.gateway.listen {
-            let l = crate::inbound::listener::bind(*addr).map_err(|source| ServerError::Bind {
-                key: "gateway.listen",
-                addr: *addr,
-                source,
-            })?;
-            bound.push(l);
-        }
-        // A std listener: the admin API runs on a runtime of its own (see `start_admin`).
-        let admin_listener = std::net::TcpListener::bind(cfg.admin.listen)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| ServerError::Bind {
-                key: "admin.listen",
-                addr: cfg.admin.listen,
-                source,
-            })?;
-        let admin_addr = admin_listener.local_addr().unwrap_or(cfg.admin.listen);
-        let smtp_addrs: Vec<SocketAddr> =
-            bound.iter().filter_map(|l| l.local_addr().ok()).collect();
-        for a in &smtp_addrs {
-            tracing::info!(addr = %a, hostname = %cfg.gateway.hostname, "SMTP listening");
-        }
+        let (bound, admin_listener, smtp_addrs, admin_addr) = bind_all(&cfg)?;
         tracing::info!(addr = %admin_addr, "admin HTTP listening");
 
         let cfg = Arc::new(cfg);
@@ -205,20 +238,7 @@ impl Server {
         };
         let health = Health::new(queue.clone());
         let (failed_tx, failed_rx) = watch::channel(None);
-        let watchdog_done = match opts.watchdog {
-            Some(wopts) => {
-                let (done_tx, done_rx) = oneshot::channel();
-                let on_failure = move |reason: String| {
-                    tracing::error!(%reason, "queue storage has failed persistently");
-                    let _ = failed_tx.send(Some(reason));
-                };
-                health
-                    .spawn_watchdog(wopts, stop_rx.clone(), on_failure, done_tx)
-                    .map_err(ServerError::Thread)?;
-                Some(done_rx)
-            }
-            None => None,
-        };
+        let watchdog_done = start_watchdog(&health, opts.watchdog, &stop_rx, failed_tx)?;
         let state = crate::admin::AdminState::new(
             queue.clone(),
             config_rx,

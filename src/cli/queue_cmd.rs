@@ -182,135 +182,170 @@ async fn run_async(cmd: QueueCmd) -> anyhow::Result<ExitCode> {
     .await?;
     let hold = matches!(cmd, QueueCmd::Hold { .. });
     match cmd {
-        QueueCmd::List { state, target, .. } => {
-            let mut list: Vec<MessageSummary> = match &source {
-                Source::Api(addr) => api_get(addr, "/api/queue").await?.ok_or_else(|| {
-                    anyhow!("admin API at {addr} answered 404 for /api/queue (not cutover?)")
-                })?,
-                Source::Store(q) => q.list()?,
-                Source::Empty => Vec::new(),
-            };
-            list.retain(|m| {
-                m.legs
-                    .iter()
-                    .any(|l| leg_matches(l, state.as_deref(), target.as_deref()))
-            });
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                print!("{}", render_list(&list));
-            }
-            Ok(ExitCode::SUCCESS)
+        QueueCmd::List { state, target, .. } => list(&source, json, state, target).await,
+        QueueCmd::Show { id, .. } => show(&source, json, id).await,
+        QueueCmd::Retry { select, .. } => retry(&source, json, select).await,
+        QueueCmd::Hold { ids, .. } | QueueCmd::Release { ids, .. } => {
+            hold_or_release(&source, json, ids, hold).await
         }
-        QueueCmd::Show { id, .. } => {
-            let msg: Option<Message> = match &source {
-                Source::Api(addr) => {
-                    api_get(addr, &format!("/api/queue/{}", path_safe(&id))).await?
-                }
-                Source::Store(q) => match q.get(&id) {
-                    Ok(m) => Some(m),
-                    Err(QueueError::NotFound(_)) => None,
-                    Err(e) => return Err(e.into()),
-                },
+        QueueCmd::Delete { ids, bounce, .. } => delete(&source, json, ids, bounce, &cfg).await,
+        QueueCmd::Reroute { select, .. } => reroute(&source, json, select, &router).await,
+    }
+}
+
+async fn list(
+    source: &Source,
+    json: bool,
+    state: Option<String>,
+    target: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut list: Vec<MessageSummary> = match source {
+        Source::Api(addr) => api_get(addr, "/api/queue").await?.ok_or_else(|| {
+            anyhow!("admin API at {addr} answered 404 for /api/queue (not cutover?)")
+        })?,
+        Source::Store(q) => q.list()?,
+        Source::Empty => Vec::new(),
+    };
+    list.retain(|m| {
+        m.legs
+            .iter()
+            .any(|l| leg_matches(l, state.as_deref(), target.as_deref()))
+    });
+    print_view(json, &list, |l: &Vec<MessageSummary>| render_list(l))
+}
+
+async fn show(source: &Source, json: bool, id: String) -> anyhow::Result<ExitCode> {
+    let msg: Option<Message> = match source {
+        Source::Api(addr) => api_get(addr, &format!("/api/queue/{}", path_safe(&id))).await?,
+        Source::Store(q) => match q.get(&id) {
+            Ok(m) => Some(m),
+            Err(QueueError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        },
+        Source::Empty => None,
+    };
+    let Some(msg) = msg else {
+        eprintln!("cutover: no such message in the queue: {id}");
+        return Ok(ExitCode::from(1));
+    };
+    print_view(json, &msg, render_show)
+}
+
+/// Print a view as pretty JSON or as text.
+fn print_view<T: serde::Serialize + ?Sized>(
+    json: bool,
+    v: &T,
+    text: impl Fn(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        print!("{}", text(v));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn retry(source: &Source, json: bool, select: Selection) -> anyhow::Result<ExitCode> {
+    let mut out = Outcome::default();
+    if select.all {
+        let v: Vec<LegsChanged> = match source {
+            Source::Api(addr) => api_all(addr, "/api/queue/retry").await?,
+            Source::Store(q) => q.retry_all(SystemTime::now()).await?,
+            Source::Empty => Vec::new(),
+        };
+        out.items
+            .extend(v.iter().map(|r| (render_legs(r), to_json(r))));
+    } else {
+        for id in &select.ids {
+            let r: Option<LegsChanged> = match source {
+                Source::Api(addr) => api_one(addr, "POST", id, "/retry").await?,
+                Source::Store(q) => found(q.retry(id, SystemTime::now()).await)?,
                 Source::Empty => None,
             };
-            let Some(msg) = msg else {
-                eprintln!("cutover: no such message in the queue: {id}");
-                return Ok(ExitCode::from(1));
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&msg)?);
-            } else {
-                print!("{}", render_show(&msg));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        QueueCmd::Retry { select, .. } => {
-            let mut out = Outcome::default();
-            if select.all {
-                let v: Vec<LegsChanged> = match &source {
-                    Source::Api(addr) => api_all(addr, "/api/queue/retry").await?,
-                    Source::Store(q) => q.retry_all(SystemTime::now()).await?,
-                    Source::Empty => Vec::new(),
-                };
-                out.items
-                    .extend(v.iter().map(|r| (render_legs(r), to_json(r))));
-            } else {
-                for id in &select.ids {
-                    let r: Option<LegsChanged> = match &source {
-                        Source::Api(addr) => api_one(addr, "POST", id, "/retry").await?,
-                        Source::Store(q) => found(q.retry(id, SystemTime::now()).await)?,
-                        Source::Empty => None,
-                    };
-                    out.push(id, r.as_ref().map(|r| (render_legs(r), to_json(r))));
-                }
-            }
-            out.finish(json)
-        }
-        QueueCmd::Hold { ids, .. } | QueueCmd::Release { ids, .. } => {
-            let mut out = Outcome::default();
-            for id in &ids {
-                let r: Option<LegsChanged> = match (&source, hold) {
-                    (Source::Api(addr), true) => api_one(addr, "POST", id, "/hold").await?,
-                    (Source::Api(addr), false) => api_one(addr, "POST", id, "/release").await?,
-                    (Source::Store(q), true) => found(q.hold(id).await)?,
-                    (Source::Store(q), false) => found(q.release(id, SystemTime::now()).await)?,
-                    (Source::Empty, _) => None,
-                };
-                out.push(id, r.as_ref().map(|r| (render_legs(r), to_json(r))));
-            }
-            out.finish(json)
-        }
-        QueueCmd::Delete { ids, bounce, .. } => {
-            let mut out = Outcome::default();
-            for id in &ids {
-                let r: Option<Deleted> = match &source {
-                    Source::Api(addr) => {
-                        let q = if bounce {
-                            "?bounce=true"
-                        } else {
-                            "?bounce=false"
-                        };
-                        api_one(addr, "DELETE", id, q).await?
-                    }
-                    Source::Store(q) => found(
-                        ops::delete(q, id, bounce.then_some(&cfg), SystemTime::now(), false).await,
-                    )?,
-                    Source::Empty => None,
-                };
-                out.push(id, r.as_ref().map(|r| (render_deleted(r), to_json(r))));
-            }
-            out.finish(json)
-        }
-        QueueCmd::Reroute { select, .. } => {
-            // Offline: no scheduler runs, so no leg is in flight (`live = false`).
-            let routes = router.clone();
-            let mut out = Outcome::default();
-            if select.all {
-                let v: Vec<Rerouted> = match &source {
-                    Source::Api(addr) => api_all(addr, "/api/queue/reroute").await?,
-                    Source::Store(q) => {
-                        ops::reroute_all(q, &routes, SystemTime::now(), false).await?
-                    }
-                    Source::Empty => Vec::new(),
-                };
-                out.items
-                    .extend(v.iter().map(|r| (render_rerouted(r), to_json(r))));
-            } else {
-                for id in &select.ids {
-                    let r: Option<Rerouted> = match &source {
-                        Source::Api(addr) => api_one(addr, "POST", id, "/reroute").await?,
-                        Source::Store(q) => {
-                            found(ops::reroute(q, id, &routes, SystemTime::now(), false).await)?
-                        }
-                        Source::Empty => None,
-                    };
-                    out.push(id, r.as_ref().map(|r| (render_rerouted(r), to_json(r))));
-                }
-            }
-            out.finish(json)
+            out.push(id, r.as_ref().map(|r| (render_legs(r), to_json(r))));
         }
     }
+    out.finish(json)
+}
+
+async fn hold_or_release(
+    source: &Source,
+    json: bool,
+    ids: Vec<String>,
+    hold: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut out = Outcome::default();
+    for id in &ids {
+        let r: Option<LegsChanged> = match (source, hold) {
+            (Source::Api(addr), true) => api_one(addr, "POST", id, "/hold").await?,
+            (Source::Api(addr), false) => api_one(addr, "POST", id, "/release").await?,
+            (Source::Store(q), true) => found(q.hold(id).await)?,
+            (Source::Store(q), false) => found(q.release(id, SystemTime::now()).await)?,
+            (Source::Empty, _) => None,
+        };
+        out.push(id, r.as_ref().map(|r| (render_legs(r), to_json(r))));
+    }
+    out.finish(json)
+}
+
+async fn delete(
+    source: &Source,
+    json: bool,
+    ids: Vec<String>,
+    bounce: bool,
+    cfg: &cutover::config::Config,
+) -> anyhow::Result<ExitCode> {
+    let mut out = Outcome::default();
+    for id in &ids {
+        let r: Option<Deleted> = match source {
+            Source::Api(addr) => {
+                let q = if bounce {
+                    "?bounce=true"
+                } else {
+                    "?bounce=false"
+                };
+                api_one(addr, "DELETE", id, q).await?
+            }
+            Source::Store(q) => {
+                found(ops::delete(q, id, bounce.then_some(cfg), SystemTime::now(), false).await)?
+            }
+            Source::Empty => None,
+        };
+        out.push(id, r.as_ref().map(|r| (render_deleted(r), to_json(r))));
+    }
+    out.finish(json)
+}
+
+async fn reroute(
+    source: &Source,
+    json: bool,
+    select: Selection,
+    router: &cutover::routing::Router,
+) -> anyhow::Result<ExitCode> {
+    // Offline: no scheduler runs, so no leg is in flight (`live = false`).
+    let routes = router.clone();
+    let mut out = Outcome::default();
+    if select.all {
+        let v: Vec<Rerouted> = match source {
+            Source::Api(addr) => api_all(addr, "/api/queue/reroute").await?,
+            Source::Store(q) => ops::reroute_all(q, &routes, SystemTime::now(), false).await?,
+            Source::Empty => Vec::new(),
+        };
+        out.items
+            .extend(v.iter().map(|r| (render_rerouted(r), to_json(r))));
+    } else {
+        for id in &select.ids {
+            let r: Option<Rerouted> = match source {
+                Source::Api(addr) => api_one(addr, "POST", id, "/reroute").await?,
+                Source::Store(q) => {
+                    found(ops::reroute(q, id, &routes, SystemTime::now(), false).await)?
+                }
+                Source::Empty => None,
+            };
+            out.push(id, r.as_ref().map(|r| (render_rerouted(r), to_json(r))));
+        }
+    }
+    out.finish(json)
 }
 
 /// Results of an action over several messages: one line (or JSON value) per message; ids not

@@ -91,22 +91,7 @@ pub fn parse_with(text: &str, path: &Path, extra: Check<'_>) -> Result<Loaded, C
     let file = path.display().to_string();
     let doc = match DeTable::parse(text) {
         Ok(d) => d,
-        Err(e) => {
-            let line = e.span().map(|s| {
-                text.as_bytes()[..s.start.min(text.len())]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count()
-                    + 1
-            });
-            return Err(ConfigError::Invalid(vec![Diagnostic {
-                severity: Severity::Error,
-                file,
-                line,
-                key: String::new(),
-                message: format!("TOML syntax error: {}", e.message().trim()),
-            }]));
-        }
+        Err(e) => return Err(syntax_error(text, file, &e)),
     };
     let root = doc.get_ref();
     let mut cx = Reader {
@@ -130,97 +115,22 @@ pub fn parse_with(text: &str, path: &Path, extra: Check<'_>) -> Result<Loaded, C
             .find(|(k, _)| k.get_ref().as_ref() == name)
             .map(|(_, v)| v)
     };
-    let p = KeyPath::root();
 
     // A section that fails to read is replaced by its defaults and marked, so that the rest of the
     // file is still checked and every error is reported at once.
     let mut failed: Vec<&'static str> = Vec::new();
     let gateway: Gateway = cx.section_or_default("gateway", top("gateway"), &mut failed);
-    let mut targets = std::collections::BTreeMap::new();
     // Targets that failed to read still count as defined (no cascade of "unknown target").
-    let mut broken_targets = Vec::new();
-    if let Some(v) = top("targets") {
-        match v.get_ref() {
-            DeValue::Table(t) => {
-                for (name, tv) in t.iter() {
-                    let name = name.get_ref().to_string();
-                    match cx.section::<Target>(&p.key("targets").key(&name), tv) {
-                        Some(target) => {
-                            targets.insert(name, target);
-                        }
-                        None => broken_targets.push(name),
-                    }
-                }
-            }
-            _ => cx.error(
-                &p.key("targets"),
-                "must be a table of [targets.NAME] sections".into(),
-            ),
-        }
-    }
+    let (targets, broken_targets) = read_targets(&mut cx, top("targets"));
 
-    let mut routing = Routing::default();
-    let mut routing_ok = true;
-    if let Some(v) = top("routing") {
-        let rp = p.key("routing");
-        match cx.section::<RoutingWithRules>(&rp, v) {
-            Some(head) => {
-                routing.default = head.default;
-                routing.ignore_local_case = head.ignore_local_case;
-                routing.recipient_delimiter = head.recipient_delimiter;
-            }
-            None => routing_ok = false,
-        }
-        if let DeValue::Table(t) = v.get_ref()
-            && let Some((_, rules)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == "rule")
-        {
-            match rules.get_ref() {
-                DeValue::Array(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        match cx.section::<Rule>(&rp.key("rule").index(i), item) {
-                            Some(r) => routing.rules.push(r),
-                            None => routing_ok = false,
-                        }
-                    }
-                }
-                _ => cx.error(
-                    &rp.key("rule"),
-                    "must be an array: write [[routing.rule]]".into(),
-                ),
-            }
-        }
-    } else {
-        routing.ignore_local_case = true;
-        routing.recipient_delimiter = "+".into();
-    }
+    let (routing, routing_ok) = read_routing(&mut cx, top("routing"));
 
     let queue: Queue = cx.section_or_default("queue", top("queue"), &mut failed);
     let admin: Admin = cx.section_or_default("admin", top("admin"), &mut failed);
     let dns: Dns = cx.section_or_default("dns", top("dns"), &mut failed);
     let bounce: Bounce = cx.section_or_default("bounce", top("bounce"), &mut failed);
 
-    let mut backfill = BackfillSection::default();
-    if let Some(v) = top("backfill") {
-        let bp = p.key("backfill");
-        cx.section::<BackfillWithJobs>(&bp, v);
-        if let DeValue::Table(t) = v.get_ref()
-            && let Some((_, jobs)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == "job")
-        {
-            match jobs.get_ref() {
-                DeValue::Array(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        if let Some(j) = cx.section::<BackfillJob>(&bp.key("job").index(i), item) {
-                            backfill.jobs.push(j);
-                        }
-                    }
-                }
-                _ => cx.error(
-                    &bp.key("job"),
-                    "must be an array: write [[backfill.job]]".into(),
-                ),
-            }
-        }
-    }
+    let backfill = read_backfill(&mut cx, top("backfill"));
 
     let mut config = Config {
         path: path.to_path_buf(),
@@ -255,6 +165,126 @@ pub fn parse_with(text: &str, path: &Path, extra: Check<'_>) -> Result<Loaded, C
     } else {
         Err(ConfigError::Invalid(errors))
     }
+}
+
+/// The diagnostic for text that is not TOML.
+fn syntax_error(text: &str, file: String, e: &toml::de::Error) -> ConfigError {
+    let line = e.span().map(|s| {
+        text.as_bytes()[..s.start.min(text.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    });
+    ConfigError::Invalid(vec![Diagnostic {
+        severity: Severity::Error,
+        file,
+        line,
+        key: String::new(),
+        message: format!("TOML syntax error: {}", e.message().trim()),
+    }])
+}
+
+/// `[targets.NAME]` sections; the names of those that failed to read come second.
+fn read_targets(
+    cx: &mut Reader<'_>,
+    v: Option<&Spanned<DeValue<'_>>>,
+) -> (std::collections::BTreeMap<String, Target>, Vec<String>) {
+    let p = KeyPath::root();
+    let mut targets = std::collections::BTreeMap::new();
+    // Targets that failed to read still count as defined (no cascade of "unknown target").
+    let mut broken_targets = Vec::new();
+    if let Some(v) = v {
+        match v.get_ref() {
+            DeValue::Table(t) => {
+                for (name, tv) in t.iter() {
+                    let name = name.get_ref().to_string();
+                    match cx.section::<Target>(&p.key("targets").key(&name), tv) {
+                        Some(target) => {
+                            targets.insert(name, target);
+                        }
+                        None => broken_targets.push(name),
+                    }
+                }
+            }
+            _ => cx.error(
+                &p.key("targets"),
+                "must be a table of [targets.NAME] sections".into(),
+            ),
+        }
+    }
+
+    (targets, broken_targets)
+}
+
+/// `[routing]` and its `[[routing.rule]]`s; `false` second when any part failed to read.
+fn read_routing(cx: &mut Reader<'_>, v: Option<&Spanned<DeValue<'_>>>) -> (Routing, bool) {
+    let p = KeyPath::root();
+    let mut routing = Routing::default();
+    let mut routing_ok = true;
+    if let Some(v) = v {
+        let rp = p.key("routing");
+        match cx.section::<RoutingWithRules>(&rp, v) {
+            Some(head) => {
+                routing.default = head.default;
+                routing.ignore_local_case = head.ignore_local_case;
+                routing.recipient_delimiter = head.recipient_delimiter;
+            }
+            None => routing_ok = false,
+        }
+        if let DeValue::Table(t) = v.get_ref()
+            && let Some((_, rules)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == "rule")
+        {
+            match rules.get_ref() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        match cx.section::<Rule>(&rp.key("rule").index(i), item) {
+                            Some(r) => routing.rules.push(r),
+                            None => routing_ok = false,
+                        }
+                    }
+                }
+                _ => cx.error(
+                    &rp.key("rule"),
+                    "must be an array: write [[routing.rule]]".into(),
+                ),
+            }
+        }
+    } else {
+        routing.ignore_local_case = true;
+        routing.recipient_delimiter = "+".into();
+    }
+
+    (routing, routing_ok)
+}
+
+/// `[backfill]` and its `[[backfill.job]]`s (jobs that fail to read are reported and left out).
+fn read_backfill(cx: &mut Reader<'_>, v: Option<&Spanned<DeValue<'_>>>) -> BackfillSection {
+    let p = KeyPath::root();
+    let mut backfill = BackfillSection::default();
+    if let Some(v) = v {
+        let bp = p.key("backfill");
+        cx.section::<BackfillWithJobs>(&bp, v);
+        if let DeValue::Table(t) = v.get_ref()
+            && let Some((_, jobs)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == "job")
+        {
+            match jobs.get_ref() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(j) = cx.section::<BackfillJob>(&bp.key("job").index(i), item) {
+                            backfill.jobs.push(j);
+                        }
+                    }
+                }
+                _ => cx.error(
+                    &bp.key("job"),
+                    "must be an array: write [[backfill.job]]".into(),
+                ),
+            }
+        }
+    }
+
+    backfill
 }
 
 /// `[routing]` with its rules skipped (they are read one by one).
