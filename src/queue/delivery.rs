@@ -3,22 +3,12 @@
 //! message in one transaction, durable before anything relies on it), and the start-up sweep.
 //! Never does network IO and never decides what an outcome means.
 
-use super::model::{Leg, MessageRecord};
+use super::model::{Leg, LegId, MessageRecord};
 use super::store::{Change, Rewritten, Staged};
 use super::{Queue, QueueError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 impl Queue {
-    /// The earliest due time in the index, if any.
-    pub fn next_due(&self) -> Result<Option<SystemTime>, QueueError> {
-        Ok(self
-            .inner
-            .store
-            .due_until(u64::MAX - 1, 1)?
-            .first()
-            .map(|e| UNIX_EPOCH + Duration::from_millis(e.due_ms)))
-    }
-
     /// Resolves when new due entries may exist (a commit or an operator action).
     pub async fn due_changed(&self) {
         self.inner.due_notify.notified().await;
@@ -29,7 +19,7 @@ impl Queue {
         self.inner.due_notify.notify_one();
     }
 
-    /// Apply `f` to leg `leg` of `id`; then `stage(leg before, record after)` may return new
+    /// Apply `f` to the leg with id `leg` of `id`; then `stage(leg before, record after)` may return new
     /// messages (DSNs) to insert. All in one transaction with the due entries, and a message
     /// that is finished afterwards ([`MessageRecord::is_finished`]) is removed in it too: a
     /// crash can never keep the update and lose the DSN. Returns once durable. `f` and `stage`
@@ -39,7 +29,7 @@ impl Queue {
     pub async fn update_leg_staged<F, S>(
         &self,
         id: &str,
-        leg: u16,
+        leg: LegId,
         f: F,
         stage: S,
     ) -> Result<(Leg, Rewritten<()>), QueueError>
@@ -49,7 +39,7 @@ impl Queue {
     {
         let out = self
             .rewrite(id, |rec| {
-                let Some(l) = rec.legs.get_mut(leg as usize) else {
+                let Some(l) = rec.leg_mut(leg) else {
                     return Err(QueueError::NotFound(format!("{id} leg {leg}")));
                 };
                 let before = l.clone();
@@ -84,7 +74,7 @@ impl Queue {
     pub async fn update_leg<F>(
         &self,
         id: &str,
-        leg: u16,
+        leg: LegId,
         f: F,
     ) -> Result<(Leg, MessageRecord), QueueError>
     where
@@ -148,15 +138,10 @@ pub fn stage_message(
     body: Vec<u8>,
     now: SystemTime,
 ) -> Staged {
+    let size = body.len() as u64;
+    let location = super::model::BodyLocation::Inline;
     Staged {
-        rec: MessageRecord {
-            id,
-            envelope,
-            size: body.len() as u64,
-            body: super::model::BodyLocation::Inline,
-            legs: legs.into_iter().map(|l| Leg::new(l, now)).collect(),
-            body_missing: false,
-        },
+        rec: MessageRecord::planned(id, envelope, size, location, legs, now),
         inline_body: Some(body),
     }
 }

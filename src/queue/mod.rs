@@ -39,7 +39,7 @@ use tracing::Instrument;
 
 pub use body::{BodyReader, BodyWriter};
 pub use delivery::stage_message;
-use model::{BodyLocation, HEADER_LINES, Leg, Message, MessageRecord, MessageSummary};
+use model::{BodyLocation, HEADER_LINES, Message, MessageRecord, MessageSummary};
 pub use recovery::RecoveryReport;
 
 /// Short, unique, time-sortable message id (printable, e.g. `0V5KQ2H8M3A7C`).
@@ -262,14 +262,7 @@ impl Queue {
             None => (BodyLocation::Inline, Some(mem), None),
         };
         let now = SystemTime::now();
-        let rec = MessageRecord {
-            id: QueueId(id.clone()),
-            envelope: env,
-            size: len,
-            body: location,
-            legs: legs.into_iter().map(|l| Leg::new(l, now)).collect(),
-            body_missing: false,
-        };
+        let rec = MessageRecord::planned(QueueId(id.clone()), env, len, location, legs, now);
         let due = store::due_keys(&rec);
         let store = &self.inner.store;
         let staged = store::Staged {

@@ -1,6 +1,6 @@
 //! The sled store behind the queue: one db at `<state_dir>/db` with the trees `messages`
 //! (id → JSON [`MessageRecord`]), `bodies` (id → small body bytes) and `due` (big-endian due ms
-//! ++ id ++ leg index → empty: the scheduler's index). Every change is one transaction across
+//! ++ id ++ leg id → empty: the scheduler's index). Every change is one transaction across
 //! the three trees ([`Store::insert`] for new messages, [`Store::rewrite`], the one
 //! read-modify-write, for everything else); durability comes from [`Store::sync`]: sled's
 //! flush plus an `fdatasync` of its log file (power-safe; sled alone is not), called by group
@@ -11,9 +11,9 @@
 //! typical record (two legs, three recipients) at a few µs, small against the transaction and
 //! the flush, so a compact encoding is not worth its opacity yet.
 
-use super::QueueError;
 use super::id::ID_LEN;
-use super::model::{BodyLocation, MessageRecord};
+use super::model::{BodyLocation, LegId, MessageRecord};
+use super::{QueueError, QueueId};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
@@ -39,16 +39,17 @@ pub struct Store {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DueEntry {
     pub due_ms: u64,
-    pub id: String,
-    pub leg: u16,
+    pub id: QueueId,
+    pub leg: LegId,
 }
 
-/// `due` key: 8 bytes big-endian ms ++ 14 id bytes ++ 2 bytes big-endian leg index.
-pub fn due_key(due_ms: u64, id: &str, leg: u16) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + id.len() + 2);
+/// `due` key: 8 bytes big-endian ms ++ 14 id bytes ++ 2 bytes big-endian [`LegId`] (records
+/// stored before legs had ids have leg ids equal to their positions, so their keys still match).
+pub fn due_key(due_ms: u64, id: &QueueId, leg: LegId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + id.0.len() + 2);
     k.extend_from_slice(&due_ms.to_be_bytes());
-    k.extend_from_slice(id.as_bytes());
-    k.extend_from_slice(&leg.to_be_bytes());
+    k.extend_from_slice(id.0.as_bytes());
+    k.extend_from_slice(&leg.0.to_be_bytes());
     k
 }
 
@@ -56,16 +57,15 @@ pub fn due_key(due_ms: u64, id: &str, leg: u16) -> Vec<u8> {
 pub fn due_keys(rec: &MessageRecord) -> Vec<Vec<u8>> {
     rec.legs
         .iter()
-        .enumerate()
-        .filter(|(_, l)| !l.held)
-        .filter_map(|(i, l)| {
+        .filter(|l| !l.held)
+        .filter_map(|l| {
             l.next_attempt.map(|t| {
                 due_key(
                     t.duration_since(UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0),
-                    &rec.id.0,
-                    i as u16,
+                    &rec.id,
+                    l.id,
                 )
             })
         })
@@ -78,8 +78,8 @@ pub fn parse_due_key(k: &[u8]) -> Option<DueEntry> {
         return None;
     }
     let due_ms = u64::from_be_bytes(k[..8].try_into().ok()?);
-    let id = std::str::from_utf8(&k[8..8 + ID_LEN]).ok()?.to_string();
-    let leg = u16::from_be_bytes(k[8 + ID_LEN..].try_into().ok()?);
+    let id = QueueId(std::str::from_utf8(&k[8..8 + ID_LEN]).ok()?.to_string());
+    let leg = LegId(u16::from_be_bytes(k[8 + ID_LEN..].try_into().ok()?));
     Some(DueEntry { due_ms, id, leg })
 }
 
@@ -409,10 +409,6 @@ impl Store {
         })
     }
 
-    pub fn message_count(&self) -> usize {
-        self.messages.len()
-    }
-
     /// The newest message id (ids sort by time).
     pub fn last_id(&self) -> Result<Option<String>, QueueError> {
         Ok(self
@@ -454,7 +450,7 @@ impl Store {
             let keep = match parse_due_key(&k) {
                 Some(e) => self
                     .messages
-                    .contains_key(e.id.as_bytes())
+                    .contains_key(e.id.0.as_bytes())
                     .map_err(storage)?,
                 None => false,
             };
@@ -503,16 +499,17 @@ mod tests {
 
     #[test]
     fn due_keys_sort_by_time_then_id_then_leg() {
-        let a = due_key(5, "00000000000001", 1);
-        let b = due_key(5, "00000000000002", 0);
-        let c = due_key(256, "00000000000000", 0);
+        let id = |s: &str| QueueId(s.into());
+        let a = due_key(5, &id("00000000000001"), LegId(1));
+        let b = due_key(5, &id("00000000000002"), LegId(0));
+        let c = due_key(256, &id("00000000000000"), LegId(0));
         assert!(a < b && b < c);
         assert_eq!(
             parse_due_key(&c),
             Some(DueEntry {
                 due_ms: 256,
-                id: "00000000000000".into(),
-                leg: 0
+                id: id("00000000000000"),
+                leg: LegId(0)
             })
         );
         assert_eq!(parse_due_key(b"short"), None);

@@ -20,9 +20,9 @@ use crate::bounce;
 use crate::config::{Config, Target};
 use crate::fingerprint;
 use crate::ledger::{DeliveredHook, Delivery};
-use crate::queue::model::{Leg, MX_TARGET, MessageRecord};
+use crate::queue::model::{Leg, LegId, MX_TARGET, MessageRecord};
 use crate::queue::store::Rewritten;
-use crate::queue::{Queue, QueueError, QueuedBody};
+use crate::queue::{Queue, QueueError, QueueId, QueuedBody};
 use decide::{Attempt, Report, RetryPolicy};
 use pool::{Pool, Pools};
 use std::collections::HashSet;
@@ -74,7 +74,6 @@ impl Loaded {
 struct Job<'a> {
     loaded: &'a Loaded,
     rec: &'a MessageRecord,
-    leg_idx: u16,
     leg: &'a Leg,
 }
 
@@ -86,7 +85,7 @@ pub struct Scheduler {
     loaded: Mutex<Arc<Loaded>>,
     resolver: Resolver,
     pools: Pools,
-    in_flight: Mutex<HashSet<(String, u16)>>,
+    in_flight: Mutex<HashSet<(QueueId, LegId)>>,
     /// Global cap on attempts past admission ([`MAX_ATTEMPTS_IN_FLIGHT`]).
     attempts: Arc<Semaphore>,
     pub stats: Arc<Stats>,
@@ -137,7 +136,7 @@ impl Scheduler {
         loaded.clone()
     }
 
-    fn in_flight(&self) -> MutexGuard<'_, HashSet<(String, u16)>> {
+    fn in_flight(&self) -> MutexGuard<'_, HashSet<(QueueId, LegId)>> {
         lock(&self.in_flight)
     }
 
@@ -214,7 +213,7 @@ impl Scheduler {
             }
             let me = self.clone();
             tasks.spawn(async move {
-                let span = tracing::info_span!("delivery", queue_id = %key.0, leg = key.1);
+                let span = tracing::info_span!("delivery", queue_id = %key.0, leg = key.1.0);
                 me.attempt(&key.0, key.1).instrument(span).await;
                 me.in_flight().remove(&key);
                 me.queue.notify_due();
@@ -254,9 +253,9 @@ impl Scheduler {
     }
 
     /// One attempt of one leg.
-    async fn attempt(&self, id: &str, leg_idx: u16) {
+    async fn attempt(&self, id: &QueueId, leg_id: LegId) {
         let loaded = self.loaded();
-        let rec = match self.queue.record(id) {
+        let rec = match self.queue.record(&id.0) {
             Ok(r) => r,
             Err(QueueError::NotFound(_)) => return,
             Err(e) => {
@@ -264,7 +263,7 @@ impl Scheduler {
                 return;
             }
         };
-        let Some(leg) = rec.legs.get(leg_idx as usize) else {
+        let Some(leg) = rec.leg(leg_id) else {
             return;
         };
         let pending = decide::pending(leg);
@@ -275,7 +274,6 @@ impl Scheduler {
         let job = Job {
             loaded: &loaded,
             rec: &rec,
-            leg_idx,
             leg,
         };
         // Expired legs fail what is left, without another attempt.
@@ -546,12 +544,7 @@ impl Scheduler {
     /// Apply `report` to the leg durably, in one transaction with the DSNs it causes; then
     /// count and log what was sent.
     async fn record(&self, job: Job<'_>, report: Report) {
-        let Job {
-            loaded,
-            rec,
-            leg_idx,
-            leg,
-        } = job;
+        let Job { loaded, rec, leg } = job;
         let d = decide::decide(
             &loaded.policy,
             leg,
@@ -572,7 +565,7 @@ impl Scheduler {
         let (failure_id, delay_id) = (self.queue.next_id(), self.queue.next_id());
         let input = dsn::StageInput {
             cfg: &loaded.cfg,
-            leg_idx,
+            leg: leg.id,
             warn_delay: d.warn_delay,
             headers: &headers,
             failure_id: &failure_id,
@@ -586,7 +579,7 @@ impl Scheduler {
         };
         let (before, out) = match self
             .queue
-            .update_leg_staged(&rec.id.0, leg_idx, apply, stage)
+            .update_leg_staged(&rec.id.0, leg.id, apply, stage)
             .await
         {
             Ok(r) => r,
@@ -607,7 +600,7 @@ impl Scheduler {
         out: &Rewritten<()>,
         sender: &str,
     ) {
-        let plan = dsn::plan(input.leg_idx, before, &out.record, input.warn_delay);
+        let plan = dsn::plan(before, &out.record, input.warn_delay);
         for &i in &plan.mixed {
             inc(&self.stats.dual_leg_failures, 1);
             if let Some(r) = before.recipients.get(i) {
