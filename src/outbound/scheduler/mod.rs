@@ -423,7 +423,8 @@ impl Scheduler {
         (results, remote)
     }
 
-    /// Log each recipient's outcome of a transaction and tell the ledger about deliveries.
+    /// Log each recipient's outcome of a transaction and tell the ledger about deliveries
+    /// (durable before this returns, so before the leg update records them).
     async fn sent(&self, job: Job<'_>, sent: &Sent<'_>, results: Vec<Outcome>) -> Report {
         let Job { rec, leg, .. } = job;
         let since_arrival = sent
@@ -432,6 +433,7 @@ impl Scheduler {
             .unwrap_or_default();
         let mut outcomes = Vec::with_capacity(sent.pending.len());
         let mut head: Option<Vec<u8>> = None;
+        let mut ledger_writes = Vec::new();
         for (k, (&i, o)) in sent.pending.iter().zip(results).enumerate() {
             let default_status = match o {
                 Outcome::Delivered { .. } => "2.0.0",
@@ -456,16 +458,17 @@ impl Scheduler {
                 if head.is_none() {
                     head = Some(self.head(&rec.id.0).await);
                 }
-                hook(&Delivery {
+                ledger_writes.push(hook(&Delivery {
                     target: &leg.target,
                     original_rcpt: &leg.recipients[i].address,
                     final_rcpt: &sent.rcpts[k],
                     queue_id: &rec.id.0,
                     head: head.as_deref().unwrap_or_default(),
-                });
+                }));
             }
             outcomes.push((i, o));
         }
+        futures_util::future::join_all(ledger_writes).await;
         Report {
             attempt: Attempt::Sent,
             outcomes,
