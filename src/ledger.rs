@@ -13,9 +13,11 @@
 //! future the delivery hook returns) resolves only once every record written before it is
 //! power-safe: through the queue's group commit (sled's flush plus an `fdatasync`; one sync
 //! covers concurrent writers) when the ledger was opened on the gateway's queue
-//! ([`Ledger::on_queue`]), else through sled's own `flush_async`. The delivery engine awaits it
-//! before it records the leg update, so a delivery is never marked done while its ledger record
-//! is still volatile. [`Ledger::record`] alone is not durable.
+//! ([`Ledger::on_queue`]), else through sled's own `flush_async`. The hook takes its
+//! group-commit ticket when it writes, so the delivery engine awaits it right after the leg
+//! update: the update's own sync, started later, covers the record (no extra sync per
+//! delivery), and the record precedes the update in the db's log. [`Ledger::record`] alone is
+//! not durable.
 
 use crate::fingerprint::Fingerprint;
 use crate::queue::{Queue, QueueError};
@@ -69,7 +71,7 @@ pub struct Delivery<'a> {
 
 /// Called by the delivery engine for each successful delivery. The ledger hooks in here
 /// ([`Ledger::delivered_hook`]): the call writes the record, the future it returns resolves
-/// once the record is durable; the engine awaits it before it records the leg update.
+/// once the record is durable; the engine awaits it right after the leg update.
 pub type DeliveredHook =
     std::sync::Arc<dyn Fn(&Delivery<'_>) -> BoxFuture<'static, ()> + Send + Sync>;
 
@@ -112,13 +114,25 @@ impl Ledger {
 
     /// Make every record written so far durable (see the module doc).
     pub async fn sync(&self) -> Result<(), LedgerError> {
+        self.synced_from_now().await
+    }
+
+    /// [`Ledger::sync`] for the records written before this call, its group-commit ticket
+    /// taken now (see the module doc).
+    fn synced_from_now(&self) -> BoxFuture<'static, Result<(), LedgerError>> {
         match &self.queue {
-            Some(q) => q.flush().await?,
+            Some(q) => {
+                let wait = q.durable_from_now();
+                Box::pin(async move { Ok(wait.await?) })
+            }
             None => {
-                self.tree.flush_async().await?;
+                let tree = self.tree.clone();
+                Box::pin(async move {
+                    tree.flush_async().await?;
+                    Ok(())
+                })
             }
         }
-        Ok(())
     }
 
     /// Record a delivery of the message with fingerprint `fp` (queue id `queue_id`) to `target`
@@ -189,10 +203,10 @@ impl Ledger {
             let fp = crate::fingerprint::fingerprint(d.head);
             let queue_id = d.queue_id.to_string();
             let written = ledger.record(d.target, d.original_rcpt, d.final_rcpt, &fp, d.queue_id);
-            let ledger = ledger.clone();
+            let synced = ledger.synced_from_now();
             Box::pin(async move {
                 let r = match written {
-                    Ok(()) => ledger.sync().await,
+                    Ok(()) => synced.await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = r {

@@ -3,9 +3,9 @@
 //! what changed since the last pass, applies ledger credits, copies with several connections
 //! (folders in parallel), advances the per-folder state only after confirmed APPENDs, and
 //! retries on server back-off or broken connections, pausing that account only. Never parses
-//! IMAP itself (that is `session` / `copy`).
+//! IMAP itself (that is `session` / `imap_ops`).
 
-use super::copy::{self, Outcome, SrcIndex};
+use super::imap_ops::{self, Outcome, SrcIndex};
 use super::index::{self, FolderDecision, Verdict};
 use super::plan::{self, FolderPair};
 use super::progress::{MailboxBar, Progress};
@@ -442,8 +442,8 @@ async fn round(
     let (s, d) = tokio::join!(src_side.connect(src_user), dst_side.connect(dst_user));
     let mut src = s.map_err(whole)?;
     let mut dst = d.map_err(whole)?;
-    let src_list = copy::list(&mut src).await.map_err(whole)?;
-    let dst_list = copy::list(&mut dst).await.map_err(whole)?;
+    let src_list = imap_ops::list(&mut src).await.map_err(whole)?;
+    let dst_list = imap_ops::list(&mut dst).await.map_err(whole)?;
     let pairs = plan::plan(&src_list, &dst_list, &ctx.job.folders);
     let skip: HashSet<String> = {
         let b = book.lock().await;
@@ -464,9 +464,9 @@ async fn round(
     if !ctx.dry_run {
         for p in &pairs {
             let r = if p.create {
-                copy::create(&mut dst, &p.dst_wire, p.subscribe).await
+                imap_ops::create(&mut dst, &p.dst_wire, p.subscribe).await
             } else if p.subscribe && !dst_subscribed.contains(p.dst_wire.as_str()) {
-                copy::subscribe(&mut dst, &p.dst_wire).await
+                imap_ops::subscribe(&mut dst, &p.dst_wire).await
             } else {
                 Ok(())
             };
@@ -482,13 +482,13 @@ async fn round(
             .state
             .get(way.key(), src_user, &p.name)
             .map_err(|e| fe(e.into()))?;
-        let sst = copy::status(&mut src, &p.src_wire).await.map_err(fe)?;
+        let sst = imap_ops::status(&mut src, &p.src_wire).await.map_err(fe)?;
         let (suv, snext) = (sst.uidvalidity, sst.uidnext);
         let dst_missing = ctx.dry_run && p.create;
         let duv = if dst_missing {
             0
         } else {
-            copy::status(&mut dst, &p.dst_wire)
+            imap_ops::status(&mut dst, &p.dst_wire)
                 .await
                 .map_err(fe)?
                 .uidvalidity
@@ -520,13 +520,13 @@ async fn round(
             continue;
         }
         let started = Instant::now();
-        let src_idx = copy::index_source(&mut src, &p.src_wire, watermark, ctx.window)
+        let src_idx = imap_ops::index_source(&mut src, &p.src_wire, watermark, ctx.window)
             .await
             .map_err(fe)?;
         let dst_idx = if dst_missing {
-            copy::DstIndex::default()
+            imap_ops::DstIndex::default()
         } else {
-            copy::index_destination(&mut dst, &p.dst_wire)
+            imap_ops::index_destination(&mut dst, &p.dst_wire)
                 .await
                 .map_err(fe)?
         };
@@ -538,7 +538,7 @@ async fn round(
                 let (Some(sm), Some(df)) = (src_idx.meta.get(su), dst_idx.flags.get(du)) else {
                     continue;
                 };
-                if copy::flag_set(&sm.flags) != copy::flag_set(df) {
+                if imap_ops::flag_set(&sm.flags) != imap_ops::flag_set(df) {
                     flag_groups.entry(sm.flags.clone()).or_default().push(*du);
                 }
             }
@@ -698,7 +698,7 @@ async fn copy_folder(
             }
             let mut got: Vec<(u32, Outcome)> = Vec::new();
             let before_bytes = bytes;
-            let mut r = copy::copy_messages(
+            let mut r = imap_ops::copy_messages(
                 src,
                 dst,
                 &w.pair.src_wire,
@@ -717,7 +717,7 @@ async fn copy_folder(
                 .collect();
             if r.is_ok() && !again.is_empty() {
                 got.retain(|(_, o)| !matches!(o, Outcome::RefusedBatch(_)));
-                r = copy::copy_messages(
+                r = imap_ops::copy_messages(
                     src,
                     dst,
                     &w.pair.src_wire,
@@ -812,7 +812,7 @@ async fn copy_folder(
         .unwrap_or_default();
     let flags_updated: u64 = w.flag_groups.iter().map(|(_, u)| u.len() as u64).sum();
     if !ctx.dry_run {
-        copy::store_flags(dst, &w.pair.dst_wire, &w.flag_groups).await?;
+        imap_ops::store_flags(dst, &w.pair.dst_wire, &w.flag_groups).await?;
     }
     let all_copied = to_copy.iter().all(|u| {
         matches!(
@@ -823,7 +823,7 @@ async fn copy_folder(
     let dst_count = if ctx.dry_run && w.pair.create {
         0
     } else {
-        copy::status(dst, &w.pair.dst_wire).await?.messages as u64
+        imap_ops::status(dst, &w.pair.dst_wire).await?.messages as u64
     };
     // Dry run: converged when there is nothing to copy.
     let converged = if ctx.dry_run {

@@ -232,7 +232,7 @@ pub fn parse_with(text: &str, path: &Path, extra: Check) -> Result<Loaded, Confi
         bounce,
         backfill,
     };
-    validate::validate(&mut config, &base_dir, &failed, &broken_targets, &mut cx);
+    validate::complete_and_check(&mut config, &base_dir, &failed, &broken_targets, &mut cx);
     extra(
         &config,
         &CheckContext {

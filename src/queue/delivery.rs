@@ -5,7 +5,7 @@
 
 use super::model::{Leg, LegId, MessageRecord};
 use super::store::{Change, Rewritten, Staged};
-use super::{Queue, QueueError};
+use super::{Queue, QueueError, QueueId};
 use std::time::SystemTime;
 
 impl Queue {
@@ -28,7 +28,7 @@ impl Queue {
     /// when the message was removed.
     pub async fn update_leg_staged<F, S>(
         &self,
-        id: &str,
+        id: &QueueId,
         leg: LegId,
         f: F,
         stage: S,
@@ -38,7 +38,7 @@ impl Queue {
         S: Fn(&Leg, &MessageRecord) -> Vec<Staged>,
     {
         let out = self
-            .rewrite(id, |rec| {
+            .rewrite(&id.0, |rec| {
                 let Some(l) = rec.leg_mut(leg) else {
                     return Err(QueueError::NotFound(format!("{id} leg {leg}")));
                 };
@@ -73,7 +73,7 @@ impl Queue {
     /// [`Queue::update_leg_staged`] without new messages. Returns (leg before, record after).
     pub async fn update_leg<F>(
         &self,
-        id: &str,
+        id: &QueueId,
         leg: LegId,
         f: F,
     ) -> Result<(Leg, MessageRecord), QueueError>
@@ -87,12 +87,12 @@ impl Queue {
     }
 
     /// Apply `f` to every leg of `id` (operator actions: hold, release, retry now).
-    pub async fn update_legs<F>(&self, id: &str, f: F) -> Result<MessageRecord, QueueError>
+    pub async fn update_legs<F>(&self, id: &QueueId, f: F) -> Result<MessageRecord, QueueError>
     where
         F: Fn(&mut Leg),
     {
         let out = self
-            .rewrite(id, |rec| {
+            .rewrite(&id.0, |rec| {
                 for l in rec.legs.iter_mut() {
                     f(l);
                     l.refresh_state();
@@ -106,8 +106,8 @@ impl Queue {
 
     /// Remove a message for good (record, inline body, due entries, spool file), durably; a
     /// message that is already gone is not an error.
-    pub async fn remove_message(&self, id: &str) -> Result<(), QueueError> {
-        match self.remove(id).await {
+    pub async fn remove_message(&self, id: &QueueId) -> Result<(), QueueError> {
+        match self.remove(&id.0).await {
             Err(QueueError::NotFound(_)) => Ok(()),
             r => r,
         }
@@ -117,12 +117,12 @@ impl Queue {
     /// behind by the delivery engine (a finished message is removed in the transaction that
     /// finishes it, with its DSNs), but a store written by an older version may hold some.
     /// Scans every record: call at start only.
-    pub fn finished_messages(&self) -> Result<Vec<String>, QueueError> {
+    pub fn finished_messages(&self) -> Result<Vec<QueueId>, QueueError> {
         let mut out = Vec::new();
         for rec in self.inner.store.records() {
             let rec = rec?;
             if rec.is_finished() {
-                out.push(rec.id.0);
+                out.push(rec.id);
             }
         }
         Ok(out)
@@ -132,7 +132,7 @@ impl Queue {
 /// A new message for [`Queue::update_leg_staged`]: an inline body (a DSN is small) under a
 /// fresh id, its legs due now.
 pub fn stage_message(
-    id: super::QueueId,
+    id: QueueId,
     envelope: super::Envelope,
     legs: Vec<super::NewLeg>,
     body: Vec<u8>,

@@ -85,7 +85,7 @@ pub const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60)
 #[derive(Clone, Debug)]
 pub enum QueuedBody {
     /// Stored inline (up to the inline threshold).
-    Inline(sled::IVec),
+    Inline(store::Bytes),
     /// A spool file, streamed by the client.
     Spool(PathBuf),
 }
@@ -296,18 +296,30 @@ impl Queue {
     /// (`451 4.3.0` at intake) instead of holding the session; the health watchdog decides
     /// about a restart.
     pub(crate) async fn durable(&self) -> Result<(), QueueError> {
+        self.durable_from_now().await
+    }
+
+    /// [`Queue::durable`] for writes made to the db (any tree) before this call, with the
+    /// group-commit ticket taken now: any flush that starts later (another writer's included)
+    /// covers them, so awaiting it after a later write's own durable wait costs nothing.
+    pub fn durable_from_now(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), QueueError>> + Send + 'static {
         let ticket = self.inner.group.ticket();
-        let store = &self.inner.store;
-        match tokio::time::timeout(
-            SYNC_TIMEOUT,
-            self.inner.group.wait_durable(ticket, || store.sync()),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(QueueError::Storage(format!(
-                "the store did not complete a sync within {SYNC_TIMEOUT:?}"
-            ))),
+        let q = self.clone();
+        async move {
+            let store = &q.inner.store;
+            match tokio::time::timeout(
+                SYNC_TIMEOUT,
+                q.inner.group.wait_durable(ticket, || store.sync()),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(QueueError::Storage(format!(
+                    "the store did not complete a sync within {SYNC_TIMEOUT:?}"
+                ))),
+            }
         }
     }
 

@@ -113,8 +113,11 @@ impl Rerouted {
     }
 }
 
-pub fn canonical(id: &str) -> Result<String, QueueError> {
-    id::canonical(id).ok_or_else(|| QueueError::NotFound(id.to_string()))
+/// The queue id an operator typed (any case, Crockford aliases), or `NotFound`.
+pub fn canonical(id: &str) -> Result<QueueId, QueueError> {
+    id::canonical(id)
+        .map(QueueId)
+        .ok_or_else(|| QueueError::NotFound(id.to_string()))
 }
 
 fn pending_legs(rec: &MessageRecord) -> impl Iterator<Item = &Leg> {
@@ -357,12 +360,12 @@ impl Queue {
     /// Replace the record of `id` by `f(record)` (due entries moved to match), durable on
     /// return. `f` may run more than once (transaction retries): it must be a pure function
     /// of the record.
-    async fn transform<F, T>(&self, id: &str, f: F) -> Result<(MessageRecord, T), QueueError>
+    async fn transform<F, T>(&self, id: &QueueId, f: F) -> Result<(MessageRecord, T), QueueError>
     where
         F: Fn(&MessageRecord) -> (MessageRecord, T),
     {
         let out = self
-            .rewrite(id, |rec| {
+            .rewrite(&id.0, |rec| {
                 let (new, t) = f(rec);
                 *rec = new;
                 Ok(Change::keep(t))
@@ -436,7 +439,7 @@ impl Queue {
     ) -> Result<Deleted, QueueError> {
         let key = canonical(id)?;
         let out = self
-            .rewrite(&key, |rec| {
+            .rewrite(&key.0, |rec| {
                 if bounce.is_some() && live && rec.legs.iter().any(|l| possibly_in_flight(l, now)) {
                     return Err(QueueError::Busy(format!(
                         "{key} is being delivered right now; try again in a moment"
@@ -474,7 +477,7 @@ impl Queue {
         let key = canonical(id)?;
         let busy = |l: &Leg| live && possibly_in_flight(l, now);
         // Plan on a snapshot first: no write at all when nothing moves.
-        let snapshot = self.record(&key)?;
+        let snapshot = self.record(&key.0)?;
         let (_, preview) = plan_reroute(&snapshot, route, busy, now);
         if preview.moved.is_empty() {
             return Ok(preview);
@@ -493,7 +496,7 @@ impl Queue {
         let mut out = Vec::new();
         for rec in self.inner.store.records() {
             let rec = rec?;
-            if rec.legs.iter().any(|l| !l.state.is_final()) {
+            if !rec.is_finished() {
                 out.push(rec.id.0);
             }
         }
@@ -689,13 +692,13 @@ via = "old"
         )
         .await;
         let later = SystemTime::now() + Duration::from_secs(3600);
-        q.update_leg(&id, LegId(0), |l| {
+        q.update_leg(&QueueId(id.clone()), LegId(0), |l| {
             delivered(l, 0);
             deferred(l, later);
         })
         .await
         .unwrap();
-        q.update_leg(&id, LegId(1), |l| deferred(l, later))
+        q.update_leg(&QueueId(id.clone()), LegId(1), |l| deferred(l, later))
             .await
             .unwrap();
         assert!(q.due(SystemTime::now(), 100).unwrap().is_empty());
@@ -714,7 +717,7 @@ via = "old"
         );
         // retry_all: only messages with something pending.
         let other = put(&q, "s@example.org", vec![leg("old", &["x@example.com"])]).await;
-        q.update_leg(&other, LegId(0), |l| delivered(l, 0))
+        q.update_leg(&QueueId(other.clone()), LegId(0), |l| delivered(l, 0))
             .await
             .unwrap();
         let all = q.retry_all(SystemTime::now()).await.unwrap();
@@ -769,7 +772,7 @@ via = "old"
             ],
         )
         .await;
-        q.update_leg(&id, LegId(0), |l| delivered(l, 1))
+        q.update_leg(&QueueId(id.clone()), LegId(0), |l| delivered(l, 1))
             .await
             .unwrap();
         let r = crate::admin::ops::delete(&q, &id, Some(&cfg), SystemTime::now(), false)
@@ -845,7 +848,7 @@ deliver = ["old", "new"]
         )
         .await;
         // carol already delivered on old: never touched.
-        q.update_leg(&id, LegId(0), |l| delivered(l, 1))
+        q.update_leg(&QueueId(id.clone()), LegId(0), |l| delivered(l, 1))
             .await
             .unwrap();
         let now = SystemTime::now();

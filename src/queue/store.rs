@@ -4,8 +4,11 @@
 //! the three trees ([`Store::insert`] for new messages, [`Store::rewrite`], the one
 //! read-modify-write, for everything else); durability comes from [`Store::sync`]: sled's
 //! flush plus an `fdatasync` of its log file (power-safe; sled alone is not), called by group
-//! commit. This is the only queue module that names sled, so the store could be swapped; it
-//! never touches spool files or the network.
+//! commit. This is the only queue module whose code names sled (the rest of the queue sees
+//! [`Store`] and the [`Bytes`] of an inline body), so the store could be swapped; it never
+//! touches spool files or the network. Outside the queue, the ledger (`crate::ledger`, its
+//! tree in this db through [`Store::db`], and its admin route) and the backfill's own state db
+//! (`backfill::state`) use sled directly; nothing else does.
 //!
 //! Record encoding: JSON (serde_json). `benches/queue_commit.rs` measures encode+decode of a
 //! typical record (two legs, three recipients) at a few µs, small against the transaction and
@@ -22,6 +25,9 @@ use std::time::UNIX_EPOCH;
 pub const TREE_MESSAGES: &str = "messages";
 pub const TREE_BODIES: &str = "bodies";
 pub const TREE_DUE: &str = "due";
+/// The bytes of an inline body as the store hands them out (cheap to clone).
+pub type Bytes = sled::IVec;
+
 /// The health probe's tree (one key).
 pub const TREE_HEALTH: &str = "health";
 
@@ -395,7 +401,7 @@ impl Store {
     }
 
     /// Inline body bytes of `id`, if stored inline.
-    pub fn body(&self, id: &str) -> Result<Option<sled::IVec>, QueueError> {
+    pub fn body(&self, id: &str) -> Result<Option<Bytes>, QueueError> {
         self.bodies.get(id.as_bytes()).map_err(storage)
     }
 

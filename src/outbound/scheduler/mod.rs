@@ -35,6 +35,9 @@ use tracing::Instrument;
 
 pub use pool::MX_CONNECTIONS;
 
+/// The ledger's wait for the durability of one delivery record ([`DeliveredHook`]).
+type LedgerWrite = futures_util::future::BoxFuture<'static, ()>;
+
 /// Attempts past their target's connection limit that may run at once, all targets together
 /// (each holds at most an inline body, up to the queue's inline threshold; spooled bodies are
 /// streamed).
@@ -277,22 +280,33 @@ impl Scheduler {
             leg,
         };
         // Expired legs fail what is left, without another attempt.
+        let mut ledger = Vec::new();
         let report = match decide::expiry(leg, &pending, now, &loaded.policy) {
             Some(report) => {
                 inc(&self.stats.expired, report.outcomes.len() as u64);
                 report
             }
-            None => match self.deliver(job, &pending, now).await {
+            None => match self.deliver(job, &pending, now, &mut ledger).await {
                 Some(report) => report,
                 None => return,
             },
         };
         self.record(job, report).await;
+        // The ledger records of this attempt were written before the leg update, so its sync
+        // covered them; this wait is explicit, not extra (see `crate::ledger`).
+        futures_util::future::join_all(ledger).await;
     }
 
     /// Try to deliver the `pending` recipients of the job's leg; `None` when the engine is
-    /// shutting down (nothing to record).
-    async fn deliver(&self, job: Job<'_>, pending: &[usize], now: SystemTime) -> Option<Report> {
+    /// shutting down (nothing to record). The ledger's durable waits for the deliveries go to
+    /// `ledger`.
+    async fn deliver(
+        &self,
+        job: Job<'_>,
+        pending: &[usize],
+        now: SystemTime,
+        ledger: &mut Vec<LedgerWrite>,
+    ) -> Option<Report> {
         let Job {
             loaded, rec, leg, ..
         } = job;
@@ -364,7 +378,7 @@ impl Scheduler {
             attempt_ms: started.elapsed().as_millis() as u64,
             now,
         };
-        Some(self.sent(job, &sent, results).await)
+        Some(self.sent(job, &sent, results, ledger).await)
     }
 
     /// No session to the target: defer (or fail) the pending recipients; a temporary failure
@@ -423,9 +437,15 @@ impl Scheduler {
         (results, remote)
     }
 
-    /// Log each recipient's outcome of a transaction and tell the ledger about deliveries
-    /// (durable before this returns, so before the leg update records them).
-    async fn sent(&self, job: Job<'_>, sent: &Sent<'_>, results: Vec<Outcome>) -> Report {
+    /// Log each recipient's outcome of a transaction and tell the ledger about deliveries (the
+    /// waits for their durability go to `ledger`).
+    async fn sent(
+        &self,
+        job: Job<'_>,
+        sent: &Sent<'_>,
+        results: Vec<Outcome>,
+        ledger: &mut Vec<LedgerWrite>,
+    ) -> Report {
         let Job { rec, leg, .. } = job;
         let since_arrival = sent
             .now
@@ -433,7 +453,6 @@ impl Scheduler {
             .unwrap_or_default();
         let mut outcomes = Vec::with_capacity(sent.pending.len());
         let mut head: Option<Vec<u8>> = None;
-        let mut ledger_writes = Vec::new();
         for (k, (&i, o)) in sent.pending.iter().zip(results).enumerate() {
             let default_status = match o {
                 Outcome::Delivered { .. } => "2.0.0",
@@ -458,7 +477,7 @@ impl Scheduler {
                 if head.is_none() {
                     head = Some(self.head(&rec.id.0).await);
                 }
-                ledger_writes.push(hook(&Delivery {
+                ledger.push(hook(&Delivery {
                     target: &leg.target,
                     original_rcpt: &leg.recipients[i].address,
                     final_rcpt: &sent.rcpts[k],
@@ -468,7 +487,6 @@ impl Scheduler {
             }
             outcomes.push((i, o));
         }
-        futures_util::future::join_all(ledger_writes).await;
         Report {
             attempt: Attempt::Sent,
             outcomes,
@@ -582,7 +600,7 @@ impl Scheduler {
         };
         let (before, out) = match self
             .queue
-            .update_leg_staged(&rec.id.0, leg.id, apply, stage)
+            .update_leg_staged(&rec.id, leg.id, apply, stage)
             .await
         {
             Ok(r) => r,
