@@ -126,6 +126,41 @@ pub struct Server {
     watchdog_done: Option<oneshot::Receiver<()>>,
 }
 
+/// The delivery engine, its deliveries recorded in the ledger the backfill engine reads.
+fn start_delivery(
+    queue: &Queue,
+    config_rx: &watch::Receiver<Arc<Config>>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<(Arc<Scheduler>, JoinHandle<()>), ServerError> {
+    let ledger = crate::ledger::Ledger::on_queue(queue)?;
+    let sched = Scheduler::new(
+        queue.clone(),
+        config_rx.clone(),
+        Some(ledger.delivered_hook()),
+    )?;
+    let task = tokio::spawn(sched.clone().run(stop_rx.clone()));
+    Ok((sched, task))
+}
+
+/// The storage watchdog on its own thread; a persistent failure is published on `failed_tx`.
+/// Returns the receiver that resolves when the watchdog thread has ended.
+fn start_watchdog(
+    health: &Arc<Health>,
+    wopts: WatchdogOptions,
+    stop_rx: &watch::Receiver<bool>,
+    failed_tx: watch::Sender<Option<String>>,
+) -> Result<oneshot::Receiver<()>, ServerError> {
+    let (done_tx, done_rx) = oneshot::channel();
+    let on_failure = move |reason: String| {
+        tracing::error!(%reason, "queue storage has failed persistently");
+        let _ = failed_tx.send(Some(reason));
+    };
+    health
+        .spawn_watchdog(wopts, stop_rx.clone(), on_failure, done_tx)
+        .map_err(ServerError::Thread)?;
+    Ok(done_rx)
+}
+
 impl Server {
     /// Bind everything and start serving.
     pub async fn start(cfg: Config, opts: ServerOptions) -> Result<Server, ServerError> {
@@ -179,34 +214,20 @@ impl Server {
                 ))
             })
             .collect();
-        let (scheduler, delivery) = if opts.deliver {
-            // Every delivery is recorded in the ledger the backfill engine reads.
-            let ledger = crate::ledger::Ledger::on_queue(&queue)?;
-            let sched = Scheduler::new(
-                queue.clone(),
-                config_rx.clone(),
-                Some(ledger.delivered_hook()),
-            )?;
-            let task = tokio::spawn(sched.clone().run(stop_rx.clone()));
-            (Some(sched), Some(task))
-        } else {
-            tracing::info!("delivery is off: the scheduler is not started");
-            (None, None)
+        let (scheduler, delivery) = match opts.deliver {
+            true => {
+                let (sched, task) = start_delivery(&queue, &config_rx, &stop_rx)?;
+                (Some(sched), Some(task))
+            }
+            false => {
+                tracing::info!("delivery is off: the scheduler is not started");
+                (None, None)
+            }
         };
         let health = Health::new(queue.clone());
         let (failed_tx, failed_rx) = watch::channel(None);
         let watchdog_done = match opts.watchdog {
-            Some(wopts) => {
-                let (done_tx, done_rx) = oneshot::channel();
-                let on_failure = move |reason: String| {
-                    tracing::error!(%reason, "queue storage has failed persistently");
-                    let _ = failed_tx.send(Some(reason));
-                };
-                health
-                    .spawn_watchdog(wopts, stop_rx.clone(), on_failure, done_tx)
-                    .map_err(ServerError::Thread)?;
-                Some(done_rx)
-            }
+            Some(wopts) => Some(start_watchdog(&health, wopts, &stop_rx, failed_tx)?),
             None => None,
         };
         let state = crate::admin::AdminState::new(
