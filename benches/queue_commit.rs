@@ -7,7 +7,7 @@
 //! `CUTOVER_BENCH_SIZES=262144,1048576` picks other body sizes. The state dir is created under `$CUTOVER_BENCH_DIR` (default: `target/bench-queue`), which
 //! must be on a real disk (not tmpfs) for the fsync costs to mean anything.
 
-use cutover::queue::model::{BodyLocation, Leg, MessageRecord};
+use cutover::queue::model::{BodyLocation, MessageRecord};
 use cutover::queue::{Envelope, NewLeg, Queue, QueueId, QueueOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -97,14 +97,14 @@ async fn run(dir: &std::path::Path, conc: usize, size: usize, spool: bool) -> Ou
 
 fn encoding() {
     let now = SystemTime::now();
-    let rec = MessageRecord {
-        id: QueueId("0V5KQ2H8M3A7C0".into()),
-        envelope: envelope(),
-        size: 2048,
-        body: BodyLocation::Inline,
-        legs: legs().into_iter().map(|l| Leg::new(l, now)).collect(),
-        body_missing: false,
-    };
+    let rec = MessageRecord::planned(
+        QueueId("0V5KQ2H8M3A7C0".into()),
+        envelope(),
+        2048,
+        BodyLocation::Inline,
+        legs(),
+        now,
+    );
     let n = 100_000;
     let t = Instant::now();
     let mut bytes = 0;

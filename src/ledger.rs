@@ -8,8 +8,20 @@
 //! Key layout: `lower(mailbox) \0 fingerprint \0 queue_id \0 target` → JSON [`Record`]. A
 //! delivery is written under the original recipient and, when rewritten, under the final one,
 //! so backfill finds it by either address.
+//!
+//! Durability is explicit, not a side effect of the next queue flush: [`Ledger::sync`] (and the
+//! future the delivery hook returns) resolves only once every record written before it is
+//! power-safe: through the queue's group commit (sled's flush plus an `fdatasync`; one sync
+//! covers concurrent writers) when the ledger was opened on the gateway's queue
+//! ([`Ledger::on_queue`]), else through sled's own `flush_async`. The hook takes its
+//! group-commit ticket when it writes, so the delivery engine awaits it right after the leg
+//! update: the update's own sync, started later, covers the record (no extra sync per
+//! delivery), and the record precedes the update in the db's log. [`Ledger::record`] alone is
+//! not durable.
 
 use crate::fingerprint::Fingerprint;
+use crate::queue::{Queue, QueueError};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -25,6 +37,8 @@ pub enum LedgerError {
     Db(#[from] sled::Error),
     #[error("ledger: corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("ledger: {0}")]
+    Sync(#[from] QueueError),
     #[error("ledger db {path} is locked by a running gateway and its admin API failed: {reason}")]
     Api { path: String, reason: String },
 }
@@ -56,13 +70,17 @@ pub struct Delivery<'a> {
 }
 
 /// Called by the delivery engine for each successful delivery. The ledger hooks in here
-/// ([`Ledger::delivered_hook`]); its record is made durable by the leg update that follows.
-pub type DeliveredHook = std::sync::Arc<dyn Fn(&Delivery<'_>) + Send + Sync>;
+/// ([`Ledger::delivered_hook`]): the call writes the record, the future it returns resolves
+/// once the record is durable; the engine awaits it right after the leg update.
+pub type DeliveredHook =
+    std::sync::Arc<dyn Fn(&Delivery<'_>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Handle on the ledger tree.
 #[derive(Clone)]
 pub struct Ledger {
     tree: sled::Tree,
+    /// The queue whose db holds the tree: its group commit makes records durable.
+    queue: Option<Queue>,
 }
 
 fn key(mailbox: &str, fp: &Fingerprint, queue_id: &str, target: &str) -> Vec<u8> {
@@ -77,16 +95,49 @@ fn key(mailbox: &str, fp: &Fingerprint, queue_id: &str, target: &str) -> Vec<u8>
 }
 
 impl Ledger {
-    /// The ledger in an open gateway db.
+    /// The ledger in an open gateway db (readers; [`Ledger::sync`] is sled's flush).
     pub fn open(db: &sled::Db) -> Result<Ledger, LedgerError> {
         Ok(Ledger {
             tree: db.open_tree(TREE)?,
+            queue: None,
         })
     }
 
+    /// The ledger in the db of the gateway's queue; [`Ledger::sync`] waits on the queue's
+    /// group commit (power-safe).
+    pub fn on_queue(queue: &Queue) -> Result<Ledger, LedgerError> {
+        Ok(Ledger {
+            tree: queue.store().db().open_tree(TREE)?,
+            queue: Some(queue.clone()),
+        })
+    }
+
+    /// Make every record written so far durable (see the module doc).
+    pub async fn sync(&self) -> Result<(), LedgerError> {
+        self.synced_from_now().await
+    }
+
+    /// [`Ledger::sync`] for the records written before this call, its group-commit ticket
+    /// taken now (see the module doc).
+    fn synced_from_now(&self) -> BoxFuture<'static, Result<(), LedgerError>> {
+        match &self.queue {
+            Some(q) => {
+                let wait = q.durable_from_now();
+                Box::pin(async move { Ok(wait.await?) })
+            }
+            None => {
+                let tree = self.tree.clone();
+                Box::pin(async move {
+                    tree.flush_async().await?;
+                    Ok(())
+                })
+            }
+        }
+    }
+
     /// Record a delivery of the message with fingerprint `fp` (queue id `queue_id`) to `target`
-    /// for `original_rcpt` (after rewriting: `final_rcpt`). Idempotent. Not flushed: the caller
-    /// flushes with its own group commit.
+    /// for `original_rcpt` (after rewriting: `final_rcpt`). Idempotent. Not durable until
+    /// [`Ledger::sync`] (the delivery hook does both).
     pub fn record(
         &self,
         target: &str,
@@ -141,22 +192,25 @@ impl Ledger {
     }
 
     /// The delivery engine's hook ([`DeliveredHook`]): fingerprints the delivered message and
-    /// records it. Errors are logged, never propagated (a missing ledger record only means
-    /// backfill may copy that message once more).
+    /// records it; the returned future makes it durable. Errors are logged, never propagated
+    /// (a missing ledger record only means backfill may copy that message once more).
     pub fn delivered_hook(&self) -> DeliveredHook {
         let ledger = self.clone();
         std::sync::Arc::new(move |d: &Delivery<'_>| {
             let fp = crate::fingerprint::fingerprint(d.head);
-            if let Err(e) = ledger.record(d.target, d.original_rcpt, d.final_rcpt, &fp, d.queue_id)
-            {
-                tracing::warn!(queue_id = d.queue_id, error = %e, "ledger: cannot record a delivery");
-            }
+            let queue_id = d.queue_id.to_string();
+            let written = ledger.record(d.target, d.original_rcpt, d.final_rcpt, &fp, d.queue_id);
+            let synced = ledger.synced_from_now();
+            Box::pin(async move {
+                let r = match written {
+                    Ok(()) => synced.await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = r {
+                    tracing::warn!(queue_id = %queue_id, error = %e, "ledger: cannot record a delivery");
+                }
+            })
         })
-    }
-
-    pub fn flush(&self) -> Result<(), LedgerError> {
-        self.tree.flush()?;
-        Ok(())
     }
 }
 
@@ -313,8 +367,8 @@ mod tests {
         assert!(l.credits("bob@example.com").unwrap().is_empty());
     }
 
-    #[test]
-    fn hook_records_fingerprints() {
+    #[tokio::test]
+    async fn hook_records_fingerprints() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let l = Ledger::open(&db).unwrap();
         let hook = l.delivered_hook();
@@ -325,9 +379,52 @@ mod tests {
             final_rcpt: "carol@tenant",
             queue_id: "Q7",
             head: msg,
-        });
+        })
+        .await;
         let c = l.credits_for("carol@tenant", Some("new")).unwrap();
         assert_eq!(c[&crate::fingerprint::fingerprint(msg)], 1);
+    }
+
+    /// Set in the child process of [`a_durable_record_survives_a_crash`]: its state dir.
+    const CRASH_CHILD: &str = "CUTOVER_LEDGER_CRASH_CHILD";
+
+    /// The child: record through the delivery hook on a queue's db, then die at once (no
+    /// destructor, no queue flush, no sled flush on drop).
+    #[tokio::test]
+    async fn crash_child_records_then_dies() {
+        let Some(dir) = std::env::var_os(CRASH_CHILD) else {
+            return;
+        };
+        let q = Queue::open(std::path::Path::new(&dir)).unwrap();
+        let hook = Ledger::on_queue(&q).unwrap().delivered_hook();
+        hook(&Delivery {
+            target: "new",
+            original_rcpt: "dave@example.com",
+            final_rcpt: "dave@example.com",
+            queue_id: "Q8",
+            head: b"Message-ID: <crash@x>\r\n\r\n",
+        })
+        .await;
+        std::process::exit(3);
+    }
+
+    #[test]
+    fn a_durable_record_survives_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "ledger::tests::crash_child_records_then_dies"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CRASH_CHILD, dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the child must die");
+        let q = Queue::open(dir.path()).unwrap();
+        let l = Ledger::on_queue(&q).unwrap();
+        let c = l.credits("dave@example.com").unwrap();
+        let fp = crate::fingerprint::fingerprint(b"Message-ID: <crash@x>\r\n\r\n");
+        assert_eq!(c.get(&fp), Some(&1));
     }
 
     #[tokio::test]

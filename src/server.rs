@@ -224,7 +224,7 @@ impl Server {
             .collect();
         let (scheduler, delivery) = if opts.deliver {
             // Every delivery is recorded in the ledger the backfill engine reads.
-            let ledger = crate::ledger::Ledger::open(queue.store().db())?;
+            let ledger = crate::ledger::Ledger::on_queue(&queue)?;
             let sched = Scheduler::new(
                 queue.clone(),
                 config_rx.clone(),

@@ -75,7 +75,7 @@ async fn setup(old: &Dovecot, new: &Dovecot, user: &str, db: &sled::Db) {
             )
             .unwrap();
     }
-    ledger.flush().unwrap();
+    ledger.sync().await.unwrap();
 }
 
 async fn count(d: &Dovecot, user: &str, folder: &str) -> u32 {

@@ -134,6 +134,7 @@ fuzz_target!(|inp: Input<'_>| {
         size: inp.headers.len() as u64,
         body: BodyLocation::Inline,
         legs: Vec::new(),
+        next_leg_id: 0,
         body_missing: false,
     };
     let staged = bounce::stage(

@@ -1,5 +1,5 @@
 //! The backfill's handling of IMAP server responses: the real backfill operations
-//! (`backfill::copy::{list, status, index_source, index_destination, store_flags, create,
+//! (`backfill::imap_ops::{list, status, index_source, index_destination, store_flags, create,
 //! copy_messages}`, async-imap's parser included) run against scripted in-memory servers that
 //! answer each command with fuzz bytes (`$T` stands for the command's tag), plus the pure parts
 //! they feed: fingerprints (`fingerprint::*`), folder names (modified UTF-7, logical/wire names),
@@ -15,7 +15,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use cutover::backfill::copy::{self, Meta, Outcome};
+use cutover::backfill::imap_ops::{self, Meta, Outcome};
 use cutover::backfill::index;
 use cutover::backfill::plan;
 use cutover::backfill::session::{Caps, Conn, ImapStream};
@@ -165,7 +165,7 @@ fn check_uid_set(uids: &[u32]) {
     let mut sorted: Vec<u32> = uids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let s = copy::uid_set(&sorted);
+    let s = imap_ops::uid_set(&sorted);
     let mut back = Vec::new();
     if !s.is_empty() {
         for part in s.split(',') {
@@ -200,7 +200,7 @@ async fn run(inp: &Input<'_>) {
     for op in inp.ops.iter().take(4) {
         match *op {
             Op::List => {
-                if let Ok(l) = copy::list(&mut src).await {
+                if let Ok(l) = imap_ops::list(&mut src).await {
                     for f in &l.folders {
                         let logical = plan::logical(&f.wire, l.delimiter);
                         let _ = plan::wire(&logical, l.delimiter);
@@ -209,18 +209,18 @@ async fn run(inp: &Input<'_>) {
                 }
             }
             Op::Status => {
-                let _ = copy::status(&mut src, &wire).await;
+                let _ = imap_ops::status(&mut src, &wire).await;
             }
             Op::IndexSource { watermark } => {
                 if let Ok(ix) =
-                    copy::index_source(&mut src, &wire, watermark as u32, (None, None)).await
+                    imap_ops::index_source(&mut src, &wire, watermark as u32, (None, None)).await
                 {
                     let uids: HashSet<u32> = ix.msgs.iter().map(|m| m.uid).collect();
                     for (uid, m) in &ix.meta {
                         assert!(uids.contains(uid), "metadata for an unlisted UID");
-                        let _ = copy::flag_set(&m.flags);
+                        let _ = imap_ops::flag_set(&m.flags);
                         assert!(
-                            !copy::flag_set(&m.flags).contains("\\recent"),
+                            !imap_ops::flag_set(&m.flags).contains("\\recent"),
                             "\\Recent kept"
                         );
                     }
@@ -231,7 +231,7 @@ async fn run(inp: &Input<'_>) {
                 }
             }
             Op::IndexDestination => {
-                if let Ok(ix) = copy::index_destination(&mut src, &wire).await {
+                if let Ok(ix) = imap_ops::index_destination(&mut src, &wire).await {
                     dst_index = Some(ix);
                 }
             }
@@ -240,10 +240,10 @@ async fn run(inp: &Input<'_>) {
                     ("(\\Seen $Label)".to_string(), vec![1, 2, 3, 7]),
                     ("()".to_string(), vec![9]),
                 ];
-                let _ = copy::store_flags(&mut src, &wire, &groups).await;
+                let _ = imap_ops::store_flags(&mut src, &wire, &groups).await;
             }
             Op::Create { subscribe } => {
-                let _ = copy::create(&mut src, &wire, subscribe).await;
+                let _ = imap_ops::create(&mut src, &wire, subscribe).await;
             }
             Op::Copy { multiappend } => {
                 if dst.is_none() {
@@ -273,7 +273,7 @@ async fn run(inp: &Input<'_>) {
                     seen.push(u);
                     let _ = o;
                 };
-                let _ = copy::copy_messages(
+                let _ = imap_ops::copy_messages(
                     &mut src,
                     d,
                     &wire,
@@ -331,7 +331,7 @@ fuzz_target!(|inp: Input<'_>| {
         if let Ok(t) = std::str::from_utf8(r.body) {
             let _ = fingerprint::normalise_message_id(t);
             let _ = utf7::decode(t);
-            let _ = copy::flag_set(t);
+            let _ = imap_ops::flag_set(t);
         }
         let uids: Vec<u32> = r
             .body

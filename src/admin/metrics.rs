@@ -271,13 +271,14 @@ fn intake_counters(r: &mut Registry, i: &IntakeStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::model::{Leg, RcptState};
+    use crate::queue::model::{Leg, LegId, RcptState};
     use crate::queue::{NewLeg, QueueId};
     use std::time::Duration;
 
     fn summary(at: SystemTime, size: u64) -> MessageSummary {
         let mk = |t: &str| {
             Leg::new(
+                LegId(0),
                 NewLeg {
                     target: t.into(),
                     rules: vec!["default".into()],

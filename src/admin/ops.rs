@@ -77,12 +77,12 @@ pub async fn delete(
         return queue.delete(id, None, now, live).await;
     };
     let key = ops::canonical(id)?;
-    let headers = bounce::original_headers(queue, &key).await;
+    let headers = bounce::original_headers(queue, &key.0).await;
     let dsn_id = queue.next_id();
     let build = |rec: &MessageRecord, pending: &[(&Leg, &Recipient)]| {
         deletion_dsn(cfg, &dsn_id, &headers, rec, pending, now)
     };
-    queue.delete(&key, Some(&build), now, live).await
+    queue.delete(&key.0, Some(&build), now, live).await
 }
 
 /// [`Queue::reroute`] under `router` at `now`.

@@ -3,11 +3,11 @@
 //! reports convergence. Never speaks SMTP; never decides routes.
 //!
 //! Layout: `session` (connect, TLS, auth), `utf7` and `plan` (folder names and mapping),
-//! `index` (multiplicity decision), `state` (per-folder UIDVALIDITY + watermark), `copy` (one
-//! folder pair), `throttle` (back-off hints), `runner` (jobs, mailboxes, shards), `progress`
-//! and `report`.
+//! `index` (multiplicity decision), `state` (per-folder UIDVALIDITY + watermark), `imap_ops`
+//! (every IMAP folder operation: LIST, STATUS, indexing, copying, flags), `throttle` (back-off
+//! hints), `runner` (jobs, mailboxes, shards), `progress` and `report`.
 
-pub mod copy;
+pub mod imap_ops;
 pub mod index;
 pub mod oauth;
 pub mod plan;

@@ -3,9 +3,9 @@
 //! what changed since the last pass, applies ledger credits, copies with several connections
 //! (folders in parallel), advances the per-folder state only after confirmed APPENDs, and
 //! retries on server back-off or broken connections, pausing that account only. Never parses
-//! IMAP itself (that is `session` / `copy`).
+//! IMAP itself (that is `session` / `imap_ops`).
 
-use super::copy::{self, Outcome, SrcIndex};
+use super::imap_ops::{self, Outcome, SrcIndex};
 use super::index::{self, FolderDecision, Verdict};
 use super::plan::{self, FolderPair};
 use super::progress::{MailboxBar, Progress};
@@ -151,15 +151,14 @@ pub fn find_job<'a>(config: &'a Config, name: &str) -> Result<&'a BackfillJob> {
         })
 }
 
-/// Run one pass of a job.
-pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Result<JobReport> {
-    let job = find_job(config, job_name)?.clone();
-    let base = config
-        .path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let list_path = crate::config::resolve_path(&base, &job.mailboxes_file);
+/// The mailboxes a pass works on: the job's `mailboxes_file` (relative to `base`), narrowed
+/// to `--mailbox` and to the shard.
+fn selected_mailboxes(
+    job: &BackfillJob,
+    base: &Path,
+    opts: &RunOptions,
+) -> Result<Vec<MailboxPair>> {
+    let list_path = crate::config::resolve_path(base, &job.mailboxes_file);
     let text = std::fs::read_to_string(&list_path)
         .map_err(|e| BackfillError::Config(format!("{}: {e}", list_path.display())))?;
     let mut pairs = parse_mailboxes(&text);
@@ -175,6 +174,18 @@ pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Resul
     if let Some((i, n)) = opts.shard {
         pairs.retain(|p| shard_of(&p.source, n) == i);
     }
+    Ok(pairs)
+}
+
+/// Run one pass of a job.
+pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Result<JobReport> {
+    let job = find_job(config, job_name)?.clone();
+    let base = config
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let pairs = selected_mailboxes(&job, &base, &opts)?;
     let dir = state_dir_of(config, job_name, opts.shard);
     std::fs::create_dir_all(&dir)
         .map_err(|e| BackfillError::Config(format!("{}: {e}", dir.display())))?;
@@ -258,7 +269,18 @@ pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Resul
     let _ = ticker.await;
     progress.tick();
 
-    let mut r = report.lock().await.clone();
+    let r = report.lock().await.clone();
+    final_report(r, started, &report_path, &opts)
+}
+
+/// The pass's report once every mailbox is done: sorted, totalled, written to the job's
+/// state (`report_path`, not on a dry run) and to `--report`.
+fn final_report(
+    mut r: JobReport,
+    started: Instant,
+    report_path: &Path,
+    opts: &RunOptions,
+) -> Result<JobReport> {
     r.mailboxes
         .sort_by(|a, b| (&a.source_user, &a.direction).cmp(&(&b.source_user, &b.direction)));
     r.running = false;
@@ -266,7 +288,7 @@ pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Resul
     r.duration_ms = started.elapsed().as_millis() as u64;
     r.total();
     if !opts.dry_run {
-        let _ = r.write(&report_path);
+        let _ = r.write(report_path);
     }
     if let Some(p) = &opts.report {
         r.write(p)
@@ -421,6 +443,131 @@ struct Work {
     started: Instant,
 }
 
+/// Create or subscribe the destination folders of `pairs` as planned.
+async fn prepare_destination(
+    dst: &mut Conn,
+    dst_list: &plan::Listing,
+    pairs: &[FolderPair],
+) -> std::result::Result<(), RoundErr> {
+    let dst_subscribed: HashSet<&str> = dst_list
+        .folders
+        .iter()
+        .filter(|f| f.subscribed)
+        .map(|f| f.wire.as_str())
+        .collect();
+    for p in pairs {
+        let r = if p.create {
+            imap_ops::create(dst, &p.dst_wire, p.subscribe).await
+        } else if p.subscribe && !dst_subscribed.contains(p.dst_wire.as_str()) {
+            imap_ops::subscribe(dst, &p.dst_wire).await
+        } else {
+            Ok(())
+        };
+        r.map_err(|e| (Some(p.name.clone()), e))?;
+    }
+    Ok(())
+}
+
+/// Phase 1 for one folder pair: `None` when nothing changed since the last pass (its report
+/// goes to `book`), else its indexes, copy decision and flag differences.
+async fn index_pair(
+    ctx: &Arc<Ctx>,
+    way: Way,
+    src_user: &str,
+    (src, dst): (&mut Conn, &mut Conn),
+    p: FolderPair,
+    book: &Mutex<Book>,
+) -> Result<Option<Work>> {
+    let st = ctx.state.get(way.key(), src_user, &p.name)?;
+    let sst = imap_ops::status(src, &p.src_wire).await?;
+    let (suv, snext) = (sst.uidvalidity, sst.uidnext);
+    let dst_missing = ctx.dry_run && p.create;
+    let duv = if dst_missing {
+        0
+    } else {
+        imap_ops::status(dst, &p.dst_wire).await?.uidvalidity
+    };
+    // Flag changes on the source (CONDSTORE) re-examine a folder even without new mail.
+    let flags_changed = sync_flags(ctx, way)
+        && sst.modseq != 0
+        && st.as_ref().is_some_and(|s| s.src_modseq != sst.modseq);
+    let watermark = st
+        .as_ref()
+        .filter(|s| {
+            s.src_uidvalidity == suv && s.dst_uidvalidity == duv && s.dst_wire == p.dst_wire
+        })
+        .map(|s| s.done_uid)
+        .unwrap_or(0);
+    if watermark > 0 && snext.saturating_sub(1) <= watermark && !flags_changed {
+        // Nothing new since the last pass.
+        let st = st.unwrap_or_default();
+        let mut fr = FolderReport {
+            folder: p.name.clone(),
+            destination: p.dst_name.clone(),
+            source_count: st.src_count,
+            destination_count: st.dst_count,
+            converged: st.converged,
+            ..Default::default()
+        };
+        fr.skipped.insert("earlier_pass".into(), st.src_count);
+        book.lock().await.finished.insert(p.name.clone(), fr);
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let src_idx = imap_ops::index_source(src, &p.src_wire, watermark, ctx.window).await?;
+    let dst_idx = if dst_missing {
+        imap_ops::DstIndex::default()
+    } else {
+        imap_ops::index_destination(dst, &p.dst_wire).await?
+    };
+    let decision = index::decide(&src_idx.msgs, &dst_idx.msgs);
+    // Source flags win for paired messages (forward jobs): group the differences.
+    let mut flag_groups: HashMap<String, Vec<u32>> = HashMap::new();
+    if sync_flags(ctx, way) {
+        for (su, du) in &decision.pairs {
+            let (Some(sm), Some(df)) = (src_idx.meta.get(su), dst_idx.flags.get(du)) else {
+                continue;
+            };
+            if imap_ops::flag_set(&sm.flags) != imap_ops::flag_set(df) {
+                flag_groups.entry(sm.flags.clone()).or_default().push(*du);
+            }
+        }
+    }
+    Ok(Some(Work {
+        pair: p,
+        src: src_idx,
+        dst_uv: dst_idx.uidvalidity,
+        decision,
+        started,
+        src_modseq: sst.modseq,
+        flag_groups: flag_groups.into_iter().collect(),
+    }))
+}
+
+/// Phase 2: apply the ledger's credits (deliveries by cutover into the destination mailbox)
+/// to the decisions of `work` (forward passes with a mailbox-wide dedupe scope).
+async fn credit_ledger(ctx: &Ctx, way: Way, dst_user: &str, work: &mut [Work]) -> Result<()> {
+    if way != Way::Forward || ctx.job.dedupe_scope != DedupeScope::Mailbox || work.is_empty() {
+        return Ok(());
+    }
+    let mut credits: HashMap<Fingerprint, usize> = crate::ledger::credits_for_backfill(
+        &ctx.ledger_db,
+        ctx.admin,
+        ctx.admin_token.as_ref(),
+        dst_user,
+        ctx.job.ledger_target.as_deref(),
+    )
+    .await?;
+    if !credits.is_empty() {
+        let mut refs: Vec<(&[index::SrcMsg], &mut FolderDecision)> = work
+            .iter_mut()
+            .map(|w| (w.src.msgs.as_slice(), &mut w.decision))
+            .collect();
+        index::apply_credits(&mut credits, &mut refs);
+    }
+    Ok(())
+}
+
 /// One attempt at the whole mailbox: connect, plan, index, credit, copy.
 async fn round(
     ctx: &Arc<Ctx>,
@@ -438,8 +585,8 @@ async fn round(
     let (s, d) = tokio::join!(src_side.connect(src_user), dst_side.connect(dst_user));
     let mut src = s.map_err(whole)?;
     let mut dst = d.map_err(whole)?;
-    let src_list = copy::list(&mut src).await.map_err(whole)?;
-    let dst_list = copy::list(&mut dst).await.map_err(whole)?;
+    let src_list = imap_ops::list(&mut src).await.map_err(whole)?;
+    let dst_list = imap_ops::list(&mut dst).await.map_err(whole)?;
     let pairs = plan::plan(&src_list, &dst_list, &ctx.job.folders);
     let skip: HashSet<String> = {
         let b = book.lock().await;
@@ -450,125 +597,26 @@ async fn round(
         .filter(|p| !skip.contains(&p.name))
         .collect();
 
-    // Destination folders.
-    let dst_subscribed: HashSet<&str> = dst_list
-        .folders
-        .iter()
-        .filter(|f| f.subscribed)
-        .map(|f| f.wire.as_str())
-        .collect();
     if !ctx.dry_run {
-        for p in &pairs {
-            let r = if p.create {
-                copy::create(&mut dst, &p.dst_wire, p.subscribe).await
-            } else if p.subscribe && !dst_subscribed.contains(p.dst_wire.as_str()) {
-                copy::subscribe(&mut dst, &p.dst_wire).await
-            } else {
-                Ok(())
-            };
-            r.map_err(|e| (Some(p.name.clone()), e))?;
-        }
+        prepare_destination(&mut dst, &dst_list, &pairs).await?;
     }
 
     // Phase 1: which folders changed, and their indexes.
     let mut work: Vec<Work> = Vec::new();
     for p in pairs {
-        let fe = |e: BackfillError| (Some(p.name.clone()), e);
-        let st = ctx
-            .state
-            .get(way.key(), src_user, &p.name)
-            .map_err(|e| fe(e.into()))?;
-        let sst = copy::status(&mut src, &p.src_wire).await.map_err(fe)?;
-        let (suv, snext) = (sst.uidvalidity, sst.uidnext);
-        let dst_missing = ctx.dry_run && p.create;
-        let duv = if dst_missing {
-            0
-        } else {
-            copy::status(&mut dst, &p.dst_wire)
-                .await
-                .map_err(fe)?
-                .uidvalidity
-        };
-        // Flag changes on the source (CONDSTORE) re-examine a folder even without new mail.
-        let flags_changed = sync_flags(ctx, way)
-            && sst.modseq != 0
-            && st.as_ref().is_some_and(|s| s.src_modseq != sst.modseq);
-        let watermark = st
-            .as_ref()
-            .filter(|s| {
-                s.src_uidvalidity == suv && s.dst_uidvalidity == duv && s.dst_wire == p.dst_wire
-            })
-            .map(|s| s.done_uid)
-            .unwrap_or(0);
-        if watermark > 0 && snext.saturating_sub(1) <= watermark && !flags_changed {
-            // Nothing new since the last pass.
-            let st = st.unwrap_or_default();
-            let mut fr = FolderReport {
-                folder: p.name.clone(),
-                destination: p.dst_name.clone(),
-                source_count: st.src_count,
-                destination_count: st.dst_count,
-                converged: st.converged,
-                ..Default::default()
-            };
-            fr.skipped.insert("earlier_pass".into(), st.src_count);
-            book.lock().await.finished.insert(p.name.clone(), fr);
-            continue;
-        }
-        let started = Instant::now();
-        let src_idx = copy::index_source(&mut src, &p.src_wire, watermark, ctx.window)
+        let name = p.name.clone();
+        if let Some(w) = index_pair(ctx, way, src_user, (&mut src, &mut dst), p, book)
             .await
-            .map_err(fe)?;
-        let dst_idx = if dst_missing {
-            copy::DstIndex::default()
-        } else {
-            copy::index_destination(&mut dst, &p.dst_wire)
-                .await
-                .map_err(fe)?
-        };
-        let decision = index::decide(&src_idx.msgs, &dst_idx.msgs);
-        // Source flags win for paired messages (forward jobs): group the differences.
-        let mut flag_groups: HashMap<String, Vec<u32>> = HashMap::new();
-        if sync_flags(ctx, way) {
-            for (su, du) in &decision.pairs {
-                let (Some(sm), Some(df)) = (src_idx.meta.get(su), dst_idx.flags.get(du)) else {
-                    continue;
-                };
-                if copy::flag_set(&sm.flags) != copy::flag_set(df) {
-                    flag_groups.entry(sm.flags.clone()).or_default().push(*du);
-                }
-            }
+            .map_err(|e| (Some(name), e))?
+        {
+            work.push(w);
         }
-        work.push(Work {
-            pair: p,
-            src: src_idx,
-            dst_uv: dst_idx.uidvalidity,
-            decision,
-            started,
-            src_modseq: sst.modseq,
-            flag_groups: flag_groups.into_iter().collect(),
-        });
     }
 
     // Phase 2: ledger credits (deliveries by cutover into the destination mailbox).
-    if way == Way::Forward && ctx.job.dedupe_scope == DedupeScope::Mailbox && !work.is_empty() {
-        let mut credits: HashMap<Fingerprint, usize> = crate::ledger::credits_for_backfill(
-            &ctx.ledger_db,
-            ctx.admin,
-            ctx.admin_token.as_ref(),
-            dst_user,
-            ctx.job.ledger_target.as_deref(),
-        )
+    credit_ledger(ctx, way, dst_user, &mut work)
         .await
-        .map_err(|e| whole(e.into()))?;
-        if !credits.is_empty() {
-            let mut refs: Vec<(&[index::SrcMsg], &mut FolderDecision)> = work
-                .iter_mut()
-                .map(|w| (w.src.msgs.as_slice(), &mut w.decision))
-                .collect();
-            index::apply_credits(&mut credits, &mut refs);
-        }
-    }
+        .map_err(whole)?;
     for w in &work {
         let n = w.decision.count(Verdict::Copy) as u64;
         bar.plan(n);
@@ -694,7 +742,7 @@ async fn copy_folder(
             }
             let mut got: Vec<(u32, Outcome)> = Vec::new();
             let before_bytes = bytes;
-            let mut r = copy::copy_messages(
+            let mut r = imap_ops::copy_messages(
                 src,
                 dst,
                 &w.pair.src_wire,
@@ -713,7 +761,7 @@ async fn copy_folder(
                 .collect();
             if r.is_ok() && !again.is_empty() {
                 got.retain(|(_, o)| !matches!(o, Outcome::RefusedBatch(_)));
-                r = copy::copy_messages(
+                r = imap_ops::copy_messages(
                     src,
                     dst,
                     &w.pair.src_wire,
@@ -808,7 +856,7 @@ async fn copy_folder(
         .unwrap_or_default();
     let flags_updated: u64 = w.flag_groups.iter().map(|(_, u)| u.len() as u64).sum();
     if !ctx.dry_run {
-        copy::store_flags(dst, &w.pair.dst_wire, &w.flag_groups).await?;
+        imap_ops::store_flags(dst, &w.pair.dst_wire, &w.flag_groups).await?;
     }
     let all_copied = to_copy.iter().all(|u| {
         matches!(
@@ -819,7 +867,7 @@ async fn copy_folder(
     let dst_count = if ctx.dry_run && w.pair.create {
         0
     } else {
-        copy::status(dst, &w.pair.dst_wire).await?.messages as u64
+        imap_ops::status(dst, &w.pair.dst_wire).await?.messages as u64
     };
     // Dry run: converged when there is nothing to copy.
     let converged = if ctx.dry_run {

@@ -143,7 +143,7 @@ pub fn parse_with(text: &str, path: &Path, extra: Check<'_>) -> Result<Loaded, C
         bounce,
         backfill,
     };
-    validate::validate(&mut config, &base_dir, &failed, &broken_targets, &mut cx);
+    validate::complete_and_check(&mut config, &base_dir, &failed, &broken_targets, &mut cx);
     extra(
         &config,
         &CheckContext {

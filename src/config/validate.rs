@@ -1,20 +1,62 @@
-//! Cross-checks over a parsed configuration: names that must exist, windows that must be ordered,
-//! list files read line by line, and the warnings about the gateway's own settings. Reads list
-//! files; nothing else. Whether routing patterns compile (and shadowed rules) is the routing
-//! module's check (`routing::check`), run by `crate::loader`.
+//! Completes and cross-checks a parsed configuration. Completing it changes the `Config`:
+//! `gateway.state_dir` resolved against the configuration's directory, `accept_domains`
+//! normalised, `bounce.via` defaulted, and the list files it names read into it
+//! (`recipients_file` patterns, `recipients_known` allow-lists). Checking it: names that must
+//! exist, windows that must be ordered, files that must be readable, and the warnings about the
+//! gateway's own settings. Reads files; writes none. Whether routing patterns compile (and
+//! shadowed rules) is the routing module's check (`routing::check`), run by `crate::loader`.
 
 use super::{Config, KeyPath, KnownList, Reader, resolve_path};
 use crate::address::Address;
 use std::path::Path;
 
-pub(crate) fn validate(
+/// The target names a configuration defines (including those whose section failed to parse),
+/// for "unknown target" checks.
+struct Known {
+    names: Vec<String>,
+    /// The names as the error message lists them.
+    list: String,
+}
+
+impl Known {
+    fn new(c: &Config, broken_targets: &[String]) -> Known {
+        let mut names: Vec<String> = c.targets.keys().chain(broken_targets).cloned().collect();
+        names.sort();
+        let list = if names.is_empty() {
+            "none defined".to_string()
+        } else {
+            names.join(", ")
+        };
+        Known { names, list }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    /// `names` (a rule's `deliver`, `routing.default`) must name at least one known target.
+    fn check_targets(&self, names: &[String], path: &KeyPath, cx: &mut Reader<'_>) {
+        if names.is_empty() {
+            cx.error(path, "names no target".into());
+        }
+        for n in names {
+            if !self.contains(n) {
+                cx.error(path, format!("unknown target {n:?} (known: {})", self.list));
+            }
+        }
+    }
+}
+
+/// Complete `c` (see the module doc) and check it, reporting into `cx`. `failed`: the sections
+/// that did not parse (their checks are skipped); `broken_targets`: targets whose section did
+/// not parse (still known names).
+pub(crate) fn complete_and_check(
     c: &mut Config,
     base_dir: &Path,
     failed: &[&str],
     broken_targets: &[String],
     cx: &mut Reader<'_>,
 ) {
-    let p = KeyPath::root();
     let ok = |s: &str| !failed.contains(&s);
     if ok("gateway") {
         gateway(c, base_dir, cx);
@@ -22,24 +64,18 @@ pub(crate) fn validate(
     if ok("admin") {
         super::admin::check(c, base_dir, cx);
     }
-    let mut known: Vec<String> = c.targets.keys().chain(broken_targets).cloned().collect();
-    known.sort();
-    let known_list = if known.is_empty() {
-        "none defined".to_string()
-    } else {
-        known.join(", ")
-    };
-    let check_targets = |names: &[String], path: &KeyPath, cx: &mut Reader<'_>| {
-        if names.is_empty() {
-            cx.error(path, "names no target".into());
-        }
-        for n in names {
-            if !known.contains(n) {
-                cx.error(path, format!("unknown target {n:?} (known: {known_list})"));
-            }
-        }
-    };
+    let known = Known::new(c, broken_targets);
+    targets(c, base_dir, cx);
+    routing(c, base_dir, &known, cx);
+    queue(c, ok("queue"), cx);
+    bounce_via(c, ok("bounce"), &known, cx);
+    backfill_jobs(c, &known, cx);
+}
 
+/// Each target: address or mx, domains, limits, readable files, AUTH only inside verified TLS;
+/// loads its `recipients_known` list.
+fn targets(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
+    let p = KeyPath::root();
     for (name, t) in c.targets.iter_mut() {
         let tp = p.key("targets").key(name);
         if let Some(file) = &t.recipients_known {
@@ -78,36 +114,52 @@ pub(crate) fn validate(
             readable(&resolve_path(base_dir, ca), &tp.key("tls_ca"), cx);
         }
         if let Some(a) = &t.auth {
-            readable(
-                &resolve_path(base_dir, &a.password_file),
-                &tp.key("auth").key("password_file"),
-                cx,
-            );
-            // AUTH only inside verified TLS (the client refuses too, but say so up front).
-            use crate::config::TlsMode;
-            let weak = match t.tls {
-                TlsMode::None => Some("tls = \"none\" sends the password in cleartext"),
-                TlsMode::Opportunistic => Some(
-                    "tls = \"opportunistic\" sends the password in cleartext when STARTTLS is not offered",
-                ),
-                TlsMode::Required | TlsMode::Implicit if !t.tls_verify => {
-                    Some("tls_verify = false sends the password to any server that answers")
-                }
-                TlsMode::Required | TlsMode::Implicit => None,
-            };
-            if let Some(why) = weak {
-                cx.error(
-                    &tp.key("auth"),
-                    format!(
-                        "needs verified TLS: set tls = \"required\" or \"implicit\" and keep tls_verify = true ({why})"
-                    ),
-                );
-            }
+            target_auth(t, a, base_dir, &tp, cx);
         }
     }
+}
 
+/// A target's `auth`: the password file readable, and only inside verified TLS.
+fn target_auth(
+    t: &super::Target,
+    a: &super::TargetAuth,
+    base_dir: &Path,
+    tp: &KeyPath,
+    cx: &mut Reader<'_>,
+) {
+    readable(
+        &resolve_path(base_dir, &a.password_file),
+        &tp.key("auth").key("password_file"),
+        cx,
+    );
+    // AUTH only inside verified TLS (the client refuses too, but say so up front).
+    use crate::config::TlsMode;
+    let weak = match t.tls {
+        TlsMode::None => Some("tls = \"none\" sends the password in cleartext"),
+        TlsMode::Opportunistic => Some(
+            "tls = \"opportunistic\" sends the password in cleartext when STARTTLS is not offered",
+        ),
+        TlsMode::Required | TlsMode::Implicit if !t.tls_verify => {
+            Some("tls_verify = false sends the password to any server that answers")
+        }
+        TlsMode::Required | TlsMode::Implicit => None,
+    };
+    if let Some(why) = weak {
+        cx.error(
+            &tp.key("auth"),
+            format!(
+                "needs verified TLS: set tls = \"required\" or \"implicit\" and keep tls_verify = true ({why})"
+            ),
+        );
+    }
+}
+
+/// `routing.default` and each rule: known targets, unique names, ordered windows; loads its
+/// `recipients_file` patterns and `recipients_known` list.
+fn routing(c: &mut Config, base_dir: &Path, known: &Known, cx: &mut Reader<'_>) {
+    let p = KeyPath::root();
     if let Some(d) = &c.routing.default {
-        check_targets(d, &p.key("routing").key("default"), cx);
+        known.check_targets(d, &p.key("routing").key("default"), cx);
     }
     let mut names = std::collections::HashSet::new();
     for (i, rule) in c.routing.rules.iter_mut().enumerate() {
@@ -125,7 +177,7 @@ pub(crate) fn validate(
                 format!("duplicate rule name {:?}", rule.name),
             );
         }
-        check_targets(&rule.deliver, &rp.key("deliver"), cx);
+        known.check_targets(&rule.deliver, &rp.key("deliver"), cx);
         if let (Some(f), Some(u)) = (rule.active_from, rule.active_until)
             && f >= u
         {
@@ -165,9 +217,14 @@ pub(crate) fn validate(
             );
         }
     }
+}
 
+/// `[queue]`: a non-empty retry schedule of non-zero steps, a non-zero `max_age`. `parsed`:
+/// the section parsed (an empty schedule is then a mistake, not a parse failure's default).
+fn queue(c: &Config, parsed: bool, cx: &mut Reader<'_>) {
+    let p = KeyPath::root();
     let q = p.key("queue");
-    if ok("queue") && c.queue.retry_schedule.is_empty() {
+    if parsed && c.queue.retry_schedule.is_empty() {
         cx.error(
             &q.key("retry_schedule"),
             "must list at least one interval".into(),
@@ -182,10 +239,16 @@ pub(crate) fn validate(
     if c.queue.max_age.0.is_zero() {
         cx.error(&q.key("max_age"), "must be greater than zero".into());
     }
+}
+
+/// `bounce.via`: a known target or `mx`; defaults to `old` when such a target exists, else
+/// `mx`. `parsed`: the section parsed.
+fn bounce_via(c: &mut Config, parsed: bool, known: &Known, cx: &mut Reader<'_>) {
+    let p = KeyPath::root();
     match &c.bounce.via {
-        Some(via) if ok("bounce") && via != "mx" && !known.contains(via) => cx.error(
+        Some(via) if parsed && via != "mx" && !known.contains(via) => cx.error(
             &p.key("bounce").key("via"),
-            format!("unknown target {via:?} (known: {known_list}; or \"mx\")"),
+            format!("unknown target {via:?} (known: {}; or \"mx\")", known.list),
         ),
         Some(_) => {}
         None => {
@@ -197,7 +260,12 @@ pub(crate) fn validate(
             c.bounce.via = Some(via.to_string());
         }
     }
+}
 
+/// Each backfill job: unique names, ordered dates, limits, known ledger target, credentials
+/// for its auth mechanism, folder globs that compile.
+fn backfill_jobs(c: &Config, known: &Known, cx: &mut Reader<'_>) {
+    let p = KeyPath::root();
     let mut jobs = std::collections::HashSet::new();
     for (i, j) in c.backfill.jobs.iter().enumerate() {
         let jp = p.key("backfill").key("job").index(i);
@@ -220,7 +288,7 @@ pub(crate) fn validate(
         {
             cx.error(
                 &jp.key("ledger_target"),
-                format!("unknown target {t:?} (known: {known_list})"),
+                format!("unknown target {t:?} (known: {})", known.list),
             );
         }
         if j.connections_per_mailbox == 0 {
@@ -304,6 +372,24 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
             "must be greater than zero".into(),
         );
     }
+    gateway_networks(c, &g, cx);
+    gateway_limits(c, &g, cx);
+    if let Some(tls) = &c.gateway.tls {
+        readable(
+            &resolve_path(base_dir, &tls.cert),
+            &g.key("tls").key("cert"),
+            cx,
+        );
+        readable(
+            &resolve_path(base_dir, &tls.key),
+            &g.key("tls").key("key"),
+            cx,
+        );
+    }
+}
+
+/// `trusted_networks` and the PROXY protocol peers: warnings about networks too broad to trust.
+fn gateway_networks(c: &Config, g: &KeyPath, cx: &mut Reader<'_>) {
     for (i, net) in c.gateway.trusted_networks.iter().enumerate() {
         if let Some(why) = broad_network(net) {
             cx.warn(
@@ -320,6 +406,32 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
             "trusted_networks may relay to any domain on the internet through routing.default (an open relay for every client in them)".into(),
         );
     }
+    if c.gateway.proxy_protocol && c.gateway.proxy_from.is_empty() {
+        cx.error(
+            &g.key("proxy_protocol"),
+            "needs proxy_from = [the load balancers' addresses] (a PROXY header from anyone else would let them choose their own client address)".into(),
+        );
+    }
+    if !c.gateway.proxy_protocol && !c.gateway.proxy_from.is_empty() {
+        cx.warn(
+            &g.key("proxy_from"),
+            "ignored: proxy_protocol is not enabled".into(),
+        );
+    }
+    for (i, net) in c.gateway.proxy_from.iter().enumerate() {
+        if c.gateway.proxy_protocol
+            && let Some(why) = broad_network(net)
+        {
+            cx.warn(
+                &g.key("proxy_from").index(i),
+                format!("{net} is {why}: every host in it may claim any client address; list the load balancers' own addresses"),
+            );
+        }
+    }
+}
+
+/// The session limits and timeouts: each must be non-zero (and the IPv6 prefix in range).
+fn gateway_limits(c: &Config, g: &KeyPath, cx: &mut Reader<'_>) {
     if c.gateway.data_idle_timeout.0.is_zero() {
         cx.error(
             &g.key("data_idle_timeout"),
@@ -350,28 +462,6 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
     if c.gateway.junk_command_limit == 0 {
         cx.error(&g.key("junk_command_limit"), "must be at least 1".into());
     }
-    if c.gateway.proxy_protocol && c.gateway.proxy_from.is_empty() {
-        cx.error(
-            &g.key("proxy_protocol"),
-            "needs proxy_from = [the load balancers' addresses] (a PROXY header from anyone else would let them choose their own client address)".into(),
-        );
-    }
-    if !c.gateway.proxy_protocol && !c.gateway.proxy_from.is_empty() {
-        cx.warn(
-            &g.key("proxy_from"),
-            "ignored: proxy_protocol is not enabled".into(),
-        );
-    }
-    for (i, net) in c.gateway.proxy_from.iter().enumerate() {
-        if c.gateway.proxy_protocol
-            && let Some(why) = broad_network(net)
-        {
-            cx.warn(
-                &g.key("proxy_from").index(i),
-                format!("{net} is {why}: every host in it may claim any client address; list the load balancers' own addresses"),
-            );
-        }
-    }
     if c.gateway.verify_timeout.0.is_zero() {
         cx.error(
             &g.key("verify_timeout"),
@@ -385,18 +475,6 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
         cx.error(
             &g.key("max_connections"),
             "connection limits must be at least 1".into(),
-        );
-    }
-    if let Some(tls) = &c.gateway.tls {
-        readable(
-            &resolve_path(base_dir, &tls.cert),
-            &g.key("tls").key("cert"),
-            cx,
-        );
-        readable(
-            &resolve_path(base_dir, &tls.key),
-            &g.key("tls").key("key"),
-            cx,
         );
     }
 }

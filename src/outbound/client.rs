@@ -543,7 +543,7 @@ impl Session {
             Stream::Plain(_) => None,
             Stream::Tls(c) => Some(tls_desc(c, verified)),
         };
-        let mut s = Session {
+        let s = Session {
             stream,
             remote,
             tls,
@@ -554,35 +554,44 @@ impl Session {
             broken: false,
             timeout: spec.timeout,
         };
-        if let Some((user, pass)) = &spec.auth {
-            // Defence in depth (config check rejects such targets): credentials never travel in
-            // cleartext or to a server whose certificate was not verified.
-            if !s.tls_verified {
-                let how = if s.tls.is_none() {
-                    "the connection is not encrypted"
-                } else {
-                    "the server certificate was not verified"
-                };
-                s.quit().await;
-                return Err(Outcome::local(&format!(
-                    "AUTH refused locally: {how}; credentials are only sent inside verified TLS (tls = \"required\" or \"implicit\", tls_verify = true)"
-                )));
-            }
-            let creds = mail_send::Credentials::new(user.as_str(), pass.as_str());
-            let r = on_stream!(&mut s.stream, c => c.authenticate(&creds, &ehlo).await.map(|_| ()));
-            if let Err(e) = r {
-                return Err(match e {
-                    // Bad credentials are an operator problem: keep the mail, retry later.
-                    mail_send::Error::AuthenticationFailed(r) => Outcome::local(&format!(
-                        "authentication failed: {} {}",
-                        r.code,
-                        reply_text(&r)
-                    )),
-                    other => Outcome::local(&format!("AUTH: {other}")),
-                });
-            }
+        match &spec.auth {
+            Some((user, pass)) => s.authenticated(user, pass, &ehlo).await,
+            None => Ok(s),
         }
-        Ok(s)
+    }
+
+    /// The session after AUTH with `user`/`pass`, only inside verified TLS (defence in depth:
+    /// config check rejects such targets); closed when it refuses locally.
+    async fn authenticated(
+        mut self,
+        user: &str,
+        pass: &str,
+        ehlo: &EhloResponse<String>,
+    ) -> Result<Session, Outcome> {
+        // Credentials never travel in cleartext or to a server whose certificate was not
+        // verified.
+        if !self.tls_verified {
+            let how = if self.tls.is_none() {
+                "the connection is not encrypted"
+            } else {
+                "the server certificate was not verified"
+            };
+            self.quit().await;
+            return Err(Outcome::local(&format!(
+                "AUTH refused locally: {how}; credentials are only sent inside verified TLS (tls = \"required\" or \"implicit\", tls_verify = true)"
+            )));
+        }
+        let creds = mail_send::Credentials::new(user, pass);
+        let r = on_stream!(&mut self.stream, c => c.authenticate(&creds, ehlo).await.map(|_| ()));
+        r.map(|()| self).map_err(|e| match e {
+            // Bad credentials are an operator problem: keep the mail, retry later.
+            mail_send::Error::AuthenticationFailed(r) => Outcome::local(&format!(
+                "authentication failed: {} {}",
+                r.code,
+                reply_text(&r)
+            )),
+            other => Outcome::local(&format!("AUTH: {other}")),
+        })
     }
 
     /// Is the session still usable for another transaction?

@@ -67,7 +67,7 @@ impl BodyWriter {
 
 /// Streaming reader over a stored body.
 pub enum BodyReader {
-    Inline(io::Cursor<sled::IVec>),
+    Inline(io::Cursor<super::store::Bytes>),
     File(std::fs::File),
 }
 

@@ -3,22 +3,12 @@
 //! message in one transaction, durable before anything relies on it), and the start-up sweep.
 //! Never does network IO and never decides what an outcome means.
 
-use super::model::{Leg, MessageRecord};
+use super::model::{Leg, LegId, MessageRecord};
 use super::store::{Change, Rewritten, Staged};
-use super::{Queue, QueueError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use super::{Queue, QueueError, QueueId};
+use std::time::SystemTime;
 
 impl Queue {
-    /// The earliest due time in the index, if any.
-    pub fn next_due(&self) -> Result<Option<SystemTime>, QueueError> {
-        Ok(self
-            .inner
-            .store
-            .due_until(u64::MAX - 1, 1)?
-            .first()
-            .map(|e| UNIX_EPOCH + Duration::from_millis(e.due_ms)))
-    }
-
     /// Resolves when new due entries may exist (a commit or an operator action).
     pub async fn due_changed(&self) {
         self.inner.due_notify.notified().await;
@@ -29,7 +19,7 @@ impl Queue {
         self.inner.due_notify.notify_one();
     }
 
-    /// Apply `f` to leg `leg` of `id`; then `stage(leg before, record after)` may return new
+    /// Apply `f` to the leg with id `leg` of `id`; then `stage(leg before, record after)` may return new
     /// messages (DSNs) to insert. All in one transaction with the due entries, and a message
     /// that is finished afterwards ([`MessageRecord::is_finished`]) is removed in it too: a
     /// crash can never keep the update and lose the DSN. Returns once durable. `f` and `stage`
@@ -38,8 +28,8 @@ impl Queue {
     /// when the message was removed.
     pub async fn update_leg_staged<F, S>(
         &self,
-        id: &str,
-        leg: u16,
+        id: &QueueId,
+        leg: LegId,
         f: F,
         stage: S,
     ) -> Result<(Leg, Rewritten<()>), QueueError>
@@ -48,8 +38,8 @@ impl Queue {
         S: Fn(&Leg, &MessageRecord) -> Vec<Staged>,
     {
         let out = self
-            .rewrite(id, |rec| {
-                let Some(l) = rec.legs.get_mut(leg as usize) else {
+            .rewrite(&id.0, |rec| {
+                let Some(l) = rec.leg_mut(leg) else {
                     return Err(QueueError::NotFound(format!("{id} leg {leg}")));
                 };
                 let before = l.clone();
@@ -83,8 +73,8 @@ impl Queue {
     /// [`Queue::update_leg_staged`] without new messages. Returns (leg before, record after).
     pub async fn update_leg<F>(
         &self,
-        id: &str,
-        leg: u16,
+        id: &QueueId,
+        leg: LegId,
         f: F,
     ) -> Result<(Leg, MessageRecord), QueueError>
     where
@@ -97,12 +87,12 @@ impl Queue {
     }
 
     /// Apply `f` to every leg of `id` (operator actions: hold, release, retry now).
-    pub async fn update_legs<F>(&self, id: &str, f: F) -> Result<MessageRecord, QueueError>
+    pub async fn update_legs<F>(&self, id: &QueueId, f: F) -> Result<MessageRecord, QueueError>
     where
         F: Fn(&mut Leg),
     {
         let out = self
-            .rewrite(id, |rec| {
+            .rewrite(&id.0, |rec| {
                 for l in rec.legs.iter_mut() {
                     f(l);
                     l.refresh_state();
@@ -116,8 +106,8 @@ impl Queue {
 
     /// Remove a message for good (record, inline body, due entries, spool file), durably; a
     /// message that is already gone is not an error.
-    pub async fn remove_message(&self, id: &str) -> Result<(), QueueError> {
-        match self.remove(id).await {
+    pub async fn remove_message(&self, id: &QueueId) -> Result<(), QueueError> {
+        match self.remove(&id.0).await {
             Err(QueueError::NotFound(_)) => Ok(()),
             r => r,
         }
@@ -127,12 +117,12 @@ impl Queue {
     /// behind by the delivery engine (a finished message is removed in the transaction that
     /// finishes it, with its DSNs), but a store written by an older version may hold some.
     /// Scans every record: call at start only.
-    pub fn finished_messages(&self) -> Result<Vec<String>, QueueError> {
+    pub fn finished_messages(&self) -> Result<Vec<QueueId>, QueueError> {
         let mut out = Vec::new();
         for rec in self.inner.store.records() {
             let rec = rec?;
             if rec.is_finished() {
-                out.push(rec.id.0);
+                out.push(rec.id);
             }
         }
         Ok(out)
@@ -142,21 +132,16 @@ impl Queue {
 /// A new message for [`Queue::update_leg_staged`]: an inline body (a DSN is small) under a
 /// fresh id, its legs due now.
 pub fn stage_message(
-    id: super::QueueId,
+    id: QueueId,
     envelope: super::Envelope,
     legs: Vec<super::NewLeg>,
     body: Vec<u8>,
     now: SystemTime,
 ) -> Staged {
+    let size = body.len() as u64;
+    let location = super::model::BodyLocation::Inline;
     Staged {
-        rec: MessageRecord {
-            id,
-            envelope,
-            size: body.len() as u64,
-            body: super::model::BodyLocation::Inline,
-            legs: legs.into_iter().map(|l| Leg::new(l, now)).collect(),
-            body_missing: false,
-        },
+        rec: MessageRecord::planned(id, envelope, size, location, legs, now),
         inline_body: Some(body),
     }
 }

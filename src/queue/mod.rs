@@ -39,7 +39,7 @@ use tracing::Instrument;
 
 pub use body::{BodyReader, BodyWriter};
 pub use delivery::stage_message;
-use model::{BodyLocation, HEADER_LINES, Leg, Message, MessageRecord, MessageSummary};
+use model::{BodyLocation, HEADER_LINES, Message, MessageRecord, MessageSummary};
 pub use recovery::RecoveryReport;
 
 /// Short, unique, time-sortable message id (printable, e.g. `0V5KQ2H8M3A7C`).
@@ -85,7 +85,7 @@ pub const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60)
 #[derive(Clone, Debug)]
 pub enum QueuedBody {
     /// Stored inline (up to the inline threshold).
-    Inline(sled::IVec),
+    Inline(store::Bytes),
     /// A spool file, streamed by the client.
     Spool(PathBuf),
 }
@@ -246,14 +246,7 @@ impl Queue {
             None => (BodyLocation::Inline, Some(mem), None),
         };
         let now = SystemTime::now();
-        let rec = MessageRecord {
-            id: QueueId(id.clone()),
-            envelope: env,
-            size: len,
-            body: location,
-            legs: legs.into_iter().map(|l| Leg::new(l, now)).collect(),
-            body_missing: false,
-        };
+        let rec = MessageRecord::planned(QueueId(id.clone()), env, len, location, legs, now);
         let due = store::due_keys(&rec);
         let store = &self.inner.store;
         let staged = store::Staged {
@@ -287,18 +280,30 @@ impl Queue {
     /// (`451 4.3.0` at intake) instead of holding the session; the health watchdog decides
     /// about a restart.
     pub(crate) async fn durable(&self) -> Result<(), QueueError> {
+        self.durable_from_now().await
+    }
+
+    /// [`Queue::durable`] for writes made to the db (any tree) before this call, with the
+    /// group-commit ticket taken now: any flush that starts later (another writer's included)
+    /// covers them, so awaiting it after a later write's own durable wait costs nothing.
+    pub fn durable_from_now(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), QueueError>> + Send + 'static {
         let ticket = self.inner.group.ticket();
-        let store = &self.inner.store;
-        match tokio::time::timeout(
-            SYNC_TIMEOUT,
-            self.inner.group.wait_durable(ticket, || store.sync()),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(QueueError::Storage(format!(
-                "the store did not complete a sync within {SYNC_TIMEOUT:?}"
-            ))),
+        let q = self.clone();
+        async move {
+            let store = &q.inner.store;
+            match tokio::time::timeout(
+                SYNC_TIMEOUT,
+                q.inner.group.wait_durable(ticket, || store.sync()),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(QueueError::Storage(format!(
+                    "the store did not complete a sync within {SYNC_TIMEOUT:?}"
+                ))),
+            }
         }
     }
 

@@ -97,9 +97,35 @@ impl LegState {
     }
 }
 
+/// A leg's id within its message: assigned when the leg is planned (at acceptance, or by a
+/// reroute that adds a leg), never reused within the message, so the scheduler and operator
+/// actions address a leg the same way whatever happens to the other legs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LegId(pub u16);
+
+impl LegId {
+    /// Placeholder of a record stored before legs had ids; [`MessageRecord::decode`] replaces
+    /// it by the leg's position.
+    const UNASSIGNED: LegId = LegId(u16::MAX);
+
+    fn unassigned() -> LegId {
+        LegId::UNASSIGNED
+    }
+}
+
+impl std::fmt::Display for LegId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// One (message, target) pair with its own recipients and retries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leg {
+    /// Stable within the message (see [`LegId`]).
+    #[serde(default = "LegId::unassigned")]
+    pub id: LegId,
     pub target: String,
     pub recipients: Vec<Recipient>,
     /// Summary of the recipients' states (kept in step by [`Leg::refresh_state`]).
@@ -117,8 +143,8 @@ pub struct Leg {
 }
 
 impl Leg {
-    /// A fresh leg from the acceptance plan: every recipient queued, due now.
-    pub fn new(plan: NewLeg, now: SystemTime) -> Leg {
+    /// A fresh leg `id` from the acceptance plan: every recipient queued, due now.
+    pub fn new(id: LegId, plan: NewLeg, now: SystemTime) -> Leg {
         let NewLeg {
             target,
             rules,
@@ -138,6 +164,7 @@ impl Leg {
             })
             .collect();
         let mut leg = Leg {
+            id,
             target,
             recipients,
             state: LegState::Queued,
@@ -213,6 +240,9 @@ pub struct MessageRecord {
     pub size: u64,
     pub body: BodyLocation,
     pub legs: Vec<Leg>,
+    /// The id the next leg planned for this message gets ([`LegId`]s are never reused).
+    #[serde(default)]
+    pub next_leg_id: u16,
     /// Set by recovery when the spool body is missing (should never happen).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub body_missing: bool,
@@ -241,6 +271,61 @@ pub enum RcptFate {
 }
 
 impl MessageRecord {
+    /// A new record whose legs are planned from `legs` (ids 0, 1, ...), every leg due `now`.
+    pub fn planned(
+        id: QueueId,
+        envelope: Envelope,
+        size: u64,
+        body: BodyLocation,
+        legs: Vec<NewLeg>,
+        now: SystemTime,
+    ) -> MessageRecord {
+        let mut rec = MessageRecord {
+            id,
+            envelope,
+            size,
+            body,
+            legs: Vec::with_capacity(legs.len()),
+            next_leg_id: 0,
+            body_missing: false,
+        };
+        for plan in legs {
+            let leg = rec.new_leg(plan, now);
+            rec.legs.push(leg);
+        }
+        rec
+    }
+
+    /// A fresh leg for this message from `plan` under the next unused [`LegId`] (the caller
+    /// places it in `legs`).
+    pub fn new_leg(&mut self, plan: NewLeg, now: SystemTime) -> Leg {
+        let id = LegId(self.next_leg_id);
+        self.next_leg_id = self.next_leg_id.saturating_add(1);
+        Leg::new(id, plan, now)
+    }
+
+    /// The leg with id `id`.
+    pub fn leg(&self, id: LegId) -> Option<&Leg> {
+        self.legs.iter().find(|l| l.id == id)
+    }
+
+    /// The leg with id `id`, mutable.
+    pub fn leg_mut(&mut self, id: LegId) -> Option<&mut Leg> {
+        self.legs.iter_mut().find(|l| l.id == id)
+    }
+
+    /// A record stored before legs had ids gets ids equal to the legs' positions (which is
+    /// what its `due` entries name); `next_leg_id` is kept past every id in use.
+    fn assign_missing_leg_ids(&mut self) {
+        for (i, l) in self.legs.iter_mut().enumerate() {
+            if l.id == LegId::UNASSIGNED {
+                l.id = LegId(i as u16);
+            }
+        }
+        let past_max = self.legs.iter().map(|l| l.id.0.saturating_add(1)).max();
+        self.next_leg_id = self.next_leg_id.max(past_max.unwrap_or(0));
+    }
+
     /// Nothing left to do: every leg is final. The queue removes a finished message in the
     /// transaction that finishes it.
     pub fn is_finished(&self) -> bool {
@@ -276,8 +361,11 @@ impl MessageRecord {
         serde_json::to_vec(self)
     }
 
+    /// Decode a stored record (records written before legs had ids get them here).
     pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        let mut rec: MessageRecord = serde_json::from_slice(bytes)?;
+        rec.assign_missing_leg_ids();
+        Ok(rec)
     }
 
     pub fn summary(&self) -> MessageSummary {
@@ -342,6 +430,7 @@ mod tests {
 
     fn leg() -> Leg {
         Leg::new(
+            LegId(0),
             NewLeg {
                 target: "new".into(),
                 rules: vec!["wave-1".into(), "pilot".into()],
@@ -405,7 +494,14 @@ mod tests {
             body: BodyLocation::Spool {
                 file: "0V5KQ2H8M3A7C0".into(),
             },
-            legs: vec![l, leg()],
+            legs: vec![
+                l,
+                Leg {
+                    id: LegId(1),
+                    ..leg()
+                },
+            ],
+            next_leg_id: 2,
             body_missing: false,
         };
         let bytes = r.encode().unwrap();
@@ -428,6 +524,7 @@ mod tests {
             envelope: env(),
             size: 1,
             body: BodyLocation::Inline,
+            next_leg_id: legs.len() as u16,
             legs,
             body_missing: false,
         }
@@ -478,6 +575,51 @@ mod tests {
         h.held = true;
         r.legs.push(h);
         assert!(!r.is_finished());
+    }
+
+    #[test]
+    fn records_without_leg_ids_load_with_ids_equal_to_positions() {
+        let mut r = record(vec![leg(), leg(), leg()]);
+        r.legs[2].target = "old".into();
+        let mut v = serde_json::to_value(&r).unwrap();
+        for l in v["legs"].as_array_mut().unwrap() {
+            l.as_object_mut().unwrap().remove("id");
+        }
+        v.as_object_mut().unwrap().remove("next_leg_id");
+        let back = MessageRecord::decode(&serde_json::to_vec(&v).unwrap()).unwrap();
+        let ids: Vec<LegId> = back.legs.iter().map(|l| l.id).collect();
+        assert_eq!(ids, vec![LegId(0), LegId(1), LegId(2)]);
+        assert_eq!(back.next_leg_id, 3);
+        assert_eq!(back.leg(LegId(2)).unwrap().target, "old");
+        // A new leg never reuses an id, even one whose leg is gone.
+        let mut back = back;
+        back.legs.pop();
+        let plan = NewLeg {
+            target: "new".into(),
+            rules: vec![],
+            recipients: vec!["c@example.com".into()],
+        };
+        assert_eq!(back.new_leg(plan, SystemTime::UNIX_EPOCH).id, LegId(3));
+    }
+
+    #[test]
+    fn planned_records_number_their_legs() {
+        let plan = |t: &str| NewLeg {
+            target: t.into(),
+            rules: vec!["default".into()],
+            recipients: vec!["a@example.com".into()],
+        };
+        let r = MessageRecord::planned(
+            QueueId("0V5KQ2H8M3A7C0".into()),
+            env(),
+            1,
+            BodyLocation::Inline,
+            vec![plan("old"), plan("new")],
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(r.legs[1].id, LegId(1));
+        assert_eq!(r.next_leg_id, 2);
+        assert_eq!(MessageRecord::decode(&r.encode().unwrap()).unwrap(), r);
     }
 
     #[test]

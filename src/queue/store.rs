@@ -1,19 +1,22 @@
 //! The sled store behind the queue: one db at `<state_dir>/db` with the trees `messages`
 //! (id → JSON [`MessageRecord`]), `bodies` (id → small body bytes) and `due` (big-endian due ms
-//! ++ id ++ leg index → empty: the scheduler's index). Every change is one transaction across
+//! ++ id ++ leg id → empty: the scheduler's index). Every change is one transaction across
 //! the three trees ([`Store::insert`] for new messages, [`Store::rewrite`], the one
 //! read-modify-write, for everything else); durability comes from [`Store::sync`]: sled's
 //! flush plus an `fdatasync` of its log file (power-safe; sled alone is not), called by group
-//! commit. This is the only queue module that names sled, so the store could be swapped; it
-//! never touches spool files or the network.
+//! commit. This is the only queue module whose code names sled (the rest of the queue sees
+//! [`Store`] and the [`Bytes`] of an inline body), so the store could be swapped; it never
+//! touches spool files or the network. Outside the queue, the ledger (`crate::ledger`, its
+//! tree in this db through [`Store::db`], and its admin route) and the backfill's own state db
+//! (`backfill::state`) use sled directly; nothing else does.
 //!
 //! Record encoding: JSON (serde_json). `benches/queue_commit.rs` measures encode+decode of a
 //! typical record (two legs, three recipients) at a few µs, small against the transaction and
 //! the flush, so a compact encoding is not worth its opacity yet.
 
-use super::QueueError;
 use super::id::ID_LEN;
-use super::model::{BodyLocation, MessageRecord};
+use super::model::{BodyLocation, LegId, MessageRecord};
+use super::{QueueError, QueueId};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
@@ -22,6 +25,9 @@ use std::time::UNIX_EPOCH;
 pub const TREE_MESSAGES: &str = "messages";
 pub const TREE_BODIES: &str = "bodies";
 pub const TREE_DUE: &str = "due";
+/// The bytes of an inline body as the store hands them out (cheap to clone).
+pub type Bytes = sled::IVec;
+
 /// The health probe's tree (one key).
 pub const TREE_HEALTH: &str = "health";
 
@@ -39,16 +45,17 @@ pub struct Store {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DueEntry {
     pub due_ms: u64,
-    pub id: String,
-    pub leg: u16,
+    pub id: QueueId,
+    pub leg: LegId,
 }
 
-/// `due` key: 8 bytes big-endian ms ++ 14 id bytes ++ 2 bytes big-endian leg index.
-pub fn due_key(due_ms: u64, id: &str, leg: u16) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + id.len() + 2);
+/// `due` key: 8 bytes big-endian ms ++ 14 id bytes ++ 2 bytes big-endian [`LegId`] (records
+/// stored before legs had ids have leg ids equal to their positions, so their keys still match).
+pub fn due_key(due_ms: u64, id: &QueueId, leg: LegId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + id.0.len() + 2);
     k.extend_from_slice(&due_ms.to_be_bytes());
-    k.extend_from_slice(id.as_bytes());
-    k.extend_from_slice(&leg.to_be_bytes());
+    k.extend_from_slice(id.0.as_bytes());
+    k.extend_from_slice(&leg.0.to_be_bytes());
     k
 }
 
@@ -56,16 +63,15 @@ pub fn due_key(due_ms: u64, id: &str, leg: u16) -> Vec<u8> {
 pub fn due_keys(rec: &MessageRecord) -> Vec<Vec<u8>> {
     rec.legs
         .iter()
-        .enumerate()
-        .filter(|(_, l)| !l.held)
-        .filter_map(|(i, l)| {
+        .filter(|l| !l.held)
+        .filter_map(|l| {
             l.next_attempt.map(|t| {
                 due_key(
                     t.duration_since(UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0),
-                    &rec.id.0,
-                    i as u16,
+                    &rec.id,
+                    l.id,
                 )
             })
         })
@@ -78,8 +84,8 @@ pub fn parse_due_key(k: &[u8]) -> Option<DueEntry> {
         return None;
     }
     let due_ms = u64::from_be_bytes(k[..8].try_into().ok()?);
-    let id = std::str::from_utf8(&k[8..8 + ID_LEN]).ok()?.to_string();
-    let leg = u16::from_be_bytes(k[8 + ID_LEN..].try_into().ok()?);
+    let id = QueueId(std::str::from_utf8(&k[8..8 + ID_LEN]).ok()?.to_string());
+    let leg = LegId(u16::from_be_bytes(k[8 + ID_LEN..].try_into().ok()?));
     Some(DueEntry { due_ms, id, leg })
 }
 
@@ -395,7 +401,7 @@ impl Store {
     }
 
     /// Inline body bytes of `id`, if stored inline.
-    pub fn body(&self, id: &str) -> Result<Option<sled::IVec>, QueueError> {
+    pub fn body(&self, id: &str) -> Result<Option<Bytes>, QueueError> {
         self.bodies.get(id.as_bytes()).map_err(storage)
     }
 
@@ -407,10 +413,6 @@ impl Store {
                 QueueError::Storage(format!("record {}: {e}", String::from_utf8_lossy(&k)))
             })
         })
-    }
-
-    pub fn message_count(&self) -> usize {
-        self.messages.len()
     }
 
     /// The newest message id (ids sort by time).
@@ -454,7 +456,7 @@ impl Store {
             let keep = match parse_due_key(&k) {
                 Some(e) => self
                     .messages
-                    .contains_key(e.id.as_bytes())
+                    .contains_key(e.id.0.as_bytes())
                     .map_err(storage)?,
                 None => false,
             };
@@ -503,16 +505,17 @@ mod tests {
 
     #[test]
     fn due_keys_sort_by_time_then_id_then_leg() {
-        let a = due_key(5, "00000000000001", 1);
-        let b = due_key(5, "00000000000002", 0);
-        let c = due_key(256, "00000000000000", 0);
+        let id = |s: &str| QueueId(s.into());
+        let a = due_key(5, &id("00000000000001"), LegId(1));
+        let b = due_key(5, &id("00000000000002"), LegId(0));
+        let c = due_key(256, &id("00000000000000"), LegId(0));
         assert!(a < b && b < c);
         assert_eq!(
             parse_due_key(&c),
             Some(DueEntry {
                 due_ms: 256,
-                id: "00000000000000".into(),
-                leg: 0
+                id: id("00000000000000"),
+                leg: LegId(0)
             })
         );
         assert_eq!(parse_due_key(b"short"), None);

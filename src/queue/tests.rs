@@ -179,7 +179,10 @@ async fn recovery_removes_tmp_orphans_and_dangling_entries() {
             .unwrap();
         db.open_tree(store::TREE_DUE)
             .unwrap()
-            .insert(store::due_key(1, "0000000000000Z", 0), &[][..])
+            .insert(
+                store::due_key(1, &QueueId("0000000000000Z".into()), model::LegId(0)),
+                &[][..],
+            )
             .unwrap();
         q.close().unwrap();
     }
@@ -307,11 +310,11 @@ async fn update_moves_due_entries_and_remove_deletes_everything() {
     q.update(&rec).await.unwrap();
     let now_due = q.due(SystemTime::now(), 100).unwrap();
     assert_eq!(now_due.len(), 2, "only the other message's legs");
-    assert!(now_due.iter().all(|e| e.id == large.0));
+    assert!(now_due.iter().all(|e| e.id == large));
     let later = q.due(far, 100).unwrap();
     assert_eq!(later.len(), 3);
-    assert_eq!(later[2].id, small.0);
-    assert_eq!(later[2].leg, 1);
+    assert_eq!(later[2].id, small);
+    assert_eq!(later[2].leg, model::LegId(1));
     rec.legs[1].held = true;
     q.update(&rec).await.unwrap();
     assert_eq!(q.due(far, 100).unwrap().len(), 2, "held legs are not due");

@@ -76,7 +76,7 @@ impl Pattern {
             let r = regex::RegexBuilder::new(&format!("^(?:{re})$"))
                 .case_insensitive(opts.ignore_local_case)
                 .build()
-                .map_err(|e| format!("invalid regex {re:?}: {}", first_line(&e.to_string())))?;
+                .map_err(|e| format!("invalid regex {re:?}: {}", error_reason(&e.to_string())))?;
             return Ok(Pattern::Regex(s.to_string(), r));
         }
         if s.is_empty() {
@@ -110,7 +110,7 @@ impl Pattern {
             let r = regex::RegexBuilder::new(&re)
                 .case_insensitive(opts.ignore_local_case)
                 .build()
-                .map_err(|e| format!("invalid glob {s:?}: {}", first_line(&e.to_string())))?;
+                .map_err(|e| format!("invalid glob {s:?}: {}", error_reason(&e.to_string())))?;
             return Ok(Pattern::Glob(s.to_string(), r));
         }
         let a = Address::parse(s).ok_or_else(|| {
@@ -194,8 +194,9 @@ impl Pattern {
     }
 }
 
-/// The last line of a (multi-line) regex error, without its `error: ` prefix.
-fn first_line(s: &str) -> String {
+/// The reason of a (multi-line) regex or glob error: its last line, without its `error: `
+/// prefix (the lines before it quote the pattern and point at the fault).
+fn error_reason(s: &str) -> String {
     let l = s.lines().last().unwrap_or(s).trim();
     l.strip_prefix("error: ").unwrap_or(l).to_string()
 }

@@ -175,14 +175,10 @@ pub fn decide(p: &RetryPolicy, leg: &Leg, report: &Report, now: SystemTime, draw
     }
 }
 
-/// Apply `report` and its decision to `l`, the stored leg, where `snapshot` is the leg the
-/// attempt was made for. Only recipients still pending and still the same address change (an
-/// operator may have rewritten the leg meanwhile); nothing changes if the leg now goes to
-/// another target.
+/// Apply `report` and its decision to `l`, the stored leg with the snapshot's id, where
+/// `snapshot` is the leg the attempt was made for. Only recipients still pending and still the
+/// same address change (an operator may have taken recipients off a held leg meanwhile).
 pub fn apply(snapshot: &Leg, report: &Report, d: &Decision, l: &mut Leg) {
-    if l.target != snapshot.target {
-        return;
-    }
     for (i, o) in &report.outcomes {
         let Some(r) = l.recipients.get_mut(*i) else {
             continue;

@@ -8,7 +8,7 @@ use super::decide::final_rcpt;
 use crate::bounce::{self, DsnKind, DsnRecipient};
 use crate::config::Config;
 use crate::queue::QueueId;
-use crate::queue::model::{BOUNCE_RULE, Leg, MessageRecord, RcptFate, RcptState, Recipient};
+use crate::queue::model::{BOUNCE_RULE, Leg, LegId, MessageRecord, RcptFate, RcptState, Recipient};
 use crate::queue::store::Staged;
 use std::time::SystemTime;
 
@@ -29,16 +29,13 @@ pub fn possible(mail_from: &str, any_failed: bool, warn_delay: bool) -> bool {
     !mail_from.is_empty() && (warn_delay || any_failed)
 }
 
-/// The DSN plan of an update of leg `leg_idx` from `before` to `after` (the whole record after
-/// the update); `warn_delay`: the update sends the leg's delay warning.
-pub fn plan(leg_idx: u16, before: &Leg, after: &MessageRecord, warn_delay: bool) -> DsnPlan {
+/// The DSN plan of an update of leg `before.id` from `before` to `after` (the whole record
+/// after the update); `warn_delay`: the update sends the leg's delay warning.
+pub fn plan(before: &Leg, after: &MessageRecord, warn_delay: bool) -> DsnPlan {
     let mut plan = DsnPlan::default();
-    let Some(leg) = after.legs.get(leg_idx as usize) else {
+    let Some(leg) = after.leg(before.id) else {
         return plan;
     };
-    if leg.target != before.target {
-        return plan;
-    }
     for (i, r) in leg.recipients.iter().enumerate() {
         let was_pending = before
             .recipients
@@ -61,12 +58,12 @@ pub fn plan(leg_idx: u16, before: &Leg, after: &MessageRecord, warn_delay: bool)
     plan
 }
 
-/// The DSN entries for recipients `idx` of leg `leg_idx`: for a failure, every leg that carried
+/// The DSN entries for recipients `idx` of leg `leg`: for a failure, every leg that carried
 /// the recipient (target and remote reply); for a delay, this leg.
 pub fn recipients(
     cfg: &Config,
     rec: &MessageRecord,
-    leg_idx: u16,
+    leg: LegId,
     idx: &[usize],
     kind: DsnKind,
     now: SystemTime,
@@ -79,7 +76,7 @@ pub fn recipients(
         diagnostic: r.state.last_reply().unwrap_or("").to_string(),
         last_attempt: Some(now),
     };
-    let Some(leg) = rec.legs.get(leg_idx as usize) else {
+    let Some(leg) = rec.leg(leg) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -101,7 +98,8 @@ pub fn recipients(
 /// What [`stage`] needs besides the update itself.
 pub struct StageInput<'a> {
     pub cfg: &'a Config,
-    pub leg_idx: u16,
+    /// The leg the update is for.
+    pub leg: LegId,
     pub warn_delay: bool,
     /// The original message's header block.
     pub headers: &'a [u8],
@@ -114,10 +112,10 @@ pub struct StageInput<'a> {
 /// The DSN messages an update from `before` to `after` causes: at most one failure DSN and one
 /// delay DSN, to be inserted in the same transaction as the update.
 pub fn stage(x: &StageInput<'_>, before: &Leg, after: &MessageRecord) -> Vec<Staged> {
-    let plan = plan(x.leg_idx, before, after, x.warn_delay);
+    let plan = plan(before, after, x.warn_delay);
     let mut add = Vec::new();
     let mut push = |id: &QueueId, kind, idx: &[usize]| {
-        let recipients = recipients(x.cfg, after, x.leg_idx, idx, kind, x.now);
+        let recipients = recipients(x.cfg, after, x.leg, idx, kind, x.now);
         add.extend(bounce::stage(
             id.clone(),
             x.cfg,
@@ -130,8 +128,7 @@ pub fn stage(x: &StageInput<'_>, before: &Leg, after: &MessageRecord) -> Vec<Sta
     };
     push(x.failure_id, DsnKind::Failure, &plan.bounced);
     let until = after
-        .legs
-        .get(x.leg_idx as usize)
+        .leg(x.leg)
         .map(|l| l.created + x.cfg.queue.max_age.0)
         .unwrap_or(x.now);
     push(

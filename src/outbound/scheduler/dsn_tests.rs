@@ -35,6 +35,7 @@ default = ["old"]
 
 fn new_leg(target: &str, rcpts: &[&str]) -> Leg {
     Leg::new(
+        LegId(0),
         NewLeg {
             target: target.into(),
             rules: vec!["default".into()],
@@ -44,7 +45,11 @@ fn new_leg(target: &str, rcpts: &[&str]) -> Leg {
     )
 }
 
-fn record(mail_from: &str, legs: Vec<Leg>) -> MessageRecord {
+/// A record of `legs`, numbered by position.
+fn record(mail_from: &str, mut legs: Vec<Leg>) -> MessageRecord {
+    for (i, l) in legs.iter_mut().enumerate() {
+        l.id = LegId(i as u16);
+    }
     MessageRecord {
         id: QueueId("0V5KQ2H8M3A7C0".into()),
         envelope: Envelope {
@@ -57,6 +62,7 @@ fn record(mail_from: &str, legs: Vec<Leg>) -> MessageRecord {
         },
         size: 10,
         body: BodyLocation::Inline,
+        next_leg_id: legs.len() as u16,
         legs,
         body_missing: false,
     }
@@ -119,12 +125,12 @@ fn failure_on_every_leg_bounces_once_with_every_leg() {
         ],
     );
     let (before, _) = update(&mut rec, 0, vec![(0, failed()), (1, failed())], t(1));
-    let p = plan(0, &before, &rec, false);
+    let p = plan(&before, &rec, false);
     assert_eq!(p.bounced, vec![1], "a is still pending on new");
     let (before, _) = update(&mut rec, 1, vec![(0, failed())], t(2));
-    let p = plan(1, &before, &rec, false);
+    let p = plan(&before, &rec, false);
     assert_eq!(p.bounced, vec![0]);
-    let entries = recipients(&cfg, &rec, 1, &p.bounced, DsnKind::Failure, t(2));
+    let entries = recipients(&cfg, &rec, LegId(1), &p.bounced, DsnKind::Failure, t(2));
     let got: Vec<(&str, &str, &str)> = entries
         .iter()
         .map(|e| {
@@ -155,14 +161,14 @@ fn delivered_elsewhere_is_mixed_and_bounces_are_never_bounced() {
     );
     update(&mut rec, 0, vec![(0, delivered())], t(1));
     let (before, _) = update(&mut rec, 1, vec![(0, failed())], t(2));
-    let p = plan(1, &before, &rec, false);
+    let p = plan(&before, &rec, false);
     assert_eq!((p.bounced.len(), p.mixed.clone()), (0, vec![0]));
 
     let mut dsn = new_leg("@mx", &["s@example.org"]);
     dsn.recipients[0].rule = BOUNCE_RULE.into();
     let mut rec = record("", vec![dsn]);
     let (before, _) = update(&mut rec, 0, vec![(0, failed())], t(1));
-    assert_eq!(plan(0, &before, &rec, false), DsnPlan::default());
+    assert_eq!(plan(&before, &rec, false), DsnPlan::default());
 }
 
 #[test]
@@ -175,12 +181,12 @@ fn delay_warning_lists_the_deferred_recipients_once() {
     let late = t(5 * 3600);
     let (before, d) = update(&mut rec, 0, vec![(0, deferred()), (1, delivered())], late);
     assert!(d.warn_delay);
-    let p = plan(0, &before, &rec, d.warn_delay);
+    let p = plan(&before, &rec, d.warn_delay);
     assert_eq!(p.delayed, vec![0]);
     let ids = (QueueId("F".into()), QueueId("D".into()));
     let input = StageInput {
         cfg: &cfg,
-        leg_idx: 0,
+        leg: LegId(0),
         warn_delay: d.warn_delay,
         headers: b"Subject: hi\r\n",
         failure_id: &ids.0,
@@ -196,7 +202,7 @@ fn delay_warning_lists_the_deferred_recipients_once() {
     let (before, d) = update(&mut rec, 0, vec![(0, deferred())], t(6 * 3600));
     assert!(!d.warn_delay);
     assert_eq!(
-        plan(0, &before, &rec, d.warn_delay).delayed,
+        plan(&before, &rec, d.warn_delay).delayed,
         Vec::<usize>::new()
     );
 }
@@ -247,8 +253,8 @@ proptest! {
             let pending = decide::pending(&rec.legs[idx as usize]);
             let outcomes = pending.iter().map(|&i| (i, pick(kinds[i]))).collect();
             let (before, d) = update(&mut rec, idx, outcomes, t(n as u64));
-            let p = plan(idx, &before, &rec, d.warn_delay);
-            for e in recipients(&cfg, &rec, idx, &p.bounced, DsnKind::Failure, t(0)) {
+            let p = plan(&before, &rec, d.warn_delay);
+            for e in recipients(&cfg, &rec, LegId(idx), &p.bounced, DsnKind::Failure, t(0)) {
                 *entries.entry(e.original).or_default() += 1;
             }
             for i in p.bounced {

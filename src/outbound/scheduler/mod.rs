@@ -20,9 +20,9 @@ use crate::bounce;
 use crate::config::{Config, Target};
 use crate::fingerprint;
 use crate::ledger::{DeliveredHook, Delivery};
-use crate::queue::model::{Leg, MX_TARGET, MessageRecord};
+use crate::queue::model::{Leg, LegId, MX_TARGET, MessageRecord};
 use crate::queue::store::Rewritten;
-use crate::queue::{Queue, QueueError, QueuedBody};
+use crate::queue::{Queue, QueueError, QueueId, QueuedBody};
 use decide::{Attempt, Report, RetryPolicy};
 use pool::{Pool, Pools};
 use std::collections::HashSet;
@@ -34,6 +34,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 pub use pool::MX_CONNECTIONS;
+
+/// The ledger's wait for the durability of one delivery record ([`DeliveredHook`]).
+type LedgerWrite = futures_util::future::BoxFuture<'static, ()>;
 
 /// Attempts past their target's connection limit that may run at once, all targets together
 /// (each holds at most an inline body, up to the queue's inline threshold; spooled bodies are
@@ -74,7 +77,6 @@ impl Loaded {
 struct Job<'a> {
     loaded: &'a Loaded,
     rec: &'a MessageRecord,
-    leg_idx: u16,
     leg: &'a Leg,
 }
 
@@ -86,7 +88,7 @@ pub struct Scheduler {
     loaded: Mutex<Arc<Loaded>>,
     resolver: Resolver,
     pools: Pools,
-    in_flight: Mutex<HashSet<(String, u16)>>,
+    in_flight: Mutex<HashSet<(QueueId, LegId)>>,
     /// Global cap on attempts past admission ([`MAX_ATTEMPTS_IN_FLIGHT`]).
     attempts: Arc<Semaphore>,
     pub stats: Arc<Stats>,
@@ -137,7 +139,7 @@ impl Scheduler {
         loaded.clone()
     }
 
-    fn in_flight(&self) -> MutexGuard<'_, HashSet<(String, u16)>> {
+    fn in_flight(&self) -> MutexGuard<'_, HashSet<(QueueId, LegId)>> {
         lock(&self.in_flight)
     }
 
@@ -214,7 +216,7 @@ impl Scheduler {
             }
             let me = self.clone();
             tasks.spawn(async move {
-                let span = tracing::info_span!("delivery", queue_id = %key.0, leg = key.1);
+                let span = tracing::info_span!("delivery", queue_id = %key.0, leg = key.1.0);
                 me.attempt(&key.0, key.1).instrument(span).await;
                 me.in_flight().remove(&key);
                 me.queue.notify_due();
@@ -254,9 +256,9 @@ impl Scheduler {
     }
 
     /// One attempt of one leg.
-    async fn attempt(&self, id: &str, leg_idx: u16) {
+    async fn attempt(&self, id: &QueueId, leg_id: LegId) {
         let loaded = self.loaded();
-        let rec = match self.queue.record(id) {
+        let rec = match self.queue.record(&id.0) {
             Ok(r) => r,
             Err(QueueError::NotFound(_)) => return,
             Err(e) => {
@@ -264,7 +266,7 @@ impl Scheduler {
                 return;
             }
         };
-        let Some(leg) = rec.legs.get(leg_idx as usize) else {
+        let Some(leg) = rec.leg(leg_id) else {
             return;
         };
         let pending = decide::pending(leg);
@@ -275,26 +277,36 @@ impl Scheduler {
         let job = Job {
             loaded: &loaded,
             rec: &rec,
-            leg_idx,
             leg,
         };
         // Expired legs fail what is left, without another attempt.
+        let mut ledger = Vec::new();
         let report = match decide::expiry(leg, &pending, now, &loaded.policy) {
             Some(report) => {
                 inc(&self.stats.expired, report.outcomes.len() as u64);
                 report
             }
-            None => match self.deliver(job, &pending, now).await {
+            None => match self.deliver(job, &pending, now, &mut ledger).await {
                 Some(report) => report,
                 None => return,
             },
         };
         self.record(job, report).await;
+        // The ledger records of this attempt were written before the leg update, so its sync
+        // covered them; this wait is explicit, not extra (see `crate::ledger`).
+        futures_util::future::join_all(ledger).await;
     }
 
     /// Try to deliver the `pending` recipients of the job's leg; `None` when the engine is
-    /// shutting down (nothing to record).
-    async fn deliver(&self, job: Job<'_>, pending: &[usize], now: SystemTime) -> Option<Report> {
+    /// shutting down (nothing to record). The ledger's durable waits for the deliveries go to
+    /// `ledger`.
+    async fn deliver(
+        &self,
+        job: Job<'_>,
+        pending: &[usize],
+        now: SystemTime,
+        ledger: &mut Vec<LedgerWrite>,
+    ) -> Option<Report> {
         let Job {
             loaded, rec, leg, ..
         } = job;
@@ -366,7 +378,7 @@ impl Scheduler {
             attempt_ms: started.elapsed().as_millis() as u64,
             now,
         };
-        Some(self.sent(job, &sent, results).await)
+        Some(self.sent(job, &sent, results, ledger).await)
     }
 
     /// No session to the target: defer (or fail) the pending recipients; a temporary failure
@@ -425,8 +437,15 @@ impl Scheduler {
         (results, remote)
     }
 
-    /// Log each recipient's outcome of a transaction and tell the ledger about deliveries.
-    async fn sent(&self, job: Job<'_>, sent: &Sent<'_>, results: Vec<Outcome>) -> Report {
+    /// Log each recipient's outcome of a transaction and tell the ledger about deliveries (the
+    /// waits for their durability go to `ledger`).
+    async fn sent(
+        &self,
+        job: Job<'_>,
+        sent: &Sent<'_>,
+        results: Vec<Outcome>,
+        ledger: &mut Vec<LedgerWrite>,
+    ) -> Report {
         let Job { rec, leg, .. } = job;
         let since_arrival = sent
             .now
@@ -458,13 +477,13 @@ impl Scheduler {
                 if head.is_none() {
                     head = Some(self.head(&rec.id.0).await);
                 }
-                hook(&Delivery {
+                ledger.push(hook(&Delivery {
                     target: &leg.target,
                     original_rcpt: &leg.recipients[i].address,
                     final_rcpt: &sent.rcpts[k],
                     queue_id: &rec.id.0,
                     head: head.as_deref().unwrap_or_default(),
-                });
+                }));
             }
             outcomes.push((i, o));
         }
@@ -546,12 +565,7 @@ impl Scheduler {
     /// Apply `report` to the leg durably, in one transaction with the DSNs it causes; then
     /// count and log what was sent.
     async fn record(&self, job: Job<'_>, report: Report) {
-        let Job {
-            loaded,
-            rec,
-            leg_idx,
-            leg,
-        } = job;
+        let Job { loaded, rec, leg } = job;
         let d = decide::decide(
             &loaded.policy,
             leg,
@@ -572,7 +586,7 @@ impl Scheduler {
         let (failure_id, delay_id) = (self.queue.next_id(), self.queue.next_id());
         let input = dsn::StageInput {
             cfg: &loaded.cfg,
-            leg_idx,
+            leg: leg.id,
             warn_delay: d.warn_delay,
             headers: &headers,
             failure_id: &failure_id,
@@ -586,7 +600,7 @@ impl Scheduler {
         };
         let (before, out) = match self
             .queue
-            .update_leg_staged(&rec.id.0, leg_idx, apply, stage)
+            .update_leg_staged(&rec.id, leg.id, apply, stage)
             .await
         {
             Ok(r) => r,
@@ -607,7 +621,7 @@ impl Scheduler {
         out: &Rewritten<()>,
         sender: &str,
     ) {
-        let plan = dsn::plan(input.leg_idx, before, &out.record, input.warn_delay);
+        let plan = dsn::plan(before, &out.record, input.warn_delay);
         for &i in &plan.mixed {
             inc(&self.stats.dual_leg_failures, 1);
             if let Some(r) = before.recipients.get(i) {

@@ -335,46 +335,58 @@ async fn index_folder(conn: &mut Conn, wire: &str, with_meta: bool) -> Result<In
         )));
     }
     if !needs_prefix.is_empty() {
-        let pos: HashMap<u32, usize> = needs_prefix
-            .iter()
-            .map(|&i| (raw.items[i].uid, i))
-            .collect();
-        let mut uids: Vec<u32> = pos.keys().copied().collect();
-        uids.sort_unstable();
-        for chunk in uids.chunks(UID_CHUNK) {
-            let q = format!(
-                "(UID BODY.PEEK[HEADER.FIELDS ({})] BODY.PEEK[TEXT]<0.{}>)",
-                fingerprint::HEADER_FIELDS.join(" "),
-                fingerprint::BODY_PREFIX * 2
-            );
-            let mut stream = conn
-                .session
-                .uid_fetch(uid_set(chunk), q)
-                .await
-                .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
-            loop {
-                let next = tokio::time::timeout(STEP_TIMEOUT, stream.try_next())
-                    .await
-                    .map_err(|_| BackfillError::Timeout(format!("FETCH prefixes of {wire}")))?
-                    .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
-                let Some(f) = next else { break };
-                let Some(uid) = f.uid else { continue };
-                let Some(&i) = pos.get(&uid) else { continue };
-                let mut buf = f.header().unwrap_or_default().to_vec();
-                if !buf.ends_with(b"\r\n\r\n") && !buf.ends_with(b"\n\n") {
-                    buf.extend_from_slice(b"\r\n");
-                }
-                buf.extend_from_slice(f.text().unwrap_or_default());
-                raw.items[i].fp = fingerprint::fingerprint(&buf);
-            }
-        }
-        if needs_prefix.iter().any(|&i| raw.items[i].fp.0.is_empty()) {
-            return Err(BackfillError::Connection(format!(
-                "index of {wire}: body prefixes missing from the FETCH response"
-            )));
-        }
+        fingerprint_by_prefix(conn, wire, &mut raw, &needs_prefix).await?;
     }
     Ok(raw)
+}
+
+/// Second index pass for the messages at `needs_prefix` (no Message-ID): fingerprint them by
+/// their identity headers and body prefix, fetched in UID chunks.
+async fn fingerprint_by_prefix(
+    conn: &mut Conn,
+    wire: &str,
+    raw: &mut IndexRaw,
+    needs_prefix: &[usize],
+) -> Result<()> {
+    let pos: HashMap<u32, usize> = needs_prefix
+        .iter()
+        .map(|&i| (raw.items[i].uid, i))
+        .collect();
+    let mut uids: Vec<u32> = pos.keys().copied().collect();
+    uids.sort_unstable();
+    for chunk in uids.chunks(UID_CHUNK) {
+        let q = format!(
+            "(UID BODY.PEEK[HEADER.FIELDS ({})] BODY.PEEK[TEXT]<0.{}>)",
+            fingerprint::HEADER_FIELDS.join(" "),
+            fingerprint::BODY_PREFIX * 2
+        );
+        let mut stream = conn
+            .session
+            .uid_fetch(uid_set(chunk), q)
+            .await
+            .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
+        loop {
+            let next = tokio::time::timeout(STEP_TIMEOUT, stream.try_next())
+                .await
+                .map_err(|_| BackfillError::Timeout(format!("FETCH prefixes of {wire}")))?
+                .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
+            let Some(f) = next else { break };
+            let Some(uid) = f.uid else { continue };
+            let Some(&i) = pos.get(&uid) else { continue };
+            let mut buf = f.header().unwrap_or_default().to_vec();
+            if !buf.ends_with(b"\r\n\r\n") && !buf.ends_with(b"\n\n") {
+                buf.extend_from_slice(b"\r\n");
+            }
+            buf.extend_from_slice(f.text().unwrap_or_default());
+            raw.items[i].fp = fingerprint::fingerprint(&buf);
+        }
+    }
+    if needs_prefix.iter().any(|&i| raw.items[i].fp.0.is_empty()) {
+        return Err(BackfillError::Connection(format!(
+            "index of {wire}: body prefixes missing from the FETCH response"
+        )));
+    }
+    Ok(())
 }
 
 struct IndexRaw {
@@ -558,31 +570,7 @@ pub async fn copy_messages(
                 }
             }
         }
-        // UIDs the FETCH did not return: expunged meanwhile, or a response cut short (a BYE
-        // ends async-imap's stream quietly). Only a fresh UID SEARCH can tell.
-        let unseen: Vec<u32> = chunk
-            .iter()
-            .copied()
-            .filter(|v| !seen.contains(v))
-            .collect();
-        if !unseen.is_empty() {
-            let still = timed("UID SEARCH", CMD_TIMEOUT, async {
-                src.session
-                    .uid_search(format!("UID {}", uid_set(&unseen)))
-                    .await
-                    .map_err(|e| BackfillError::from_imap(&format!("UID SEARCH {src_wire}"), e))
-            })
-            .await?;
-            if unseen.iter().any(|u| still.contains(u)) {
-                return Err(BackfillError::Connection(format!(
-                    "FETCH from {src_wire} ended early ({} message(s) not returned)",
-                    unseen.len()
-                )));
-            }
-            for v in unseen {
-                app.vanished(v);
-            }
-        }
+        vanished_or_cut_short(src, src_wire, chunk, &seen, &mut app).await?;
         app.release(confirm);
     }
     app.close_batch(dst).await?;
@@ -590,6 +578,42 @@ pub async fn copy_messages(
         app.complete_one(dst, confirm).await?;
     }
     app.release(confirm);
+    Ok(())
+}
+
+/// UIDs of `chunk` the FETCH did not return (not in `seen`): expunged meanwhile (reported as
+/// vanished), or a response cut short (a BYE ends async-imap's stream quietly: an error, so
+/// the pass retries). Only a fresh UID SEARCH can tell.
+async fn vanished_or_cut_short(
+    src: &mut Conn,
+    src_wire: &str,
+    chunk: &[u32],
+    seen: &std::collections::HashSet<u32>,
+    app: &mut Appender,
+) -> Result<()> {
+    let unseen: Vec<u32> = chunk
+        .iter()
+        .copied()
+        .filter(|v| !seen.contains(v))
+        .collect();
+    if !unseen.is_empty() {
+        let still = timed("UID SEARCH", CMD_TIMEOUT, async {
+            src.session
+                .uid_search(format!("UID {}", uid_set(&unseen)))
+                .await
+                .map_err(|e| BackfillError::from_imap(&format!("UID SEARCH {src_wire}"), e))
+        })
+        .await?;
+        if unseen.iter().any(|u| still.contains(u)) {
+            return Err(BackfillError::Connection(format!(
+                "FETCH from {src_wire} ended early ({} message(s) not returned)",
+                unseen.len()
+            )));
+        }
+        for v in unseen {
+            app.vanished(v);
+        }
+    }
     Ok(())
 }
 
