@@ -348,7 +348,7 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
         );
     }
     for (i, d) in c.gateway.accept_domains.iter_mut().enumerate() {
-        let n = d.trim().trim_end_matches('.').to_lowercase();
+        let n = crate::address::normalise_domain(d.trim());
         if !is_domain(&n) {
             cx.error(
                 &g.key("accept_domains").index(i),

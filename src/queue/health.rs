@@ -21,7 +21,7 @@ use super::{Queue, QueueError};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 /// The sled tree the probe writes to (one key).
@@ -159,10 +159,7 @@ impl Queue {
     }
 
     async fn probe_store(&self, calls: &ProbeCalls) -> Result<(), ProbeError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let now = crate::time::unix_ms(SystemTime::now());
         let value = format!("{now} {:016x}", fastrand::u64(..)).into_bytes();
         let store = self.store().clone();
         let written = value.clone();

@@ -20,7 +20,6 @@ use super::{QueueError, QueueId};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
-use std::time::UNIX_EPOCH;
 
 pub const TREE_MESSAGES: &str = "messages";
 pub const TREE_BODIES: &str = "bodies";
@@ -65,15 +64,8 @@ pub fn due_keys(rec: &MessageRecord) -> Vec<Vec<u8>> {
         .iter()
         .filter(|l| !l.held)
         .filter_map(|l| {
-            l.next_attempt.map(|t| {
-                due_key(
-                    t.duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0),
-                    &rec.id,
-                    l.id,
-                )
-            })
+            l.next_attempt
+                .map(|t| due_key(crate::time::unix_ms(t), &rec.id, l.id))
         })
         .collect()
 }

@@ -23,7 +23,7 @@ pub fn pool_key(target: &str, rcpts: &[String]) -> String {
     let domain = rcpts
         .first()
         .and_then(|r| r.rsplit_once('@'))
-        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .map(|(_, d)| crate::address::normalise_domain(d))
         .unwrap_or_default();
     format!("{MX_TARGET}:{domain}")
 }
