@@ -661,6 +661,145 @@ async fn round(
     Ok(())
 }
 
+/// What one folder's copy has done so far.
+#[derive(Default)]
+struct Tally {
+    outcomes: HashMap<u32, Outcome>,
+    copied: u64,
+    bytes: u64,
+    failures: Vec<Failure>,
+}
+
+impl Tally {
+    /// Whether `uid` is final: copied, or gone from the source meanwhile.
+    fn done(&self, uid: &u32) -> bool {
+        matches!(
+            self.outcomes.get(uid),
+            Some(Outcome::Copied { .. } | Outcome::Vanished)
+        )
+    }
+
+    /// The folder's watermark: below the first UID to copy that is not yet final (refused ones
+    /// stay below it, so the next pass tries them again); everything below `uidnext` when all are.
+    fn watermark(&self, to_copy: &[u32], uidnext: u32) -> u32 {
+        match to_copy.iter().find(|u| !self.done(u)) {
+            Some(u) => u.saturating_sub(1),
+            None => uidnext.saturating_sub(1),
+        }
+    }
+
+    /// Count a batch's outcomes (and show them on the progress bar).
+    async fn record(&mut self, ctx: &Ctx, bar: &Mutex<&mut MailboxBar>, got: Vec<(u32, Outcome)>) {
+        let mut b = bar.lock().await;
+        for (uid, o) in got {
+            match &o {
+                Outcome::Copied { bytes: n } => {
+                    self.copied += 1;
+                    self.bytes += n;
+                    b.copied(*n);
+                    ctx.progress.counters.copied.fetch_add(1, Ordering::Relaxed);
+                    ctx.progress.counters.bytes.fetch_add(*n, Ordering::Relaxed);
+                }
+                Outcome::Refused(reply) | Outcome::RefusedBatch(reply) => {
+                    ctx.progress.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    self.failures.push(Failure {
+                        uid,
+                        reply: reply.clone(),
+                    });
+                }
+                Outcome::Vanished => {}
+            }
+            self.outcomes.insert(uid, o);
+        }
+    }
+}
+
+/// How much of `batch` fits under the destination's daily upload cap (e.g. Gmail's 500 MB/day):
+/// the number of messages that fit, and the message to stop the folder with after them when the
+/// cap is reached. `Err` when not one more fits.
+fn fit_daily_cap(
+    batch: &[u32],
+    sizes: &HashMap<u32, u64>,
+    cap: u64,
+    used: u64,
+    account: &str,
+    day: &str,
+) -> std::result::Result<(usize, Option<String>), String> {
+    let reached = || {
+        format!(
+            "max_bytes_per_day ({cap} bytes) reached for {account} on {day}; the next pass continues"
+        )
+    };
+    let mut room = cap.saturating_sub(used);
+    let fit = batch
+        .iter()
+        .take_while(|u| {
+            let n = sizes.get(u).copied().unwrap_or(0);
+            if n <= room {
+                room -= n;
+                true
+            } else {
+                false
+            }
+        })
+        .count();
+    match fit {
+        0 => Err(reached()),
+        f if f < batch.len() => Ok((f, Some(reached()))),
+        f => Ok((f, None)),
+    }
+}
+
+/// Copy one batch (MULTIAPPEND where offered); a refused MULTIAPPEND batch is retried message by
+/// message. Returns every outcome reported, and how the connection fared.
+async fn copy_batch(
+    src: &mut Conn,
+    dst: &mut Conn,
+    w: &Work,
+    batch: &[u32],
+) -> (Vec<(u32, Outcome)>, Result<()>) {
+    let mut got: Vec<(u32, Outcome)> = Vec::new();
+    let (sw, dw, meta) = (&w.pair.src_wire, &w.pair.dst_wire, &w.src.meta);
+    let mut r = imap_ops::copy_messages(src, dst, sw, dw, batch, meta, true, &mut |uid, o| {
+        got.push((uid, o))
+    })
+    .await;
+    let again: Vec<u32> = got
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::RefusedBatch(_)))
+        .map(|(u, _)| *u)
+        .collect();
+    if r.is_ok() && !again.is_empty() {
+        got.retain(|(_, o)| !matches!(o, Outcome::RefusedBatch(_)));
+        r = imap_ops::copy_messages(src, dst, sw, dw, &again, meta, false, &mut |uid, o| {
+            got.push((uid, o))
+        })
+        .await;
+    }
+    (got, r)
+}
+
+/// The state saved for a folder. While it is being copied: not converged, no destination count,
+/// and `src_modseq` 0 (flags are synchronised at the end of the folder).
+fn folder_state(
+    w: &Work,
+    done_uid: u32,
+    converged: bool,
+    dst_count: u64,
+    src_modseq: u64,
+) -> FolderState {
+    FolderState {
+        src_uidvalidity: w.src.uidvalidity,
+        dst_uidvalidity: w.dst_uv,
+        done_uid,
+        dst_wire: w.pair.dst_wire.clone(),
+        converged,
+        src_count: w.src.msgs.len() as u64,
+        dst_count,
+        src_modseq,
+    }
+}
+
 /// Copy the `Copy` messages of one folder, saving state as confirmations arrive.
 #[allow(clippy::too_many_arguments)]
 async fn copy_folder(
@@ -684,16 +823,42 @@ async fn copy_folder(
         .collect();
     let present = w.decision.count(Verdict::Present) as u64;
     let ledger = w.decision.count(Verdict::Ledger) as u64;
-    let missing = w.decision.count(Verdict::Missing) as u64;
     ctx.progress
         .counters
         .skipped
         .fetch_add(present + ledger, Ordering::Relaxed);
-    let mut outcomes: HashMap<u32, Outcome> = HashMap::new();
-    let mut copied = 0u64;
-    let mut bytes = 0u64;
-    let mut failures: Vec<Failure> = Vec::new();
-    let mut err: Option<BackfillError> = None;
+    let mut tally = Tally::default();
+    let err = if ctx.dry_run {
+        None
+    } else {
+        copy_batches(ctx, way, src_user, src, dst, &w, &to_copy, &mut tally, bar).await?
+    };
+    {
+        let mut b = book.lock().await;
+        let e = b.copied.entry(name.clone()).or_default();
+        e.0 += tally.copied;
+        e.1 += tally.bytes;
+    }
+    if let Some(e) = err {
+        return Err(e);
+    }
+    finish_folder(ctx, way, src_user, dst, w, &to_copy, tally, book).await
+}
+
+/// Copy `to_copy` batch by batch, saving the watermark after each. `Ok(Some(e))`: the folder
+/// stopped on `e` (a connection error or the daily cap) after what is in `tally`.
+#[allow(clippy::too_many_arguments)]
+async fn copy_batches(
+    ctx: &Ctx,
+    way: Way,
+    src_user: &str,
+    src: &mut Conn,
+    dst: &mut Conn,
+    w: &Work,
+    to_copy: &[u32],
+    tally: &mut Tally,
+    bar: &Mutex<&mut MailboxBar>,
+) -> Result<Option<BackfillError>> {
     let cap = match way {
         Way::Forward => ctx.job.destination.max_bytes_per_day,
         Way::Reverse => ctx.job.source.max_bytes_per_day,
@@ -706,147 +871,60 @@ async fn copy_folder(
         .map(|m| (m.uid, u64::from(m.size)))
         .collect();
     let dst_account = dst.user.clone();
-    if !ctx.dry_run {
-        for batch in to_copy.chunks(SAVE_EVERY) {
-            // Daily upload cap (e.g. Gmail's 500 MB/day): copy what fits, then stop the folder.
-            let mut batch = batch;
-            let mut capped = None;
-            let day = today();
-            if let Some(cap) = cap {
-                let used = ctx.state.bytes_on(&dst_account, &day)?;
-                let mut room = cap.saturating_sub(used);
-                let fit = batch
-                    .iter()
-                    .take_while(|u| {
-                        let n = sizes.get(u).copied().unwrap_or(0);
-                        if n <= room {
-                            room -= n;
-                            true
-                        } else {
-                            false
-                        }
-                    })
-                    .count();
-                if fit == 0 {
-                    err = Some(BackfillError::Refused(format!(
-                        "max_bytes_per_day ({cap} bytes) reached for {dst_account} on {day}; the next pass continues"
-                    )));
-                    break;
+    for batch in to_copy.chunks(SAVE_EVERY) {
+        let mut batch = batch;
+        let mut capped = None;
+        let day = today();
+        if let Some(cap) = cap {
+            let used = ctx.state.bytes_on(&dst_account, &day)?;
+            match fit_daily_cap(batch, &sizes, cap, used, &dst_account, &day) {
+                Ok((fit, c)) => {
+                    batch = &batch[..fit];
+                    capped = c;
                 }
-                if fit < batch.len() {
-                    capped = Some(format!(
-                        "max_bytes_per_day ({cap} bytes) reached for {dst_account} on {day}; the next pass continues"
-                    ));
-                }
-                batch = &batch[..fit];
-            }
-            let mut got: Vec<(u32, Outcome)> = Vec::new();
-            let before_bytes = bytes;
-            let mut r = imap_ops::copy_messages(
-                src,
-                dst,
-                &w.pair.src_wire,
-                &w.pair.dst_wire,
-                batch,
-                &w.src.meta,
-                true,
-                &mut |uid, o| got.push((uid, o)),
-            )
-            .await;
-            // A refused MULTIAPPEND batch: retry its messages one by one.
-            let again: Vec<u32> = got
-                .iter()
-                .filter(|(_, o)| matches!(o, Outcome::RefusedBatch(_)))
-                .map(|(u, _)| *u)
-                .collect();
-            if r.is_ok() && !again.is_empty() {
-                got.retain(|(_, o)| !matches!(o, Outcome::RefusedBatch(_)));
-                r = imap_ops::copy_messages(
-                    src,
-                    dst,
-                    &w.pair.src_wire,
-                    &w.pair.dst_wire,
-                    &again,
-                    &w.src.meta,
-                    false,
-                    &mut |uid, o| got.push((uid, o)),
-                )
-                .await;
-            }
-            {
-                let mut b = bar.lock().await;
-                for (uid, o) in got {
-                    match &o {
-                        Outcome::Copied { bytes: n } => {
-                            copied += 1;
-                            bytes += n;
-                            b.copied(*n);
-                            ctx.progress.counters.copied.fetch_add(1, Ordering::Relaxed);
-                            ctx.progress.counters.bytes.fetch_add(*n, Ordering::Relaxed);
-                        }
-                        Outcome::Refused(reply) | Outcome::RefusedBatch(reply) => {
-                            ctx.progress.counters.failed.fetch_add(1, Ordering::Relaxed);
-                            failures.push(Failure {
-                                uid,
-                                reply: reply.clone(),
-                            });
-                        }
-                        Outcome::Vanished => {}
-                    }
-                    outcomes.insert(uid, o);
-                }
-            }
-            if cap.is_some() {
-                ctx.state
-                    .add_bytes(&dst_account, &day, bytes - before_bytes)
-                    .await?;
-            }
-            // Watermark: below the first UID to copy that is not yet final (refused ones
-            // stay below it, so the next pass tries them again).
-            let first_open = to_copy
-                .iter()
-                .find(|u| {
-                    !matches!(
-                        outcomes.get(u),
-                        Some(Outcome::Copied { .. } | Outcome::Vanished)
-                    )
-                })
-                .copied();
-            let done_uid = match first_open {
-                Some(u) => u.saturating_sub(1),
-                None => w.src.uidnext.saturating_sub(1),
-            };
-            let st = FolderState {
-                src_uidvalidity: w.src.uidvalidity,
-                dst_uidvalidity: w.dst_uv,
-                done_uid,
-                dst_wire: w.pair.dst_wire.clone(),
-                converged: false,
-                src_count: w.src.msgs.len() as u64,
-                dst_count: 0,
-                // Not yet: flags are synchronised at the end of the folder.
-                src_modseq: 0,
-            };
-            ctx.state.put(way.key(), src_user, &name, &st).await?;
-            if let Err(e) = r {
-                err = Some(e);
-                break;
-            }
-            if let Some(c) = capped {
-                err = Some(BackfillError::Refused(c));
-                break;
+                Err(reached) => return Ok(Some(BackfillError::Refused(reached))),
             }
         }
+        let before_bytes = tally.bytes;
+        let (got, r) = copy_batch(src, dst, w, batch).await;
+        tally.record(ctx, bar, got).await;
+        if cap.is_some() {
+            ctx.state
+                .add_bytes(&dst_account, &day, tally.bytes - before_bytes)
+                .await?;
+        }
+        let done_uid = tally.watermark(to_copy, w.src.uidnext);
+        let st = folder_state(w, done_uid, false, 0, 0);
+        ctx.state
+            .put(way.key(), src_user, &w.pair.name, &st)
+            .await?;
+        if let Err(e) = r {
+            return Ok(Some(e));
+        }
+        if let Some(c) = capped {
+            return Ok(Some(BackfillError::Refused(c)));
+        }
     }
-    {
-        let mut b = book.lock().await;
-        let e = b.copied.entry(name.clone()).or_default();
-        e.0 += copied;
-        e.1 += bytes;
-    }
-    if let Some(e) = err {
-        return Err(e);
-    }
+    Ok(None)
+}
+
+/// After the copies: synchronise flags, count the destination, save the folder's final state
+/// and put its report in the book.
+#[allow(clippy::too_many_arguments)]
+async fn finish_folder(
+    ctx: &Ctx,
+    way: Way,
+    src_user: &str,
+    dst: &mut Conn,
+    w: Work,
+    to_copy: &[u32],
+    tally: Tally,
+    book: &Mutex<Book>,
+) -> Result<()> {
+    let name = w.pair.name.clone();
+    let present = w.decision.count(Verdict::Present) as u64;
+    let ledger = w.decision.count(Verdict::Ledger) as u64;
+    let missing = w.decision.count(Verdict::Missing) as u64;
     let (total_copied, total_bytes) = book
         .lock()
         .await
@@ -858,43 +936,28 @@ async fn copy_folder(
     if !ctx.dry_run {
         imap_ops::store_flags(dst, &w.pair.dst_wire, &w.flag_groups).await?;
     }
-    let all_copied = to_copy.iter().all(|u| {
-        matches!(
-            outcomes.get(u),
-            Some(Outcome::Copied { .. } | Outcome::Vanished)
-        )
-    });
+    let all_copied = to_copy.iter().all(|u| tally.done(u));
     let dst_count = if ctx.dry_run && w.pair.create {
         0
     } else {
         imap_ops::status(dst, &w.pair.dst_wire).await?.messages as u64
     };
-    // Dry run: converged when there is nothing to copy.
+    // Dry run: converged when there is nothing to copy; it keeps no state.
     let converged = if ctx.dry_run {
         to_copy.is_empty() && missing == 0
     } else {
-        all_copied && missing == 0 && failures.is_empty()
+        all_copied && missing == 0 && tally.failures.is_empty()
     };
-    if ctx.dry_run {
-        // Dry run: report what would happen, keep no state.
-    } else {
-        let st = FolderState {
-            src_uidvalidity: w.src.uidvalidity,
-            dst_uidvalidity: w.dst_uv,
-            done_uid: if all_copied {
-                w.src.uidnext.saturating_sub(1)
-            } else {
-                ctx.state
-                    .get(way.key(), src_user, &name)?
-                    .map(|s| s.done_uid)
-                    .unwrap_or(0)
-            },
-            dst_wire: w.pair.dst_wire.clone(),
-            converged,
-            src_count: w.src.msgs.len() as u64,
-            dst_count,
-            src_modseq: w.src_modseq,
+    if !ctx.dry_run {
+        let done_uid = if all_copied {
+            w.src.uidnext.saturating_sub(1)
+        } else {
+            ctx.state
+                .get(way.key(), src_user, &name)?
+                .map(|s| s.done_uid)
+                .unwrap_or(0)
         };
+        let st = folder_state(&w, done_uid, converged, dst_count, w.src_modseq);
         ctx.state.put(way.key(), src_user, &name, &st).await?;
     }
     let mut fr = FolderReport {
@@ -904,7 +967,7 @@ async fn copy_folder(
         destination_count: dst_count,
         copied: total_copied,
         missing,
-        failed: failures,
+        failed: tally.failures,
         bytes: total_bytes,
         duration_ms: w.started.elapsed().as_millis() as u64,
         converged,
@@ -934,6 +997,28 @@ fn today() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn daily_cap_copies_what_fits_then_stops() {
+        let sizes: HashMap<u32, u64> = [(1, 40), (2, 40), (3, 40)].into_iter().collect();
+        let b = [1, 2, 3];
+        assert_eq!(fit_daily_cap(&b, &sizes, 200, 0, "a", "d"), Ok((3, None)));
+        let (fit, stop) = fit_daily_cap(&b, &sizes, 100, 10, "a", "d").unwrap();
+        assert_eq!(fit, 2);
+        assert!(stop.unwrap().contains("max_bytes_per_day (100 bytes) reached for a on d"));
+        assert!(fit_daily_cap(&b, &sizes, 100, 70, "a", "d").is_err());
+    }
+
+    #[test]
+    fn watermark_stays_below_the_first_open_uid() {
+        let mut t = Tally::default();
+        t.outcomes.insert(5, Outcome::Copied { bytes: 1 });
+        t.outcomes.insert(7, Outcome::Refused("NO".into()));
+        t.outcomes.insert(9, Outcome::Vanished);
+        assert_eq!(t.watermark(&[5, 7, 9], 20), 6);
+        assert_eq!(t.watermark(&[5, 9], 20), 19);
+        assert_eq!(t.watermark(&[], 1), 0);
+    }
 
     #[test]
     fn mailboxes_csv() {
