@@ -1005,7 +1005,10 @@ mod tests {
         assert_eq!(fit_daily_cap(&b, &sizes, 200, 0, "a", "d"), Ok((3, None)));
         let (fit, stop) = fit_daily_cap(&b, &sizes, 100, 10, "a", "d").unwrap();
         assert_eq!(fit, 2);
-        assert!(stop.unwrap().contains("max_bytes_per_day (100 bytes) reached for a on d"));
+        assert!(
+            stop.unwrap()
+                .contains("max_bytes_per_day (100 bytes) reached for a on d")
+        );
         assert!(fit_daily_cap(&b, &sizes, 100, 70, "a", "d").is_err());
     }
 
