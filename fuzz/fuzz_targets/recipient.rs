@@ -49,6 +49,9 @@ fn rules(extra: &[&str]) -> Vec<Rule> {
             active_from: from.map(|s| Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(s))),
             active_until: until.map(|s| Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(s))),
             file_patterns: Vec::new(),
+            verify_recipients: None,
+            recipients_known: None,
+            known: None,
         };
     let mut v = vec![
         rule(
@@ -116,6 +119,14 @@ fn policy(trusted_relay_any: bool, reject_unrouted: bool) -> Policy {
             data_idle_timeout: Duration::from_secs(1),
             min_free_space: 0,
             require_tls: false,
+            ipv6_prefix: 64,
+            max_connection_rate: 100,
+            max_session_time: Duration::from_secs(3600),
+            min_data_rate: 500,
+            junk_command_limit: 100,
+            hard_error_limit: 20,
+            proxy_protocol: false,
+            proxy_from: Vec::new(),
         })
         .clone();
     p.trusted_relay_any = trusted_relay_any;
