@@ -7,9 +7,9 @@
 //! limits are sane; parsing is deterministic.
 #![no_main]
 
-use cutover::{config, loader};
 use cutover::inbound::Policy;
 use cutover::routing::Router;
+use cutover::{config, loader};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 

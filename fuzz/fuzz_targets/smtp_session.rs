@@ -77,8 +77,8 @@ fn env() -> &'static Env {
         let dir = cutover_fuzz::scratch("smtp");
         let (cert, key, pem) = cutover_fuzz::write_cert(&dir);
         let text = cutover_fuzz::config_text(&dir.join("state"), Some((&cert, &key)));
-        let loaded = cutover::loader::parse(&text, &dir.join("cutover.toml"))
-            .expect("fuzz config is valid");
+        let loaded =
+            cutover::loader::parse(&text, &dir.join("cutover.toml")).expect("fuzz config is valid");
         let settings = Settings::from_config(&loaded.config, loaded.router).expect("settings");
         let queue = Queue::open(&dir.join("state")).expect("queue");
         let rt = tokio::runtime::Builder::new_current_thread()
