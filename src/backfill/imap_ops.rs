@@ -9,6 +9,7 @@
 
 use super::CMD_TIMEOUT;
 use super::index::{DstMsg, SrcMsg};
+use super::namespace::Namespaces;
 use super::plan::{FolderInfo, Listing};
 use super::session::{Conn, ImapStream, timed};
 use super::{BackfillError, Result};
@@ -18,7 +19,7 @@ use async_imap::types::Flag;
 use futures_util::TryStreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Messages in flight between the source FETCH and the destination's APPEND confirmation.
 pub const WINDOW: usize = 64;
@@ -49,15 +50,27 @@ pub struct SrcIndex {
     pub meta: HashMap<u32, Meta>,
 }
 
-/// LIST + LSUB of one account.
+/// LIST + LSUB of one account, with its personal namespace (NAMESPACE when offered).
+/// SPECIAL-USE attributes are asked for explicitly (`RETURN (SPECIAL-USE)`) where LIST-EXTENDED
+/// allows it, because some servers (Cyrus) omit them from a plain LIST.
 pub async fn list(conn: &mut Conn) -> Result<Listing> {
+    let ns = if conn.caps.namespace {
+        namespace(conn).await?
+    } else {
+        None
+    };
+    let pattern = if conn.caps.special_use && conn.caps.list_extended {
+        "* RETURN (SPECIAL-USE)"
+    } else {
+        "*"
+    };
     timed("LIST", CMD_TIMEOUT, async {
         let mut delimiter = None;
         let mut folders = Vec::new();
         {
             let names: Vec<_> = conn
                 .session
-                .list(Some(""), Some("*"))
+                .list(Some(""), Some(pattern))
                 .await
                 .map_err(|e| BackfillError::from_imap("LIST", e))?
                 .try_collect()
@@ -87,9 +100,81 @@ pub async fn list(conn: &mut Conn) -> Result<Listing> {
                 f.subscribed = true;
             }
         }
-        Ok(Listing { delimiter, folders })
+        let (prefix, foreign) = match &ns {
+            Some(ns) => {
+                let p = ns.personal();
+                if p.delimiter.is_some() {
+                    delimiter = p.delimiter;
+                }
+                (p.prefix, ns.foreign_prefixes())
+            }
+            None => (String::new(), Vec::new()),
+        };
+        tracing::debug!(user = %conn.user, prefix, ?delimiter, "personal namespace");
+        Ok(Listing {
+            delimiter,
+            folders,
+            prefix,
+            foreign,
+        })
     })
     .await
+}
+
+/// `NAMESPACE` (RFC 2342), exchanged on the raw stream: imap-proto has no parser for it (its
+/// response would wedge async-imap's decoder). `None` when the reply is not understood.
+async fn namespace(conn: &mut Conn) -> Result<Option<Namespaces>> {
+    const TAG: &str = "NS1";
+    const MAX: usize = 64 << 10;
+    let io = async {
+        let s: &mut ImapStream = conn.session.get_mut();
+        s.write_all(format!("{TAG} NAMESPACE\r\n").as_bytes())
+            .await?;
+        s.flush().await?;
+        let mut found = None;
+        let mut line = Vec::new();
+        let mut total = 0usize;
+        loop {
+            // Byte by byte: nothing past our tagged reply may be consumed from the stream
+            // async-imap reads next (a short response; TLS buffers underneath).
+            let mut b = [0u8; 1];
+            if s.read(&mut b).await? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed during NAMESPACE",
+                ));
+            }
+            total += 1;
+            if total > MAX {
+                return Err(std::io::Error::other("NAMESPACE response too long"));
+            }
+            line.push(b[0]);
+            if b[0] != b'\n' {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&line).into_owned();
+            line.clear();
+            if text.starts_with(TAG) {
+                return Ok((found, text));
+            }
+            if let Some(n) = super::namespace::parse(&text) {
+                found = Some(n);
+            }
+        }
+    };
+    let (found, done) = tokio::time::timeout(CMD_TIMEOUT, io)
+        .await
+        .map_err(|_| BackfillError::Timeout("NAMESPACE".into()))?
+        .map_err(|e| BackfillError::Connection(format!("NAMESPACE: {e}")))?;
+    if !done[TAG.len()..]
+        .trim_start()
+        .to_ascii_uppercase()
+        .starts_with("OK")
+    {
+        tracing::debug!(reply = done.trim_end(), "NAMESPACE refused");
+        return Ok(None);
+    }
+    Ok(found)
 }
 
 fn attr_name(a: &async_imap::types::NameAttribute<'_>) -> String {

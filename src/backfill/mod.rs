@@ -2,13 +2,14 @@
 //! source to the destination server per `[[backfill.job]]`, without duplicates, resumably, and
 //! reports convergence. Never speaks SMTP; never decides routes.
 //!
-//! Layout: `session` (connect, TLS, auth), `utf7` and `plan` (folder names and mapping),
-//! `index` (multiplicity decision), `state` (per-folder UIDVALIDITY + watermark), `imap_ops`
-//! (every IMAP folder operation: LIST, STATUS, indexing, copying, flags), `throttle` (back-off
-//! hints), `runner` (jobs, mailboxes, shards), `progress` and `report`.
+//! Layout: `session` (connect, TLS, auth), `utf7`, `namespace` and `plan` (folder names and
+//! mapping), `index` (multiplicity decision), `state` (per-folder UIDVALIDITY + watermark),
+//! `imap_ops` (every IMAP folder operation: NAMESPACE, LIST, STATUS, indexing, copying, flags),
+//! `throttle` (back-off hints), `runner` (jobs, mailboxes, shards), `progress` and `report`.
 
 pub mod imap_ops;
 pub mod index;
+pub mod namespace;
 pub mod oauth;
 pub mod plan;
 pub mod progress;

@@ -19,6 +19,10 @@ pub struct FolderReport {
     pub folder: String,
     /// Logical destination folder name.
     pub destination: String,
+    /// Why the destination name differs from the source's (delimiter in a name, a name the
+    /// destination refused), when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Source messages considered (after `since`/`before`).
     pub source_count: u64,
     /// Destination messages after the pass (counterpart folder).

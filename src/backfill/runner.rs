@@ -443,11 +443,13 @@ struct Work {
     started: Instant,
 }
 
-/// Create or subscribe the destination folders of `pairs` as planned.
+/// Create or subscribe the destination folders of `pairs` as planned. A name the destination
+/// refuses to create gets a deterministic substitute ([`plan::substitute`]), noted in the pair
+/// (and so in the report).
 async fn prepare_destination(
     dst: &mut Conn,
     dst_list: &plan::Listing,
-    pairs: &[FolderPair],
+    pairs: &mut [FolderPair],
 ) -> std::result::Result<(), RoundErr> {
     let dst_subscribed: HashSet<&str> = dst_list
         .folders
@@ -455,9 +457,9 @@ async fn prepare_destination(
         .filter(|f| f.subscribed)
         .map(|f| f.wire.as_str())
         .collect();
-    for p in pairs {
+    for p in pairs.iter_mut() {
         let r = if p.create {
-            imap_ops::create(dst, &p.dst_wire, p.subscribe).await
+            create_or_substitute(dst, dst_list, p).await
         } else if p.subscribe && !dst_subscribed.contains(p.dst_wire.as_str()) {
             imap_ops::subscribe(dst, &p.dst_wire).await
         } else {
@@ -466,6 +468,32 @@ async fn prepare_destination(
         r.map_err(|e| (Some(p.name.clone()), e))?;
     }
     Ok(())
+}
+
+/// CREATE the pair's destination folder; when refused, the substitutes in turn.
+async fn create_or_substitute(
+    dst: &mut Conn,
+    dst_list: &plan::Listing,
+    p: &mut FolderPair,
+) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        match imap_ops::create(dst, &p.dst_wire, p.subscribe).await {
+            Err(BackfillError::Refused(reply)) if attempt < 2 => {
+                attempt += 1;
+                let name = plan::substitute(&p.dst_name, attempt);
+                let (wire, _) = dst_list.wire(&name);
+                tracing::warn!(folder = %p.name, refused = %p.dst_wire, substitute = %wire, %reply, "destination refused the folder name");
+                p.note = Some(format!(
+                    "renamed to {name:?}: the destination refused {:?} ({reply})",
+                    p.dst_name
+                ));
+                p.dst_wire = wire;
+                p.dst_name = name;
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Phase 1 for one folder pair: `None` when nothing changed since the last pass (its report
@@ -504,6 +532,7 @@ async fn index_pair(
         let mut fr = FolderReport {
             folder: p.name.clone(),
             destination: p.dst_name.clone(),
+            note: p.note.clone(),
             source_count: st.src_count,
             destination_count: st.dst_count,
             converged: st.converged,
@@ -592,13 +621,13 @@ async fn round(
         let b = book.lock().await;
         b.finished.keys().chain(b.failed.keys()).cloned().collect()
     };
-    let pairs: Vec<FolderPair> = pairs
+    let mut pairs: Vec<FolderPair> = pairs
         .into_iter()
         .filter(|p| !skip.contains(&p.name))
         .collect();
 
     if !ctx.dry_run {
-        prepare_destination(&mut dst, &dst_list, &pairs).await?;
+        prepare_destination(&mut dst, &dst_list, &mut pairs).await?;
     }
 
     // Phase 1: which folders changed, and their indexes.
@@ -963,6 +992,7 @@ async fn finish_folder(
     let mut fr = FolderReport {
         folder: name.clone(),
         destination: w.pair.dst_name.clone(),
+        note: w.pair.note.clone(),
         source_count: w.src.msgs.len() as u64,
         destination_count: dst_count,
         copied: total_copied,

@@ -87,6 +87,8 @@ pub struct Caps {
     pub uidplus: bool,
     pub special_use: bool,
     pub condstore: bool,
+    pub namespace: bool,
+    pub list_extended: bool,
 }
 
 /// A logged-in session for one user.
@@ -232,6 +234,8 @@ impl Side {
                 uidplus: c.has_str("UIDPLUS"),
                 special_use: c.has_str("SPECIAL-USE"),
                 condstore: c.has_str("CONDSTORE"),
+                namespace: c.has_str("NAMESPACE"),
+                list_extended: c.has_str("LIST-EXTENDED"),
             })
         })
         .await?;
