@@ -30,6 +30,15 @@ pub fn date_epoch(d: crate::config::values::Date) -> i64 {
     i64::try_from(unix_secs(d.to_system_time())).unwrap_or(i64::MAX)
 }
 
+/// The IMAP `date` of a SEARCH key (RFC 3501 §6.4.4: `SINCE 1-Jan-2024`) for the UTC day of
+/// epoch seconds `t` (dates before 1970 are clamped to the epoch).
+pub fn imap_search_date(t: i64) -> String {
+    let t = ::time::OffsetDateTime::from_unix_timestamp(t.max(0))
+        .unwrap_or(::time::OffsetDateTime::UNIX_EPOCH);
+    let fmt = ::time::macros::format_description!("[day padding:none]-[month repr:short]-[year]");
+    t.format(&fmt).unwrap_or_else(|_| "1-Jan-1970".into())
+}
+
 /// RFC 5322 §3.3 date-time in UTC, day of month unpadded as in the RFC's own examples
 /// (`Mon, 21 Sep 2026 14:13:20 +0000`, `Thu, 1 Jan 1970 00:00:00 +0000`).
 pub fn rfc5322_date(t: SystemTime) -> String {
@@ -60,6 +69,13 @@ mod tests {
         assert_eq!((unix_secs(before), unix_ms(before)), (0, 0));
         let d = crate::config::values::Date::parse("2024-01-01").unwrap();
         assert_eq!(date_epoch(d), 1_704_067_200);
+    }
+
+    #[test]
+    fn imap_search_dates() {
+        assert_eq!(imap_search_date(1_704_067_200), "1-Jan-2024");
+        assert_eq!(imap_search_date(1_790_000_000), "21-Sep-2026");
+        assert_eq!(imap_search_date(-5), "1-Jan-1970");
     }
 
     #[test]

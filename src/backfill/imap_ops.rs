@@ -349,9 +349,33 @@ fn flags_string<'a>(flags: impl Iterator<Item = Flag<'a>>) -> String {
     format!("({})", parts.join(" "))
 }
 
-/// Index a folder: EXAMINE, then metadata + identity headers of every message, then the body
-/// prefix of those without Message-ID. `with_meta` keeps flags/dates for copying (source side).
-async fn index_folder(conn: &mut Conn, wire: &str, with_meta: bool) -> Result<IndexRaw> {
+/// Since/before (epoch seconds) of a job: which INTERNALDATEs a pass considers.
+pub type Window = (Option<i64>, Option<i64>);
+
+/// The `UID SEARCH` criteria that narrow a folder to `window` on the server, widened by a day
+/// on each side (servers compare dates in their own time zone); the exact filter is applied to
+/// the INTERNALDATEs afterwards. `None` without bounds.
+pub fn window_search(window: Window) -> Option<String> {
+    const DAY: i64 = 86_400;
+    let mut parts = Vec::new();
+    if let Some(s) = window.0 {
+        parts.push(format!("SINCE {}", crate::time::imap_search_date(s - DAY)));
+    }
+    if let Some(b) = window.1 {
+        parts.push(format!("BEFORE {}", crate::time::imap_search_date(b + DAY)));
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// Index a folder: EXAMINE, then metadata + identity headers of every message (of those the
+/// server finds in `window`), then the body prefix of those without Message-ID. `with_meta`
+/// keeps flags/dates for copying (source side).
+async fn index_folder(
+    conn: &mut Conn,
+    wire: &str,
+    with_meta: bool,
+    window: Window,
+) -> Result<IndexRaw> {
     let mb = timed("EXAMINE", CMD_TIMEOUT, async {
         conn.session
             .examine(wire)
@@ -367,62 +391,91 @@ async fn index_folder(conn: &mut Conn, wire: &str, with_meta: bool) -> Result<In
     if mb.exists == 0 {
         return Ok(raw);
     }
-    let query =
-        "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-CUTOVER-LOOP)])";
-    let mut needs_prefix: Vec<usize> = Vec::new();
-    {
-        let mut stream = conn
-            .session
-            .uid_fetch("1:*", query)
-            .await
-            .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
-        loop {
-            let next = tokio::time::timeout(STEP_TIMEOUT, stream.try_next())
-                .await
-                .map_err(|_| BackfillError::Timeout(format!("FETCH index of {wire}")))?
-                .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
-            let Some(f) = next else { break };
-            let Some(uid) = f.uid else { continue };
-            let header = f.header().unwrap_or_default();
-            let (fp, has_id) = if fingerprint::has_message_id(header) {
-                (fingerprint::fingerprint(header), true)
-            } else {
-                (Fingerprint(String::new()), false)
-            };
-            let stamped = fingerprint::has_header(header, "X-Cutover-Loop");
-            let date = f.internal_date();
-            let meta = with_meta.then(|| Meta {
-                flags: flags_string(f.flags()),
-                idate: date
-                    .map(|d| format!("\"{}\"", d.format("%d-%b-%Y %H:%M:%S %z")))
-                    .unwrap_or_default(),
-            });
-            if !has_id {
-                needs_prefix.push(raw.items.len());
-            }
-            raw.items.push(RawItem {
-                uid,
-                fp,
-                size: f.size.unwrap_or(0),
-                date: date.map(|d| d.timestamp()).unwrap_or(0),
-                stamped,
-                meta,
-            });
+    let (sets, expected) = match window_search(window) {
+        None => (vec!["1:*".to_string()], mb.exists as usize),
+        Some(criteria) => {
+            let found = timed("UID SEARCH", CMD_TIMEOUT, async {
+                conn.session
+                    .uid_search(&criteria)
+                    .await
+                    .map_err(|e| BackfillError::from_imap(&format!("UID SEARCH {wire}"), e))
+            })
+            .await?;
+            let mut uids: Vec<u32> = found.into_iter().collect();
+            uids.sort_unstable();
+            let sets = uids.chunks(UID_CHUNK).map(uid_set).collect();
+            (sets, uids.len())
         }
+    };
+    let mut needs_prefix: Vec<usize> = Vec::new();
+    for set in &sets {
+        fetch_index_items(conn, wire, set, with_meta, &mut raw, &mut needs_prefix).await?;
     }
-    if raw.items.len() < mb.exists as usize {
+    if raw.items.len() < expected {
         // A cut-short response (BYE ends the stream quietly) or a concurrent change: an
         // incomplete index would copy duplicates or skip messages, so retry instead.
         return Err(BackfillError::Connection(format!(
-            "index of {wire}: {} of {} messages returned",
+            "index of {wire}: {} of {expected} messages returned",
             raw.items.len(),
-            mb.exists
         )));
     }
     if !needs_prefix.is_empty() {
         fingerprint_by_prefix(conn, wire, &mut raw, &needs_prefix).await?;
     }
     Ok(raw)
+}
+
+/// One `UID FETCH` of index items for the UIDs in `set`, appended to `raw`; the positions of
+/// messages without Message-ID go to `needs_prefix`.
+async fn fetch_index_items(
+    conn: &mut Conn,
+    wire: &str,
+    set: &str,
+    with_meta: bool,
+    raw: &mut IndexRaw,
+    needs_prefix: &mut Vec<usize>,
+) -> Result<()> {
+    let query =
+        "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-CUTOVER-LOOP)])";
+    let mut stream = conn
+        .session
+        .uid_fetch(set, query)
+        .await
+        .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
+    loop {
+        let next = tokio::time::timeout(STEP_TIMEOUT, stream.try_next())
+            .await
+            .map_err(|_| BackfillError::Timeout(format!("FETCH index of {wire}")))?
+            .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
+        let Some(f) = next else { break };
+        let Some(uid) = f.uid else { continue };
+        let header = f.header().unwrap_or_default();
+        let (fp, has_id) = if fingerprint::has_message_id(header) {
+            (fingerprint::fingerprint(header), true)
+        } else {
+            (Fingerprint(String::new()), false)
+        };
+        let stamped = fingerprint::has_header(header, "X-Cutover-Loop");
+        let date = f.internal_date();
+        let meta = with_meta.then(|| Meta {
+            flags: flags_string(f.flags()),
+            idate: date
+                .map(|d| format!("\"{}\"", d.format("%d-%b-%Y %H:%M:%S %z")))
+                .unwrap_or_default(),
+        });
+        if !has_id {
+            needs_prefix.push(raw.items.len());
+        }
+        raw.items.push(RawItem {
+            uid,
+            fp,
+            size: f.size.unwrap_or(0),
+            date: date.map(|d| d.timestamp()).unwrap_or(0),
+            stamped,
+            meta,
+        });
+    }
+    Ok(())
 }
 
 /// Second index pass for the messages at `needs_prefix` (no Message-ID): fingerprint them by
@@ -495,9 +548,9 @@ pub async fn index_source(
     conn: &mut Conn,
     wire: &str,
     watermark: u32,
-    window: (Option<i64>, Option<i64>),
+    window: Window,
 ) -> Result<SrcIndex> {
-    let raw = index_folder(conn, wire, true).await?;
+    let raw = index_folder(conn, wire, true, window).await?;
     let mut out = SrcIndex {
         uidvalidity: raw.uidvalidity,
         uidnext: raw.uidnext,
@@ -533,7 +586,7 @@ pub struct DstIndex {
 
 /// Index the destination folder.
 pub async fn index_destination(conn: &mut Conn, wire: &str) -> Result<DstIndex> {
-    let raw = index_folder(conn, wire, true).await?;
+    let raw = index_folder(conn, wire, true, (None, None)).await?;
     let mut out = DstIndex {
         uidvalidity: raw.uidvalidity,
         ..Default::default()
@@ -957,6 +1010,19 @@ mod tests {
             Flag::Custom("\\Recent".into()),
         ];
         assert_eq!(flags_string(f.into_iter()), "(\\Seen $Forwarded)");
+    }
+
+    #[test]
+    fn window_searches() {
+        assert_eq!(window_search((None, None)), None);
+        assert_eq!(
+            window_search((Some(1_704_067_200), None)).as_deref(),
+            Some("SINCE 31-Dec-2023")
+        );
+        assert_eq!(
+            window_search((Some(1_704_067_200), Some(1_735_689_600))).as_deref(),
+            Some("SINCE 31-Dec-2023 BEFORE 2-Jan-2025")
+        );
     }
 
     #[test]

@@ -118,7 +118,7 @@ struct Ctx {
     progress: Arc<Progress>,
     dry_run: bool,
     backoff: Backoff,
-    window: (Option<i64>, Option<i64>),
+    window: imap_ops::Window,
 }
 
 /// The directory holding a job's state and report.
