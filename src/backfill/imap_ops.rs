@@ -606,6 +606,71 @@ pub async fn index_destination(conn: &mut Conn, wire: &str) -> Result<DstIndex> 
     Ok(out)
 }
 
+/// A gentler APPEND for a message the destination refused as it was: at `level` 1 only the
+/// keywords the destination folder already defines (`defined`, from its FLAGS: a per-mailbox
+/// keyword limit refuses new ones), at level 2 no keywords; at both, an INTERNALDATE before
+/// 1970 (which some servers refuse) becomes 1970-01-01. `None` when nothing would change, else
+/// the new metadata and what was given up (for the report).
+pub fn degrade(meta: &Meta, defined: &[String], level: u8) -> Option<(Meta, String)> {
+    let flags: Vec<&str> = meta
+        .flags
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split_whitespace()
+        .collect();
+    let keep = |f: &&str| {
+        f.starts_with('\\') || (level < 2 && defined.iter().any(|d| d.eq_ignore_ascii_case(f)))
+    };
+    let dropped: Vec<&str> = flags.iter().filter(|f| !keep(f)).copied().collect();
+    let kept: Vec<&str> = flags.iter().filter(|f| keep(f)).copied().collect();
+    let year: Option<i32> = meta
+        .idate
+        .trim_matches('"')
+        .split(['-', ' '])
+        .nth(2)
+        .and_then(|y| y.parse().ok());
+    let old_date = year.is_some_and(|y| y < 1970);
+    if dropped.is_empty() && !old_date {
+        return None;
+    }
+    let mut what = Vec::new();
+    if !dropped.is_empty() {
+        what.push(format!("stored without keyword(s) {}", dropped.join(" ")));
+    }
+    let idate = if old_date {
+        what.push(format!("INTERNALDATE {} stored as 1970-01-01", meta.idate));
+        "\"01-Jan-1970 00:00:00 +0000\"".to_string()
+    } else {
+        meta.idate.clone()
+    };
+    Some((
+        Meta {
+            flags: format!("({})", kept.join(" ")),
+            idate,
+        },
+        what.join("; "),
+    ))
+}
+
+/// The keywords a destination folder defines (its FLAGS response), for [`degrade`].
+pub async fn defined_keywords(conn: &mut Conn, wire: &str) -> Result<Vec<String>> {
+    let mb = timed("EXAMINE", CMD_TIMEOUT, async {
+        conn.session
+            .examine(wire)
+            .await
+            .map_err(|e| BackfillError::from_imap(&format!("EXAMINE {wire}"), e))
+    })
+    .await?;
+    Ok(mb
+        .flags
+        .iter()
+        .filter_map(|f| match f {
+            Flag::Custom(c) if !c.starts_with('\\') => Some(c.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The outcome of one APPEND.
 #[derive(Clone, Debug)]
 pub enum Outcome {
@@ -1010,6 +1075,26 @@ mod tests {
             Flag::Custom("\\Recent".into()),
         ];
         assert_eq!(flags_string(f.into_iter()), "(\\Seen $Forwarded)");
+    }
+
+    #[test]
+    fn degrades_keywords_then_dates() {
+        let m = Meta {
+            flags: "(\\Seen $Old $New)".into(),
+            idate: "\"01-Jan-1965 10:00:00 +0100\"".into(),
+        };
+        let defined = vec!["$old".to_string()];
+        let (m1, what1) = degrade(&m, &defined, 1).unwrap_or_else(|| (m.clone(), String::new()));
+        assert_eq!(m1.flags, "(\\Seen $Old)");
+        assert_eq!(m1.idate, "\"01-Jan-1970 00:00:00 +0000\"");
+        assert!(what1.contains("$New") && what1.contains("1965"), "{what1}");
+        let (m2, _) = degrade(&m1, &defined, 2).unwrap_or_else(|| (m1.clone(), String::new()));
+        assert_eq!(m2.flags, "(\\Seen)");
+        let plain = Meta {
+            flags: "(\\Seen)".into(),
+            idate: "\"01-Jan-2024 10:00:00 +0000\"".into(),
+        };
+        assert!(degrade(&plain, &[], 2).is_none());
     }
 
     #[test]

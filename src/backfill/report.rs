@@ -38,6 +38,10 @@ pub struct FolderReport {
     #[serde(default)]
     pub flags_updated: u64,
     pub failed: Vec<Failure>,
+    /// Copied with gentler metadata after the destination refused the original (keywords over
+    /// its limit, a date before 1970): per message, what was given up and the refusal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adjusted: Vec<Failure>,
     pub bytes: u64,
     pub duration_ms: u64,
     /// Every source message has a counterpart on the destination.

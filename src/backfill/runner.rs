@@ -5,7 +5,7 @@
 //! retries on server back-off or broken connections, pausing that account only. Never parses
 //! IMAP itself (that is `session` / `imap_ops`).
 
-use super::imap_ops::{self, Outcome, SrcIndex};
+use super::imap_ops::{self, Meta, Outcome, SrcIndex};
 use super::index::{self, FolderDecision, Verdict};
 use super::plan::{self, FolderPair};
 use super::progress::{MailboxBar, Progress};
@@ -697,6 +697,7 @@ struct Tally {
     copied: u64,
     bytes: u64,
     failures: Vec<Failure>,
+    adjusted: Vec<Failure>,
 }
 
 impl Tally {
@@ -780,32 +781,81 @@ fn fit_daily_cap(
 }
 
 /// Copy one batch (MULTIAPPEND where offered); a refused MULTIAPPEND batch is retried message by
-/// message. Returns every outcome reported, and how the connection fared.
+/// message, and a message refused on its own is retried with gentler metadata
+/// ([`imap_ops::degrade`]: keywords that fit, a 1970 date). Returns every outcome reported,
+/// what was given up for which message, and how the connection fared.
 async fn copy_batch(
     src: &mut Conn,
     dst: &mut Conn,
     w: &Work,
     batch: &[u32],
-) -> (Vec<(u32, Outcome)>, Result<()>) {
+) -> (Vec<(u32, Outcome)>, Vec<Failure>, Result<()>) {
     let mut got: Vec<(u32, Outcome)> = Vec::new();
+    let mut adjusted = Vec::new();
     let (sw, dw, meta) = (&w.pair.src_wire, &w.pair.dst_wire, &w.src.meta);
     let mut r = imap_ops::copy_messages(src, dst, sw, dw, batch, meta, true, &mut |uid, o| {
         got.push((uid, o))
     })
     .await;
-    let again: Vec<u32> = got
-        .iter()
-        .filter(|(_, o)| matches!(o, Outcome::RefusedBatch(_)))
-        .map(|(u, _)| *u)
-        .collect();
+    let again = take_refused(&mut got, true);
     if r.is_ok() && !again.is_empty() {
-        got.retain(|(_, o)| !matches!(o, Outcome::RefusedBatch(_)));
         r = imap_ops::copy_messages(src, dst, sw, dw, &again, meta, false, &mut |uid, o| {
             got.push((uid, o))
         })
         .await;
     }
-    (got, r)
+    for level in 1..=2u8 {
+        if r.is_err() || !got.iter().any(|(_, o)| matches!(o, Outcome::Refused(_))) {
+            break;
+        }
+        let defined = match imap_ops::defined_keywords(dst, dw).await {
+            Ok(d) => d,
+            Err(e) => return (got, adjusted, Err(e)),
+        };
+        let mut gentler: HashMap<u32, Meta> = HashMap::new();
+        let mut what: HashMap<u32, String> = HashMap::new();
+        for (uid, o) in &got {
+            if let (Outcome::Refused(reply), Some(m)) = (o, meta.get(uid))
+                && let Some((m2, w)) = imap_ops::degrade(m, &defined, level)
+            {
+                gentler.insert(*uid, m2);
+                what.insert(*uid, format!("{w} (destination refused: {reply})"));
+            }
+        }
+        if gentler.is_empty() {
+            break;
+        }
+        let mut retry: Vec<u32> = gentler.keys().copied().collect();
+        retry.sort_unstable();
+        got.retain(|(u, _)| !gentler.contains_key(u));
+        r = imap_ops::copy_messages(src, dst, sw, dw, &retry, &gentler, false, &mut |uid, o| {
+            if matches!(o, Outcome::Copied { .. })
+                && let Some(reply) = what.remove(&uid)
+            {
+                adjusted.push(Failure { uid, reply });
+            }
+            got.push((uid, o))
+        })
+        .await;
+    }
+    (got, adjusted, r)
+}
+
+/// Remove the refused outcomes (`batch`: refused as part of a MULTIAPPEND; else refused on
+/// their own) from `got` and return their UIDs.
+fn take_refused(got: &mut Vec<(u32, Outcome)>, batch: bool) -> Vec<u32> {
+    let hit = |o: &Outcome| match o {
+        Outcome::RefusedBatch(_) => batch,
+        Outcome::Refused(_) => !batch,
+        _ => false,
+    };
+    let uids = got
+        .iter()
+        .filter(|(_, o)| hit(o))
+        .map(|(u, _)| *u)
+        .collect();
+    got.retain(|(_, o)| !hit(o));
+    uids
 }
 
 /// The state saved for a folder. While it is being copied: not converged, no destination count,
@@ -915,8 +965,9 @@ async fn copy_batches(
             }
         }
         let before_bytes = tally.bytes;
-        let (got, r) = copy_batch(src, dst, w, batch).await;
+        let (got, adjusted, r) = copy_batch(src, dst, w, batch).await;
         tally.record(ctx, bar, got).await;
+        tally.adjusted.extend(adjusted);
         if cap.is_some() {
             ctx.state
                 .add_bytes(&dst_account, &day, tally.bytes - before_bytes)
@@ -998,6 +1049,7 @@ async fn finish_folder(
         copied: total_copied,
         missing,
         failed: tally.failures,
+        adjusted: tally.adjusted,
         bytes: total_bytes,
         duration_ms: w.started.elapsed().as_millis() as u64,
         converged,
