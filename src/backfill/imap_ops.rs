@@ -276,14 +276,7 @@ pub async fn store_flags(conn: &mut Conn, wire: &str, groups: &[(String, Vec<u32
     if groups.is_empty() {
         return Ok(());
     }
-    timed("SELECT", CMD_TIMEOUT, async {
-        conn.session
-            .select(wire)
-            .await
-            .map(|_| ())
-            .map_err(|e| BackfillError::from_imap(&format!("SELECT {wire}"), e))
-    })
-    .await?;
+    open_folder(conn, wire, false).await?;
     for (flags, uids) in groups {
         for chunk in uids.chunks(UID_CHUNK) {
             timed("UID STORE", CMD_TIMEOUT, async {
@@ -367,6 +360,24 @@ pub fn window_search(window: Window) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" "))
 }
 
+/// EXAMINE (`read_only`) or SELECT a folder, with the command timeout.
+async fn open_folder(
+    conn: &mut Conn,
+    wire: &str,
+    read_only: bool,
+) -> Result<async_imap::types::Mailbox> {
+    let what = if read_only { "EXAMINE" } else { "SELECT" };
+    timed(what, CMD_TIMEOUT, async {
+        let r = if read_only {
+            conn.session.examine(wire).await
+        } else {
+            conn.session.select(wire).await
+        };
+        r.map_err(|e| BackfillError::from_imap(&format!("{what} {wire}"), e))
+    })
+    .await
+}
+
 /// Index a folder: EXAMINE, then metadata + identity headers of every message (of those the
 /// server finds in `window`), then the body prefix of those without Message-ID. `with_meta`
 /// keeps flags/dates for copying (source side).
@@ -376,13 +387,7 @@ async fn index_folder(
     with_meta: bool,
     window: Window,
 ) -> Result<IndexRaw> {
-    let mb = timed("EXAMINE", CMD_TIMEOUT, async {
-        conn.session
-            .examine(wire)
-            .await
-            .map_err(|e| BackfillError::from_imap(&format!("EXAMINE {wire}"), e))
-    })
-    .await?;
+    let mb = open_folder(conn, wire, true).await?;
     let mut raw = IndexRaw {
         uidvalidity: mb.uid_validity.unwrap_or(0),
         uidnext: mb.uid_next.unwrap_or(0),
@@ -654,13 +659,7 @@ pub fn degrade(meta: &Meta, defined: &[String], level: u8) -> Option<(Meta, Stri
 
 /// The keywords a destination folder defines (its FLAGS response), for [`degrade`].
 pub async fn defined_keywords(conn: &mut Conn, wire: &str) -> Result<Vec<String>> {
-    let mb = timed("EXAMINE", CMD_TIMEOUT, async {
-        conn.session
-            .examine(wire)
-            .await
-            .map_err(|e| BackfillError::from_imap(&format!("EXAMINE {wire}"), e))
-    })
-    .await?;
+    let mb = open_folder(conn, wire, true).await?;
     Ok(mb
         .flags
         .iter()
@@ -704,14 +703,7 @@ pub async fn copy_messages(
     if uids.is_empty() {
         return Ok(());
     }
-    timed("EXAMINE", CMD_TIMEOUT, async {
-        src.session
-            .examine(src_wire)
-            .await
-            .map(|_| ())
-            .map_err(|e| BackfillError::from_imap(&format!("EXAMINE {src_wire}"), e))
-    })
-    .await?;
+    open_folder(src, src_wire, true).await?;
     let pipelined = dst.caps.literal_plus;
     let batch = if dst.caps.multiappend && multiappend {
         MULTIAPPEND_BATCH
