@@ -141,6 +141,68 @@ impl State {
         Ok(())
     }
 
+    /// UIDs of the messages `keys` of a Maildir folder (`folder`: its directory), assigning the
+    /// next free UIDs to keys seen for the first time, in the order given; with the folder's
+    /// UIDVALIDITY (fixed at its first sight). A Maildir has no UIDs of its own, and the
+    /// watermark and the pairing need stable ones. Durable when this returns.
+    pub async fn maildir_uids(
+        &self,
+        folder: &str,
+        keys: &[String],
+    ) -> Result<(u32, Vec<u32>), StateError> {
+        let t = self.db.open_tree("maildir_uids")?;
+        let meta_key = Self::key("maildir", folder, "");
+        let (uidvalidity, mut next) = match t.get(&meta_key)? {
+            Some(v) if v.len() == 8 => (
+                u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+                u32::from_be_bytes([v[4], v[5], v[6], v[7]]),
+            ),
+            _ => {
+                let now = crate::time::unix_secs(std::time::SystemTime::now());
+                (u32::try_from(now).unwrap_or(u32::MAX).max(1), 1)
+            }
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        let mut batch = sled::Batch::default();
+        let mut added = false;
+        for k in keys {
+            let fwd = Self::key("maildir", folder, k);
+            match t.get(&fwd)? {
+                Some(v) if v.len() == 4 => out.push(u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+                _ => {
+                    let uid = next;
+                    next += 1;
+                    batch.insert(fwd, uid.to_be_bytes().to_vec());
+                    batch.insert(Self::uid_key(folder, uid), k.as_bytes().to_vec());
+                    out.push(uid);
+                    added = true;
+                }
+            }
+        }
+        if added || t.get(&meta_key)?.is_none() {
+            let mut m = uidvalidity.to_be_bytes().to_vec();
+            m.extend_from_slice(&next.to_be_bytes());
+            batch.insert(meta_key, m);
+            t.apply_batch(batch)?;
+            t.flush_async().await?;
+        }
+        Ok((uidvalidity, out))
+    }
+
+    /// The Maildir key a UID of [`State::maildir_uids`] stands for.
+    pub fn maildir_key(&self, folder: &str, uid: u32) -> Result<Option<String>, StateError> {
+        let t = self.db.open_tree("maildir_uids")?;
+        Ok(t
+            .get(Self::uid_key(folder, uid))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn uid_key(folder: &str, uid: u32) -> Vec<u8> {
+        let mut k = Self::key("maildir-uid", folder, "");
+        k.extend_from_slice(&uid.to_be_bytes());
+        k
+    }
+
     /// Every stored folder state: (direction, mailbox, folder, state).
     pub fn all(&self) -> Result<Vec<(String, String, String, FolderState)>, StateError> {
         let mut out = Vec::new();
@@ -189,5 +251,20 @@ mod tests {
             40
         );
         assert_eq!(st.all().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn maildir_uids_are_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::open(dir.path()).unwrap();
+        let k = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (uv, a) = st.maildir_uids("/m/.A", &k(&["x", "y"])).await.unwrap();
+        assert_eq!(a, vec![1, 2]);
+        let (uv2, b) = st.maildir_uids("/m/.A", &k(&["z", "x"])).await.unwrap();
+        assert_eq!((uv2, b), (uv, vec![3, 1]));
+        assert_eq!(st.maildir_key("/m/.A", 3).unwrap().as_deref(), Some("z"));
+        let (_, c) = st.maildir_uids("/m/.B", &k(&["x"])).await.unwrap();
+        assert_eq!(c, vec![1]);
+        assert_eq!(st.all().unwrap().len(), 0);
     }
 }

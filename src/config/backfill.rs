@@ -12,19 +12,21 @@ pub struct BackfillSection {
 }
 
 /// IMAP connection security.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ImapTls {
     None,
+    #[default]
     Starttls,
     Implicit,
 }
 
 /// How an IMAP side authenticates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ImapAuth {
     /// LOGIN / SASL PLAIN (with `admin_user`: SASL PLAIN authzid = user, authcid = admin).
+    #[default]
     Plain,
     /// SASL XOAUTH2 with a bearer token.
     Xoauth2,
@@ -59,16 +61,22 @@ fn default_separator() -> String {
     "*".to_string()
 }
 
-/// `source = {..}` / `destination = {..}`.
+/// `source = {..}` / `destination = {..}`: an IMAP server (`host`, `port`, `tls`, `auth`...)
+/// or a Maildir (`maildir = "/srv/mail/{user}/Maildir"`, `{user}` replaced by the mailbox's
+/// user; relative to the config file).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImapEndpoint {
+    #[serde(default)]
     pub host: String,
+    #[serde(default)]
     pub port: u16,
+    #[serde(default)]
     pub tls: ImapTls,
     #[serde(default = "default_true")]
     pub tls_verify: bool,
     pub tls_ca: Option<PathBuf>,
+    #[serde(default)]
     pub auth: ImapAuth,
     /// Act for each user as this admin (plain auth).
     pub admin_user: Option<String>,
@@ -85,6 +93,8 @@ pub struct ImapEndpoint {
     pub oauth: Option<OAuth>,
     /// Upload cap per account per day (destination).
     pub max_bytes_per_day: Option<ByteSize>,
+    /// A Maildir per user instead of an IMAP server.
+    pub maildir: Option<String>,
 }
 
 /// `folders = {..}`.

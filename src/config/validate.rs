@@ -300,6 +300,25 @@ fn backfill_jobs(c: &Config, known: &Known, cx: &mut Reader<'_>) {
         for (side, ep) in [("source", &j.source), ("destination", &j.destination)] {
             let sp = jp.key(side);
             use crate::config::ImapAuth;
+            if let Some(m) = &ep.maildir {
+                if !ep.host.is_empty() {
+                    cx.error(
+                        &sp.key("maildir"),
+                        "a side is either a Maildir or an IMAP server (host): not both".into(),
+                    );
+                }
+                if m.trim().is_empty() {
+                    cx.error(&sp.key("maildir"), "empty path".into());
+                }
+                continue;
+            }
+            if ep.host.is_empty() || ep.port == 0 {
+                cx.error(
+                    &sp,
+                    "needs host and port (an IMAP server) or maildir = \"PATH\"".into(),
+                );
+                continue;
+            }
             match ep.auth {
                 ImapAuth::Plain if ep.password_file.is_none() && ep.passwords_file.is_none() => cx
                     .error(
@@ -312,13 +331,13 @@ fn backfill_jobs(c: &Config, known: &Known, cx: &mut Reader<'_>) {
                 ),
                 _ => {}
             }
-            for glob in j.folders.include.iter().chain(&j.folders.exclude) {
-                if let Err(e) = globset::Glob::new(glob) {
-                    cx.error(
-                        &jp.key("folders"),
-                        format!("invalid folder glob {glob:?}: {e}"),
-                    );
-                }
+        }
+        for glob in j.folders.include.iter().chain(&j.folders.exclude) {
+            if let Err(e) = globset::Glob::new(glob) {
+                cx.error(
+                    &jp.key("folders"),
+                    format!("invalid folder glob {glob:?}: {e}"),
+                );
             }
         }
     }
