@@ -34,7 +34,15 @@
 //! `INBOX/Projects/Alpha` is a different folder, a child of INBOX. Without it every personal folder is
 //! under INBOX (`INBOX.Projects.Alpha`); a top-level `CREATE Projects` is `NO Permission denied` (it would be
 //! a shared folder), and a top-level `CREATE "Sent Messages" (USE (\Sent))` is `NO SPECIAL-USE flag
-//! conflict`. CREATE does not subscribe. LIST returns INBOX with `\HasChildren`/`\HasNoChildren`.
+//! conflict`. CREATE does not subscribe. LIST returns INBOX with `\HasChildren`/`\HasNoChildren`;
+//! intermediate folders (`Projects` of `Projects/Alpha`) are created as real, selectable mailboxes.
+//!
+//! Quirks seen with 3.6.1 (tests/cyrus_fixture_selftest.rs `quirks`): APPEND refuses an empty message
+//! (`NO Zero-length message literal`), a NUL (`NO Message contains NUL characters`), bare LF (`NO Message
+//! contains bare newlines`); raw 8-bit header bytes are replaced by `X` unless `munge8bit(false)`; at most
+//! ~100 distinct keywords per mailbox (`NO Too many user flags in mailbox`); INTERNALDATE with an offset
+//! keeps its instant; a header-only message (no blank line) is accepted; `maxliteral` (128 KiB) does not
+//! limit APPEND (1 MB accepted).
 //!
 //! Include with `#[path = "support/cyrus.rs"] mod cyrus;` plus `common.rs` and `dovecot.rs`.
 //!
@@ -111,6 +119,9 @@ pub struct CyrusOptions {
     pub altnamespace: bool,
     /// `unixhierarchysep` (Cyrus 3.6 default: yes): `/` instead of `.` as hierarchy separator.
     pub unixhierarchysep: bool,
+    /// `munge8bit` (Cyrus default: yes): raw 8-bit bytes in headers are replaced by `X` on APPEND (same
+    /// size, different bytes). `false` stores them as sent (`reject8bit` stays no), so copies can be exact.
+    pub munge8bit: bool,
     /// SPECIAL-USE folders made for every user at creation: (logical name with `/` hierarchy, attribute).
     pub special_use: Vec<(String, String)>,
     /// Users created at start (more are created on demand).
@@ -127,6 +138,7 @@ impl Default for CyrusOptions {
         CyrusOptions {
             altnamespace: true,
             unixhierarchysep: true,
+            munge8bit: true,
             special_use: Vec::new(),
             users: Vec::new(),
             extra_conf: String::new(),
@@ -154,6 +166,10 @@ impl CyrusOptions {
     }
     pub fn unixhierarchysep(mut self, on: bool) -> Self {
         self.unixhierarchysep = on;
+        self
+    }
+    pub fn munge8bit(mut self, on: bool) -> Self {
+        self.munge8bit = on;
         self
     }
     pub fn special_use(mut self, folders: &[(&str, &str)]) -> Self {
@@ -266,6 +282,7 @@ sasl_pwcheck_method: alwaystrue
 sasl_mech_list: PLAIN LOGIN
 altnamespace: {alt}
 unixhierarchysep: {uhs}
+munge8bit: {munge}
 delete_mode: immediate
 lmtpsocket: {root}/conf/socket/lmtp
 idlesocket: {root}/conf/socket/idle
@@ -274,6 +291,7 @@ notifysocket: {root}/conf/socket/notify
             label = self.opts.label,
             alt = yes_no(self.opts.altnamespace),
             uhs = yes_no(self.opts.unixhierarchysep),
+            munge = yes_no(self.opts.munge8bit),
             extra = self.opts.extra_conf,
         )
     }
