@@ -241,4 +241,33 @@ async fn quirks() {
         n += 10;
     }
     eprintln!("keywords accepted in one folder: {n} (then \"Too many user flags in mailbox\")");
+    c.logout().await;
+    // An admin may act for a user (SASL PLAIN authzid=alice authcid=admin): cutover's admin_user mode.
+    let mut c = cy.login_authzid("alice").await;
+    assert!(c.select("INBOX").await.exists >= 4);
+    c.logout().await;
+}
+
+/// FolderMap prefixes: Dovecot `Projects/Alpha` <-> Cyrus `INBOX/Projects/Alpha`; INBOX stays INBOX.
+#[test]
+fn folder_map_prefixes() {
+    use imapcheck::{FolderMap, Snapshot};
+    let (empty, to) = (
+        Snapshot::default(),
+        FolderMap::identity().prefixes("", "INBOX/"),
+    );
+    assert_eq!(
+        to.resolve(&empty, &empty, "Projects/Alpha").as_deref(),
+        Some("INBOX/Projects/Alpha")
+    );
+    assert_eq!(
+        to.resolve(&empty, &empty, "INBOX").as_deref(),
+        Some("INBOX")
+    );
+    let back = FolderMap::identity().prefixes("INBOX/", "");
+    assert_eq!(
+        back.resolve(&empty, &empty, "INBOX/Projects/Alpha")
+            .as_deref(),
+        Some("Projects/Alpha")
+    );
 }
