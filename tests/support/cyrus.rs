@@ -40,7 +40,7 @@
 //! Quirks seen with 3.6.1 (tests/cyrus_fixture_selftest.rs `quirks`): APPEND refuses an empty message
 //! (`NO Zero-length message literal`), a NUL (`NO Message contains NUL characters`), bare LF (`NO Message
 //! contains bare newlines`); raw 8-bit header bytes are replaced by `X` unless `munge8bit(false)`; at most
-//! ~100 distinct keywords per mailbox (`NO Too many user flags in mailbox`); INTERNALDATE with an offset
+//! 100 distinct keywords per mailbox (the 101st: `NO Too many user flags in mailbox`); INTERNALDATE with an offset
 //! keeps its instant; a header-only message (no blank line) is accepted; `maxliteral` (128 KiB) does not
 //! limit APPEND (1 MB accepted).
 //!
