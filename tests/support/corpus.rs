@@ -259,10 +259,28 @@ impl Corpus {
         password: &str,
         sep: char,
     ) -> Result<Manifest, String> {
+        self.load_imap_prefixed(addr, login, password, sep, "")
+            .await
+    }
+
+    /// [`Corpus::load_imap`] into a server whose personal namespace has the prefix `prefix` (wire
+    /// form with its separator, e.g. `INBOX.` on Cyrus with `altnamespace: no`): every folder but
+    /// INBOX is stored as `prefix` + its wire name. The manifest keeps the logical names.
+    pub async fn load_imap_prefixed(
+        &self,
+        addr: SocketAddr,
+        login: &str,
+        password: &str,
+        sep: char,
+        prefix: &str,
+    ) -> Result<Manifest, String> {
         let mut session = imap_login(addr, login, password).await?;
         let mut made = BTreeSet::new();
         for m in &self.messages {
-            let wire = wire_name(&m.folder, sep);
+            let mut wire = wire_name(&m.folder, sep);
+            if wire != "INBOX" {
+                wire.insert_str(0, prefix);
+            }
             if made.insert(wire.clone()) && wire != "INBOX" {
                 let _ = io(session.create(&wire)).await; // "already exists" is fine
                 io(session.subscribe(&wire))

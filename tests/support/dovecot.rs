@@ -26,14 +26,17 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, required_tool};
+use crate::common::{
+    check_user_name, free_port, greeting_ok, required_tool, set_mode, stop_group, tail_of,
+    write_secret,
+};
 use futures_util::TryStreamExt as _;
 use tokio::net::TcpStream;
 
@@ -389,31 +392,7 @@ service anvil {{
     /// Stop the server and wait for it. Idempotent. SIGTERM goes to the whole process group (master, log,
     /// auth, login and imap processes: the master alone takes ~1 s to shut its children down), SIGKILL after 3 s.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id() as libc::pid_t;
-            // SAFETY: kill(2) on the process group we created for our own, not yet reaped, child.
-            unsafe {
-                libc::kill(-pid, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(3);
-            loop {
-                match child.try_wait() {
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Ok(Some(_)) => break,
-                    _ => {
-                        // SAFETY: as above.
-                        unsafe {
-                            libc::kill(-pid, libc::SIGKILL);
-                        }
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
-        }
+        stop_group(&mut self.child);
     }
 
     /// Restart on the same ports with the same config and mail (e.g. after editing files on disk).
@@ -443,10 +422,7 @@ service anvil {{
     }
     /// Last ~40 lines of the Dovecot log (for assertion messages).
     pub fn log_tail(&self) -> String {
-        let mut s = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        s.push_str(&std::fs::read_to_string(self.dir.path().join("start.err")).unwrap_or_default());
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        tail_of(&[self.log_path(), self.dir.path().join("start.err")], 40)
     }
     pub fn host(&self) -> &'static str {
         "127.0.0.1"
@@ -515,22 +491,11 @@ service anvil {{
         if user != "admin" {
             self.ensure_user(user);
         }
-        let dir = self.dir.path().join("secrets");
-        std::fs::create_dir_all(&dir).expect("mkdir secrets");
-        let p = dir.join(format!("{user}.pass"));
-        std::fs::write(&p, format!("pw-{user}")).expect("write secret");
-        set_mode(&p, 0o600);
-        p
+        write_secret(self.dir.path(), user)
     }
     /// Add `user` (password `pw-<user>`) to the passwd-file if missing. Dovecot re-reads the file on change.
     pub fn ensure_user(&self, user: &str) {
-        assert!(
-            !user.is_empty()
-                && user
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
-            "bad test user name {user:?}"
-        );
+        check_user_name(user, ".");
         let mut users = self.users.lock().unwrap();
         if users.insert(user.to_string()) {
             let mut f = std::fs::OpenOptions::new()
@@ -883,19 +848,6 @@ fn flag_name(f: &async_imap::types::Flag<'_>) -> Option<String> {
 
 // ------------------------------------------------------------------------------------------------ helpers
 
-/// Connect, read one line, true if it starts with `* OK`.
-fn greeting_ok(addr: SocketAddr) -> bool {
-    let Ok(s) = StdTcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut line = String::new();
-    match BufReader::new(s).read_line(&mut line) {
-        Ok(_) => line.starts_with("* OK"),
-        Err(_) => false,
-    }
-}
-
 /// The IMAPS port only needs to accept TCP (the greeting comes after the TLS handshake).
 fn greeting_tcp_ok(addr: SocketAddr) -> bool {
     StdTcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
@@ -908,11 +860,6 @@ fn chown(p: &Path) {
             p.display()
         )
     });
-}
-
-fn set_mode(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
 fn write_certs(dir: &Path) {

@@ -143,6 +143,11 @@ pub struct FolderMap {
     pub by_special_use: bool,
     /// Source folders not expected on the destination.
     pub excluded: BTreeSet<String>,
+    /// Personal-namespace prefixes (UTF-8, `/` hierarchy, e.g. `INBOX/` for Cyrus's `INBOX.` with
+    /// `altnamespace: no`) of the source and the destination: a source folder `src_prefix + X` is
+    /// expected as `dst_prefix + X` (INBOX stays INBOX), so logical names compare equal.
+    pub src_prefix: String,
+    pub dst_prefix: String,
 }
 
 impl Default for FolderMap {
@@ -151,6 +156,8 @@ impl Default for FolderMap {
             explicit: BTreeMap::new(),
             by_special_use: true,
             excluded: BTreeSet::new(),
+            src_prefix: String::new(),
+            dst_prefix: String::new(),
         }
     }
 }
@@ -172,6 +179,13 @@ impl FolderMap {
         self.by_special_use = false;
         self
     }
+    /// Personal-namespace prefixes of source and destination (see the fields), e.g.
+    /// `FolderMap::identity().prefixes("", "INBOX/")` for Dovecot -> Cyrus with `INBOX.`.
+    pub fn prefixes(mut self, src: &str, dst: &str) -> Self {
+        self.src_prefix = src.to_string();
+        self.dst_prefix = dst.to_string();
+        self
+    }
     /// Destination name for a source folder (None: excluded).
     pub fn resolve(&self, src: &Snapshot, dst: &Snapshot, name: &str) -> Option<String> {
         if self.excluded.contains(name) {
@@ -186,7 +200,11 @@ impl FolderMap {
         if let Some(d) = self.explicit.get(name) {
             return Some(d.clone());
         }
-        Some(name.to_string())
+        if name.eq_ignore_ascii_case("INBOX") {
+            return Some(name.to_string());
+        }
+        let logical = name.strip_prefix(&self.src_prefix).unwrap_or(name);
+        Some(format!("{}{logical}", self.dst_prefix))
     }
 }
 
