@@ -4,11 +4,13 @@
 //!
 //! Layout: `session` (connect, TLS, auth), `utf7` and `plan` (folder names and mapping),
 //! `index` (multiplicity decision), `state` (per-folder UIDVALIDITY + watermark), `imap_ops`
-//! (every IMAP folder operation: LIST, STATUS, indexing, copying, flags), `throttle` (back-off
-//! hints), `runner` (jobs, mailboxes, shards), `progress` and `report`.
+//! (every IMAP folder operation: LIST, STATUS, indexing, copying, flags), `maildir` (a local
+//! Maildir++ store as an endpoint: storage only), `throttle` (back-off hints), `runner` (jobs,
+//! mailboxes, shards), `progress` and `report`.
 
 pub mod imap_ops;
 pub mod index;
+pub mod maildir;
 pub mod oauth;
 pub mod plan;
 pub mod progress;
