@@ -508,7 +508,12 @@ fn w_size(key: &str) -> Option<u64> {
 }
 
 /// The host part of unique names: `/` and `:` escaped as the Maildir spec says.
-fn hostname() -> String {
+fn hostname() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(read_hostname)
+}
+
+fn read_hostname() -> String {
     let h = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let h = h.trim();
     let h = if h.is_empty() { "localhost" } else { h };
@@ -535,13 +540,12 @@ fn unique_name(host: &str) -> String {
 
 fn epoch_time(secs: i64) -> SystemTime {
     let d = Duration::from_secs(secs.unsigned_abs());
-    if secs >= 0 {
-        SystemTime::UNIX_EPOCH + d
+    let t = if secs >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(d)
     } else {
-        SystemTime::UNIX_EPOCH
-            .checked_sub(d)
-            .unwrap_or(SystemTime::UNIX_EPOCH)
-    }
+        SystemTime::UNIX_EPOCH.checked_sub(d)
+    };
+    t.unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// A Dovecot-style dotlock: `<file>.lock` created exclusively, written, fsynced and renamed
@@ -719,7 +723,7 @@ impl Folder {
     pub fn read_head(&self, e: &Entry, max: usize) -> Result<Vec<u8>> {
         let f = File::open(&e.path).map_err(|err| io_err("open", &e.path, err))?;
         let mut raw = Vec::new();
-        let mut r = f.take((MAX_HEAD + max) as u64);
+        let mut r = f.take(u64::try_from(MAX_HEAD.saturating_add(max)).unwrap_or(u64::MAX));
         let mut buf = [0u8; 8192];
         loop {
             let n = r
@@ -730,14 +734,14 @@ impl Folder {
             }
             raw.extend_from_slice(&buf[..n]);
             if let Some((_, body)) = header::split(&raw)
-                && raw.len() >= body + max
+                && raw.len() >= body.saturating_add(max)
             {
-                raw.truncate(body + max);
+                raw.truncate(body.saturating_add(max));
                 break;
             }
         }
         let raw = match header::split(&raw) {
-            Some((_, body)) => &raw[..raw.len().min(body + max)],
+            Some((_, body)) => &raw[..raw.len().min(body.saturating_add(max))],
             None => &raw[..raw.len().min(MAX_HEAD)],
         };
         let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
@@ -756,7 +760,7 @@ impl Folder {
         let vsize = stored.len() as u64 + crlf_extra(&stored, &mut false);
         let host = hostname();
         let (mut f, tmp, unique) = loop {
-            let unique = unique_name(&host);
+            let unique = unique_name(host);
             let tmp = self.dir.join("tmp").join(&unique);
             match OpenOptions::new()
                 .write(true)

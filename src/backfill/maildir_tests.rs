@@ -308,6 +308,10 @@ fn append_stores_lf_with_sizes_and_date() {
         b"Subject: hi\r\nTo: a@b\r\n\r\nlin"
     );
     assert_eq!(f.read_head(&e[0], 4096).unwrap(), msg);
+    assert_eq!(f.read_head(&e[0], usize::MAX).unwrap(), msg);
+    // Dates out of range don't panic (the file gets the epoch or the OS refuses).
+    let _ = f.append(b"x\n", "()", i64::MAX);
+    let _ = f.append(b"x\n", "()", i64::MIN);
 
     // Crlf: as given.
     let f2 = md
