@@ -108,9 +108,14 @@ pub fn normalise_message_id(raw: &str) -> Option<String> {
 
 /// CRLF → LF, then the first [`BODY_PREFIX`] bytes of the LF form.
 fn normalise_body(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len().min(BODY_PREFIX));
+    crlf_to_lf(body, BODY_PREFIX)
+}
+
+/// CRLF → LF (a lone CR stays), at most `max` bytes of the LF form (`usize::MAX`: all of it).
+pub fn crlf_to_lf(body: &[u8], max: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len().min(max));
     let mut i = 0;
-    while i < body.len() && out.len() < BODY_PREFIX {
+    while i < body.len() && out.len() < max {
         if body[i] == b'\r' && body.get(i + 1) == Some(&b'\n') {
             i += 1;
             continue;

@@ -685,6 +685,55 @@ pub enum Outcome {
     Vanished,
 }
 
+/// One plain APPEND (no pipelining): copied, or refused with the server's reply; connection
+/// trouble and throttling are errors.
+pub async fn append_one(dst: &mut Conn, dst_wire: &str, m: &Meta, body: &[u8]) -> Result<Outcome> {
+    let r = tokio::time::timeout(
+        STEP_TIMEOUT,
+        dst.session.append(
+            dst_wire,
+            Some(&m.flags),
+            (!m.idate.is_empty()).then_some(m.idate.as_str()),
+            body,
+        ),
+    )
+    .await
+    .map_err(|_| BackfillError::Timeout(format!("APPEND to {dst_wire}")))?;
+    match r {
+        Ok(()) => Ok(Outcome::Copied {
+            bytes: body.len() as u64,
+        }),
+        Err(e) => match BackfillError::from_imap(&format!("APPEND {dst_wire}"), e) {
+            BackfillError::Refused(s) => Ok(Outcome::Refused(s)),
+            other => Err(other),
+        },
+    }
+}
+
+/// The whole message `uid` of `wire` (`None`: no longer there).
+pub async fn fetch_body(conn: &mut Conn, wire: &str, uid: u32) -> Result<Option<Vec<u8>>> {
+    open_folder(conn, wire, true).await?;
+    let mut stream = conn
+        .session
+        .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+        .await
+        .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
+    let mut out = None;
+    loop {
+        let next = tokio::time::timeout(STEP_TIMEOUT, stream.try_next())
+            .await
+            .map_err(|_| BackfillError::Timeout(format!("FETCH body of {wire}")))?
+            .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
+        let Some(f) = next else { break };
+        if f.uid == Some(uid)
+            && let Some(b) = f.body()
+        {
+            out = Some(b.to_vec());
+        }
+    }
+    Ok(out)
+}
+
 /// Copy `uids` (ascending) from the selected-or-not source folder `src_wire` to `dst_wire`.
 /// `confirm(uid, outcome)` is called once for each UID when its fate is final (any order).
 /// Returns early with an error on connection trouble or throttling; everything confirmed so
@@ -741,25 +790,10 @@ pub async fn copy_messages(
                         app.complete_one(dst, confirm).await?;
                     }
                 } else {
-                    let r = tokio::time::timeout(
-                        STEP_TIMEOUT,
-                        dst.session.append(
-                            dst_wire,
-                            Some(&m.flags),
-                            (!m.idate.is_empty()).then_some(m.idate.as_str()),
-                            body,
-                        ),
-                    )
-                    .await
-                    .map_err(|_| BackfillError::Timeout(format!("APPEND to {dst_wire}")))?;
-                    match r {
-                        Ok(()) => app.done_now(uid, body.len() as u64),
-                        Err(e) => {
-                            match BackfillError::from_imap(&format!("APPEND {dst_wire}"), e) {
-                                BackfillError::Refused(s) => app.refused_now(uid, s),
-                                other => return Err(other),
-                            }
-                        }
+                    match append_one(dst, dst_wire, &m, body).await? {
+                        Outcome::Copied { bytes } => app.done_now(uid, bytes),
+                        Outcome::Refused(s) | Outcome::RefusedBatch(s) => app.refused_now(uid, s),
+                        Outcome::Vanished => {}
                     }
                     app.release(confirm);
                 }

@@ -5,10 +5,14 @@
 //! Layout: `session` (connect, TLS, auth), `utf7`, `namespace` and `plan` (folder names and
 //! mapping), `index` (multiplicity decision), `state` (per-folder UIDVALIDITY + watermark),
 //! `imap_ops` (every IMAP folder operation: NAMESPACE, LIST, STATUS, indexing, copying, flags),
-//! `throttle` (back-off hints), `runner` (jobs, mailboxes, shards), `progress` and `report`.
+//! `maildir` (a local Maildir++ store: storage only), `endpoint` (one set of folder operations
+//! over either), `throttle` (back-off hints), `runner` (jobs, mailboxes, shards), `progress`
+//! and `report`.
 
+pub mod endpoint;
 pub mod imap_ops;
 pub mod index;
+pub mod maildir;
 pub mod namespace;
 pub mod oauth;
 pub mod plan;

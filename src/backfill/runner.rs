@@ -5,12 +5,12 @@
 //! retries on server back-off or broken connections, pausing that account only. Never parses
 //! IMAP itself (that is `session` / `imap_ops`).
 
+use super::endpoint::{self, Access, Endpoint};
 use super::imap_ops::{self, Meta, Outcome, SrcIndex};
 use super::index::{self, FolderDecision, Verdict};
 use super::plan::{self, FolderPair};
 use super::progress::{MailboxBar, Progress};
 use super::report::{Failure, FolderReport, JobReport, MailboxReport, now_rfc3339};
-use super::session::{Conn, Side};
 use super::state::{FolderState, State, job_dir};
 use super::throttle::Backoff;
 use super::{BackfillError, Result};
@@ -108,8 +108,8 @@ pub fn parse_shard(s: &str) -> std::result::Result<(u32, u32), String> {
 /// Everything a mailbox task needs.
 struct Ctx {
     job: BackfillJob,
-    src: Side,
-    dst: Side,
+    src: Access,
+    dst: Access,
     state: State,
     ledger_db: PathBuf,
     admin: SocketAddr,
@@ -196,8 +196,8 @@ pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Resul
         .mailboxes_total
         .store(pairs.len() as u64, Ordering::Relaxed);
     let ctx = Arc::new(Ctx {
-        src: Side::new("source", &job.source, &base)?,
-        dst: Side::new("destination", &job.destination, &base)?,
+        src: Access::new("source", &job.source, &base)?,
+        dst: Access::new("destination", &job.destination, &base)?,
         window: (
             job.since.map(crate::time::date_epoch),
             job.before.map(crate::time::date_epoch),
@@ -447,7 +447,7 @@ struct Work {
 /// refuses to create gets a deterministic substitute ([`plan::substitute`]), noted in the pair
 /// (and so in the report).
 async fn prepare_destination(
-    dst: &mut Conn,
+    dst: &mut Endpoint,
     dst_list: &plan::Listing,
     pairs: &mut [FolderPair],
 ) -> std::result::Result<(), RoundErr> {
@@ -461,7 +461,7 @@ async fn prepare_destination(
         let r = if p.create {
             create_or_substitute(dst, dst_list, p).await
         } else if p.subscribe && !dst_subscribed.contains(p.dst_wire.as_str()) {
-            imap_ops::subscribe(dst, &p.dst_wire).await
+            dst.subscribe(&p.dst_wire).await
         } else {
             Ok(())
         };
@@ -472,13 +472,13 @@ async fn prepare_destination(
 
 /// CREATE the pair's destination folder; when refused, the substitutes in turn.
 async fn create_or_substitute(
-    dst: &mut Conn,
+    dst: &mut Endpoint,
     dst_list: &plan::Listing,
     p: &mut FolderPair,
 ) -> Result<()> {
     let mut attempt = 0;
     loop {
-        match imap_ops::create(dst, &p.dst_wire, p.subscribe).await {
+        match dst.create(&p.dst_wire, p.subscribe).await {
             Err(BackfillError::Refused(reply)) if attempt < 2 => {
                 attempt += 1;
                 let name = plan::substitute(&p.dst_name, attempt);
@@ -502,18 +502,18 @@ async fn index_pair(
     ctx: &Arc<Ctx>,
     way: Way,
     src_user: &str,
-    (src, dst): (&mut Conn, &mut Conn),
+    (src, dst): (&mut Endpoint, &mut Endpoint),
     p: FolderPair,
     book: &Mutex<Book>,
 ) -> Result<Option<Work>> {
     let st = ctx.state.get(way.key(), src_user, &p.name)?;
-    let sst = imap_ops::status(src, &p.src_wire).await?;
+    let sst = src.status(&p.src_wire).await?;
     let (suv, snext) = (sst.uidvalidity, sst.uidnext);
     let dst_missing = ctx.dry_run && p.create;
     let duv = if dst_missing {
         0
     } else {
-        imap_ops::status(dst, &p.dst_wire).await?.uidvalidity
+        dst.status(&p.dst_wire).await?.uidvalidity
     };
     // Flag changes on the source (CONDSTORE) re-examine a folder even without new mail.
     let flags_changed = sync_flags(ctx, way)
@@ -543,11 +543,11 @@ async fn index_pair(
         return Ok(None);
     }
     let started = Instant::now();
-    let src_idx = imap_ops::index_source(src, &p.src_wire, watermark, ctx.window).await?;
+    let src_idx = src.index_source(&p.src_wire, watermark, ctx.window).await?;
     let dst_idx = if dst_missing {
         imap_ops::DstIndex::default()
     } else {
-        imap_ops::index_destination(dst, &p.dst_wire).await?
+        dst.index_destination(&p.dst_wire).await?
     };
     let decision = index::decide(&src_idx.msgs, &dst_idx.msgs);
     // Source flags win for paired messages (forward jobs): group the differences.
@@ -611,11 +611,14 @@ async fn round(
         Way::Reverse => (&ctx.dst, &ctx.src),
     };
     let whole = |e: BackfillError| (None, e);
-    let (s, d) = tokio::join!(src_side.connect(src_user), dst_side.connect(dst_user));
+    let (s, d) = tokio::join!(
+        src_side.connect(src_user, &ctx.state),
+        dst_side.connect(dst_user, &ctx.state)
+    );
     let mut src = s.map_err(whole)?;
     let mut dst = d.map_err(whole)?;
-    let src_list = imap_ops::list(&mut src).await.map_err(whole)?;
-    let dst_list = imap_ops::list(&mut dst).await.map_err(whole)?;
+    let src_list = src.list().await.map_err(whole)?;
+    let dst_list = dst.list().await.map_err(whole)?;
     let pairs = plan::plan(&src_list, &dst_list, &ctx.job.folders);
     let skip: HashSet<String> = {
         let b = book.lock().await;
@@ -661,13 +664,16 @@ async fn round(
     let conns = ctx.job.connections_per_mailbox.max(1);
     let first = Mutex::new(Some((src, dst)));
     let workers = (0..conns).map(|_| async {
-        let mut pair: Option<(Conn, Conn)> = first.lock().await.take();
+        let mut pair: Option<(Endpoint, Endpoint)> = first.lock().await.take();
         loop {
             let Some(w) = queue.lock().await.pop_front() else {
                 return Ok(());
             };
             if pair.is_none() {
-                let (s, d) = tokio::join!(src_side.connect(src_user), dst_side.connect(dst_user));
+                let (s, d) = tokio::join!(
+                    src_side.connect(src_user, &ctx.state),
+                    dst_side.connect(dst_user, &ctx.state)
+                );
                 let name = w.pair.name.clone();
                 pair = Some((
                     s.map_err(|e| (Some(name.clone()), e))?,
@@ -785,21 +791,21 @@ fn fit_daily_cap(
 /// ([`imap_ops::degrade`]: keywords that fit, a 1970 date). Returns every outcome reported,
 /// what was given up for which message, and how the connection fared.
 async fn copy_batch(
-    src: &mut Conn,
-    dst: &mut Conn,
+    src: &mut Endpoint,
+    dst: &mut Endpoint,
     w: &Work,
     batch: &[u32],
 ) -> (Vec<(u32, Outcome)>, Vec<Failure>, Result<()>) {
     let mut got: Vec<(u32, Outcome)> = Vec::new();
     let mut adjusted = Vec::new();
     let (sw, dw, meta) = (&w.pair.src_wire, &w.pair.dst_wire, &w.src.meta);
-    let mut r = imap_ops::copy_messages(src, dst, sw, dw, batch, meta, true, &mut |uid, o| {
+    let mut r = endpoint::copy_messages(src, dst, sw, dw, batch, meta, true, &mut |uid, o| {
         got.push((uid, o))
     })
     .await;
     let again = take_refused(&mut got, true);
     if r.is_ok() && !again.is_empty() {
-        r = imap_ops::copy_messages(src, dst, sw, dw, &again, meta, false, &mut |uid, o| {
+        r = endpoint::copy_messages(src, dst, sw, dw, &again, meta, false, &mut |uid, o| {
             got.push((uid, o))
         })
         .await;
@@ -808,7 +814,7 @@ async fn copy_batch(
         if r.is_err() || !got.iter().any(|(_, o)| matches!(o, Outcome::Refused(_))) {
             break;
         }
-        let defined = match imap_ops::defined_keywords(dst, dw).await {
+        let defined = match dst.defined_keywords(dw).await {
             Ok(d) => d,
             Err(e) => return (got, adjusted, Err(e)),
         };
@@ -828,7 +834,7 @@ async fn copy_batch(
         let mut retry: Vec<u32> = gentler.keys().copied().collect();
         retry.sort_unstable();
         got.retain(|(u, _)| !gentler.contains_key(u));
-        r = imap_ops::copy_messages(src, dst, sw, dw, &retry, &gentler, false, &mut |uid, o| {
+        r = endpoint::copy_messages(src, dst, sw, dw, &retry, &gentler, false, &mut |uid, o| {
             if matches!(o, Outcome::Copied { .. })
                 && let Some(reply) = what.remove(&uid)
             {
@@ -885,8 +891,8 @@ async fn copy_folder(
     ctx: &Arc<Ctx>,
     way: Way,
     src_user: &str,
-    src: &mut Conn,
-    dst: &mut Conn,
+    src: &mut Endpoint,
+    dst: &mut Endpoint,
     w: Work,
     book: &Mutex<Book>,
     bar: &Mutex<&mut MailboxBar>,
@@ -931,8 +937,8 @@ async fn copy_batches(
     ctx: &Ctx,
     way: Way,
     src_user: &str,
-    src: &mut Conn,
-    dst: &mut Conn,
+    src: &mut Endpoint,
+    dst: &mut Endpoint,
     w: &Work,
     to_copy: &[u32],
     tally: &mut Tally,
@@ -949,7 +955,7 @@ async fn copy_batches(
         .iter()
         .map(|m| (m.uid, u64::from(m.size)))
         .collect();
-    let dst_account = dst.user.clone();
+    let dst_account = dst.user().to_string();
     for batch in to_copy.chunks(SAVE_EVERY) {
         let mut batch = batch;
         let mut capped = None;
@@ -995,7 +1001,7 @@ async fn finish_folder(
     ctx: &Ctx,
     way: Way,
     src_user: &str,
-    dst: &mut Conn,
+    dst: &mut Endpoint,
     w: Work,
     to_copy: &[u32],
     tally: Tally,
@@ -1014,13 +1020,13 @@ async fn finish_folder(
         .unwrap_or_default();
     let flags_updated: u64 = w.flag_groups.iter().map(|(_, u)| u.len() as u64).sum();
     if !ctx.dry_run {
-        imap_ops::store_flags(dst, &w.pair.dst_wire, &w.flag_groups).await?;
+        dst.store_flags(&w.pair.dst_wire, &w.flag_groups).await?;
     }
     let all_copied = to_copy.iter().all(|u| tally.done(u));
     let dst_count = if ctx.dry_run && w.pair.create {
         0
     } else {
-        imap_ops::status(dst, &w.pair.dst_wire).await?.messages as u64
+        dst.status(&w.pair.dst_wire).await?.messages as u64
     };
     // Dry run: converged when there is nothing to copy; it keeps no state.
     let converged = if ctx.dry_run {

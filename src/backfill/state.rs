@@ -192,8 +192,7 @@ impl State {
     /// The Maildir key a UID of [`State::maildir_uids`] stands for.
     pub fn maildir_key(&self, folder: &str, uid: u32) -> Result<Option<String>, StateError> {
         let t = self.db.open_tree("maildir_uids")?;
-        Ok(t
-            .get(Self::uid_key(folder, uid))?
+        Ok(t.get(Self::uid_key(folder, uid))?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 

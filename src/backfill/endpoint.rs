@@ -1,0 +1,405 @@
+//! Backfill endpoints: one set of folder operations (LIST, STATUS, index, create, subscribe,
+//! flags, copy) over either an IMAP account (`imap_ops` on a `session::Conn`) or a Maildir on
+//! disk (`maildir`), so the runner treats `source = { maildir = ".." }` like an IMAP server.
+//! Owns the dispatch and the Maildir side's UIDs (kept in the job state: a Maildir has none,
+//! and the watermark and the pairing need stable ones). Never decides what to copy (`index`),
+//! never plans folders (`plan`).
+
+use super::imap_ops::{self, DstIndex, FolderStatus, Meta, Outcome, SrcIndex, Window};
+use super::index::{DstMsg, SrcMsg};
+use super::maildir::{self, Entry, Maildir};
+use super::plan::{self, Listing};
+use super::session::{Conn, Side};
+use super::state::State;
+use super::{BackfillError, Result};
+use crate::config::ImapEndpoint;
+use crate::fingerprint;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// How to reach one side of a job.
+pub enum Access {
+    Imap(Box<Side>),
+    /// `maildir` template (`{user}` replaced), resolved against the config's directory.
+    Maildir {
+        template: String,
+        base: PathBuf,
+    },
+}
+
+impl Access {
+    pub fn new(label: &'static str, ep: &ImapEndpoint, base: &Path) -> Result<Access> {
+        match &ep.maildir {
+            Some(t) => Ok(Access::Maildir {
+                template: t.clone(),
+                base: base.to_path_buf(),
+            }),
+            None => Ok(Access::Imap(Box::new(Side::new(label, ep, base)?))),
+        }
+    }
+
+    /// A session for `user`: logged in (IMAP) or the user's Maildir (created if missing when
+    /// it is written to).
+    pub async fn connect(&self, user: &str, state: &State) -> Result<Endpoint> {
+        match self {
+            Access::Imap(side) => Ok(Endpoint::Imap(side.connect(user).await?)),
+            Access::Maildir { template, base } => {
+                if user.contains('/') || user.starts_with('.') {
+                    return Err(BackfillError::Config(format!(
+                        "user {user:?} cannot name a Maildir directory"
+                    )));
+                }
+                let root = base.join(template.replace("{user}", user));
+                Ok(Endpoint::Maildir(MaildirAccount {
+                    md: Maildir::open(&root)?,
+                    user: user.to_string(),
+                    state: state.clone(),
+                }))
+            }
+        }
+    }
+}
+
+/// One user's Maildir, with the job state holding its UIDs.
+pub struct MaildirAccount {
+    md: Maildir,
+    user: String,
+    state: State,
+}
+
+/// A session with one side.
+pub enum Endpoint {
+    Imap(Conn),
+    Maildir(MaildirAccount),
+}
+
+impl MaildirAccount {
+    fn folder(&self, wire: &str) -> Result<maildir::Folder> {
+        self.md
+            .folder(&plan::logical(wire, Some(maildir::DELIMITER)))
+    }
+
+    /// Entries with their UIDs (assigned on first sight).
+    async fn entries(&self, wire: &str) -> Result<(u32, Vec<(u32, Entry)>)> {
+        let f = self.folder(wire)?;
+        let entries = blocking(move || f.entries()).await?;
+        let keys: Vec<String> = entries.iter().map(|e| e.key.clone()).collect();
+        let (uv, uids) = self
+            .state
+            .maildir_uids(&self.folder_id(wire), &keys)
+            .await?;
+        Ok((uv, uids.into_iter().zip(entries).collect()))
+    }
+
+    fn folder_id(&self, wire: &str) -> String {
+        format!("{}\u{0}{wire}", self.md.root().display())
+    }
+
+    async fn entry(&self, wire: &str, uid: u32) -> Result<Option<(maildir::Folder, Entry)>> {
+        let Some(key) = self.state.maildir_key(&self.folder_id(wire), uid)? else {
+            return Ok(None);
+        };
+        let f = self.folder(wire)?;
+        let f2 = f.clone();
+        let found = blocking(move || Ok(f2.entries()?.into_iter().find(|e| e.key == key))).await?;
+        Ok(found.map(|e| (f, e)))
+    }
+
+    /// Index a folder: one small record per message, the fingerprint from the head of each file.
+    async fn index(
+        &self,
+        wire: &str,
+    ) -> Result<(u32, Vec<(u32, Entry, fingerprint::Fingerprint, bool)>)> {
+        let (uv, entries) = self.entries(wire).await?;
+        let f = self.folder(wire)?;
+        let out = blocking(move || {
+            let mut out = Vec::with_capacity(entries.len());
+            for (uid, e) in entries {
+                let head = f.read_head(&e, fingerprint::BODY_PREFIX)?;
+                let fp = fingerprint::fingerprint(&head);
+                let stamped = fingerprint::has_header(&head, "X-Cutover-Loop");
+                out.push((uid, e, fp, stamped));
+            }
+            Ok(out)
+        })
+        .await?;
+        Ok((uv, out))
+    }
+}
+
+/// Run blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackfillError::Connection(format!("maildir task: {e}")))?
+}
+
+/// INTERNALDATE of a [`Meta`] (`"01-Jan-2024 10:00:00 +0000"`) as epoch seconds.
+pub fn idate_epoch(idate: &str) -> Option<i64> {
+    let fmt = ::time::macros::format_description!(
+        "[day padding:zero]-[month repr:short]-[year] [hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
+    );
+    ::time::OffsetDateTime::parse(idate.trim_matches('"').trim_start(), &fmt)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+/// The [`Meta`] INTERNALDATE form of epoch seconds.
+fn idate_of(t: i64) -> String {
+    let fmt = ::time::macros::format_description!(
+        "\"[day]-[month repr:short]-[year] [hour]:[minute]:[second] +0000\""
+    );
+    ::time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&fmt).ok())
+        .unwrap_or_default()
+}
+
+impl Endpoint {
+    pub fn user(&self) -> &str {
+        match self {
+            Endpoint::Imap(c) => &c.user,
+            Endpoint::Maildir(m) => &m.user,
+        }
+    }
+
+    pub async fn list(&mut self) -> Result<Listing> {
+        match self {
+            Endpoint::Imap(c) => imap_ops::list(c).await,
+            Endpoint::Maildir(m) => {
+                let md = m.md.clone();
+                blocking(move || {
+                    if md.root().exists() {
+                        md.list()
+                    } else {
+                        Ok(Listing {
+                            delimiter: Some(maildir::DELIMITER),
+                            ..Default::default()
+                        })
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    pub async fn status(&mut self, wire: &str) -> Result<FolderStatus> {
+        match self {
+            Endpoint::Imap(c) => imap_ops::status(c, wire).await,
+            Endpoint::Maildir(m) => {
+                let (uv, entries) = m.entries(wire).await?;
+                Ok(FolderStatus {
+                    uidvalidity: uv,
+                    uidnext: entries.iter().map(|(u, _)| *u).max().unwrap_or(0) + 1,
+                    messages: entries.len() as u32,
+                    modseq: 0,
+                })
+            }
+        }
+    }
+
+    pub async fn create(&mut self, wire: &str, subscribe: bool) -> Result<()> {
+        match self {
+            Endpoint::Imap(c) => imap_ops::create(c, wire, subscribe).await,
+            Endpoint::Maildir(m) => {
+                let md = m.md.clone();
+                let logical = plan::logical(wire, Some(maildir::DELIMITER));
+                blocking(move || {
+                    md.create(&logical)?;
+                    if subscribe {
+                        md.subscribe(&logical)?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, wire: &str) -> Result<()> {
+        match self {
+            Endpoint::Imap(c) => imap_ops::subscribe(c, wire).await,
+            Endpoint::Maildir(m) => {
+                let md = m.md.clone();
+                let logical = plan::logical(wire, Some(maildir::DELIMITER));
+                blocking(move || md.subscribe(&logical)).await
+            }
+        }
+    }
+
+    pub async fn index_source(
+        &mut self,
+        wire: &str,
+        watermark: u32,
+        window: Window,
+    ) -> Result<SrcIndex> {
+        let m = match self {
+            Endpoint::Imap(c) => return imap_ops::index_source(c, wire, watermark, window).await,
+            Endpoint::Maildir(m) => m,
+        };
+        let (uv, items) = m.index(wire).await?;
+        let mut out = SrcIndex {
+            uidvalidity: uv,
+            uidnext: items.iter().map(|i| i.0).max().unwrap_or(0) + 1,
+            ..Default::default()
+        };
+        for (uid, e, fp, _) in items {
+            let date = e.internaldate;
+            if window.0.is_some_and(|s| date < s) || window.1.is_some_and(|b| date >= b) {
+                continue;
+            }
+            out.meta.insert(
+                uid,
+                Meta {
+                    flags: e.flags,
+                    idate: idate_of(date),
+                },
+            );
+            out.msgs.push(SrcMsg {
+                uid,
+                fp,
+                size: e.size,
+                date,
+                done: uid <= watermark,
+            });
+        }
+        out.msgs.sort_by_key(|m| m.uid);
+        Ok(out)
+    }
+
+    pub async fn index_destination(&mut self, wire: &str) -> Result<DstIndex> {
+        let m = match self {
+            Endpoint::Imap(c) => return imap_ops::index_destination(c, wire).await,
+            Endpoint::Maildir(m) => m,
+        };
+        let (uv, items) = m.index(wire).await?;
+        let mut out = DstIndex {
+            uidvalidity: uv,
+            ..Default::default()
+        };
+        for (uid, e, fp, stamped) in items {
+            out.flags.insert(uid, e.flags);
+            out.msgs.push(DstMsg {
+                uid,
+                fp,
+                size: e.size,
+                date: e.internaldate,
+                stamped,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn store_flags(&mut self, wire: &str, groups: &[(String, Vec<u32>)]) -> Result<()> {
+        let m = match self {
+            Endpoint::Imap(c) => return imap_ops::store_flags(c, wire, groups).await,
+            Endpoint::Maildir(m) => m,
+        };
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let (_, entries) = m.entries(wire).await?;
+        let f = m.folder(wire)?;
+        let mut by_uid: HashMap<u32, Entry> = entries.into_iter().collect();
+        let mut todo = Vec::new();
+        for (flags, uids) in groups {
+            for u in uids {
+                if let Some(e) = by_uid.remove(u) {
+                    todo.push((e, flags.clone()));
+                }
+            }
+        }
+        blocking(move || {
+            for (e, flags) in todo {
+                f.set_flags(&e, &flags)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn defined_keywords(&mut self, wire: &str) -> Result<Vec<String>> {
+        match self {
+            Endpoint::Imap(c) => imap_ops::defined_keywords(c, wire).await,
+            Endpoint::Maildir(m) => {
+                let f = m.folder(wire)?;
+                blocking(move || f.keywords()).await
+            }
+        }
+    }
+}
+
+/// Copy `uids` from `src_wire` to `dst_wire`, reporting each fate through `confirm` (as
+/// [`imap_ops::copy_messages`], which does IMAP to IMAP; the Maildir combinations go message by
+/// message).
+#[allow(clippy::too_many_arguments)]
+pub async fn copy_messages(
+    src: &mut Endpoint,
+    dst: &mut Endpoint,
+    src_wire: &str,
+    dst_wire: &str,
+    uids: &[u32],
+    meta: &HashMap<u32, Meta>,
+    multiappend: bool,
+    confirm: &mut (dyn FnMut(u32, Outcome) + Send),
+) -> Result<()> {
+    if let (Endpoint::Imap(s), Endpoint::Imap(d)) = (&mut *src, &mut *dst) {
+        return imap_ops::copy_messages(s, d, src_wire, dst_wire, uids, meta, multiappend, confirm)
+            .await;
+    }
+    for &uid in uids {
+        let m = meta.get(&uid).cloned().unwrap_or(Meta {
+            flags: "()".into(),
+            idate: String::new(),
+        });
+        let body = match &mut *src {
+            Endpoint::Imap(c) => imap_ops::fetch_body(c, src_wire, uid).await?,
+            Endpoint::Maildir(a) => match a.entry(src_wire, uid).await? {
+                Some((f, e)) => Some(blocking(move || f.read(&e)).await?),
+                None => None,
+            },
+        };
+        let Some(body) = body else {
+            confirm(uid, Outcome::Vanished);
+            continue;
+        };
+        let n = body.len() as u64;
+        let outcome = match &mut *dst {
+            Endpoint::Imap(c) => imap_ops::append_one(c, dst_wire, &m, &body).await?,
+            Endpoint::Maildir(a) => {
+                let f = a.folder(dst_wire)?;
+                let date = idate_epoch(&m.idate).unwrap_or_else(|| {
+                    i64::try_from(crate::time::unix_secs(std::time::SystemTime::now())).unwrap_or(0)
+                });
+                let stored = blocking(move || f.append(&body, &m.flags, date)).await;
+                match stored {
+                    Ok(_) => Outcome::Copied { bytes: n },
+                    Err(BackfillError::Refused(r)) => Outcome::Refused(r),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        confirm(uid, outcome);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idates_roundtrip() {
+        assert_eq!(
+            idate_epoch("\"01-Jan-2024 10:00:00 +0000\""),
+            Some(1_704_103_200)
+        );
+        assert_eq!(
+            idate_epoch("\"01-Jan-2024 12:00:00 +0200\""),
+            Some(1_704_103_200)
+        );
+        assert_eq!(idate_of(1_704_103_200), "\"01-Jan-2024 10:00:00 +0000\"");
+        assert_eq!(idate_epoch(&idate_of(-86_400)), Some(-86_400));
+        assert_eq!(idate_epoch("junk"), None);
+    }
+}
