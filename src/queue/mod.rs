@@ -39,13 +39,17 @@ use tracing::Instrument;
 
 pub use body::{BodyReader, BodyWriter};
 pub use delivery::stage_message;
+pub use id::QueueIdError;
 use model::{BodyLocation, HEADER_LINES, Message, MessageRecord, MessageSummary};
 pub use recovery::RecoveryReport;
 
-/// Short, unique, time-sortable message id (printable, e.g. `0V5KQ2H8M3A7C`).
+/// Short, unique, time-sortable message id: 14 characters of Crockford base32, upper case
+/// (e.g. `0V5KQ2H8M3A7C0`; see [`id`]). The queue generates them; an id typed by an operator
+/// becomes one through [`QueueId::parse`] (its canonical form).
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
+#[serde(transparent)]
 pub struct QueueId(pub String);
 
 impl std::fmt::Display for QueueId {
