@@ -54,11 +54,6 @@ pub fn timestamp_ms(raw: u128) -> u64 {
     (raw >> SEQ_BITS) as u64
 }
 
-/// Canonical form of a user-supplied id (upper case, aliases resolved), if it is one.
-pub fn canonical(s: &str) -> Option<String> {
-    decode(s).map(encode)
-}
-
 /// Why a typed queue id is not one (the id is quoted with escapes: it may hold anything).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QueueIdError {
