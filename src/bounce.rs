@@ -295,9 +295,9 @@ const HEADER_READ_LIMIT: u64 = 64 * 1024;
 
 /// The header block of queued message `id`, for a DSN (empty when the body cannot be read:
 /// the DSN then goes without it).
-pub async fn original_headers(queue: &Queue, id: &str) -> Vec<u8> {
+pub async fn original_headers(queue: &Queue, id: &QueueId) -> Vec<u8> {
     let q = queue.clone();
-    let id = id.to_string();
+    let id = id.clone();
     tokio::task::spawn_blocking(move || -> Result<Vec<u8>, QueueError> {
         let mut head = Vec::new();
         q.open_body(&id)?

@@ -9,7 +9,7 @@ mod fake_smtp;
 
 use cutover::config::Config;
 use cutover::outbound::scheduler::Scheduler;
-use cutover::queue::{Envelope, NewLeg, Queue};
+use cutover::queue::{Envelope, NewLeg, Queue, QueueId};
 use fake_smtp::{FakeSmtp, Script};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -46,7 +46,7 @@ delay_warning = "0"
 
 const BODY: &[u8] = b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHi Bob.\r\n.\r\n..\r\nBye.\r\n";
 
-async fn enqueue(q: &Queue, from: &str, legs: Vec<(&str, Vec<&str>)>) -> String {
+async fn enqueue(q: &Queue, from: &str, legs: Vec<(&str, Vec<&str>)>) -> QueueId {
     let mut w = q.body_writer().unwrap();
     w.write(BODY).await.unwrap();
     let env = Envelope {
@@ -65,7 +65,7 @@ async fn enqueue(q: &Queue, from: &str, legs: Vec<(&str, Vec<&str>)>) -> String 
             recipients: r.into_iter().map(String::from).collect(),
         })
         .collect();
-    q.commit(w, env, legs).await.unwrap().0
+    q.commit(w, env, legs).await.unwrap()
 }
 
 struct Engine {
@@ -121,7 +121,7 @@ async fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) {
 }
 
 /// Wait until leg 0 of `id` is deferred; the last reply of its first recipient.
-async fn deferred_reply(q: &Queue, id: &str) -> String {
+async fn deferred_reply(q: &Queue, id: &QueueId) -> String {
     wait_for(Duration::from_secs(10), || {
         q.record(id)
             .map(|r| r.legs[0].state.as_str() == "deferred")

@@ -245,7 +245,12 @@ async fn engine(d: &Dnsmasq, extra: &str) -> Engine {
     }
 }
 
-async fn enqueue(q: &cutover::queue::Queue, target: &str, rule: &str, rcpt: &str) -> String {
+async fn enqueue(
+    q: &cutover::queue::Queue,
+    target: &str,
+    rule: &str,
+    rcpt: &str,
+) -> cutover::queue::QueueId {
     let mut w = q.body_writer().unwrap();
     w.write(b"Subject: mx\r\n\r\nhello\r\n").await.unwrap();
     q.commit(
@@ -266,7 +271,6 @@ async fn enqueue(q: &cutover::queue::Queue, target: &str, rule: &str, rcpt: &str
     )
     .await
     .unwrap()
-    .to_string()
 }
 
 /// (a) An MX exchange on 127.0.0.x: refused with a reply naming the key while

@@ -10,8 +10,8 @@ mod common;
 #[path = "support/queue.rs"]
 mod support;
 
-use cutover::queue::Queue;
 use cutover::queue::model::BodyLocation;
+use cutover::queue::{Queue, QueueId};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -131,7 +131,7 @@ fn acknowledged_messages_survive_kill_9() {
         assert_eq!(rec.missing_bodies, 0, "round {round}: {rec:?}");
         for (id, (seed, size)) in &acked {
             let body = q
-                .read_body(id)
+                .read_body(&QueueId::parse(id).unwrap())
                 .unwrap_or_else(|e| panic!("round {round}: acknowledged {id} lost: {e}"));
             assert_eq!(body.len(), *size, "{id}");
             assert!(
@@ -144,13 +144,8 @@ fn acknowledged_messages_survive_kill_9() {
         let mut spooled = Vec::new();
         for m in &list {
             assert_eq!(m.legs.len(), 2, "{}: half-written legs", m.id);
-            let r = q.record(&m.id.0).unwrap();
-            assert_eq!(
-                q.read_body(&m.id.0).unwrap().len() as u64,
-                r.size,
-                "{}",
-                m.id
-            );
+            let r = q.record(&m.id).unwrap();
+            assert_eq!(q.read_body(&m.id).unwrap().len() as u64, r.size, "{}", m.id);
             if let BodyLocation::Spool { file } = r.body {
                 spooled.push(file);
             }

@@ -99,6 +99,9 @@ async fn scenario(
         (format!("queue delete {a} --yes --json"), cfg),
         ("queue list".into(), cfg),
         ("queue retry".into(), cfg),
+        // Malformed ids: refused as typed (exit 2), before anything is done.
+        ("queue hold 0000000000000Z not-an-id".into(), cfg),
+        ("queue show 0V5KQ2H8M3A7C".into(), cfg),
     ];
     let mut out = Vec::new();
     let mut dsn: Option<String> = None;
@@ -130,6 +133,8 @@ async fn scenario(
         eprintln!("$ cutover {cmd}\n{text}{err}[exit {code}]");
         let err_kind = if err.contains("refusing to delete without --yes") {
             "refused"
+        } else if err.contains("invalid queue id") {
+            err.as_str()
         } else if err.contains("no such message") {
             "missing"
         } else if err.contains("required") {
@@ -244,6 +249,20 @@ fn check_scenario(out: &[Step]) {
     assert!(step(16).1.contains("<DSN>"));
     assert!(step(16).1.contains("in 1 message."));
     assert_eq!(step(17).0, &2, "retry needs IDs or --all");
+    assert_eq!(
+        step(18),
+        (
+            &2,
+            "error: invalid queue id \"not-an-id\": 9 characters, a queue id has 14\n"
+        )
+    );
+    assert_eq!(
+        step(19),
+        (
+            &2,
+            "error: invalid queue id \"0V5KQ2H8M3A7C\": 13 characters, a queue id has 14\n"
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,11 +373,32 @@ async fn admin_api_operations_and_metrics() {
         ("POST", "/api/queue/0000000000000Z/release"),
         ("POST", "/api/queue/0000000000000Z/reroute"),
         ("DELETE", "/api/queue/0000000000000Z"),
-        ("POST", "/api/queue/nonsense/hold"),
+        ("GET", "/api/queue/0000000000000Z"),
     ] {
         let r = http(addr, m, p).await;
         assert!(r.starts_with("HTTP/1.0 404"), "{m} {p}: {r}");
         assert!(body_of(&r).contains(r#""error""#), "{r}");
+    }
+    // 400 for malformed ids (not "not found"), naming the id in the JSON error body.
+    for (m, p, bad) in [
+        ("POST", "/api/queue/nonsense/hold", "nonsense"),
+        ("POST", "/api/queue/0000000000000U/retry", "0000000000000U"),
+        (
+            "POST",
+            "/api/queue/8ZZZZZZZZZZZZZ/release",
+            "8ZZZZZZZZZZZZZ",
+        ),
+        ("POST", "/api/queue/0V5KQ2H8M3A7C/reroute", "0V5KQ2H8M3A7C"),
+        ("DELETE", "/api/queue/nonsense?bounce=true", "nonsense"),
+        ("GET", "/api/queue/nonsense", "nonsense"),
+    ] {
+        let r = http(addr, m, p).await;
+        assert!(r.starts_with("HTTP/1.0 400"), "{m} {p}: {r}");
+        let e: cutover::admin::ApiError = serde_json::from_str(body_of(&r)).unwrap();
+        assert!(
+            e.error.starts_with(&format!("invalid queue id \"{bad}\"")),
+            "{m} {p}: {r}"
+        );
     }
     // Wrong method.
     let r = http(addr, "GET", "/api/queue/retry").await;
@@ -422,7 +462,7 @@ async fn admin_api_operations_and_metrics() {
     assert!(r.starts_with("HTTP/1.0 200"), "{r}");
     let d: Deleted = serde_json::from_str(body_of(&r)).unwrap();
     let dsn = d.bounce.expect("a DSN");
-    let text = String::from_utf8(q.read_body(&dsn.0).unwrap()).unwrap();
+    let text = String::from_utf8(q.read_body(&dsn).unwrap()).unwrap();
     assert!(text.contains("deleted by the administrator"), "{text}");
     let r = http(addr, "DELETE", &format!("/api/queue/{a}")).await;
     let d: Deleted = serde_json::from_str(body_of(&r)).unwrap();
@@ -516,8 +556,7 @@ async fn live_operations_with_the_delivery_engine() {
             recipients: vec!["carol@example.com".into()],
         }],
     )
-    .await
-    .0;
+    .await;
     q.hold(&held_id).await.unwrap();
     let other_id = commit(
         &q,
@@ -529,8 +568,7 @@ async fn live_operations_with_the_delivery_engine() {
             recipients: vec!["dave@example.com".into()],
         }],
     )
-    .await
-    .0;
+    .await;
 
     // The engine and the admin API share the config channel, as `serve` wires them.
     let cfg_path = sink_config(dir.path(), &state, dead_addr(), old.addr, new.addr);
@@ -558,7 +596,7 @@ async fn live_operations_with_the_delivery_engine() {
     // The unheld message goes out; the held one stays.
     let q2 = q.clone();
     wait_for("the unheld message to be delivered", || {
-        q2.list().unwrap().iter().all(|m| m.id.0 != other_id)
+        q2.list().unwrap().iter().all(|m| m.id != other_id)
     })
     .await;
     assert_eq!(old.received().len(), 1);

@@ -216,7 +216,9 @@ async fn kill9_during_intake_loses_nothing_acknowledged() {
     let mut in_flight_present = 0;
     for m in list {
         let id = m["id"].as_str().unwrap();
-        let body = q.read_body(id).unwrap();
+        let body = q
+            .read_body(&cutover::queue::QueueId::parse(id).unwrap())
+            .unwrap();
         let marker = b"X-Cutover-Loop: mx.test\r\n";
         let start = body
             .windows(marker.len())

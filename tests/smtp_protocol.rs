@@ -292,7 +292,9 @@ async fn conformance_table() {
     let q = cutover::queue::Queue::open(&g.state_dir()).unwrap();
     let list = q.list().unwrap();
     assert_eq!(list.len(), 7);
-    let first = q.get(&accepted[0]).unwrap();
+    let first = q
+        .get(&cutover::queue::QueueId::parse(&accepted[0]).unwrap())
+        .unwrap();
     let legs: Vec<(String, Vec<String>)> = first
         .record
         .legs
@@ -311,7 +313,9 @@ async fn conformance_table() {
             ("new".to_string(), vec!["bob@example.com".to_string()])
         ]
     );
-    let second = q.get(&accepted[1]).unwrap();
+    let second = q
+        .get(&cutover::queue::QueueId::parse(&accepted[1]).unwrap())
+        .unwrap();
     let mut legs: Vec<(String, Vec<String>, Vec<String>)> = second
         .record
         .legs
@@ -340,7 +344,9 @@ async fn conformance_table() {
             ),
         ]
     );
-    let body = q.read_body(&accepted[0]).unwrap();
+    let body = q
+        .read_body(&cutover::queue::QueueId::parse(&accepted[0]).unwrap())
+        .unwrap();
     let text = String::from_utf8_lossy(&body);
     assert!(text.starts_with("Received: from c ([127.0.0.1])\r\n\tby mx.test (cutover) with ESMTP\r\n\tfor <bob@example.com>;\r\n\t"), "{text}");
     let orig = msg("null sender to bob");
@@ -349,7 +355,11 @@ async fn conformance_table() {
     assert_eq!(&body[stamp_end..], &orig[..]);
     assert_eq!(text.matches("Received:").count(), 1);
     // Two recipients: no `for` clause.
-    let body2 = String::from_utf8(q.read_body(&accepted[1]).unwrap()).unwrap();
+    let body2 = String::from_utf8(
+        q.read_body(&cutover::queue::QueueId::parse(&accepted[1]).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
     assert!(!body2.contains("for <"), "{body2}");
     let log = g.log();
     assert!(
@@ -501,7 +511,11 @@ async fn data_time_limit_scales_with_the_size() {
     let list = q.list().unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0].id.0, id);
-    assert!(q.read_body(&id).unwrap().ends_with(&body));
+    assert!(
+        q.read_body(&cutover::queue::QueueId::parse(&id).unwrap())
+            .unwrap()
+            .ends_with(&body)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

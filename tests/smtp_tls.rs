@@ -108,7 +108,11 @@ async fn starttls_upgrade_and_injection() {
     g.kill9();
     let q = cutover::queue::Queue::open(&g.state_dir()).unwrap();
     assert_eq!(q.list().unwrap().len(), 1);
-    let body = String::from_utf8(q.read_body(&id).unwrap()).unwrap();
+    let body = String::from_utf8(
+        q.read_body(&cutover::queue::QueueId::parse(&id).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
     assert!(
         body.contains("\t(using TLSv1.3 with cipher TLS13_"),
         "{body}"

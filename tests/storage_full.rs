@@ -397,7 +397,9 @@ async fn disk_full_answers_451_turns_unhealthy_exits_75_and_keeps_every_acked_me
     }
     let q = cutover::queue::Queue::open(&state).unwrap();
     for (id, body) in &acked {
-        let stored = q.read_body(id).unwrap();
+        let stored = q
+            .read_body(&cutover::queue::QueueId::parse(id).unwrap())
+            .unwrap();
         assert!(stored.ends_with(body), "body of {id} differs");
     }
     eprintln!(
@@ -464,7 +466,15 @@ async fn full_spool_is_unhealthy_but_restarts_nothing_and_clears() {
     assert!(g.terminate().success(), "{}", g.log());
     assert!(!g.log().contains("failed persistently"), "{}", g.log());
     let q = cutover::queue::Queue::open(&state).unwrap();
-    assert!(q.read_body(&small_id).unwrap().ends_with(&small));
-    assert!(q.read_body(&big_id).unwrap().ends_with(&big));
+    assert!(
+        q.read_body(&cutover::queue::QueueId::parse(&small_id).unwrap())
+            .unwrap()
+            .ends_with(&small)
+    );
+    assert!(
+        q.read_body(&cutover::queue::QueueId::parse(&big_id).unwrap())
+            .unwrap()
+            .ends_with(&big)
+    );
     assert_eq!(q.list().unwrap().len(), 2);
 }

@@ -14,7 +14,7 @@
 use arbitrary::Arbitrary;
 use cutover::inbound::session::Session;
 use cutover::inbound::{Inbound, Settings};
-use cutover::queue::Queue;
+use cutover::queue::{Queue, QueueId};
 use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -333,12 +333,13 @@ fuzz_target!(|inp: Input<'_>| {
     if !ids.is_empty() || sweep {
         e.rt.block_on(async {
             for id in ids {
-                e.queue.remove(id).await.expect("remove accepted message");
+                let id = QueueId::parse(id).expect("a queue id in the 250 reply");
+                e.queue.remove(&id).await.expect("remove accepted message");
             }
             if sweep {
                 // Anything accepted whose reply was lost (e.g. the TLS stream was cut).
                 for m in e.queue.list().expect("list") {
-                    let _ = e.queue.remove(&m.id.0).await;
+                    let _ = e.queue.remove(&m.id).await;
                 }
             }
         });

@@ -15,11 +15,12 @@ use crate::config::Config;
 use crate::inbound::verify::VerifyStats;
 use crate::outbound::stats::Stats;
 use crate::queue::health::Health;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Queue, QueueError, QueueId};
 use crate::routing::Router as Routes;
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -115,6 +116,23 @@ fn queue_error(e: QueueError) -> Response {
     }
 }
 
+/// The `{id}` of a queue route, parsed once here ([`QueueId::parse`]): a malformed id is
+/// `400` with `{"error": "invalid queue id ..."}`, never "not found".
+struct PathId(QueueId);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        QueueId::parse(&id)
+            .map(PathId)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
+    }
+}
+
 fn json<T: serde::Serialize>(r: Result<T, QueueError>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
@@ -167,7 +185,7 @@ async fn list(State(s): State<AdminState>) -> Response {
     }
 }
 
-async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+async fn show(State(s): State<AdminState>, PathId(id): PathId) -> Response {
     let q = s.queue;
     match blocking(move || q.get(&id)).await {
         Ok(m) => Json(m).into_response(),
@@ -175,7 +193,7 @@ async fn show(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn retry(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+async fn retry(State(s): State<AdminState>, PathId(id): PathId) -> Response {
     json(s.queue.retry(&id, SystemTime::now()).await)
 }
 
@@ -183,16 +201,16 @@ async fn retry_all(State(s): State<AdminState>) -> Response {
     json(s.queue.retry_all(SystemTime::now()).await)
 }
 
-async fn hold(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+async fn hold(State(s): State<AdminState>, PathId(id): PathId) -> Response {
     json(s.queue.hold(&id).await)
 }
 
-async fn release(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+async fn release(State(s): State<AdminState>, PathId(id): PathId) -> Response {
     json(s.queue.release(&id, SystemTime::now()).await)
 }
 
 /// A live reroute: legs that may be in flight are left alone (reported as `busy`).
-async fn reroute(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+async fn reroute(State(s): State<AdminState>, PathId(id): PathId) -> Response {
     let routes = s.routes();
     json(ops::reroute(&s.queue, &id, &routes, SystemTime::now(), true).await)
 }
@@ -210,7 +228,7 @@ struct DeleteParams {
 
 async fn delete(
     State(s): State<AdminState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     Query(p): Query<DeleteParams>,
 ) -> Response {
     let cfg = s.cfg();
@@ -263,8 +281,9 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
 /// The admin routes:
 /// `GET /healthz` (storage probe: `200 ok` or `503` with a JSON reason), `GET /metrics`, `GET /api/queue`, `GET /api/queue/{id}`,
 /// `POST /api/queue/{id}/retry|hold|release|reroute`, `POST /api/queue/retry|reroute` (every
-/// message), `DELETE /api/queue/{id}?bounce=true|false`, `GET /api/ledger/{mailbox}`. Unknown
-/// ids: 404 with `{"error"}`. All behind [`guard::guard`] for a listener bound to `local`.
+/// message), `DELETE /api/queue/{id}?bounce=true|false`, `GET /api/ledger/{mailbox}`. Malformed
+/// ids ([`QueueId::parse`]): 400 with `{"error"}`; unknown ids: 404 with `{"error"}`. All behind
+/// [`guard::guard`] for a listener bound to `local`.
 pub fn router(state: AdminState, local: std::net::SocketAddr) -> Router {
     // The backfill engine reads delivery credits here while the gateway holds the db lock.
     let ledger = crate::ledger::api_router(state.queue.store().db().clone());

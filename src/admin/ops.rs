@@ -6,9 +6,9 @@
 use crate::bounce::{self, DsnKind, DsnRecipient};
 use crate::config::Config;
 use crate::queue::model::{BOUNCE_RULE, Leg, MessageRecord, Recipient};
-use crate::queue::ops::{self, Deleted, Rerouted};
+use crate::queue::ops::{Deleted, Rerouted};
 use crate::queue::store::Staged;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Queue, QueueError, QueueId};
 use crate::routing::Router;
 use std::time::SystemTime;
 
@@ -30,7 +30,7 @@ fn final_rcpt(cfg: &Config, l: &Leg, r: &Recipient) -> String {
 /// The failure DSN for the recipients of `rec` that a deletion leaves undelivered.
 fn deletion_dsn(
     cfg: &Config,
-    dsn_id: &crate::queue::QueueId,
+    dsn_id: &QueueId,
     headers: &[u8],
     rec: &MessageRecord,
     pending: &[(&Leg, &Recipient)],
@@ -68,7 +68,7 @@ fn deletion_dsn(
 /// sender) in the same transaction. `live`: see [`Queue::delete`].
 pub async fn delete(
     queue: &Queue,
-    id: &str,
+    id: &QueueId,
     bounce: Option<&Config>,
     now: SystemTime,
     live: bool,
@@ -76,19 +76,18 @@ pub async fn delete(
     let Some(cfg) = bounce else {
         return queue.delete(id, None, now, live).await;
     };
-    let key = ops::canonical(id)?;
-    let headers = bounce::original_headers(queue, &key.0).await;
+    let headers = bounce::original_headers(queue, id).await;
     let dsn_id = queue.next_id();
     let build = |rec: &MessageRecord, pending: &[(&Leg, &Recipient)]| {
         deletion_dsn(cfg, &dsn_id, &headers, rec, pending, now)
     };
-    queue.delete(&key.0, Some(&build), now, live).await
+    queue.delete(id, Some(&build), now, live).await
 }
 
 /// [`Queue::reroute`] under `router` at `now`.
 pub async fn reroute(
     queue: &Queue,
-    id: &str,
+    id: &QueueId,
     router: &Router,
     now: SystemTime,
     live: bool,

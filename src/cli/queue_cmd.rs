@@ -14,7 +14,7 @@ use cutover::admin::ops;
 use cutover::config::AdminToken;
 use cutover::queue::model::{Leg, Message, MessageSummary, RcptState};
 use cutover::queue::ops::{Deleted, LegsChanged, Rerouted};
-use cutover::queue::{Queue, QueueError};
+use cutover::queue::{Queue, QueueError, QueueId};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -43,7 +43,8 @@ pub enum QueueCmd {
         #[command(flatten)]
         config: ConfigArg,
         /// Queue id (case-insensitive).
-        id: String,
+        #[arg(value_parser = QueueIdParser)]
+        id: QueueId,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -63,8 +64,8 @@ pub enum QueueCmd {
         #[command(flatten)]
         config: ConfigArg,
         /// Queue ids (case-insensitive).
-        #[arg(required = true)]
-        ids: Vec<String>,
+        #[arg(required = true, value_parser = QueueIdParser)]
+        ids: Vec<QueueId>,
         /// Print JSON (one object per message).
         #[arg(long)]
         json: bool,
@@ -74,8 +75,8 @@ pub enum QueueCmd {
         #[command(flatten)]
         config: ConfigArg,
         /// Queue ids (case-insensitive).
-        #[arg(required = true)]
-        ids: Vec<String>,
+        #[arg(required = true, value_parser = QueueIdParser)]
+        ids: Vec<QueueId>,
         /// Print JSON (one object per message).
         #[arg(long)]
         json: bool,
@@ -85,8 +86,8 @@ pub enum QueueCmd {
         #[command(flatten)]
         config: ConfigArg,
         /// Queue ids (case-insensitive).
-        #[arg(required = true)]
-        ids: Vec<String>,
+        #[arg(required = true, value_parser = QueueIdParser)]
+        ids: Vec<QueueId>,
         /// Really delete (required).
         #[arg(long)]
         yes: bool,
@@ -115,10 +116,33 @@ pub enum QueueCmd {
 #[group(required = true, multiple = false)]
 pub struct Selection {
     /// Queue ids (case-insensitive).
-    ids: Vec<String>,
+    #[arg(value_parser = QueueIdParser)]
+    ids: Vec<QueueId>,
     /// Every message in the queue.
     #[arg(long)]
     all: bool,
+}
+
+/// Queue ids are parsed once, here, as clap reads them: a malformed one fails the command
+/// (exit 2) before anything is done, with `error: invalid queue id "..."` naming it (escaped
+/// for the terminal, unlike clap's own `invalid value` message).
+#[derive(Clone)]
+struct QueueIdParser;
+
+impl clap::builder::TypedValueParser for QueueIdParser {
+    type Value = QueueId;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<QueueId, clap::Error> {
+        QueueId::parse(&value.to_string_lossy()).map_err(|e| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n"))
+                .with_cmd(cmd)
+        })
+    }
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -214,9 +238,9 @@ async fn list(
     print_view(json, &list, |l: &Vec<MessageSummary>| render_list(l))
 }
 
-async fn show(source: &Source, json: bool, id: String) -> anyhow::Result<ExitCode> {
+async fn show(source: &Source, json: bool, id: QueueId) -> anyhow::Result<ExitCode> {
     let msg: Option<Message> = match source {
-        Source::Api(addr) => api_get(addr, &format!("/api/queue/{}", path_safe(&id))).await?,
+        Source::Api(addr) => api_get(addr, &format!("/api/queue/{id}")).await?,
         Source::Store(q) => match q.get(&id) {
             Ok(m) => Some(m),
             Err(QueueError::NotFound(_)) => None,
@@ -271,7 +295,7 @@ async fn retry(source: &Source, json: bool, select: Selection) -> anyhow::Result
 async fn hold_or_release(
     source: &Source,
     json: bool,
-    ids: Vec<String>,
+    ids: Vec<QueueId>,
     hold: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut out = Outcome::default();
@@ -291,7 +315,7 @@ async fn hold_or_release(
 async fn delete(
     source: &Source,
     json: bool,
-    ids: Vec<String>,
+    ids: Vec<QueueId>,
     bounce: bool,
     cfg: &cutover::config::Config,
 ) -> anyhow::Result<ExitCode> {
@@ -357,7 +381,7 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn push(&mut self, id: &str, item: Option<(String, serde_json::Value)>) {
+    fn push(&mut self, id: &QueueId, item: Option<(String, serde_json::Value)>) {
         match item {
             Some(i) => self.items.push(i),
             None => {
@@ -479,11 +503,6 @@ fn leg_matches(leg: &Leg, state: Option<&str>, target: Option<&str>) -> bool {
     state_ok && target.is_none_or(|t| leg.target == t)
 }
 
-/// Ids are Crockford base32; anything else cannot match, so keep the path clean.
-fn path_safe(id: &str) -> String {
-    id.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
-}
-
 /// The admin API if something listens on `admin.listen`, else the store (stopped gateway).
 async fn connect(
     admin: SocketAddr,
@@ -591,15 +610,10 @@ async fn api_get<T: serde::de::DeserializeOwned>(
 async fn api_one<T: serde::de::DeserializeOwned>(
     addr: &Api,
     method: &str,
-    id: &str,
+    id: &QueueId,
     suffix: &str,
 ) -> anyhow::Result<Option<T>> {
-    api_call(
-        addr,
-        method,
-        &format!("/api/queue/{}{suffix}", path_safe(id)),
-    )
-    .await
+    api_call(addr, method, &format!("/api/queue/{id}{suffix}")).await
 }
 
 /// An action on every message (`POST`); a 404 means an older gateway without it.

@@ -38,7 +38,7 @@ impl Queue {
         S: Fn(&Leg, &MessageRecord) -> Vec<Staged>,
     {
         let out = self
-            .rewrite(&id.0, |rec| {
+            .rewrite(id, |rec| {
                 let Some(l) = rec.leg_mut(leg) else {
                     return Err(QueueError::NotFound(format!("{id} leg {leg}")));
                 };
@@ -92,7 +92,7 @@ impl Queue {
         F: Fn(&mut Leg),
     {
         let out = self
-            .rewrite(&id.0, |rec| {
+            .rewrite(id, |rec| {
                 for l in rec.legs.iter_mut() {
                     f(l);
                     l.refresh_state();
@@ -107,7 +107,7 @@ impl Queue {
     /// Remove a message for good (record, inline body, due entries, spool file), durably; a
     /// message that is already gone is not an error.
     pub async fn remove_message(&self, id: &QueueId) -> Result<(), QueueError> {
-        match self.remove(&id.0).await {
+        match self.remove(id).await {
             Err(QueueError::NotFound(_)) => Ok(()),
             r => r,
         }

@@ -2,6 +2,7 @@
 //! Crockford base32 (fixed width, so text order is time order). Owns id generation and parsing;
 //! never touches storage (the queue seeds the generator from the newest stored id at open).
 
+use super::QueueId;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -26,6 +27,16 @@ pub fn encode(raw: u128) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Value of one id character (case-insensitive, Crockford aliases O→0, I/L→1), if it is one.
+fn digit(c: u8) -> Option<u128> {
+    let c = match c.to_ascii_uppercase() {
+        b'O' => b'0',
+        b'I' | b'L' => b'1',
+        c => c,
+    };
+    ALPHABET.iter().position(|&a| a == c).map(|v| v as u128)
+}
+
 /// Parse an id (case-insensitive, Crockford aliases O→0, I/L→1). `None` if it is not one.
 pub fn decode(s: &str) -> Option<u128> {
     if s.len() != ID_LEN {
@@ -33,13 +44,7 @@ pub fn decode(s: &str) -> Option<u128> {
     }
     let mut raw: u128 = 0;
     for c in s.bytes() {
-        let c = match c.to_ascii_uppercase() {
-            b'O' => b'0',
-            b'I' | b'L' => b'1',
-            c => c,
-        };
-        let v = ALPHABET.iter().position(|&a| a == c)? as u128;
-        raw = (raw << 5) | v;
+        raw = (raw << 5) | digit(c)?;
     }
     if raw > MAX_RAW { None } else { Some(raw) }
 }
@@ -49,9 +54,48 @@ pub fn timestamp_ms(raw: u128) -> u64 {
     (raw >> SEQ_BITS) as u64
 }
 
-/// Canonical form of a user-supplied id (upper case, aliases resolved), if it is one.
-pub fn canonical(s: &str) -> Option<String> {
-    decode(s).map(encode)
+/// Why a typed queue id is not one (the id is quoted with escapes: it may hold anything).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueueIdError {
+    #[error(
+        "invalid queue id {id:?}: {ch:?} is not a queue id character \
+         (Crockford base32: 0-9 and A-Z without U; I, L, O read as 1, 1, 0)"
+    )]
+    Character { id: String, ch: char },
+    #[error("invalid queue id {id:?}: {len} characters, a queue id has {ID_LEN}")]
+    Length { id: String, len: usize },
+    #[error("invalid queue id {id:?}: out of range (a queue id starts with 0-7)")]
+    Range { id: String },
+}
+
+impl QueueId {
+    /// Parse an id as an operator types it (any case, Crockford aliases) into its canonical
+    /// form, the one the queue generates and stores: 14 Crockford base32 characters, upper
+    /// case, at most 68 bits (the first character 0-7).
+    pub fn parse(s: &str) -> Result<QueueId, QueueIdError> {
+        let len = s.chars().count();
+        if len != ID_LEN {
+            return Err(QueueIdError::Length { id: s.into(), len });
+        }
+        if let Some(ch) = s
+            .chars()
+            .find(|c| !c.is_ascii() || digit(*c as u8).is_none())
+        {
+            return Err(QueueIdError::Character { id: s.into(), ch });
+        }
+        match decode(s) {
+            Some(raw) => Ok(QueueId(encode(raw))),
+            None => Err(QueueIdError::Range { id: s.into() }),
+        }
+    }
+}
+
+impl std::str::FromStr for QueueId {
+    type Err = QueueIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        QueueId::parse(s)
+    }
 }
 
 /// Lock-free, strictly increasing id source. The state is the last raw value handed out; the
@@ -121,7 +165,46 @@ mod tests {
         assert_eq!(decode("0000000000000"), None);
         assert_eq!(decode("0000000000000U"), None);
         assert_eq!(decode("zzzzzzzzzzzzzz"), None, "above 68 bits");
-        assert_eq!(canonical("0000000000000o"), Some("00000000000000".into()));
+    }
+
+    #[test]
+    fn parse_canonicalises_and_names_the_bad_id() {
+        let ok = |s: &str| QueueId::parse(s).map(|q| q.0);
+        assert_eq!(ok("0000000000000o"), Ok("00000000000000".into()));
+        assert_eq!(ok("0v5kq2h8m3a7ci"), Ok("0V5KQ2H8M3A7C1".into()));
+        assert_eq!(ok("7ZZZZZZZZZZZZZ"), Ok("7ZZZZZZZZZZZZZ".into()), "68 bits");
+        assert_eq!(
+            "0v5kq2h8m3a7cl".parse::<QueueId>(),
+            Ok(QueueId("0V5KQ2H8M3A7C1".into()))
+        );
+        let err = |s: &str| QueueId::parse(s).map_err(|e| e.to_string()).unwrap_err();
+        assert!(matches!(
+            QueueId::parse("0V5KQ2H8M3A7C"),
+            Err(QueueIdError::Length { len: 13, .. })
+        ));
+        assert!(matches!(
+            QueueId::parse("0000000000000U"),
+            Err(QueueIdError::Character { ch: 'U', .. })
+        ));
+        assert!(matches!(
+            QueueId::parse("8ZZZZZZZZZZZZZ"),
+            Err(QueueIdError::Range { .. })
+        ));
+        assert!(matches!(
+            QueueId::parse(""),
+            Err(QueueIdError::Length { len: 0, .. })
+        ));
+        assert_eq!(
+            err("bogus"),
+            "invalid queue id \"bogus\": 5 characters, a queue id has 14"
+        );
+        assert!(matches!(
+            QueueId::parse("0000000000000é"),
+            Err(QueueIdError::Character { ch: 'é', .. })
+        ));
+        assert!(err(" 0000000000000").contains("' '"));
+        // Control characters are shown escaped, never raw.
+        assert!(!err("\x1b[2J000000000").contains('\x1b'));
     }
 
     #[test]
@@ -180,6 +263,27 @@ mod tests {
             prop_assert_eq!(s.len(), ID_LEN);
             prop_assert_eq!(decode(&s), Some(raw));
             prop_assert_eq!(decode(&s.to_ascii_lowercase()), Some(raw));
+        }
+
+        #[test]
+        fn every_id_round_trips_through_parse(raw in 0u128..=MAX_RAW) {
+            let s = encode(raw);
+            prop_assert_eq!(QueueId::parse(&s), Ok(QueueId(s.clone())));
+            prop_assert_eq!(QueueId::parse(&s.to_ascii_lowercase()), Ok(QueueId(s.clone())));
+            // The generator's ids too, whatever the clock says.
+            let g = IdGen::new();
+            let id = encode(g.next_raw_at((raw >> SEQ_BITS) as u64));
+            prop_assert_eq!(QueueId::parse(&id).map(|q| q.0), Ok(id));
+        }
+
+        #[test]
+        fn parse_accepts_only_ids(s in "\\PC{0,20}") {
+            match QueueId::parse(&s) {
+                Ok(q) => {
+                    prop_assert_eq!(decode(&s).map(encode), Some(q.0));
+                }
+                Err(_) => prop_assert_eq!(decode(&s), None),
+            }
         }
 
         #[test]

@@ -39,13 +39,18 @@ use tracing::Instrument;
 
 pub use body::{BodyReader, BodyWriter};
 pub use delivery::stage_message;
+pub use id::QueueIdError;
 use model::{BodyLocation, HEADER_LINES, Message, MessageRecord, MessageSummary};
 pub use recovery::RecoveryReport;
 
-/// Short, unique, time-sortable message id (printable, e.g. `0V5KQ2H8M3A7C`).
+/// Short, unique, time-sortable message id: 14 characters of Crockford base32, upper case
+/// (e.g. `0V5KQ2H8M3A7C0`; see [`id`]). The queue generates them; an id typed by an operator
+/// becomes one through [`QueueId::parse`] (its canonical form) at the boundary (CLI arguments,
+/// admin API paths), so every API that takes a `&QueueId` looks it up as is.
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
+#[serde(transparent)]
 pub struct QueueId(pub String);
 
 impl std::fmt::Display for QueueId {
@@ -222,7 +227,7 @@ impl Queue {
                 "an earlier body write failed; message discarded".into(),
             ));
         }
-        let id = self.inner.ids.next_id();
+        let id = self.next_id();
         let span = tracing::debug_span!("commit", queue_id = %id);
         self.commit_inner(id, mem, file, len, env, legs)
             .instrument(span)
@@ -231,7 +236,7 @@ impl Queue {
 
     async fn commit_inner(
         &self,
-        id: String,
+        id: QueueId,
         mem: Vec<u8>,
         file: Option<spool::SpoolTmp>,
         len: u64,
@@ -240,13 +245,13 @@ impl Queue {
     ) -> Result<QueueId, QueueError> {
         let (location, inline, spool_path) = match file {
             Some(tmp) => {
-                let path = tmp.finish(&self.inner.spool_dir, &id).await?;
-                (BodyLocation::Spool { file: id.clone() }, None, Some(path))
+                let path = tmp.finish(&self.inner.spool_dir, &id.0).await?;
+                (BodyLocation::Spool { file: id.0.clone() }, None, Some(path))
             }
             None => (BodyLocation::Inline, Some(mem), None),
         };
         let now = SystemTime::now();
-        let rec = MessageRecord::planned(QueueId(id.clone()), env, len, location, legs, now);
+        let rec = MessageRecord::planned(id.clone(), env, len, location, legs, now);
         let due = store::due_keys(&rec);
         let store = &self.inner.store;
         let staged = store::Staged {
@@ -271,7 +276,7 @@ impl Queue {
         }
         tracing::debug!(size = len, "queued");
         self.inner.due_notify.notify_one();
-        Ok(QueueId(id))
+        Ok(id)
     }
 
     /// Wait until every write made before this call is durable (power-safe): the one durable
@@ -312,7 +317,7 @@ impl Queue {
     /// then the spool file of a removed message. Wakes the scheduler when messages were added.
     pub(crate) async fn rewrite<T>(
         &self,
-        id: &str,
+        id: &QueueId,
         edit: impl Fn(&mut MessageRecord) -> Result<store::Change<T>, QueueError>,
     ) -> Result<store::Rewritten<T>, QueueError> {
         let out = self.inner.store.rewrite(id, edit)?;
@@ -380,16 +385,15 @@ impl Queue {
     }
 
     /// The stored record of `id`.
-    pub fn record(&self, id: &str) -> Result<MessageRecord, QueueError> {
-        let key = id::canonical(id).ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+    pub fn record(&self, id: &QueueId) -> Result<MessageRecord, QueueError> {
         self.inner
             .store
-            .get(&key)?
+            .get(id)?
             .ok_or_else(|| QueueError::NotFound(id.to_string()))
     }
 
     /// The record of `id` plus the first header lines of its body.
-    pub fn get(&self, id: &str) -> Result<Message, QueueError> {
+    pub fn get(&self, id: &QueueId) -> Result<Message, QueueError> {
         let record = self.record(id)?;
         let mut head = Vec::new();
         if !record.body_missing {
@@ -404,13 +408,13 @@ impl Queue {
     }
 
     /// A reader over the body of `id` (inline bytes or the spool file).
-    pub fn open_body(&self, id: &str) -> Result<BodyReader, QueueError> {
+    pub fn open_body(&self, id: &QueueId) -> Result<BodyReader, QueueError> {
         let record = self.record(id)?;
         self.open_record_body(&record)
     }
 
     /// The whole body of `id`.
-    pub fn read_body(&self, id: &str) -> Result<Vec<u8>, QueueError> {
+    pub fn read_body(&self, id: &QueueId) -> Result<Vec<u8>, QueueError> {
         let mut out = Vec::new();
         self.open_body(id)?.read_to_end(&mut out)?;
         Ok(out)
@@ -426,7 +430,7 @@ impl Queue {
             )));
         }
         match &rec.body {
-            BodyLocation::Inline => match self.inner.store.body(&rec.id.0)? {
+            BodyLocation::Inline => match self.inner.store.body(&rec.id)? {
                 Some(v) => Ok(QueuedBody::Inline(v)),
                 None => Err(QueueError::Storage(format!(
                     "body of {} is missing",
@@ -443,7 +447,7 @@ impl Queue {
 
     /// The header block of `id` and up to `body_prefix` bytes of its body (what a fingerprint
     /// reads), reading at most [`HEAD_LIMIT`] bytes.
-    pub fn read_head(&self, id: &str, body_prefix: usize) -> Result<Vec<u8>, QueueError> {
+    pub fn read_head(&self, id: &QueueId, body_prefix: usize) -> Result<Vec<u8>, QueueError> {
         let mut r = self.open_body(id)?;
         let mut out = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
@@ -467,7 +471,7 @@ impl Queue {
 
     fn open_record_body(&self, rec: &MessageRecord) -> Result<BodyReader, QueueError> {
         match &rec.body {
-            BodyLocation::Inline => match self.inner.store.body(&rec.id.0)? {
+            BodyLocation::Inline => match self.inner.store.body(&rec.id)? {
                 Some(v) => Ok(BodyReader::Inline(io::Cursor::new(v))),
                 None => Err(QueueError::Storage(format!(
                     "body of {} is missing",
@@ -490,7 +494,7 @@ impl Queue {
     /// Replace the record of an existing message (its legs, held flags, due times), moving
     /// its `due` entries to match; returns once durable.
     pub async fn update(&self, rec: &MessageRecord) -> Result<(), QueueError> {
-        self.rewrite(&rec.id.0, |r| {
+        self.rewrite(&rec.id, |r| {
             *r = rec.clone();
             Ok(store::Change::keep(()))
         })
@@ -501,9 +505,8 @@ impl Queue {
     /// Remove a message: record, inline body and `due` entries in one transaction, durable on
     /// return; then its spool file (a crash in between leaves an orphan that recovery
     /// quarantines).
-    pub async fn remove(&self, id: &str) -> Result<(), QueueError> {
-        let key = id::canonical(id).ok_or_else(|| QueueError::NotFound(id.to_string()))?;
-        self.rewrite(&key, |_| {
+    pub async fn remove(&self, id: &QueueId) -> Result<(), QueueError> {
+        self.rewrite(id, |_| {
             Ok(store::Change {
                 value: (),
                 remove: true,

@@ -14,7 +14,7 @@
 
 use super::model::{Leg, MessageRecord, RcptState, Recipient};
 use super::store::{Change, Staged};
-use super::{NewLeg, Queue, QueueError, QueueId, id};
+use super::{NewLeg, Queue, QueueError, QueueId};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -111,13 +111,6 @@ impl Rerouted {
     pub fn is_noop(&self) -> bool {
         self.moved.is_empty() && self.unrouted.is_empty() && self.busy.is_empty()
     }
-}
-
-/// The queue id an operator typed (any case, Crockford aliases), or `NotFound`.
-pub fn canonical(id: &str) -> Result<QueueId, QueueError> {
-    id::canonical(id)
-        .map(QueueId)
-        .ok_or_else(|| QueueError::NotFound(id.to_string()))
 }
 
 fn pending_legs(rec: &MessageRecord) -> impl Iterator<Item = &Leg> {
@@ -365,7 +358,7 @@ impl Queue {
         F: Fn(&MessageRecord) -> (MessageRecord, T),
     {
         let out = self
-            .rewrite(&id.0, |rec| {
+            .rewrite(id, |rec| {
                 let (new, t) = f(rec);
                 *rec = new;
                 Ok(Change::keep(t))
@@ -377,9 +370,8 @@ impl Queue {
 
     /// Every pending leg of `id` due now (held legs stay held). Offline this only rewrites due
     /// times; the next `serve` picks them up.
-    pub async fn retry(&self, id: &str, now: SystemTime) -> Result<LegsChanged, QueueError> {
-        let key = canonical(id)?;
-        let rec = self.update_legs(&key, |l| make_due(l, now)).await?;
+    pub async fn retry(&self, id: &QueueId, now: SystemTime) -> Result<LegsChanged, QueueError> {
+        let rec = self.update_legs(id, |l| make_due(l, now)).await?;
         Ok(LegsChanged {
             id: rec.id.clone(),
             action: LegAction::Retry,
@@ -389,10 +381,9 @@ impl Queue {
     }
 
     /// Hold every pending leg of `id`: no due entry until released.
-    pub async fn hold(&self, id: &str) -> Result<LegsChanged, QueueError> {
-        let key = canonical(id)?;
+    pub async fn hold(&self, id: &QueueId) -> Result<LegsChanged, QueueError> {
         let rec = self
-            .update_legs(&key, |l| {
+            .update_legs(id, |l| {
                 if !l.state.is_final() {
                     l.held = true;
                 }
@@ -407,10 +398,9 @@ impl Queue {
     }
 
     /// Release the held legs of `id`; they are due again at their next attempt time.
-    pub async fn release(&self, id: &str, now: SystemTime) -> Result<LegsChanged, QueueError> {
-        let key = canonical(id)?;
+    pub async fn release(&self, id: &QueueId, now: SystemTime) -> Result<LegsChanged, QueueError> {
         let rec = self
-            .update_legs(&key, |l| {
+            .update_legs(id, |l| {
                 l.held = false;
                 if !l.state.is_final() && l.next_attempt.is_none() {
                     l.next_attempt = Some(now);
@@ -432,17 +422,16 @@ impl Queue {
     /// never told "not delivered" about mail being delivered at that moment.
     pub async fn delete(
         &self,
-        id: &str,
+        id: &QueueId,
         bounce: Option<&BounceFn<'_>>,
         now: SystemTime,
         live: bool,
     ) -> Result<Deleted, QueueError> {
-        let key = canonical(id)?;
         let out = self
-            .rewrite(&key.0, |rec| {
+            .rewrite(id, |rec| {
                 if bounce.is_some() && live && rec.legs.iter().any(|l| possibly_in_flight(l, now)) {
                     return Err(QueueError::Busy(format!(
-                        "{key} is being delivered right now; try again in a moment"
+                        "{id} is being delivered right now; try again in a moment"
                     )));
                 }
                 let pending = undelivered(rec);
@@ -469,21 +458,20 @@ impl Queue {
     /// flight alone.
     pub async fn reroute(
         &self,
-        id: &str,
+        id: &QueueId,
         route: &RouteFn<'_>,
         now: SystemTime,
         live: bool,
     ) -> Result<Rerouted, QueueError> {
-        let key = canonical(id)?;
         let busy = |l: &Leg| live && possibly_in_flight(l, now);
         // Plan on a snapshot first: no write at all when nothing moves.
-        let snapshot = self.record(&key.0)?;
+        let snapshot = self.record(id)?;
         let (_, preview) = plan_reroute(&snapshot, route, busy, now);
         if preview.moved.is_empty() {
             return Ok(preview);
         }
         let (_, report) = self
-            .transform(&key, |rec| plan_reroute(rec, route, busy, now))
+            .transform(id, |rec| plan_reroute(rec, route, busy, now))
             .await?;
         for m in &report.moved {
             tracing::info!(queue_id = %report.id, to = %m.recipient, from = ?m.from, now = ?m.to, rule = %m.rule, "rerouted by the administrator");
@@ -492,12 +480,12 @@ impl Queue {
     }
 
     /// Ids of messages with at least one pending leg, oldest first.
-    fn pending_ids(&self) -> Result<Vec<String>, QueueError> {
+    fn pending_ids(&self) -> Result<Vec<QueueId>, QueueError> {
         let mut out = Vec::new();
         for rec in self.inner.store.records() {
             let rec = rec?;
             if !rec.is_finished() {
-                out.push(rec.id.0);
+                out.push(rec.id);
             }
         }
         Ok(out)
@@ -606,20 +594,20 @@ via = "old"
         }
     }
 
-    async fn put(q: &Queue, from: &str, legs: Vec<NewLeg>) -> String {
+    async fn put(q: &Queue, from: &str, legs: Vec<NewLeg>) -> QueueId {
         let mut w = q.body_writer().unwrap();
         w.write(b"From: s@example.org\r\nSubject: ops test\r\n\r\nhello\r\n")
             .await
             .unwrap();
-        q.commit(w, env(from), legs).await.unwrap().0
+        q.commit(w, env(from), legs).await.unwrap()
     }
 
-    fn due_of(q: &Queue, id: &str) -> Vec<DueEntry> {
+    fn due_of(q: &Queue, id: &QueueId) -> Vec<DueEntry> {
         let far = SystemTime::now() + Duration::from_secs(400 * 86_400);
         q.due(far, 10_000)
             .unwrap()
             .into_iter()
-            .filter(|e| e.id.0 == id)
+            .filter(|e| e.id == *id)
             .collect()
     }
 
@@ -657,7 +645,10 @@ via = "old"
         )
         .await;
         assert_eq!(due_of(&q, &id).len(), 2);
-        let r = q.hold(&id.to_ascii_lowercase()).await.unwrap();
+        let r = q
+            .hold(&QueueId::parse(&id.0.to_ascii_lowercase()).unwrap())
+            .await
+            .unwrap();
         assert_eq!((r.action, r.legs), (LegAction::Hold, 2));
         assert!(due_of(&q, &id).is_empty());
         assert!(q.record(&id).unwrap().legs.iter().all(|l| l.held));
@@ -669,11 +660,7 @@ via = "old"
         assert_eq!((r.action, r.legs), (LegAction::Release, 2));
         assert_eq!(due_of(&q, &id).len(), 2);
         assert!(matches!(
-            q.hold("0000000000000Z").await,
-            Err(QueueError::NotFound(_))
-        ));
-        assert!(matches!(
-            q.hold("bogus").await,
+            q.hold(&QueueId("0000000000000Z".into())).await,
             Err(QueueError::NotFound(_))
         ));
     }
@@ -692,13 +679,13 @@ via = "old"
         )
         .await;
         let later = SystemTime::now() + Duration::from_secs(3600);
-        q.update_leg(&QueueId(id.clone()), LegId(0), |l| {
+        q.update_leg(&id, LegId(0), |l| {
             delivered(l, 0);
             deferred(l, later);
         })
         .await
         .unwrap();
-        q.update_leg(&QueueId(id.clone()), LegId(1), |l| deferred(l, later))
+        q.update_leg(&id, LegId(1), |l| deferred(l, later))
             .await
             .unwrap();
         assert!(q.due(SystemTime::now(), 100).unwrap().is_empty());
@@ -717,12 +704,12 @@ via = "old"
         );
         // retry_all: only messages with something pending.
         let other = put(&q, "s@example.org", vec![leg("old", &["x@example.com"])]).await;
-        q.update_leg(&QueueId(other.clone()), LegId(0), |l| delivered(l, 0))
+        q.update_leg(&other, LegId(0), |l| delivered(l, 0))
             .await
             .unwrap();
         let all = q.retry_all(SystemTime::now()).await.unwrap();
         assert_eq!(all.len(), 1);
-        assert_eq!(all[0].id.0, id);
+        assert_eq!(all[0].id, id);
     }
 
     #[tokio::test]
@@ -772,7 +759,7 @@ via = "old"
             ],
         )
         .await;
-        q.update_leg(&QueueId(id.clone()), LegId(0), |l| delivered(l, 1))
+        q.update_leg(&id, LegId(0), |l| delivered(l, 1))
             .await
             .unwrap();
         let r = crate::admin::ops::delete(&q, &id, Some(&cfg), SystemTime::now(), false)
@@ -786,7 +773,7 @@ via = "old"
         assert_eq!(list[0].mail_from, "");
         assert_eq!(list[0].legs[0].target, "old");
         assert_eq!(list[0].legs[0].recipients[0].address, "s@example.org");
-        let text = String::from_utf8(q.read_body(&dsn.0).unwrap()).unwrap();
+        let text = String::from_utf8(q.read_body(&dsn).unwrap()).unwrap();
         assert!(text.contains("deleted by the administrator"), "{text}");
         assert!(text.contains("Action: failed"), "{text}");
         assert!(
@@ -796,7 +783,7 @@ via = "old"
         assert!(text.contains("Subject: ops test"), "{text}");
         assert!(!text.contains("Final-Recipient: rfc822; bob@"), "{text}");
         // Never bounce a bounce.
-        let r = crate::admin::ops::delete(&q, &dsn.0, Some(&cfg), SystemTime::now(), false)
+        let r = crate::admin::ops::delete(&q, &dsn, Some(&cfg), SystemTime::now(), false)
             .await
             .unwrap();
         assert_eq!(r.bounce, None);
@@ -848,7 +835,7 @@ deliver = ["old", "new"]
         )
         .await;
         // carol already delivered on old: never touched.
-        q.update_leg(&QueueId(id.clone()), LegId(0), |l| delivered(l, 1))
+        q.update_leg(&id, LegId(0), |l| delivered(l, 1))
             .await
             .unwrap();
         let now = SystemTime::now();

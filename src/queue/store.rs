@@ -283,11 +283,11 @@ impl Store {
 
     /// Remove a message (record, inline body, the given due entries) in one transaction
     /// (undo of an insert whose sync failed).
-    pub fn remove(&self, id: &str, due: &[Vec<u8>]) -> Result<(), QueueError> {
+    pub fn remove(&self, id: &QueueId, due: &[Vec<u8>]) -> Result<(), QueueError> {
         (&self.messages, &self.bodies, &self.due)
             .transaction(|(m, b, d)| {
-                m.remove(id.as_bytes())?;
-                b.remove(id.as_bytes())?;
+                m.remove(id.0.as_bytes())?;
+                b.remove(id.0.as_bytes())?;
                 for k in due {
                     d.remove(k.as_slice())?;
                 }
@@ -305,12 +305,12 @@ impl Store {
     /// message's spool file is the caller's to delete after that.
     pub fn rewrite<T>(
         &self,
-        id: &str,
+        id: &QueueId,
         edit: impl Fn(&mut MessageRecord) -> Result<Change<T>, QueueError>,
     ) -> Result<Rewritten<T>, QueueError> {
         (&self.messages, &self.bodies, &self.due)
             .transaction(|(m, b, d)| {
-                let Some(raw) = m.get(id.as_bytes())? else {
+                let Some(raw) = m.get(id.0.as_bytes())? else {
                     return Err(abort(QueueError::NotFound(id.to_string())));
                 };
                 let mut rec = MessageRecord::decode(&raw)
@@ -320,8 +320,8 @@ impl Store {
                 }
                 let change = edit(&mut rec).map_err(abort)?;
                 if change.remove {
-                    m.remove(id.as_bytes())?;
-                    b.remove(id.as_bytes())?;
+                    m.remove(id.0.as_bytes())?;
+                    b.remove(id.0.as_bytes())?;
                 } else {
                     for k in due_keys(&rec) {
                         d.insert(k, &[][..])?;
@@ -329,7 +329,7 @@ impl Store {
                     let enc = rec
                         .encode()
                         .map_err(|e| abort(QueueError::Storage(format!("encoding record: {e}"))))?;
-                    m.insert(id.as_bytes(), enc)?;
+                    m.insert(id.0.as_bytes(), enc)?;
                 }
                 let mut added = Vec::with_capacity(change.add.len());
                 for s in &change.add {
@@ -379,8 +379,8 @@ impl Store {
         self.files.sync()
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<MessageRecord>, QueueError> {
-        match self.messages.get(id.as_bytes()).map_err(storage)? {
+    pub fn get(&self, id: &QueueId) -> Result<Option<MessageRecord>, QueueError> {
+        match self.messages.get(id.0.as_bytes()).map_err(storage)? {
             None => Ok(None),
             Some(v) => MessageRecord::decode(&v)
                 .map(Some)
@@ -388,13 +388,13 @@ impl Store {
         }
     }
 
-    pub fn contains(&self, id: &str) -> Result<bool, QueueError> {
-        self.messages.contains_key(id.as_bytes()).map_err(storage)
+    pub fn contains(&self, id: &QueueId) -> Result<bool, QueueError> {
+        self.messages.contains_key(id.0.as_bytes()).map_err(storage)
     }
 
     /// Inline body bytes of `id`, if stored inline.
-    pub fn body(&self, id: &str) -> Result<Option<Bytes>, QueueError> {
-        self.bodies.get(id.as_bytes()).map_err(storage)
+    pub fn body(&self, id: &QueueId) -> Result<Option<Bytes>, QueueError> {
+        self.bodies.get(id.0.as_bytes()).map_err(storage)
     }
 
     /// Every record in id (= arrival) order.

@@ -75,8 +75,8 @@ async fn commit_inline_and_spool_then_reopen() {
         let a = put(&q, &small).await;
         let b = put(&q, &large).await;
         assert!(a < b, "ids sort by time");
-        assert_eq!(q.read_body(&a.0).unwrap(), small);
-        assert_eq!(q.read_body(&b.0).unwrap(), large);
+        assert_eq!(q.read_body(&a).unwrap(), small);
+        assert_eq!(q.read_body(&b).unwrap(), large);
         q.close().unwrap();
         (a, b)
     };
@@ -84,9 +84,11 @@ async fn commit_inline_and_spool_then_reopen() {
     let q = Queue::open_with(d.path(), opts(64 * 1024)).unwrap();
     assert_eq!(q.recovery().messages, 2);
     assert_eq!(q.recovery().legs, 4);
-    assert_eq!(q.read_body(&a.0).unwrap(), small);
-    assert_eq!(q.read_body(&b.0).unwrap(), large);
-    let m = q.get(&b.0.to_ascii_lowercase()).unwrap();
+    assert_eq!(q.read_body(&a).unwrap(), small);
+    assert_eq!(q.read_body(&b).unwrap(), large);
+    let m = q
+        .get(&QueueId::parse(&b.0.to_ascii_lowercase()).unwrap())
+        .unwrap();
     assert_eq!(m.record.body, BodyLocation::Spool { file: b.0.clone() });
     assert_eq!(m.record.size, large.len() as u64);
     assert_eq!(
@@ -104,10 +106,9 @@ async fn commit_inline_and_spool_then_reopen() {
     let due = q.store().due_until(id::now_ms() + 1000, 100).unwrap();
     assert_eq!(due.len(), 4);
     assert!(matches!(
-        q.get("00000000000000"),
+        q.get(&QueueId("00000000000000".into())),
         Err(QueueError::NotFound(_))
     ));
-    assert!(matches!(q.get("nonsense"), Err(QueueError::NotFound(_))));
     // A new id after reopen is still later than every stored one.
     let c = put(&q, &small).await;
     assert!(c > a);
@@ -158,7 +159,7 @@ async fn group_commit_shares_flushes_and_is_durable() {
     let mut seen = std::collections::HashSet::new();
     for (id, data) in &ids {
         assert!(seen.insert(id.clone()), "duplicate id {id}");
-        assert_eq!(&q.read_body(&id.0).unwrap(), data);
+        assert_eq!(&q.read_body(id).unwrap(), data);
     }
 }
 
@@ -209,10 +210,10 @@ async fn recovery_removes_tmp_orphans_and_dangling_entries() {
         std::fs::read(spool.join("orphans").join("00000000000001")).unwrap(),
         b"orphan"
     );
-    let m = q.get(&missing.0).unwrap();
+    let m = q.get(&missing).unwrap();
     assert!(m.record.body_missing);
     assert!(m.headers.is_empty());
-    assert!(!q.get(&kept.0).unwrap().record.body_missing);
+    assert!(!q.get(&kept).unwrap().record.body_missing);
     q.close().unwrap();
     // Idempotent: a second recovery finds nothing new to remove.
     let q = Queue::open_with(d.path(), opts(100)).unwrap();
@@ -292,7 +293,7 @@ async fn update_moves_due_entries_and_remove_deletes_everything() {
     assert_eq!(q.due(SystemTime::now(), 100).unwrap().len(), 4);
 
     // Leg 0 delivered (leaves the index), leg 1 deferred an hour, then held.
-    let mut rec = q.record(&small.0).unwrap();
+    let mut rec = q.record(&small).unwrap();
     rec.legs[0].recipients[0].state = RcptState::Delivered {
         reply: "250 2.0.0 ok".into(),
     };
@@ -319,20 +320,20 @@ async fn update_moves_due_entries_and_remove_deletes_everything() {
     q.update(&rec).await.unwrap();
     assert_eq!(q.due(far, 100).unwrap().len(), 2, "held legs are not due");
     assert_eq!(
-        q.get(&small.0).unwrap().record.legs[1].state,
+        q.get(&small).unwrap().record.legs[1].state,
         model::LegState::Deferred
     );
 
-    q.remove(&large.0).await.unwrap();
+    q.remove(&large).await.unwrap();
     assert!(spool_files(d.path()).is_empty());
-    assert!(matches!(q.get(&large.0), Err(QueueError::NotFound(_))));
+    assert!(matches!(q.get(&large), Err(QueueError::NotFound(_))));
     assert!(matches!(
-        q.remove(&large.0).await,
+        q.remove(&large).await,
         Err(QueueError::NotFound(_))
     ));
     assert!(q.due(far, 100).unwrap().is_empty());
-    q.remove(&small.0).await.unwrap();
-    assert!(q.store().body(&small.0).unwrap().is_none());
+    q.remove(&small).await.unwrap();
+    assert!(q.store().body(&small).unwrap().is_none());
     let mut ghost = rec.clone();
     ghost.id = QueueId("0000000000000Z".into());
     assert!(matches!(

@@ -258,7 +258,7 @@ impl Scheduler {
     /// One attempt of one leg.
     async fn attempt(&self, id: &QueueId, leg_id: LegId) {
         let loaded = self.loaded();
-        let rec = match self.queue.record(&id.0) {
+        let rec = match self.queue.record(id) {
             Ok(r) => r,
             Err(QueueError::NotFound(_)) => return,
             Err(e) => {
@@ -475,7 +475,7 @@ impl Scheduler {
                 && let Some(hook) = &self.on_delivered
             {
                 if head.is_none() {
-                    head = Some(self.head(&rec.id.0).await);
+                    head = Some(self.head(&rec.id).await);
                 }
                 ledger.push(hook(&Delivery {
                     target: &leg.target,
@@ -495,9 +495,9 @@ impl Scheduler {
 
     /// The header block and the start of the body of `id`, for the ledger's fingerprint
     /// (bounded: the whole body is never read for it).
-    async fn head(&self, id: &str) -> Vec<u8> {
+    async fn head(&self, id: &QueueId) -> Vec<u8> {
         let q = self.queue.clone();
-        let id = id.to_string();
+        let id = id.clone();
         tokio::task::spawn_blocking(move || q.read_head(&id, fingerprint::BODY_PREFIX))
             .await
             .ok()
@@ -579,7 +579,7 @@ impl Scheduler {
         // first, only when a DSN is possible.
         let may_dsn = dsn::possible(&rec.envelope.mail_from, report.any_failed(), d.warn_delay);
         let headers = if may_dsn {
-            bounce::original_headers(&self.queue, &rec.id.0).await
+            bounce::original_headers(&self.queue, &rec.id).await
         } else {
             Vec::new()
         };
