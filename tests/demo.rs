@@ -65,4 +65,36 @@ fn demo_once_routes_every_sample_where_the_rules_say() {
         "{text}"
     );
     assert!(!text.contains("Delivered-To"), "{text}");
+
+    // Phase 3: the old Maildirs' history backfilled into the new server's Maildirs, the
+    // pilot's dual-delivered mail recognised through the ledger, not copied again.
+    assert!(stdout.contains("Phase 3: backfill"), "{stdout}");
+    let row = |user: &str| {
+        stdout
+            .lines()
+            .rfind(|l| l.trim_start().starts_with(user))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        row("alice@example.com"),
+        "alice@example.com 2 0 yes",
+        "{stdout}"
+    );
+    assert_eq!(
+        row("bob@example.com"),
+        "bob@example.com 0 2 yes",
+        "{stdout}"
+    );
+    assert_eq!(
+        row("dave@example.com"),
+        "dave@example.com 1 0 yes",
+        "{stdout}"
+    );
+    let cur = |user: &str| {
+        std::fs::read_dir(new.join(user).join("cur"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!((cur("alice"), cur("bob"), cur("dave")), (2, 0, 1));
 }

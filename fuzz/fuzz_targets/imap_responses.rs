@@ -189,6 +189,8 @@ async fn run(inp: &Input<'_>) {
         uidplus: inp.caps & 4 != 0,
         special_use: inp.caps & 8 != 0,
         condstore: inp.caps & 16 != 0,
+        namespace: inp.caps & 32 != 0,
+        list_extended: inp.caps & 64 != 0,
     };
     let wire = plan::wire(inp.folder, inp.delimiter);
     let Some(mut src) = connect(&inp.src, caps.clone()).await else {

@@ -44,12 +44,7 @@ impl Access {
         match self {
             Access::Imap(side) => Ok(Endpoint::Imap(side.connect(user).await?)),
             Access::Maildir { template, base } => {
-                if user.contains('/') || user.starts_with('.') {
-                    return Err(BackfillError::Config(format!(
-                        "user {user:?} cannot name a Maildir directory"
-                    )));
-                }
-                let root = base.join(template.replace("{user}", user));
+                let root = base.join(maildir_path(template, user)?);
                 Ok(Endpoint::Maildir(MaildirAccount {
                     md: Maildir::open(&root)?,
                     user: user.to_string(),
@@ -58,6 +53,23 @@ impl Access {
             }
         }
     }
+}
+
+/// The Maildir path of `user` from a template: `{user}` is the whole user name, `{local}` and
+/// `{domain}` its parts around the last `@` (`/srv/mail/{domain}/{local}/Maildir`).
+pub fn maildir_path(template: &str, user: &str) -> Result<String> {
+    let (local, domain) = user.rsplit_once('@').unwrap_or((user, ""));
+    for part in [user, local, domain] {
+        if part.contains('/') || part.starts_with('.') || part.contains('\0') {
+            return Err(BackfillError::Config(format!(
+                "user {user:?} cannot name a Maildir directory"
+            )));
+        }
+    }
+    Ok(template
+        .replace("{user}", user)
+        .replace("{local}", local)
+        .replace("{domain}", domain))
 }
 
 /// One user's Maildir, with the job state holding its UIDs.
@@ -160,6 +172,17 @@ impl Endpoint {
         match self {
             Endpoint::Imap(c) => &c.user,
             Endpoint::Maildir(m) => &m.user,
+        }
+    }
+
+    /// Before writing to a destination: a Maildir's root (its INBOX) exists. IMAP: nothing.
+    pub async fn prepare_root(&mut self) -> Result<()> {
+        match self {
+            Endpoint::Imap(_) => Ok(()),
+            Endpoint::Maildir(m) => {
+                let md = m.md.clone();
+                blocking(move || md.create_root()).await
+            }
         }
     }
 
@@ -387,6 +410,18 @@ pub async fn copy_messages(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn maildir_templates() {
+        let p = |t: &str, u: &str| maildir_path(t, u).unwrap_or_else(|e| e.to_string());
+        assert_eq!(
+            p("/m/{domain}/{local}/Maildir", "bob@example.com"),
+            "/m/example.com/bob/Maildir"
+        );
+        assert_eq!(p("/m/{user}", "bob"), "/m/bob");
+        assert!(maildir_path("/m/{user}", "../etc").is_err());
+        assert!(maildir_path("/m/{local}", "a/b@x").is_err());
+    }
 
     #[test]
     fn idates_roundtrip() {

@@ -30,7 +30,8 @@ pub struct FolderReport {
     pub copied: u64,
     /// Skipped as duplicates, by reason: `present` (a copy in the counterpart folder),
     /// `ledger` (delivered by cutover, anywhere in the mailbox), `earlier_pass` (at or below
-    /// the watermark, not re-examined because nothing new arrived).
+    /// the watermark, not re-examined because nothing new arrived); `present_dual_delivered`
+    /// says how many of the `present` ones are copies cutover itself delivered.
     pub skipped: BTreeMap<String, u64>,
     /// Handled by an earlier pass but gone from the destination (never re-copied).
     pub missing: u64,

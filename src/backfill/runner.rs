@@ -630,6 +630,7 @@ async fn round(
         .collect();
 
     if !ctx.dry_run {
+        dst.prepare_root().await.map_err(whole)?;
         prepare_destination(&mut dst, &dst_list, &mut pairs).await?;
     }
 
@@ -1064,6 +1065,11 @@ async fn finish_folder(
     };
     fr.flags_updated = flags_updated;
     fr.skipped.insert("present".into(), present);
+    // Of those present, how many are copies cutover delivered (its loop stamp): informational.
+    fr.skipped.insert(
+        "present_dual_delivered".into(),
+        w.decision.stamped_pairs.len() as u64,
+    );
     fr.skipped.insert("ledger".into(), ledger);
     if ctx.dry_run {
         fr.skipped.insert("would_copy".into(), to_copy.len() as u64);

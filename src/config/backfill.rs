@@ -62,8 +62,8 @@ fn default_separator() -> String {
 }
 
 /// `source = {..}` / `destination = {..}`: an IMAP server (`host`, `port`, `tls`, `auth`...)
-/// or a Maildir (`maildir = "/srv/mail/{user}/Maildir"`, `{user}` replaced by the mailbox's
-/// user; relative to the config file).
+/// or a Maildir (`maildir = "/srv/mail/{user}/Maildir"`: `{user}` is the mailbox's user,
+/// `{local}` and `{domain}` its parts around `@`; relative to the config file).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImapEndpoint {
