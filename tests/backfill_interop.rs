@@ -184,3 +184,104 @@ async fn dovecot_old_to_cyrus_default_namespace() {
         d.folders.keys()
     );
 }
+
+/// The other two Cyrus delimiter/namespace combinations: Dovecot "old" -> Cyrus `INBOX/` ('/',
+/// no altnamespace), and Cyrus with altnamespace and '.' -> Dovecot "new" ('/').
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cyrus_delimiter_both_ways() {
+    let (old, manifest) = old_with_corpus();
+    let cy = Cyrus::start(
+        CyrusOptions::inbox_slash()
+            .munge8bit(false)
+            .special_use(&[(SENT, "\\Sent")])
+            .label("dst"),
+    );
+    let j = job(
+        (old.port(), old.secret_file("alice")),
+        (cy.port(), cy.secret_file("alice")),
+    );
+    let map = FolderMap::identity().prefixes("", &cy.personal_prefix_utf8());
+    let d = two_passes(&j, &manifest, old.addr(), cy.addr(), &map).await;
+    assert_eq!(d.special("\\Sent"), Some("INBOX/Sent Messages"));
+
+    let src = Cyrus::start(
+        CyrusOptions::alt_dot()
+            .munge8bit(false)
+            .special_use(&[("Sent", "\\Sent")])
+            .label("src"),
+    );
+    let new = Dovecot::start(DovecotOptions::new().special_use(&[(SENT, "\\Sent")]));
+    let manifest = corpus()
+        .load_imap_prefixed(
+            src.addr(),
+            "alice",
+            &src.password("alice"),
+            src.separator(),
+            &src.personal_prefix(),
+        )
+        .await
+        .unwrap();
+    let j = job(
+        (src.port(), src.secret_file("alice")),
+        (new.port(), new.secret_file("alice")),
+    );
+    let d = two_passes(
+        &j,
+        &manifest,
+        src.addr(),
+        new.addr(),
+        &FolderMap::identity(),
+    )
+    .await;
+    assert_eq!(d.special("\\Sent"), Some(SENT));
+}
+
+/// Cyrus allows 100 keywords per mailbox. 105 messages, each with its own keyword, from Dovecot:
+/// the first 100 keep theirs, the last 5 are refused as they are, then stored without the new
+/// keyword (reported under `adjusted`); nothing fails, the folder converges, no duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cyrus_keyword_limit_keeps_the_message() {
+    let old = Dovecot::start(DovecotOptions::old());
+    {
+        let mut c = old.login("alice").await;
+        for i in 0..105 {
+            let kw = format!("$Tag{i:03}");
+            let msg =
+                format!("Message-ID: <kw{i}@example.com>\r\nSubject: {i}\r\n\r\nbody {i}\r\n");
+            c.append(
+                "INBOX",
+                &["\\Seen", kw.as_str()],
+                1_600_000_000 + i,
+                msg.as_bytes(),
+            )
+            .await;
+        }
+        c.logout().await;
+    }
+    let cy = Cyrus::start(CyrusOptions::inbox_dot().label("dst"));
+    let j = job(
+        (old.port(), old.secret_file("alice")),
+        (cy.port(), cy.secret_file("alice")),
+    );
+    let r = tokio::task::block_in_place(|| j.run_ok(&[]));
+    assert_eq!(copied(&r), 105, "{r:#}");
+    assert_eq!(r["converged"], true, "{r:#}");
+    let inbox = backfill::folder(&r, "INBOX");
+    let adjusted = inbox["adjusted"].as_array().cloned().unwrap_or_default();
+    assert_eq!(adjusted.len(), 5, "{r:#}");
+    assert!(
+        inbox["failed"].as_array().is_none_or(|f| f.is_empty()),
+        "{r:#}"
+    );
+    let d = snap(cy.addr()).await;
+    let msgs = &d.folders["INBOX"].messages;
+    assert_eq!(msgs.len(), 105);
+    let with_tag = msgs
+        .iter()
+        .filter(|m| m.flags.iter().any(|f| f.starts_with("$Tag")))
+        .count();
+    assert_eq!(with_tag, 100);
+    assert!(msgs.iter().all(|m| m.flags.contains(&"\\Seen".to_string())));
+    let r = tokio::task::block_in_place(|| j.run_ok(&[]));
+    assert_eq!(copied(&r), 0, "{r:#}");
+}

@@ -441,6 +441,9 @@ struct Work {
     flag_groups: Vec<(String, Vec<u32>)>,
     decision: FolderDecision,
     started: Instant,
+    /// MULTIAPPEND allowed: not after a failed attempt at this folder (Cyrus drops the
+    /// connection when it refuses one message of a MULTIAPPEND, so the retry goes one by one).
+    multiappend: bool,
 }
 
 /// Create or subscribe the destination folders of `pairs` as planned. A name the destination
@@ -562,6 +565,7 @@ async fn index_pair(
             }
         }
     }
+    let multiappend = !book.lock().await.attempts.contains_key(&p.name);
     Ok(Some(Work {
         pair: p,
         src: src_idx,
@@ -570,6 +574,7 @@ async fn index_pair(
         started,
         src_modseq: sst.modseq,
         flag_groups: flag_groups.into_iter().collect(),
+        multiappend,
     }))
 }
 
@@ -800,7 +805,8 @@ async fn copy_batch(
     let mut got: Vec<(u32, Outcome)> = Vec::new();
     let mut adjusted = Vec::new();
     let (sw, dw, meta) = (&w.pair.src_wire, &w.pair.dst_wire, &w.src.meta);
-    let mut r = endpoint::copy_messages(src, dst, sw, dw, batch, meta, true, &mut |uid, o| {
+    let multi = w.multiappend;
+    let mut r = endpoint::copy_messages(src, dst, sw, dw, batch, meta, multi, &mut |uid, o| {
         got.push((uid, o))
     })
     .await;
