@@ -69,3 +69,63 @@ async fn a_refused_keyword_is_dropped_for_that_message_only() {
     let r = tokio::task::block_in_place(|| job.run_ok(&[]));
     assert_eq!(copied(&r), 0, "{r:#}");
 }
+
+/// A message holding a NUL byte (possible in a Maildir file, not in an IMAP literal) travels in a
+/// `literal8` (RFC 3516 BINARY, which Dovecot offers) and is stored byte for byte (read back from
+/// Dovecot's files: over IMAP4rev1's BODY[] Dovecot shows a NUL as 0x80); its neighbours are
+/// copied as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_byte_travels_in_a_literal8() {
+    let new = Dovecot::start(DovecotOptions::new());
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("alice");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(sub)).unwrap();
+    }
+    let bodies: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            let mut b = format!("Message-ID: <nul{i}@example.com>\r\nSubject: {i}\r\n\r\nbody ")
+                .into_bytes();
+            if i == 1 {
+                b.extend_from_slice(b"with a \x00 NUL");
+            }
+            b.extend_from_slice(b"\r\n");
+            b
+        })
+        .collect();
+    for (i, b) in bodies.iter().enumerate() {
+        std::fs::write(
+            md.join("cur")
+                .join(format!("{}.M{i}.test:2,S", 1_600_000_000 + i)),
+            b,
+        )
+        .unwrap();
+    }
+    let job = Job::new(
+        &format!("maildir = \"{}/{{user}}\"", dir.path().display()),
+        &plain_side(new.port(), &new.secret_file("alice")),
+        "alice\n",
+        "",
+        "",
+    );
+    let r = tokio::task::block_in_place(|| job.run_ok(&[]));
+    assert_eq!(copied(&r), 3, "{r:#}");
+    let mut c = new.login("alice").await;
+    assert_eq!(c.fetch_all("INBOX").await.len(), 3);
+    let mut bytes: Vec<Vec<u8>> = std::fs::read_dir(new.maildir("alice").join("cur"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    bytes.sort();
+    // Dovecot stores LF line ends.
+    let mut want: Vec<Vec<u8>> = bodies
+        .iter()
+        .map(|b| {
+            String::from_utf8_lossy(b)
+                .replace("\r\n", "\n")
+                .into_bytes()
+        })
+        .collect();
+    want.sort();
+    assert_eq!(bytes, want);
+}

@@ -191,6 +191,7 @@ async fn run(inp: &Input<'_>) {
         condstore: inp.caps & 16 != 0,
         namespace: inp.caps & 32 != 0,
         list_extended: inp.caps & 64 != 0,
+        binary: inp.caps & 128 != 0,
     };
     let wire = plan::wire(inp.folder, inp.delimiter);
     let Some(mut src) = connect(&inp.src, caps.clone()).await else {

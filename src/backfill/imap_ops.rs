@@ -956,7 +956,13 @@ impl Appender {
             head.push(' ');
             head.push_str(&m.idate);
         }
-        head.push_str(&format!(" {{{}+}}\r\n", body.len()));
+        // NUL bytes may only travel in a literal8 (RFC 3516), where the server offers BINARY.
+        let literal8 = if dst.caps.binary && body.contains(&0) {
+            "~"
+        } else {
+            ""
+        };
+        head.push_str(&format!(" {literal8}{{{}+}}\r\n", body.len()));
         Self::write(dst, &[head.as_bytes(), body], false).await?;
         self.msgs_in_flight += 1;
         self.bytes_in_flight += body.len();

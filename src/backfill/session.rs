@@ -89,6 +89,8 @@ pub struct Caps {
     pub condstore: bool,
     pub namespace: bool,
     pub list_extended: bool,
+    /// RFC 3516: `literal8` (`~{n}`) in APPEND, for messages holding NUL bytes.
+    pub binary: bool,
 }
 
 /// A logged-in session for one user.
@@ -236,6 +238,7 @@ impl Side {
                 condstore: c.has_str("CONDSTORE"),
                 namespace: c.has_str("NAMESPACE"),
                 list_extended: c.has_str("LIST-EXTENDED"),
+                binary: c.has_str("BINARY"),
             })
         })
         .await?;
