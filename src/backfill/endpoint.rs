@@ -5,7 +5,7 @@
 //! and the watermark and the pairing need stable ones). Never decides what to copy (`index`),
 //! never plans folders (`plan`).
 
-use super::imap_ops::{self, DstIndex, FolderStatus, Meta, Outcome, SrcIndex, Window};
+use super::imap_ops::{self, DstIndex, FolderStatus, Known, Meta, Outcome, SrcIndex, Window};
 use super::index::{DstMsg, SrcMsg};
 use super::maildir::{self, Entry, Maildir};
 use super::plan::{self, Listing};
@@ -250,14 +250,18 @@ impl Endpoint {
         }
     }
 
+    /// Index a source folder (`known`: fingerprints from earlier passes, IMAP only).
     pub async fn index_source(
         &mut self,
         wire: &str,
         watermark: u32,
         window: Window,
+        known: &Known,
     ) -> Result<SrcIndex> {
         let m = match self {
-            Endpoint::Imap(c) => return imap_ops::index_source(c, wire, watermark, window).await,
+            Endpoint::Imap(c) => {
+                return imap_ops::index_source(c, wire, watermark, window, known).await;
+            }
             Endpoint::Maildir(m) => m,
         };
         let (uv, items) = m.index(wire).await?;
@@ -290,9 +294,10 @@ impl Endpoint {
         Ok(out)
     }
 
-    pub async fn index_destination(&mut self, wire: &str) -> Result<DstIndex> {
+    /// Index a destination folder (`known` as for [`Endpoint::index_source`]).
+    pub async fn index_destination(&mut self, wire: &str, known: &Known) -> Result<DstIndex> {
         let m = match self {
-            Endpoint::Imap(c) => return imap_ops::index_destination(c, wire).await,
+            Endpoint::Imap(c) => return imap_ops::index_destination(c, wire, known).await,
             Endpoint::Maildir(m) => m,
         };
         let (uv, items) = m.index(wire).await?;

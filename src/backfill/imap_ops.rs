@@ -48,6 +48,8 @@ pub struct SrcIndex {
     pub uidnext: u32,
     pub msgs: Vec<SrcMsg>,
     pub meta: HashMap<u32, Meta>,
+    /// Fingerprints computed in this pass (for the cache).
+    pub learnt: Learnt,
 }
 
 /// LIST + LSUB of one account, with its personal namespace (NAMESPACE when offered).
@@ -386,12 +388,20 @@ async fn index_folder(
     wire: &str,
     with_meta: bool,
     window: Window,
+    known: &Known,
 ) -> Result<IndexRaw> {
     let mb = open_folder(conn, wire, true).await?;
     let mut raw = IndexRaw {
         uidvalidity: mb.uid_validity.unwrap_or(0),
         uidnext: mb.uid_next.unwrap_or(0),
-        items: Vec::new(),
+        ..Default::default()
+    };
+    // Fingerprints cached for another UIDVALIDITY mean nothing here.
+    let empty = Known::new();
+    let known = if known_uidvalidity(known) == Some(raw.uidvalidity) {
+        known
+    } else {
+        &empty
     };
     if mb.exists == 0 {
         return Ok(raw);
@@ -414,7 +424,16 @@ async fn index_folder(
     };
     let mut needs_prefix: Vec<usize> = Vec::new();
     for set in &sets {
-        fetch_index_items(conn, wire, set, with_meta, &mut raw, &mut needs_prefix).await?;
+        fetch_index_items(
+            conn,
+            wire,
+            set,
+            with_meta,
+            known,
+            &mut raw,
+            &mut needs_prefix,
+        )
+        .await?;
     }
     if raw.items.len() < expected {
         // A cut-short response (BYE ends the stream quietly) or a concurrent change: an
@@ -423,6 +442,9 @@ async fn index_folder(
             "index of {wire}: {} of {expected} messages returned",
             raw.items.len(),
         )));
+    }
+    if !raw.needs_header.is_empty() {
+        fetch_identities(conn, wire, &mut raw, &mut needs_prefix).await?;
     }
     if !needs_prefix.is_empty() {
         fingerprint_by_prefix(conn, wire, &mut raw, &needs_prefix).await?;
@@ -437,11 +459,17 @@ async fn fetch_index_items(
     wire: &str,
     set: &str,
     with_meta: bool,
+    known: &Known,
     raw: &mut IndexRaw,
     needs_prefix: &mut Vec<usize>,
 ) -> Result<()> {
-    let query =
-        "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-CUTOVER-LOOP)])";
+    // With fingerprints known from an earlier pass, the cheap items only (the server answers
+    // them from its index); identity headers follow for the messages not known yet.
+    let query = if known.is_empty() {
+        "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-CUTOVER-LOOP)])"
+    } else {
+        "(UID FLAGS INTERNALDATE RFC822.SIZE)"
+    };
     let mut stream = conn
         .session
         .uid_fetch(set, query)
@@ -454,13 +482,17 @@ async fn fetch_index_items(
             .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
         let Some(f) = next else { break };
         let Some(uid) = f.uid else { continue };
-        let header = f.header().unwrap_or_default();
-        let (fp, has_id) = if fingerprint::has_message_id(header) {
-            (fingerprint::fingerprint(header), true)
-        } else {
-            (Fingerprint(String::new()), false)
+        let (fp, has_id, stamped) = match known.get(&uid) {
+            Some((fp, stamped)) => (fp.clone(), true, *stamped),
+            None if !known.is_empty() => {
+                raw.needs_header.push(raw.items.len());
+                (Fingerprint(String::new()), true, false)
+            }
+            None => identity(f.header().unwrap_or_default()),
         };
-        let stamped = fingerprint::has_header(header, "X-Cutover-Loop");
+        if known.is_empty() || !known.contains_key(&uid) {
+            raw.learn.push(raw.items.len());
+        }
         let date = f.internal_date();
         let meta = with_meta.then(|| Meta {
             flags: flags_string(f.flags()),
@@ -479,6 +511,67 @@ async fn fetch_index_items(
             stamped,
             meta,
         });
+    }
+    Ok(())
+}
+
+/// Fingerprint (when the header has a Message-ID), whether it has one, and cutover's stamp.
+fn identity(header: &[u8]) -> (Fingerprint, bool, bool) {
+    let stamped = fingerprint::has_header(header, "X-Cutover-Loop");
+    if fingerprint::has_message_id(header) {
+        (fingerprint::fingerprint(header), true, stamped)
+    } else {
+        (Fingerprint(String::new()), false, stamped)
+    }
+}
+
+/// The identity headers of the messages at `raw.needs_header` (not known from an earlier pass).
+async fn fetch_identities(
+    conn: &mut Conn,
+    wire: &str,
+    raw: &mut IndexRaw,
+    needs_prefix: &mut Vec<usize>,
+) -> Result<()> {
+    let pos: HashMap<u32, usize> = raw
+        .needs_header
+        .iter()
+        .map(|&i| (raw.items[i].uid, i))
+        .collect();
+    let mut uids: Vec<u32> = pos.keys().copied().collect();
+    uids.sort_unstable();
+    let mut seen = 0usize;
+    for chunk in uids.chunks(UID_CHUNK) {
+        let mut stream = conn
+            .session
+            .uid_fetch(
+                uid_set(chunk),
+                "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-CUTOVER-LOOP)])",
+            )
+            .await
+            .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
+        loop {
+            let next = tokio::time::timeout(STEP_TIMEOUT, stream.try_next())
+                .await
+                .map_err(|_| BackfillError::Timeout(format!("FETCH identities of {wire}")))?
+                .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
+            let Some(f) = next else { break };
+            let Some(&i) = f.uid.as_ref().and_then(|u| pos.get(u)) else {
+                continue;
+            };
+            let (fp, has_id, stamped) = identity(f.header().unwrap_or_default());
+            raw.items[i].fp = fp;
+            raw.items[i].stamped = stamped;
+            if !has_id {
+                needs_prefix.push(i);
+            }
+            seen += 1;
+        }
+    }
+    if seen < pos.len() {
+        return Err(BackfillError::Connection(format!(
+            "index of {wire}: {seen} of {} identities returned",
+            pos.len()
+        )));
     }
     Ok(())
 }
@@ -532,10 +625,49 @@ async fn fingerprint_by_prefix(
     Ok(())
 }
 
+#[derive(Default)]
 struct IndexRaw {
     uidvalidity: u32,
     uidnext: u32,
     items: Vec<RawItem>,
+    /// Positions of items whose identity headers are still to fetch.
+    needs_header: Vec<usize>,
+    /// Positions of items fingerprinted in this pass (for the caller's cache).
+    learn: Vec<usize>,
+}
+
+impl IndexRaw {
+    /// The fingerprints learnt in this pass, for [`Known`] next time.
+    fn learnt(&self) -> Learnt {
+        Learnt {
+            uidvalidity: self.uidvalidity,
+            items: self
+                .learn
+                .iter()
+                .map(|&i| {
+                    let it = &self.items[i];
+                    (it.uid, it.fp.clone(), it.stamped)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Fingerprints of a folder's messages known from earlier passes: UID → (fingerprint,
+/// stamped), valid for one UIDVALIDITY (the entry at UID 0 carries it). A message's bytes never
+/// change under its UID, so its identity need not be fetched twice.
+pub type Known = HashMap<u32, (Fingerprint, bool)>;
+
+/// The UIDVALIDITY a [`Known`] map is valid for.
+pub fn known_uidvalidity(k: &Known) -> Option<u32> {
+    k.get(&0).and_then(|(fp, _)| fp.0.parse().ok())
+}
+
+/// What an index learnt: (UIDVALIDITY, [(uid, fingerprint, stamped)]).
+#[derive(Debug, Default)]
+pub struct Learnt {
+    pub uidvalidity: u32,
+    pub items: Vec<(u32, Fingerprint, bool)>,
 }
 
 struct RawItem {
@@ -554,11 +686,13 @@ pub async fn index_source(
     wire: &str,
     watermark: u32,
     window: Window,
+    known: &Known,
 ) -> Result<SrcIndex> {
-    let raw = index_folder(conn, wire, true, window).await?;
+    let raw = index_folder(conn, wire, true, window, known).await?;
     let mut out = SrcIndex {
         uidvalidity: raw.uidvalidity,
         uidnext: raw.uidnext,
+        learnt: raw.learnt(),
         ..Default::default()
     };
     for it in raw.items {
@@ -584,16 +718,19 @@ pub async fn index_source(
 #[derive(Debug, Default)]
 pub struct DstIndex {
     pub uidvalidity: u32,
+    /// Fingerprints computed in this pass (for the cache).
+    pub learnt: Learnt,
     pub msgs: Vec<DstMsg>,
     /// uid → `(flags)`.
     pub flags: HashMap<u32, String>,
 }
 
 /// Index the destination folder.
-pub async fn index_destination(conn: &mut Conn, wire: &str) -> Result<DstIndex> {
-    let raw = index_folder(conn, wire, true, (None, None)).await?;
+pub async fn index_destination(conn: &mut Conn, wire: &str, known: &Known) -> Result<DstIndex> {
+    let raw = index_folder(conn, wire, true, (None, None), known).await?;
     let mut out = DstIndex {
         uidvalidity: raw.uidvalidity,
+        learnt: raw.learnt(),
         ..Default::default()
     };
     for it in raw.items {

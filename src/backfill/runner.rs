@@ -317,6 +317,14 @@ impl Way {
             Way::Reverse => "reverse",
         }
     }
+    /// The configured sides acting as (source, destination) of this way: keys of the
+    /// fingerprint cache, which belongs to a server account, not to a direction.
+    fn sides(self) -> (&'static str, &'static str) {
+        match self {
+            Way::Forward => ("source", "destination"),
+            Way::Reverse => ("destination", "source"),
+        }
+    }
 }
 
 async fn run_mailbox(ctx: &Arc<Ctx>, p: &MailboxPair) -> Vec<MailboxReport> {
@@ -546,11 +554,27 @@ async fn index_pair(
         return Ok(None);
     }
     let started = Instant::now();
-    let src_idx = src.index_source(&p.src_wire, watermark, ctx.window).await?;
+    let (src_tag, dst_tag) = way.sides();
+    let (src_account, dst_account) = (src.user().to_string(), dst.user().to_string());
+    let known = ctx.state.known(src_tag, &src_account, &p.src_wire)?;
+    let src_idx = src
+        .index_source(&p.src_wire, watermark, ctx.window, &known)
+        .await?;
+    drop(known);
+    if !ctx.dry_run {
+        ctx.state
+            .learn(src_tag, &src_account, &p.src_wire, &src_idx.learnt)?;
+    }
     let dst_idx = if dst_missing {
         imap_ops::DstIndex::default()
     } else {
-        dst.index_destination(&p.dst_wire).await?
+        let known = ctx.state.known(dst_tag, &dst_account, &p.dst_wire)?;
+        let idx = dst.index_destination(&p.dst_wire, &known).await?;
+        if !ctx.dry_run {
+            ctx.state
+                .learn(dst_tag, &dst_account, &p.dst_wire, &idx.learnt)?;
+        }
+        idx
     };
     let decision = index::decide(&src_idx.msgs, &dst_idx.msgs);
     // Source flags win for paired messages (forward jobs): group the differences.

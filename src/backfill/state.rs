@@ -1,7 +1,9 @@
 //! Per-(mailbox, folder) backfill state in sled: the UIDVALIDITY of both sides and the source
 //! watermark (highest source UID handled), at `<state_dir>/backfill/<job>[.shardI-N]/state.sled`.
 //! The watermark only moves after the destination confirmed every APPEND at or below it.
-//! Owns nothing else (no IMAP, no reports).
+//! Also: the daily upload counters, the UIDs given to Maildir messages, and a cache of message
+//! fingerprints per folder and UIDVALIDITY (so a pass fetches identity headers only for
+//! messages it has not seen). Owns nothing else (no IMAP, no reports).
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -202,6 +204,84 @@ impl State {
         k
     }
 
+    /// Fingerprints cached for the folder `wire` of `account` (`side`: which configured side),
+    /// in the form of [`super::imap_ops::Known`] (UID 0 carries the UIDVALIDITY).
+    pub fn known(
+        &self,
+        side: &str,
+        account: &str,
+        wire: &str,
+    ) -> Result<super::imap_ops::Known, StateError> {
+        let t = self.db.open_tree("fingerprints")?;
+        let mut out = super::imap_ops::Known::new();
+        for kv in t.scan_prefix(Self::folder_prefix(side, account, wire)) {
+            let (k, v) = kv?;
+            let Some(uid) = k.len().checked_sub(4).and_then(|at| k.get(at..)) else {
+                continue;
+            };
+            let uid = u32::from_be_bytes([uid[0], uid[1], uid[2], uid[3]]);
+            let Some((&stamped, fp)) = v.split_first() else {
+                continue;
+            };
+            out.insert(
+                uid,
+                (
+                    crate::fingerprint::Fingerprint(String::from_utf8_lossy(fp).into_owned()),
+                    stamped == 1,
+                ),
+            );
+        }
+        Ok(out)
+    }
+
+    /// `side\0account\0wire\0`: no folder's prefix is another's.
+    fn folder_prefix(side: &str, account: &str, wire: &str) -> Vec<u8> {
+        let mut k = Self::key(side, account, wire);
+        k.push(0);
+        k
+    }
+
+    /// Remember what an index learnt. A cache: not flushed here (losing it costs one fetch of
+    /// identity headers); a new UIDVALIDITY replaces the folder's entries.
+    pub fn learn(
+        &self,
+        side: &str,
+        account: &str,
+        wire: &str,
+        learnt: &super::imap_ops::Learnt,
+    ) -> Result<(), StateError> {
+        if learnt.items.is_empty() {
+            return Ok(());
+        }
+        let t = self.db.open_tree("fingerprints")?;
+        let prefix = Self::folder_prefix(side, account, wire);
+        let entry = |uid: u32| {
+            let mut k = prefix.clone();
+            k.extend_from_slice(&uid.to_be_bytes());
+            k
+        };
+        let mut batch = sled::Batch::default();
+        let uv = learnt.uidvalidity.to_string();
+        let same = t
+            .get(entry(0))?
+            .is_some_and(|v| v.get(1..) == Some(uv.as_bytes()));
+        if !same {
+            for kv in t.scan_prefix(&prefix) {
+                batch.remove(kv?.0);
+            }
+            let mut v = vec![0u8];
+            v.extend_from_slice(uv.as_bytes());
+            batch.insert(entry(0), v);
+        }
+        for (uid, fp, stamped) in &learnt.items {
+            let mut v = vec![u8::from(*stamped)];
+            v.extend_from_slice(fp.0.as_bytes());
+            batch.insert(entry(*uid), v);
+        }
+        t.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Every stored folder state: (direction, mailbox, folder, state).
     pub fn all(&self) -> Result<Vec<(String, String, String, FolderState)>, StateError> {
         let mut out = Vec::new();
@@ -250,6 +330,36 @@ mod tests {
             40
         );
         assert_eq!(st.all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn fingerprint_cache_per_uidvalidity() {
+        use crate::backfill::imap_ops::{Learnt, known_uidvalidity};
+        use crate::fingerprint::Fingerprint;
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::open(dir.path()).unwrap();
+        let fp = |s: &str| Fingerprint(s.into());
+        let l = Learnt {
+            uidvalidity: 7,
+            items: vec![(1, fp("m:a"), false), (2, fp("h:b"), true)],
+        };
+        st.learn("source", "alice", "INBOX", &l).unwrap();
+        let k = st.known("source", "alice", "INBOX").unwrap();
+        assert_eq!(known_uidvalidity(&k), Some(7));
+        assert_eq!(k.get(&2), Some(&(fp("h:b"), true)));
+        assert!(st.known("source", "alice", "Sent").unwrap().is_empty());
+        assert!(st.known("source", "alice", "INBO").unwrap().is_empty());
+        // A new UIDVALIDITY replaces the folder's entries.
+        let l2 = Learnt {
+            uidvalidity: 8,
+            items: vec![(1, fp("m:c"), false)],
+        };
+        st.learn("source", "alice", "INBOX", &l2).unwrap();
+        let k = st.known("source", "alice", "INBOX").unwrap();
+        assert_eq!(known_uidvalidity(&k), Some(8));
+        assert_eq!(k.len(), 2);
+        assert_eq!(k.get(&1), Some(&(fp("m:c"), false)));
+        assert_eq!(st.all().unwrap().len(), 0);
     }
 
     #[tokio::test]
