@@ -5,7 +5,9 @@
 //! and the watermark and the pairing need stable ones). Never decides what to copy (`index`),
 //! never plans folders (`plan`).
 
-use super::imap_ops::{self, DstIndex, FolderStatus, Known, Meta, Outcome, SrcIndex, Window};
+use super::imap_ops::{
+    self, Assigned, DstIndex, FolderStatus, Known, Meta, Outcome, SrcIndex, Window,
+};
 use super::index::{DstMsg, SrcMsg};
 use super::maildir::{self, Entry, Maildir};
 use super::plan::{self, Listing};
@@ -370,7 +372,7 @@ pub async fn copy_messages(
     meta: &HashMap<u32, Meta>,
     multiappend: bool,
     confirm: &mut (dyn FnMut(u32, Outcome) + Send),
-) -> Result<()> {
+) -> Result<Assigned> {
     if let (Endpoint::Imap(s), Endpoint::Imap(d)) = (&mut *src, &mut *dst) {
         return imap_ops::copy_messages(s, d, src_wire, dst_wire, uids, meta, multiappend, confirm)
             .await;
@@ -409,7 +411,7 @@ pub async fn copy_messages(
         };
         confirm(uid, outcome);
     }
-    Ok(())
+    Ok(Assigned::default())
 }
 
 #[cfg(test)]

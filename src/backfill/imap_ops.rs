@@ -50,6 +50,8 @@ pub struct SrcIndex {
     pub meta: HashMap<u32, Meta>,
     /// Fingerprints computed in this pass (for the cache).
     pub learnt: Learnt,
+    /// Messages carrying cutover's delivery stamp.
+    pub stamped: std::collections::HashSet<u32>,
 }
 
 /// LIST + LSUB of one account, with its personal namespace (NAMESPACE when offered).
@@ -702,6 +704,9 @@ pub async fn index_source(
         if let Some(m) = it.meta {
             out.meta.insert(it.uid, m);
         }
+        if it.stamped {
+            out.stamped.insert(it.uid);
+        }
         out.msgs.push(SrcMsg {
             uid: it.uid,
             fp: it.fp,
@@ -807,6 +812,15 @@ pub async fn defined_keywords(conn: &mut Conn, wire: &str) -> Result<Vec<String>
         .collect())
 }
 
+/// Destination UIDs of copied messages, from `APPENDUID` (RFC 4315): (source UID, destination
+/// UID) pairs in the destination folder of UIDVALIDITY `uidvalidity`. Lets the caller remember
+/// the copies' fingerprints without fetching them back.
+#[derive(Debug, Default)]
+pub struct Assigned {
+    pub uidvalidity: u32,
+    pub pairs: Vec<(u32, u32)>,
+}
+
 /// The outcome of one APPEND.
 #[derive(Clone, Debug)]
 pub enum Outcome {
@@ -885,9 +899,9 @@ pub async fn copy_messages(
     meta: &HashMap<u32, Meta>,
     multiappend: bool,
     confirm: &mut (dyn FnMut(u32, Outcome) + Send),
-) -> Result<()> {
+) -> Result<Assigned> {
     if uids.is_empty() {
-        return Ok(());
+        return Ok(Assigned::default());
     }
     open_folder(src, src_wire, true).await?;
     let pipelined = dst.caps.literal_plus;
@@ -944,7 +958,7 @@ pub async fn copy_messages(
         app.complete_one(dst, confirm).await?;
     }
     app.release(confirm);
-    Ok(())
+    Ok(app.assigned)
 }
 
 /// UIDs of `chunk` the FETCH did not return (not in `seen`): expunged meanwhile (reported as
@@ -983,6 +997,24 @@ async fn vanished_or_cut_short(
     Ok(())
 }
 
+/// The UIDs of an APPENDUID set, in order (bounded by the batch it answers).
+fn expand_uid_set(set: &[async_imap::imap_proto::rfc4315::UidSetMember]) -> Vec<u32> {
+    use async_imap::imap_proto::rfc4315::UidSetMember as M;
+    let mut out = Vec::new();
+    for m in set {
+        match m {
+            M::Uid(u) => out.push(*u),
+            M::UidRange(r) => {
+                if r.end().saturating_sub(*r.start()) as usize > MULTIAPPEND_BATCH {
+                    return Vec::new();
+                }
+                out.extend(r.clone());
+            }
+        }
+    }
+    out
+}
+
 /// Pipelined APPENDs on one destination connection: raw commands with LITERAL+, several
 /// messages per command when the server offers MULTIAPPEND (one transaction, and one fsync,
 /// per batch), confirmations released to the caller as they become final.
@@ -999,6 +1031,8 @@ struct Appender {
     bytes_in_flight: usize,
     /// Fates: uid → outcome (None = still in flight).
     fates: VecDeque<(u32, Option<Outcome>)>,
+    /// What APPENDUID reported.
+    assigned: Assigned,
 }
 
 /// Bytes per MULTIAPPEND command.
@@ -1028,6 +1062,7 @@ impl Appender {
             msgs_in_flight: 0,
             bytes_in_flight: 0,
             fates: VecDeque::new(),
+            assigned: Assigned::default(),
         }
     }
     fn in_flight(&self) -> usize {
@@ -1177,6 +1212,18 @@ impl Appender {
                             reply: format!("APPEND: {text}"),
                             hint,
                         });
+                    }
+                    if *status == Status::Ok
+                        && let Some(async_imap::imap_proto::ResponseCode::AppendUid(uv, set)) =
+                            &outcome.code
+                    {
+                        let dst_uids = expand_uid_set(set);
+                        if dst_uids.len() == batch.len() {
+                            self.assigned.uidvalidity = *uv;
+                            self.assigned
+                                .pairs
+                                .extend(batch.iter().map(|(u, _)| *u).zip(dst_uids));
+                        }
                     }
                     for (uid, n) in &batch {
                         let fate = if *status == Status::Ok {

@@ -6,7 +6,7 @@
 //! IMAP itself (that is `session` / `imap_ops`).
 
 use super::endpoint::{self, Access, Endpoint};
-use super::imap_ops::{self, Meta, Outcome, SrcIndex};
+use super::imap_ops::{self, Assigned, Meta, Outcome, SrcIndex};
 use super::index::{self, FolderDecision, Verdict};
 use super::plan::{self, FolderPair};
 use super::progress::{MailboxBar, Progress};
@@ -825,21 +825,32 @@ async fn copy_batch(
     dst: &mut Endpoint,
     w: &Work,
     batch: &[u32],
-) -> (Vec<(u32, Outcome)>, Vec<Failure>, Result<()>) {
+) -> (Vec<(u32, Outcome)>, Vec<Failure>, Assigned, Result<()>) {
     let mut got: Vec<(u32, Outcome)> = Vec::new();
     let mut adjusted = Vec::new();
+    let mut assigned = Assigned::default();
+    let mut keep = |r: Result<Assigned>| {
+        r.map(|a| {
+            assigned.uidvalidity = a.uidvalidity;
+            assigned.pairs.extend(a.pairs);
+        })
+    };
     let (sw, dw, meta) = (&w.pair.src_wire, &w.pair.dst_wire, &w.src.meta);
     let multi = w.multiappend;
-    let mut r = endpoint::copy_messages(src, dst, sw, dw, batch, meta, multi, &mut |uid, o| {
-        got.push((uid, o))
-    })
-    .await;
-    let again = take_refused(&mut got, true);
-    if r.is_ok() && !again.is_empty() {
-        r = endpoint::copy_messages(src, dst, sw, dw, &again, meta, false, &mut |uid, o| {
+    let mut r = keep(
+        endpoint::copy_messages(src, dst, sw, dw, batch, meta, multi, &mut |uid, o| {
             got.push((uid, o))
         })
-        .await;
+        .await,
+    );
+    let again = take_refused(&mut got, true);
+    if r.is_ok() && !again.is_empty() {
+        r = keep(
+            endpoint::copy_messages(src, dst, sw, dw, &again, meta, false, &mut |uid, o| {
+                got.push((uid, o))
+            })
+            .await,
+        );
     }
     for level in 1..=2u8 {
         if r.is_err() || !got.iter().any(|(_, o)| matches!(o, Outcome::Refused(_))) {
@@ -847,7 +858,7 @@ async fn copy_batch(
         }
         let defined = match dst.defined_keywords(dw).await {
             Ok(d) => d,
-            Err(e) => return (got, adjusted, Err(e)),
+            Err(e) => return (got, adjusted, assigned, Err(e)),
         };
         let mut gentler: HashMap<u32, Meta> = HashMap::new();
         let mut what: HashMap<u32, String> = HashMap::new();
@@ -865,17 +876,19 @@ async fn copy_batch(
         let mut retry: Vec<u32> = gentler.keys().copied().collect();
         retry.sort_unstable();
         got.retain(|(u, _)| !gentler.contains_key(u));
-        r = endpoint::copy_messages(src, dst, sw, dw, &retry, &gentler, false, &mut |uid, o| {
-            if matches!(o, Outcome::Copied { .. })
-                && let Some(reply) = what.remove(&uid)
-            {
-                adjusted.push(Failure { uid, reply });
-            }
-            got.push((uid, o))
-        })
-        .await;
+        r = keep(
+            endpoint::copy_messages(src, dst, sw, dw, &retry, &gentler, false, &mut |uid, o| {
+                if matches!(o, Outcome::Copied { .. })
+                    && let Some(reply) = what.remove(&uid)
+                {
+                    adjusted.push(Failure { uid, reply });
+                }
+                got.push((uid, o))
+            })
+            .await,
+        );
     }
-    (got, adjusted, r)
+    (got, adjusted, assigned, r)
 }
 
 /// Remove the refused outcomes (`batch`: refused as part of a MULTIAPPEND; else refused on
@@ -893,6 +906,30 @@ fn take_refused(got: &mut Vec<(u32, Outcome)>, batch: bool) -> Vec<u32> {
         .collect();
     got.retain(|(_, o)| !hit(o));
     uids
+}
+
+/// Remember the fingerprints of the copies just made (their destination UIDs from APPENDUID),
+/// so the next pass over the destination folder need not fetch them back.
+fn learn_copies(ctx: &Ctx, way: Way, dst_account: &str, w: &Work, a: &Assigned) -> Result<()> {
+    if a.pairs.is_empty() {
+        return Ok(());
+    }
+    let fp: HashMap<u32, &Fingerprint> = w.src.msgs.iter().map(|m| (m.uid, &m.fp)).collect();
+    let items = a
+        .pairs
+        .iter()
+        .filter_map(|(s, d)| {
+            let f = fp.get(s)?;
+            Some((*d, (*f).clone(), w.src.stamped.contains(s)))
+        })
+        .collect();
+    let learnt = imap_ops::Learnt {
+        uidvalidity: a.uidvalidity,
+        items,
+    };
+    ctx.state
+        .learn(way.sides().1, dst_account, &w.pair.dst_wire, &learnt)?;
+    Ok(())
 }
 
 /// The state saved for a folder. While it is being copied: not converged, no destination count,
@@ -1002,9 +1039,10 @@ async fn copy_batches(
             }
         }
         let before_bytes = tally.bytes;
-        let (got, adjusted, r) = copy_batch(src, dst, w, batch).await;
+        let (got, adjusted, assigned, r) = copy_batch(src, dst, w, batch).await;
         tally.record(ctx, bar, got).await;
         tally.adjusted.extend(adjusted);
+        learn_copies(ctx, way, dst.user(), w, &assigned)?;
         if cap.is_some() {
             ctx.state
                 .add_bytes(&dst_account, &day, tally.bytes - before_bytes)
