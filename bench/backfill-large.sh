@@ -9,7 +9,7 @@
 #   mbsync  mbsync's first pass into a wiped destination, for comparison (skipped if absent)
 # Each line: pass, wall seconds, peak RSS (MiB, /usr/bin/time -v), messages in the destination.
 # Uses ../shared/bench/imap/dovecot.sh (ports 10143/10144) with DC_DIR=/tmp/dc-large.
-# Knobs: N (200000), CUTOVER_BIN (target/release/cutover).
+# Knobs: N (200000), CUTOVER_BIN (target/release/cutover), MBSYNC (1; 0 skips its pass).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SHARED=${SHARED:-$HERE/../../shared/bench/imap}
@@ -70,7 +70,7 @@ $1
 TOML
     echo "$W/c/cutover.toml"
 }
-dst_count() { doveadm -c "$(bash "$DC" conf new)" mailbox status -u alice messages INBOX 2>/dev/null | sed 's/messages=//'; }
+dst_count() { doveadm -c "$(bash "$DC" conf new)" mailbox status -u alice messages INBOX 2>/dev/null | sed 's/.*messages=//'; }
 measure() {  # NAME CMD...
     local name=$1; shift
     /usr/bin/time -v -o "$W/$name.time" "$@" > "$W/$name.log" 2>&1 || { echo "$name failed: see $W/$name.log" >&2; tail -5 "$W/$name.log" >&2; }
@@ -87,7 +87,7 @@ measure since "$BIN" backfill run large -q -c "$(conf "since = \"$since\"")"
 wipe_dst
 measure first "$BIN" backfill run large -q -c "$(conf "")"
 measure noop "$BIN" backfill run large -q -c "$(conf "")"
-if command -v mbsync >/dev/null; then
+if [[ ${MBSYNC:-1} == 1 ]] && command -v mbsync >/dev/null; then
     wipe_dst
     mkdir -p "$W/mbsync"
     measure mbsync env SRC_HOST=127.0.0.1 SRC_PORT=10143 SRC_USER=alice SRC_PASS=pw-alice \
