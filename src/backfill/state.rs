@@ -20,6 +20,12 @@ pub enum StateError {
     Db(#[from] sled::Error),
     #[error("backfill state: corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("backfill fingerprint cache {path}: {source}")]
+    Cache {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What an earlier pass left for one folder pair.
@@ -66,6 +72,9 @@ pub fn job_dir(state_dir: &Path, job: &str, shard: Option<(u32, u32)>) -> PathBu
 #[derive(Clone)]
 pub struct State {
     db: sled::Db,
+    /// `<job dir>/fingerprints/`: the fingerprint cache, one flat file per folder (kept out of
+    /// sled: hundreds of thousands of small inserts grow sled's memory far beyond its cache).
+    fp_dir: PathBuf,
 }
 
 impl State {
@@ -79,7 +88,10 @@ impl State {
                 path: path.display().to_string(),
                 source,
             })?;
-        Ok(State { db })
+        Ok(State {
+            db,
+            fp_dir: dir.join("fingerprints"),
+        })
     }
 
     fn key(direction: &str, mailbox: &str, folder: &str) -> Vec<u8> {
@@ -204,45 +216,49 @@ impl State {
         k
     }
 
+    /// The cache file of one folder: a hash of (side, account, folder) names it.
+    fn fp_file(&self, side: &str, account: &str, wire: &str) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::digest(Self::key(side, account, wire));
+        self.fp_dir.join(hex::encode(&h[..16]))
+    }
+
     /// Fingerprints cached for the folder `wire` of `account` (`side`: which configured side),
-    /// in the form of [`super::imap_ops::Known`] (UID 0 carries the UIDVALIDITY).
+    /// in the form of [`super::imap_ops::Known`] (UID 0 carries the UIDVALIDITY). A missing or
+    /// damaged file is an empty cache (it only costs a fetch of identity headers).
     pub fn known(
         &self,
         side: &str,
         account: &str,
         wire: &str,
     ) -> Result<super::imap_ops::Known, StateError> {
-        let t = self.db.open_tree("fingerprints")?;
         let mut out = super::imap_ops::Known::new();
-        for kv in t.scan_prefix(Self::folder_prefix(side, account, wire)) {
-            let (k, v) = kv?;
-            let Some(uid) = k.len().checked_sub(4).and_then(|at| k.get(at..)) else {
+        let Ok(text) = std::fs::read_to_string(self.fp_file(side, account, wire)) else {
+            return Ok(out);
+        };
+        let mut lines = text.lines();
+        let Some(uv) = lines.next().and_then(|l| l.strip_prefix("uidvalidity ")) else {
+            return Ok(out);
+        };
+        out.insert(0, (crate::fingerprint::Fingerprint(uv.to_string()), false));
+        for l in lines {
+            let mut f = l.splitn(3, ' ');
+            let (Some(uid), Some(st), Some(fp)) = (f.next(), f.next(), f.next()) else {
                 continue;
             };
-            let uid = u32::from_be_bytes([uid[0], uid[1], uid[2], uid[3]]);
-            let Some((&stamped, fp)) = v.split_first() else {
+            let Ok(uid) = uid.parse::<u32>() else {
                 continue;
             };
             out.insert(
                 uid,
-                (
-                    crate::fingerprint::Fingerprint(String::from_utf8_lossy(fp).into_owned()),
-                    stamped == 1,
-                ),
+                (crate::fingerprint::Fingerprint(fp.to_string()), st == "1"),
             );
         }
         Ok(out)
     }
 
-    /// `side\0account\0wire\0`: no folder's prefix is another's.
-    fn folder_prefix(side: &str, account: &str, wire: &str) -> Vec<u8> {
-        let mut k = Self::key(side, account, wire);
-        k.push(0);
-        k
-    }
-
-    /// Remember what an index learnt. A cache: not flushed here (losing it costs one fetch of
-    /// identity headers); a new UIDVALIDITY replaces the folder's entries.
+    /// Remember what an index learnt (appended to the folder's file; a new UIDVALIDITY starts
+    /// the file over). A cache: not fsynced (losing it costs one fetch of identity headers).
     pub fn learn(
         &self,
         side: &str,
@@ -250,35 +266,42 @@ impl State {
         wire: &str,
         learnt: &super::imap_ops::Learnt,
     ) -> Result<(), StateError> {
+        use std::io::Write as _;
         if learnt.items.is_empty() {
             return Ok(());
         }
-        let t = self.db.open_tree("fingerprints")?;
-        let prefix = Self::folder_prefix(side, account, wire);
-        let entry = |uid: u32| {
-            let mut k = prefix.clone();
-            k.extend_from_slice(&uid.to_be_bytes());
-            k
+        let path = self.fp_file(side, account, wire);
+        let io = |e: std::io::Error| StateError::Cache {
+            path: path.display().to_string(),
+            source: e,
         };
-        let mut batch = sled::Batch::default();
-        let uv = learnt.uidvalidity.to_string();
-        let same = t
-            .get(entry(0))?
-            .is_some_and(|v| v.get(1..) == Some(uv.as_bytes()));
+        std::fs::create_dir_all(&self.fp_dir).map_err(io)?;
+        let head = format!("uidvalidity {}", learnt.uidvalidity);
+        let same = std::fs::File::open(&path).ok().is_some_and(|f| {
+            let mut first = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(f), &mut first).is_ok()
+                && first.trim_end() == head
+        });
+        let mut buf = String::new();
         if !same {
-            for kv in t.scan_prefix(&prefix) {
-                batch.remove(kv?.0);
-            }
-            let mut v = vec![0u8];
-            v.extend_from_slice(uv.as_bytes());
-            batch.insert(entry(0), v);
+            buf.push_str(&head);
+            buf.push('\n');
         }
         for (uid, fp, stamped) in &learnt.items {
-            let mut v = vec![u8::from(*stamped)];
-            v.extend_from_slice(fp.0.as_bytes());
-            batch.insert(entry(*uid), v);
+            // A fingerprint is one line (`m:` + normalised Message-ID, or `h:` + hex).
+            if fp.0.contains(['\n', '\r']) {
+                continue;
+            }
+            buf.push_str(&format!("{uid} {} {}\n", u8::from(*stamped), fp.0));
         }
-        t.apply_batch(batch)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(same)
+            .truncate(!same)
+            .open(&path)
+            .map_err(io)?;
+        f.write_all(buf.as_bytes()).map_err(io)?;
         Ok(())
     }
 
