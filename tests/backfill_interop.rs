@@ -70,6 +70,32 @@ fn job(src: (u16, PathBuf), dst: (u16, PathBuf)) -> Job {
     )
 }
 
+/// A Cyrus source (`opts`, its `Sent` is \Sent) holding the corpus, a Dovecot "new" destination
+/// with an existing `Sent Messages` (\Sent), and the job between them.
+async fn cyrus_to_dovecot(opts: CyrusOptions) -> (Cyrus, Dovecot, Manifest, Job) {
+    let cy = Cyrus::start(
+        opts.munge8bit(false)
+            .special_use(&[("Sent", "\\Sent")])
+            .label("src"),
+    );
+    let new = Dovecot::start(DovecotOptions::new().special_use(&[(SENT, "\\Sent")]));
+    let manifest = corpus()
+        .load_imap_prefixed(
+            cy.addr(),
+            "alice",
+            &cy.password("alice"),
+            cy.separator(),
+            &cy.personal_prefix(),
+        )
+        .await
+        .unwrap();
+    let j = job(
+        (cy.port(), cy.secret_file("alice")),
+        (new.port(), new.secret_file("alice")),
+    );
+    (cy, new, manifest, j)
+}
+
 /// Dovecot "old" (Maildir++, '.') with the corpus written into alice's Maildir.
 fn old_with_corpus() -> (Dovecot, Manifest) {
     let old = Dovecot::start(DovecotOptions::old());
@@ -118,27 +144,7 @@ async fn dovecot_old_to_cyrus_inbox_prefix() {
 /// with an existing `Sent Messages` (\Sent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cyrus_inbox_prefix_to_dovecot_new() {
-    let cy = Cyrus::start(
-        CyrusOptions::inbox_dot()
-            .munge8bit(false)
-            .special_use(&[("Sent", "\\Sent")])
-            .label("src"),
-    );
-    let new = Dovecot::start(DovecotOptions::new().special_use(&[(SENT, "\\Sent")]));
-    let manifest = corpus()
-        .load_imap_prefixed(
-            cy.addr(),
-            "alice",
-            &cy.password("alice"),
-            cy.separator(),
-            &cy.personal_prefix(),
-        )
-        .await
-        .unwrap();
-    let job = job(
-        (cy.port(), cy.secret_file("alice")),
-        (new.port(), new.secret_file("alice")),
-    );
+    let (cy, new, manifest, job) = cyrus_to_dovecot(CyrusOptions::inbox_dot()).await;
     let map = FolderMap::identity().prefixes(&cy.personal_prefix_utf8(), "");
     let d = two_passes(&job, &manifest, cy.addr(), new.addr(), &map).await;
     assert_eq!(d.special("\\Sent"), Some(SENT));
@@ -204,27 +210,7 @@ async fn every_cyrus_delimiter_both_ways() {
     let d = two_passes(&j, &manifest, old.addr(), cy.addr(), &map).await;
     assert_eq!(d.special("\\Sent"), Some("INBOX/Sent Messages"));
 
-    let src = Cyrus::start(
-        CyrusOptions::alt_dot()
-            .munge8bit(false)
-            .special_use(&[("Sent", "\\Sent")])
-            .label("src"),
-    );
-    let new = Dovecot::start(DovecotOptions::new().special_use(&[(SENT, "\\Sent")]));
-    let manifest = corpus()
-        .load_imap_prefixed(
-            src.addr(),
-            "alice",
-            &src.password("alice"),
-            src.separator(),
-            &src.personal_prefix(),
-        )
-        .await
-        .unwrap();
-    let j = job(
-        (src.port(), src.secret_file("alice")),
-        (new.port(), new.secret_file("alice")),
-    );
+    let (src, new, manifest, j) = cyrus_to_dovecot(CyrusOptions::alt_dot()).await;
     let d = two_passes(
         &j,
         &manifest,
