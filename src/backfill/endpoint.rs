@@ -280,13 +280,13 @@ impl Endpoint {
             out.meta.insert(
                 uid,
                 Meta {
-                    flags: e.flags,
-                    idate: idate_of(date),
+                    flags: e.flags.into(),
+                    idate: idate_of(date).into(),
                 },
             );
             out.msgs.push(SrcMsg {
                 uid,
-                fp,
+                fp: fp.key(),
                 size: e.size,
                 date,
                 done: uid <= watermark,
@@ -311,7 +311,7 @@ impl Endpoint {
             out.flags.insert(uid, e.flags);
             out.msgs.push(DstMsg {
                 uid,
-                fp,
+                fp: fp.key(),
                 size: e.size,
                 date: e.internaldate,
                 stamped,
@@ -380,7 +380,7 @@ pub async fn copy_messages(
     for &uid in uids {
         let m = meta.get(&uid).cloned().unwrap_or(Meta {
             flags: "()".into(),
-            idate: String::new(),
+            idate: Box::default(),
         });
         let body = match &mut *src {
             Endpoint::Imap(c) => imap_ops::fetch_body(c, src_wire, uid).await?,

@@ -13,7 +13,7 @@ use super::namespace::Namespaces;
 use super::plan::{FolderInfo, Listing};
 use super::session::{Conn, ImapStream, timed};
 use super::{BackfillError, Result};
-use crate::fingerprint::{self, Fingerprint};
+use crate::fingerprint::{self, FpKey};
 use async_imap::imap_proto::{Response, Status};
 use async_imap::types::Flag;
 use futures_util::TryStreamExt;
@@ -35,10 +35,10 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// What we keep of a source message for its APPEND.
 #[derive(Clone, Debug)]
 pub struct Meta {
-    /// `(\Seen $Label)`, never `\Recent`.
-    pub flags: String,
+    /// `(\Seen $Label)`, never `\Recent`. (Boxed: held for every message of a folder.)
+    pub flags: Box<str>,
     /// `"01-Jan-2024 10:00:00 +0000"` (with quotes).
-    pub idate: String,
+    pub idate: Box<str>,
 }
 
 /// A folder's index.
@@ -52,6 +52,16 @@ pub struct SrcIndex {
     pub learnt: Learnt,
     /// Messages carrying cutover's delivery stamp.
     pub stamped: std::collections::HashSet<u32>,
+}
+
+impl SrcIndex {
+    /// The message with this UID (`msgs` is sorted by UID).
+    pub fn msg(&self, uid: u32) -> Option<&SrcMsg> {
+        self.msgs
+            .binary_search_by_key(&uid, |m| m.uid)
+            .ok()
+            .and_then(|i| self.msgs.get(i))
+    }
 }
 
 /// LIST + LSUB of one account, with its personal namespace (NAMESPACE when offered).
@@ -399,8 +409,8 @@ async fn index_folder(
         ..Default::default()
     };
     // Fingerprints cached for another UIDVALIDITY mean nothing here.
-    let empty = Known::new();
-    let known = if known_uidvalidity(known) == Some(raw.uidvalidity) {
+    let empty = Known::default();
+    let known = if known.uidvalidity == Some(raw.uidvalidity) {
         known
     } else {
         &empty
@@ -451,6 +461,12 @@ async fn index_folder(
     if !needs_prefix.is_empty() {
         fingerprint_by_prefix(conn, wire, &mut raw, &needs_prefix).await?;
     }
+    if let Some(it) = raw.items.iter().find(|it| it.fp.is_none()) {
+        return Err(BackfillError::Connection(format!(
+            "index of {wire}: no identity returned for UID {}",
+            it.uid
+        )));
+    }
     Ok(raw)
 }
 
@@ -484,22 +500,22 @@ async fn fetch_index_items(
             .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
         let Some(f) = next else { break };
         let Some(uid) = f.uid else { continue };
-        let (fp, has_id, stamped) = match known.get(&uid) {
-            Some((fp, stamped)) => (fp.clone(), true, *stamped),
+        let (fp, has_id, stamped) = match known.map.get(&uid) {
+            Some((fp, stamped)) => (Some(*fp), true, *stamped),
             None if !known.is_empty() => {
                 raw.needs_header.push(raw.items.len());
-                (Fingerprint(String::new()), true, false)
+                (None, true, false)
             }
             None => identity(f.header().unwrap_or_default()),
         };
-        if known.is_empty() || !known.contains_key(&uid) {
+        if !known.map.contains_key(&uid) {
             raw.learn.push(raw.items.len());
         }
         let date = f.internal_date();
         let meta = with_meta.then(|| Meta {
-            flags: flags_string(f.flags()),
+            flags: flags_string(f.flags()).into(),
             idate: date
-                .map(|d| format!("\"{}\"", d.format("%d-%b-%Y %H:%M:%S %z")))
+                .map(|d| format!("\"{}\"", d.format("%d-%b-%Y %H:%M:%S %z")).into())
                 .unwrap_or_default(),
         });
         if !has_id {
@@ -517,13 +533,13 @@ async fn fetch_index_items(
     Ok(())
 }
 
-/// Fingerprint (when the header has a Message-ID), whether it has one, and cutover's stamp.
-fn identity(header: &[u8]) -> (Fingerprint, bool, bool) {
+/// Fingerprint key (when the header has a Message-ID), whether it has one, and cutover's stamp.
+fn identity(header: &[u8]) -> (Option<FpKey>, bool, bool) {
     let stamped = fingerprint::has_header(header, "X-Cutover-Loop");
     if fingerprint::has_message_id(header) {
-        (fingerprint::fingerprint(header), true, stamped)
+        (Some(fingerprint::fingerprint(header).key()), true, stamped)
     } else {
-        (Fingerprint(String::new()), false, stamped)
+        (None, false, stamped)
     }
 }
 
@@ -616,10 +632,10 @@ async fn fingerprint_by_prefix(
                 buf.extend_from_slice(b"\r\n");
             }
             buf.extend_from_slice(f.text().unwrap_or_default());
-            raw.items[i].fp = fingerprint::fingerprint(&buf);
+            raw.items[i].fp = Some(fingerprint::fingerprint(&buf).key());
         }
     }
-    if needs_prefix.iter().any(|&i| raw.items[i].fp.0.is_empty()) {
+    if needs_prefix.iter().any(|&i| raw.items[i].fp.is_none()) {
         return Err(BackfillError::Connection(format!(
             "index of {wire}: body prefixes missing from the FETCH response"
         )));
@@ -646,35 +662,41 @@ impl IndexRaw {
             items: self
                 .learn
                 .iter()
-                .map(|&i| {
+                .filter_map(|&i| {
                     let it = &self.items[i];
-                    (it.uid, it.fp.clone(), it.stamped)
+                    Some((it.uid, it.fp?, it.stamped))
                 })
                 .collect(),
         }
     }
 }
 
-/// Fingerprints of a folder's messages known from earlier passes: UID → (fingerprint,
-/// stamped), valid for one UIDVALIDITY (the entry at UID 0 carries it). A message's bytes never
-/// change under its UID, so its identity need not be fetched twice.
-pub type Known = HashMap<u32, (Fingerprint, bool)>;
-
-/// The UIDVALIDITY a [`Known`] map is valid for.
-pub fn known_uidvalidity(k: &Known) -> Option<u32> {
-    k.get(&0).and_then(|(fp, _)| fp.0.parse().ok())
+/// Fingerprints of a folder's messages known from earlier passes: UID → (fingerprint key,
+/// stamped), valid for one UIDVALIDITY. A message's bytes never change under its UID, so its
+/// identity need not be fetched twice.
+#[derive(Debug, Default)]
+pub struct Known {
+    pub uidvalidity: Option<u32>,
+    pub map: HashMap<u32, (FpKey, bool)>,
 }
 
-/// What an index learnt: (UIDVALIDITY, [(uid, fingerprint, stamped)]).
+impl Known {
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// What an index learnt: (UIDVALIDITY, [(uid, fingerprint key, stamped)]).
 #[derive(Debug, Default)]
 pub struct Learnt {
     pub uidvalidity: u32,
-    pub items: Vec<(u32, Fingerprint, bool)>,
+    pub items: Vec<(u32, FpKey, bool)>,
 }
 
 struct RawItem {
     uid: u32,
-    fp: Fingerprint,
+    /// `None` until the identity headers (or body prefix) were fetched.
+    fp: Option<FpKey>,
     size: u32,
     date: i64,
     stamped: bool,
@@ -709,7 +731,7 @@ pub async fn index_source(
         }
         out.msgs.push(SrcMsg {
             uid: it.uid,
-            fp: it.fp,
+            fp: it.fp.unwrap_or_default(),
             size: it.size,
             date: it.date,
             done: it.uid <= watermark,
@@ -740,11 +762,11 @@ pub async fn index_destination(conn: &mut Conn, wire: &str, known: &Known) -> Re
     };
     for it in raw.items {
         if let Some(m) = it.meta {
-            out.flags.insert(it.uid, m.flags);
+            out.flags.insert(it.uid, m.flags.into());
         }
         out.msgs.push(DstMsg {
             uid: it.uid,
-            fp: it.fp,
+            fp: it.fp.unwrap_or_default(),
             size: it.size,
             date: it.date,
             stamped: it.stamped,
@@ -786,13 +808,13 @@ pub fn degrade(meta: &Meta, defined: &[String], level: u8) -> Option<(Meta, Stri
     }
     let idate = if old_date {
         what.push(format!("INTERNALDATE {} stored as 1970-01-01", meta.idate));
-        "\"01-Jan-1970 00:00:00 +0000\"".to_string()
+        "\"01-Jan-1970 00:00:00 +0000\"".into()
     } else {
         meta.idate.clone()
     };
     Some((
         Meta {
-            flags: format!("({})", kept.join(" ")),
+            flags: format!("({})", kept.join(" ")).into(),
             idate,
         },
         what.join("; "),
@@ -844,7 +866,7 @@ pub async fn append_one(dst: &mut Conn, dst_wire: &str, m: &Meta, body: &[u8]) -
         dst.session.append(
             dst_wire,
             Some(&m.flags),
-            (!m.idate.is_empty()).then_some(m.idate.as_str()),
+            (!m.idate.is_empty()).then_some(&*m.idate),
             body,
         ),
     )
@@ -932,7 +954,7 @@ pub async fn copy_messages(
                 }
                 let m = meta.get(&uid).cloned().unwrap_or(Meta {
                     flags: "()".into(),
-                    idate: String::new(),
+                    idate: Box::default(),
                 });
                 seen.insert(uid);
                 if pipelined {
@@ -1301,11 +1323,11 @@ mod tests {
         };
         let defined = vec!["$old".to_string()];
         let (m1, what1) = degrade(&m, &defined, 1).unwrap_or_else(|| (m.clone(), String::new()));
-        assert_eq!(m1.flags, "(\\Seen $Old)");
-        assert_eq!(m1.idate, "\"01-Jan-1970 00:00:00 +0000\"");
+        assert_eq!(&*m1.flags, "(\\Seen $Old)");
+        assert_eq!(&*m1.idate, "\"01-Jan-1970 00:00:00 +0000\"");
         assert!(what1.contains("$New") && what1.contains("1965"), "{what1}");
         let (m2, _) = degrade(&m1, &defined, 2).unwrap_or_else(|| (m1.clone(), String::new()));
-        assert_eq!(m2.flags, "(\\Seen)");
+        assert_eq!(&*m2.flags, "(\\Seen)");
         let plain = Meta {
             flags: "(\\Seen)".into(),
             idate: "\"01-Jan-2024 10:00:00 +0000\"".into(),

@@ -10,14 +10,14 @@
 //! but never re-copied (the user may have deleted it on the destination); an unpaired new
 //! message is copied unless a credit excuses it.
 
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::FpKey;
 use std::collections::HashMap;
 
 /// A source message.
 #[derive(Clone, Debug)]
 pub struct SrcMsg {
     pub uid: u32,
-    pub fp: Fingerprint,
+    pub fp: FpKey,
     pub size: u32,
     /// INTERNALDATE, seconds since the epoch.
     pub date: i64,
@@ -29,7 +29,7 @@ pub struct SrcMsg {
 #[derive(Clone, Debug)]
 pub struct DstMsg {
     pub uid: u32,
-    pub fp: Fingerprint,
+    pub fp: FpKey,
     pub size: u32,
     pub date: i64,
     /// Carries cutover's delivery stamp (`X-Cutover-Loop`): a dual-delivered copy.
@@ -56,7 +56,7 @@ pub struct FolderDecision {
     /// Per source message (same order as the input), its verdict.
     pub verdicts: Vec<Verdict>,
     /// Fingerprints of stamped destination messages paired in this folder (consume credits first).
-    pub stamped_pairs: Vec<Fingerprint>,
+    pub stamped_pairs: Vec<FpKey>,
     /// (source UID, destination UID) of every pair (for flag synchronisation).
     pub pairs: Vec<(u32, u32)>,
 }
@@ -69,13 +69,13 @@ impl FolderDecision {
 
 /// Pair the source messages of a folder with the destination messages of its counterpart.
 pub fn decide(src: &[SrcMsg], dst: &[DstMsg]) -> FolderDecision {
-    let mut by_fp: HashMap<&Fingerprint, Vec<usize>> = HashMap::new();
+    let mut by_fp: HashMap<FpKey, Vec<usize>> = HashMap::new();
     for (i, d) in dst.iter().enumerate() {
-        by_fp.entry(&d.fp).or_default().push(i);
+        by_fp.entry(d.fp).or_default().push(i);
     }
-    let mut src_groups: HashMap<&Fingerprint, Vec<usize>> = HashMap::new();
+    let mut src_groups: HashMap<FpKey, Vec<usize>> = HashMap::new();
     for (i, s) in src.iter().enumerate() {
-        src_groups.entry(&s.fp).or_default().push(i);
+        src_groups.entry(s.fp).or_default().push(i);
     }
     let mut verdicts = vec![Verdict::Copy; src.len()];
     let mut stamped_pairs = Vec::new();
@@ -84,7 +84,7 @@ pub fn decide(src: &[SrcMsg], dst: &[DstMsg]) -> FolderDecision {
     for (fp, mut members) in src_groups {
         // done first, then by UID.
         members.sort_by_key(|&i| (!src[i].done, src[i].uid));
-        let cands = by_fp.get(fp).cloned().unwrap_or_default();
+        let cands = by_fp.get(&fp).cloned().unwrap_or_default();
         let mut paired = vec![false; members.len()];
         for exact in [true, false] {
             for (k, &si) in members.iter().enumerate() {
@@ -103,7 +103,7 @@ pub fn decide(src: &[SrcMsg], dst: &[DstMsg]) -> FolderDecision {
                     verdicts[si] = Verdict::Present;
                     pairs.push((s.uid, dst[di].uid));
                     if dst[di].stamped {
-                        stamped_pairs.push(dst[di].fp.clone());
+                        stamped_pairs.push(dst[di].fp);
                     }
                 }
             }
@@ -131,7 +131,7 @@ pub fn decide(src: &[SrcMsg], dst: &[DstMsg]) -> FolderDecision {
 /// (or `Missing`) consumes one remaining credit (folders in the given order) and becomes `Ledger`.
 /// `credits` holds the remaining counts afterwards.
 pub fn apply_credits(
-    credits: &mut HashMap<Fingerprint, usize>,
+    credits: &mut HashMap<FpKey, usize>,
     folders: &mut [(&[SrcMsg], &mut FolderDecision)],
 ) {
     for (_, d) in folders.iter() {
@@ -161,8 +161,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn fp(s: &str) -> Fingerprint {
-        Fingerprint(s.to_string())
+    fn fp(s: &str) -> FpKey {
+        crate::fingerprint::Fingerprint(s.to_string()).key()
     }
     fn s(uid: u32, f: &str, size: u32, date: i64, done: bool) -> SrcMsg {
         SrcMsg {
@@ -261,10 +261,10 @@ mod tests {
             let dec = decide(&src, &dstm);
             for f in 0u8..5 {
                 let f = f.to_string();
-                let sc = src.iter().filter(|m| m.fp.0 == f).count();
-                let dc = dstm.iter().filter(|m| m.fp.0 == f).count();
+                let sc = src.iter().filter(|m| m.fp == fp(&f)).count();
+                let dc = dstm.iter().filter(|m| m.fp == fp(&f)).count();
                 let copies = src.iter().zip(&dec.verdicts)
-                    .filter(|(m, v)| m.fp.0 == f && **v == Verdict::Copy).count();
+                    .filter(|(m, v)| m.fp == fp(&f) && **v == Verdict::Copy).count();
                 prop_assert_eq!(copies, sc.saturating_sub(dc));
             }
         }

@@ -15,7 +15,7 @@ use super::state::{FolderState, State, job_dir};
 use super::throttle::Backoff;
 use super::{BackfillError, Result};
 use crate::config::{BackfillJob, Config, DedupeScope, Direction};
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::FpKey;
 use futures_util::FutureExt;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -557,14 +557,17 @@ async fn index_pair(
     let (src_tag, dst_tag) = way.sides();
     let (src_account, dst_account) = (src.user().to_string(), dst.user().to_string());
     let known = ctx.state.known(src_tag, &src_account, &p.src_wire)?;
-    let src_idx = src
+    let mut src_idx = src
         .index_source(&p.src_wire, watermark, ctx.window, &known)
         .await?;
     drop(known);
+    // Saved, then let go: the copy phase holds only the per-message index record.
+    let learnt = std::mem::take(&mut src_idx.learnt);
     if !ctx.dry_run {
         ctx.state
-            .learn(src_tag, &src_account, &p.src_wire, &src_idx.learnt)?;
+            .learn(src_tag, &src_account, &p.src_wire, &learnt)?;
     }
+    drop(learnt);
     let dst_idx = if dst_missing {
         imap_ops::DstIndex::default()
     } else {
@@ -585,7 +588,10 @@ async fn index_pair(
                 continue;
             };
             if imap_ops::flag_set(&sm.flags) != imap_ops::flag_set(df) {
-                flag_groups.entry(sm.flags.clone()).or_default().push(*du);
+                flag_groups
+                    .entry(sm.flags.to_string())
+                    .or_default()
+                    .push(*du);
             }
         }
     }
@@ -608,14 +614,18 @@ async fn credit_ledger(ctx: &Ctx, way: Way, dst_user: &str, work: &mut [Work]) -
     if way != Way::Forward || ctx.job.dedupe_scope != DedupeScope::Mailbox || work.is_empty() {
         return Ok(());
     }
-    let mut credits: HashMap<Fingerprint, usize> = crate::ledger::credits_for_backfill(
+    let mut credits: HashMap<FpKey, usize> = HashMap::new();
+    for (fp, n) in crate::ledger::credits_for_backfill(
         &ctx.ledger_db,
         ctx.admin,
         ctx.admin_token.as_ref(),
         dst_user,
         ctx.job.ledger_target.as_deref(),
     )
-    .await?;
+    .await?
+    {
+        *credits.entry(fp.key()).or_default() += n;
+    }
     if !credits.is_empty() {
         let mut refs: Vec<(&[index::SrcMsg], &mut FolderDecision)> = work
             .iter_mut()
@@ -914,14 +924,10 @@ fn learn_copies(ctx: &Ctx, way: Way, dst_account: &str, w: &Work, a: &Assigned) 
     if a.pairs.is_empty() {
         return Ok(());
     }
-    let fp: HashMap<u32, &Fingerprint> = w.src.msgs.iter().map(|m| (m.uid, &m.fp)).collect();
     let items = a
         .pairs
         .iter()
-        .filter_map(|(s, d)| {
-            let f = fp.get(s)?;
-            Some((*d, (*f).clone(), w.src.stamped.contains(s)))
-        })
+        .filter_map(|(s, d)| Some((*d, w.src.msg(*s)?.fp, w.src.stamped.contains(s))))
         .collect();
     let learnt = imap_ops::Learnt {
         uidvalidity: a.uidvalidity,

@@ -5,6 +5,7 @@
 //! fingerprints per folder and UIDVALIDITY (so a pass fetches identity headers only for
 //! messages it has not seen). Owns nothing else (no IMAP, no reports).
 
+use crate::fingerprint::FpKey;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -224,15 +225,16 @@ impl State {
     }
 
     /// Fingerprints cached for the folder `wire` of `account` (`side`: which configured side),
-    /// in the form of [`super::imap_ops::Known`] (UID 0 carries the UIDVALIDITY). A missing or
-    /// damaged file is an empty cache (it only costs a fetch of identity headers).
+    /// in the form of [`super::imap_ops::Known`]. A missing or damaged file is an empty cache (it
+    /// only costs a fetch of identity headers). Lines are `UID STAMPED KEY` with the hex
+    /// [`FpKey`]; a line written by an older version carries the fingerprint text instead.
     pub fn known(
         &self,
         side: &str,
         account: &str,
         wire: &str,
     ) -> Result<super::imap_ops::Known, StateError> {
-        let mut out = super::imap_ops::Known::new();
+        let mut out = super::imap_ops::Known::default();
         let Ok(text) = std::fs::read_to_string(self.fp_file(side, account, wire)) else {
             return Ok(out);
         };
@@ -240,7 +242,10 @@ impl State {
         let Some(uv) = lines.next().and_then(|l| l.strip_prefix("uidvalidity ")) else {
             return Ok(out);
         };
-        out.insert(0, (crate::fingerprint::Fingerprint(uv.to_string()), false));
+        let Ok(uv) = uv.parse() else {
+            return Ok(out);
+        };
+        out.uidvalidity = Some(uv);
         for l in lines {
             let mut f = l.splitn(3, ' ');
             let (Some(uid), Some(st), Some(fp)) = (f.next(), f.next(), f.next()) else {
@@ -249,10 +254,9 @@ impl State {
             let Ok(uid) = uid.parse::<u32>() else {
                 continue;
             };
-            out.insert(
-                uid,
-                (crate::fingerprint::Fingerprint(fp.to_string()), st == "1"),
-            );
+            let key = FpKey::from_hex(fp)
+                .unwrap_or_else(|| crate::fingerprint::Fingerprint(fp.to_string()).key());
+            out.map.insert(uid, (key, st == "1"));
         }
         Ok(out)
     }
@@ -287,12 +291,8 @@ impl State {
             buf.push_str(&head);
             buf.push('\n');
         }
-        for (uid, fp, stamped) in &learnt.items {
-            // A fingerprint is one line (`m:` + normalised Message-ID, or `h:` + hex).
-            if fp.0.contains(['\n', '\r']) {
-                continue;
-            }
-            buf.push_str(&format!("{uid} {} {}\n", u8::from(*stamped), fp.0));
+        for (uid, key, stamped) in &learnt.items {
+            buf.push_str(&format!("{uid} {} {}\n", u8::from(*stamped), key.to_hex()));
         }
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -357,19 +357,19 @@ mod tests {
 
     #[test]
     fn fingerprint_cache_per_uidvalidity() {
-        use crate::backfill::imap_ops::{Learnt, known_uidvalidity};
+        use crate::backfill::imap_ops::Learnt;
         use crate::fingerprint::Fingerprint;
         let dir = tempfile::tempdir().unwrap();
         let st = State::open(dir.path()).unwrap();
-        let fp = |s: &str| Fingerprint(s.into());
+        let fp = |s: &str| Fingerprint(s.into()).key();
         let l = Learnt {
             uidvalidity: 7,
             items: vec![(1, fp("m:a"), false), (2, fp("h:b"), true)],
         };
         st.learn("source", "alice", "INBOX", &l).unwrap();
         let k = st.known("source", "alice", "INBOX").unwrap();
-        assert_eq!(known_uidvalidity(&k), Some(7));
-        assert_eq!(k.get(&2), Some(&(fp("h:b"), true)));
+        assert_eq!(k.uidvalidity, Some(7));
+        assert_eq!(k.map.get(&2), Some(&(fp("h:b"), true)));
         assert!(st.known("source", "alice", "Sent").unwrap().is_empty());
         assert!(st.known("source", "alice", "INBO").unwrap().is_empty());
         // A new UIDVALIDITY replaces the folder's entries.
@@ -379,10 +379,24 @@ mod tests {
         };
         st.learn("source", "alice", "INBOX", &l2).unwrap();
         let k = st.known("source", "alice", "INBOX").unwrap();
-        assert_eq!(known_uidvalidity(&k), Some(8));
-        assert_eq!(k.len(), 2);
-        assert_eq!(k.get(&1), Some(&(fp("m:c"), false)));
+        assert_eq!(k.uidvalidity, Some(8));
+        assert_eq!(k.map.len(), 1);
+        assert_eq!(k.map.get(&1), Some(&(fp("m:c"), false)));
         assert_eq!(st.all().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn fingerprint_cache_reads_lines_of_the_text_format() {
+        use crate::fingerprint::Fingerprint;
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::open(dir.path()).unwrap();
+        let path = st.fp_file("source", "alice", "INBOX");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "uidvalidity 9\n4 1 m:old@x\n5 0 h:0123\n").unwrap();
+        let k = st.known("source", "alice", "INBOX").unwrap();
+        assert_eq!(k.uidvalidity, Some(9));
+        assert_eq!(k.map[&4], (Fingerprint("m:old@x".into()).key(), true));
+        assert_eq!(k.map[&5], (Fingerprint("h:0123".into()).key(), false));
     }
 
     #[tokio::test]
