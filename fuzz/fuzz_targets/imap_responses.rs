@@ -216,7 +216,7 @@ async fn run(inp: &Input<'_>) {
             }
             Op::IndexSource { watermark } => {
                 if let Ok(ix) =
-                    imap_ops::index_source(&mut src, &wire, watermark as u32, (None, None)).await
+                    imap_ops::index_source(&mut src, &wire, watermark as u32, (None, None), &imap_ops::Known::default()).await
                 {
                     let uids: HashSet<u32> = ix.msgs.iter().map(|m| m.uid).collect();
                     for (uid, m) in &ix.meta {
@@ -234,7 +234,7 @@ async fn run(inp: &Input<'_>) {
                 }
             }
             Op::IndexDestination => {
-                if let Ok(ix) = imap_ops::index_destination(&mut src, &wire).await {
+                if let Ok(ix) = imap_ops::index_destination(&mut src, &wire, &imap_ops::Known::default()).await {
                     dst_index = Some(ix);
                 }
             }
