@@ -51,6 +51,7 @@ impl Access {
                     md: Maildir::open(&root)?,
                     user: user.to_string(),
                     state: state.clone(),
+                    files: std::sync::Mutex::new(None),
                 }))
             }
         }
@@ -74,11 +75,17 @@ pub fn maildir_path(template: &str, user: &str) -> Result<String> {
         .replace("{domain}", domain))
 }
 
+/// A folder's wire name and its message files by UID (sorted).
+type IndexedFiles = (String, Vec<(u32, Box<Path>)>);
+
 /// One user's Maildir, with the job state holding its UIDs.
 pub struct MaildirAccount {
     md: Maildir,
     user: String,
     state: State,
+    /// The message files of the folder indexed last, by UID (sorted): a copy finds its file
+    /// without listing the folder again.
+    files: std::sync::Mutex<Option<IndexedFiles>>,
 }
 
 /// A session with one side.
@@ -96,7 +103,16 @@ impl MaildirAccount {
     /// Entries with their UIDs (assigned on first sight).
     async fn entries(&self, wire: &str) -> Result<(u32, Vec<(u32, Entry)>)> {
         let f = self.folder(wire)?;
-        let entries = blocking(move || f.entries()).await?;
+        let mut entries = blocking(move || f.entries()).await?;
+        // A UID file line holds one key: a file name with a line break is left out (never seen
+        // outside of damage; reported).
+        entries.retain(|e| {
+            let ok = !e.key.contains(['\n', '\r']);
+            if !ok {
+                tracing::warn!(path = %e.path.display(), "maildir: skipping a message file whose name has a line break");
+            }
+            ok
+        });
         let keys: Vec<String> = entries.iter().map(|e| e.key.clone()).collect();
         let (uv, uids) = self
             .state
@@ -109,14 +125,36 @@ impl MaildirAccount {
         format!("{}\u{0}{wire}", self.md.root().display())
     }
 
-    async fn entry(&self, wire: &str, uid: u32) -> Result<Option<(maildir::Folder, Entry)>> {
+    /// The bytes of message `uid` (`None`: gone). Its file comes from the last index of the
+    /// folder; a file renamed since (flags changed, new/ → cur/) is found again by its key.
+    async fn read(&self, wire: &str, uid: u32) -> Result<Option<Vec<u8>>> {
+        let f = self.folder(wire)?;
+        if let Some(path) = self.indexed_file(wire, uid) {
+            let f2 = f.clone();
+            if let Some(body) = blocking(move || f2.read_file(&path)).await? {
+                return Ok(Some(body));
+            }
+        }
         let Some(key) = self.state.maildir_key(&self.folder_id(wire), uid)? else {
             return Ok(None);
         };
-        let f = self.folder(wire)?;
-        let f2 = f.clone();
-        let found = blocking(move || Ok(f2.entries()?.into_iter().find(|e| e.key == key))).await?;
-        Ok(found.map(|e| (f, e)))
+        blocking(
+            move || match f.entries()?.into_iter().find(|e| e.key == key) {
+                Some(e) => f.read_file(&e.path),
+                None => Ok(None),
+            },
+        )
+        .await
+    }
+
+    fn indexed_file(&self, wire: &str, uid: u32) -> Option<Box<Path>> {
+        let files = self.files.lock().ok()?;
+        let (w, list) = files.as_ref()?;
+        if w != wire {
+            return None;
+        }
+        let i = list.binary_search_by_key(&uid, |(u, _)| *u).ok()?;
+        list.get(i).map(|(_, p)| p.clone())
     }
 
     /// Index a folder: one small record per message, the fingerprint from the head of each file.
@@ -125,6 +163,14 @@ impl MaildirAccount {
         wire: &str,
     ) -> Result<(u32, Vec<(u32, Entry, fingerprint::Fingerprint, bool)>)> {
         let (uv, entries) = self.entries(wire).await?;
+        let mut files: Vec<(u32, Box<Path>)> = entries
+            .iter()
+            .map(|(u, e)| (*u, e.path.clone().into_boxed_path()))
+            .collect();
+        files.sort_unstable_by_key(|(u, _)| *u);
+        if let Ok(mut slot) = self.files.lock() {
+            *slot = Some((wire.to_string(), files));
+        }
         let f = self.folder(wire)?;
         let out = blocking(move || {
             let mut out = Vec::with_capacity(entries.len());
@@ -384,10 +430,7 @@ pub async fn copy_messages(
         });
         let body = match &mut *src {
             Endpoint::Imap(c) => imap_ops::fetch_body(c, src_wire, uid).await?,
-            Endpoint::Maildir(a) => match a.entry(src_wire, uid).await? {
-                Some((f, e)) => Some(blocking(move || f.read(&e)).await?),
-                None => None,
-            },
+            Endpoint::Maildir(a) => a.read(src_wire, uid).await?,
         };
         let Some(body) = body else {
             confirm(uid, Outcome::Vanished);
@@ -417,6 +460,37 @@ pub async fn copy_messages(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn maildir_copy_finds_a_file_renamed_after_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Maildir");
+        let md = Maildir::open(&root).unwrap();
+        md.create_root().unwrap();
+        let stored = md
+            .folder("INBOX")
+            .unwrap()
+            .append(b"Subject: a\n\nbody\n", "(\\Seen)", 1_700_000_000)
+            .unwrap();
+        let state = State::open(&dir.path().join("state")).unwrap();
+        let access = Access::Maildir {
+            template: root.display().to_string(),
+            base: PathBuf::from("/"),
+        };
+        let Endpoint::Maildir(a) = access.connect("alice", &state).await.unwrap() else {
+            panic!("not a Maildir endpoint");
+        };
+        let (_, items) = a.index("INBOX").await.unwrap();
+        let uid = items[0].0;
+        let want = b"Subject: a\r\n\r\nbody\r\n".to_vec();
+        assert_eq!(a.read("INBOX", uid).await.unwrap(), Some(want.clone()));
+        // The user flags it meanwhile: the file is renamed.
+        let renamed = stored.path.with_file_name(format!("{}:2,FS", stored.key));
+        std::fs::rename(&stored.path, &renamed).unwrap();
+        assert_eq!(a.read("INBOX", uid).await.unwrap(), Some(want));
+        std::fs::remove_file(&renamed).unwrap();
+        assert_eq!(a.read("INBOX", uid).await.unwrap(), None);
+    }
 
     #[test]
     fn maildir_templates() {

@@ -712,10 +712,20 @@ impl Folder {
 
     /// The whole message, CRLF line ends (for an IMAP APPEND).
     pub fn read(&self, e: &Entry) -> Result<Vec<u8>> {
-        let raw = fs::read(&e.path).map_err(|err| io_err("read", &e.path, err))?;
+        self.read_file(&e.path)?
+            .ok_or_else(|| io_err("read", &e.path, io::ErrorKind::NotFound.into()))
+    }
+
+    /// [`Folder::read`] by path; `None` when the file is gone (renamed or expunged).
+    pub fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        let raw = match fs::read(path) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", path, e)),
+        };
         let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
         to_crlf(&raw, &mut false, &mut out);
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// The header section, the empty line and at most `max` body bytes, CRLF line ends (for

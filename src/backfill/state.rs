@@ -76,6 +76,96 @@ pub struct State {
     /// `<job dir>/fingerprints/`: the fingerprint cache, one flat file per folder (kept out of
     /// sled: hundreds of thousands of small inserts grow sled's memory far beyond its cache).
     fp_dir: PathBuf,
+    /// `<job dir>/maildir-uids/`: the UIDs given to Maildir messages, one file per folder.
+    uid_dir: PathBuf,
+}
+
+fn cache_err(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Cache {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A Maildir UID file as read: UIDVALIDITY (`None`: no usable file), key → UID, and whether
+/// where its last whole line ends (a torn line after it, from a crash while appending, is
+/// ignored and cut off at the next append: its UID was never reported durable).
+type UidFile = (Option<u32>, std::collections::HashMap<String, u32>, u64);
+
+fn read_uids(path: &Path) -> Result<UidFile, StateError> {
+    let mut map = std::collections::HashMap::new();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, map, 0)),
+        Err(e) => return Err(cache_err(path)(e)),
+    };
+    let whole = text.rfind('\n').map_or(0, |i| i as u64 + 1);
+    let mut lines = text.split_inclusive('\n').filter(|l| l.ends_with('\n'));
+    let uv = lines
+        .next()
+        .and_then(|l| l.trim_end().strip_prefix("uidvalidity "))
+        .and_then(|v| v.parse().ok());
+    if uv.is_none() {
+        return Ok((None, map, 0));
+    }
+    for l in lines {
+        if let Some((uid, key)) = l.trim_end_matches('\n').split_once(' ')
+            && let Ok(uid) = uid.parse()
+        {
+            map.insert(key.to_string(), uid);
+        }
+    }
+    Ok((uv, map, whole))
+}
+
+/// [`State::maildir_uids`] on the blocking pool.
+fn assign_uids(path: &Path, keys: &[String]) -> Result<(u32, Vec<u32>), StateError> {
+    use std::io::Write as _;
+    let io = cache_err(path);
+    let (uv, map, whole) = read_uids(path)?;
+    let mut next = map.values().copied().max().unwrap_or(0) + 1;
+    let mut buf = String::new();
+    let uidvalidity = uv.unwrap_or_else(|| {
+        let now = crate::time::unix_secs(std::time::SystemTime::now());
+        let uv = u32::try_from(now).unwrap_or(u32::MAX).max(1);
+        buf.push_str(&format!("uidvalidity {uv}\n"));
+        uv
+    });
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        match map.get(k) {
+            Some(&uid) => out.push(uid),
+            None if k.contains(['\n', '\r']) => out.push(0),
+            None => {
+                buf.push_str(&format!("{next} {k}\n"));
+                out.push(next);
+                next += 1;
+            }
+        }
+    }
+    if buf.is_empty() {
+        return Ok((uidvalidity, out));
+    }
+    let dir = path.parent().unwrap_or(path);
+    std::fs::create_dir_all(dir).map_err(&io)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(uv.is_none())
+        .open(path)
+        .map_err(&io)?;
+    if uv.is_some() {
+        f.set_len(whole).map_err(&io)?;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(whole)).map_err(&io)?;
+    }
+    f.write_all(buf.as_bytes()).map_err(&io)?;
+    f.sync_all().map_err(&io)?;
+    if uv.is_none() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(&io)?;
+    }
+    Ok((uidvalidity, out))
 }
 
 impl State {
@@ -92,6 +182,7 @@ impl State {
         Ok(State {
             db,
             fp_dir: dir.join("fingerprints"),
+            uid_dir: dir.join("maildir-uids"),
         })
     }
 
@@ -159,62 +250,37 @@ impl State {
     /// UIDs of the messages `keys` of a Maildir folder (`folder`: its directory), assigning the
     /// next free UIDs to keys seen for the first time, in the order given; with the folder's
     /// UIDVALIDITY (fixed at its first sight). A Maildir has no UIDs of its own, and the
-    /// watermark and the pairing need stable ones. Durable when this returns.
+    /// watermark and the pairing need stable ones. Durable when this returns: one flat file per
+    /// folder under `<job dir>/maildir-uids/` (`uidvalidity UV` then `UID KEY` lines), appended
+    /// and fsynced (kept out of sled for the same reason as the fingerprint cache). A lost file
+    /// gives the folder a new UIDVALIDITY, which the next pass handles by fingerprint.
     pub async fn maildir_uids(
         &self,
         folder: &str,
         keys: &[String],
     ) -> Result<(u32, Vec<u32>), StateError> {
-        let t = self.db.open_tree("maildir_uids")?;
-        let meta_key = Self::key("maildir", folder, "");
-        let (uidvalidity, mut next) = match t.get(&meta_key)? {
-            Some(v) if v.len() == 8 => (
-                u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
-                u32::from_be_bytes([v[4], v[5], v[6], v[7]]),
-            ),
-            _ => {
-                let now = crate::time::unix_secs(std::time::SystemTime::now());
-                (u32::try_from(now).unwrap_or(u32::MAX).max(1), 1)
-            }
-        };
-        let mut out = Vec::with_capacity(keys.len());
-        let mut batch = sled::Batch::default();
-        let mut added = false;
-        for k in keys {
-            let fwd = Self::key("maildir", folder, k);
-            match t.get(&fwd)? {
-                Some(v) if v.len() == 4 => out.push(u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
-                _ => {
-                    let uid = next;
-                    next += 1;
-                    batch.insert(fwd, uid.to_be_bytes().to_vec());
-                    batch.insert(Self::uid_key(folder, uid), k.as_bytes().to_vec());
-                    out.push(uid);
-                    added = true;
-                }
-            }
-        }
-        if added || t.get(&meta_key)?.is_none() {
-            let mut m = uidvalidity.to_be_bytes().to_vec();
-            m.extend_from_slice(&next.to_be_bytes());
-            batch.insert(meta_key, m);
-            t.apply_batch(batch)?;
-            t.flush_async().await?;
-        }
-        Ok((uidvalidity, out))
+        let path = self.uid_file(folder);
+        let keys = keys.to_vec();
+        tokio::task::spawn_blocking(move || assign_uids(&path, &keys))
+            .await
+            .map_err(|e| StateError::Cache {
+                path: "maildir-uids".into(),
+                source: std::io::Error::other(e),
+            })?
     }
 
-    /// The Maildir key a UID of [`State::maildir_uids`] stands for.
+    /// The Maildir key a UID of [`State::maildir_uids`] stands for (reads the folder's file:
+    /// for the rare message renamed since its folder was indexed).
     pub fn maildir_key(&self, folder: &str, uid: u32) -> Result<Option<String>, StateError> {
-        let t = self.db.open_tree("maildir_uids")?;
-        Ok(t.get(Self::uid_key(folder, uid))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        let path = self.uid_file(folder);
+        let (_, map, _) = read_uids(&path)?;
+        Ok(map.into_iter().find(|(_, u)| *u == uid).map(|(k, _)| k))
     }
 
-    fn uid_key(folder: &str, uid: u32) -> Vec<u8> {
-        let mut k = Self::key("maildir-uid", folder, "");
-        k.extend_from_slice(&uid.to_be_bytes());
-        k
+    fn uid_file(&self, folder: &str) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::digest(folder.as_bytes());
+        self.uid_dir.join(hex::encode(&h[..16]))
     }
 
     /// The cache file of one folder: a hash of (side, account, folder) names it.
@@ -397,6 +463,27 @@ mod tests {
         assert_eq!(k.uidvalidity, Some(9));
         assert_eq!(k.map[&4], (Fingerprint("m:old@x".into()).key(), true));
         assert_eq!(k.map[&5], (Fingerprint("h:0123".into()).key(), false));
+    }
+
+    #[tokio::test]
+    async fn maildir_uid_file_survives_a_torn_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::open(dir.path()).unwrap();
+        let k = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (uv, a) = st.maildir_uids("/m/.A", &k(&["x", "y"])).await.unwrap();
+        assert_eq!(a, vec![1, 2]);
+        // A crash in the middle of appending "3 z\n": the partial line is not a UID.
+        let path = st.uid_file("/m/.A");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("3 z");
+        std::fs::write(&path, text).unwrap();
+        let (uv2, b) = st.maildir_uids("/m/.A", &k(&["y", "w"])).await.unwrap();
+        assert_eq!((uv2, b), (uv, vec![2, 3]));
+        assert_eq!(st.maildir_key("/m/.A", 3).unwrap().as_deref(), Some("w"));
+        // A lost file starts the folder over under a new UIDVALIDITY line.
+        std::fs::remove_file(&path).unwrap();
+        let (_, c) = st.maildir_uids("/m/.A", &k(&["w"])).await.unwrap();
+        assert_eq!(c, vec![1]);
     }
 
     #[tokio::test]
