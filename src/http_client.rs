@@ -1,8 +1,9 @@
 //! The one HTTP client (reqwest, over the crate's own rustls configuration from
 //! `crate::tls_client`): the CLI's admin API calls, the backfill's ledger fetch and OAuth token
-//! requests. Bounded: a time limit per request and a size limit per response body. Never
-//! follows redirects (a token endpoint or the admin API has no business redirecting) and never
-//! uses a proxy from the environment.
+//! requests, the MTA-STS policy fetch of `cutover dns check`. Bounded: a time limit per request
+//! and a size limit per response body. Never follows redirects (a token endpoint or the admin API
+//! has no business redirecting; RFC 8461 forbids it for MTA-STS) and never uses a proxy from the
+//! environment.
 
 use std::time::Duration;
 
@@ -50,8 +51,22 @@ impl HttpClient {
     /// A client verifying servers against the system roots; each request (connect to the last
     /// body byte) within `timeout`.
     pub fn new(timeout: Duration) -> Result<HttpClient, HttpError> {
+        Self::resolving(timeout, None)
+    }
+
+    /// Like [`HttpClient::new`], but `host` connects to `addrs` (looked up by the caller, e.g.
+    /// through the `[dns]` servers) instead of the system resolver's answer; the port is the
+    /// URL's (443 for `https` without one).
+    pub fn resolving(
+        timeout: Duration,
+        host: Option<(&str, &[std::net::SocketAddr])>,
+    ) -> Result<HttpClient, HttpError> {
         let tls = system_roots_config()?;
-        let inner = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some((name, addrs)) = host {
+            builder = builder.resolve_to_addrs(name, addrs);
+        }
+        let inner = builder
             .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod bounce;
 pub mod config;
 pub mod demo;
+pub mod dnscheck;
 pub mod fault;
 pub mod fingerprint;
 pub mod header;

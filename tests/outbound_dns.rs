@@ -5,77 +5,15 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/dnsmasq.rs"]
+mod dnsmasq;
 #[path = "support/fake_smtp.rs"]
 mod fake_smtp;
 
-use cutover::config::Dns;
 use cutover::outbound::reply::Outcome;
-use cutover::outbound::resolve::Resolver;
+use dnsmasq::{Dnsmasq, dnsmasq, resolver};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn dnsmasq(extra: &[&str]) -> Dnsmasq {
-    let bin = common::required_tool("dnsmasq");
-    let port = free_udp_port();
-    let child = Command::new(bin)
-        .args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--user=root",
-            "--pid-file",
-            "--log-facility=-",
-            &format!("--port={port}"),
-            "--local=/test/",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    Dnsmasq { child, addr }
-}
-
-async fn resolver(d: &Dnsmasq) -> Resolver {
-    let r = Resolver::new(&Dns {
-        servers: vec![d.addr],
-        allow_private_mx: true,
-    })
-    .unwrap();
-    // Readiness: poll until the server answers.
-    for _ in 0..100 {
-        if r.addresses("ready.test", 25).await.is_ok() {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("dnsmasq did not come up");
-}
 
 #[tokio::test]
 async fn mx_preference_order_and_addresses() {

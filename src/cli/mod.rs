@@ -4,6 +4,7 @@
 mod backfill_cmd;
 mod config_cmd;
 mod demo_cmd;
+mod dns_cmd;
 mod queue_cmd;
 mod route_cmd;
 mod serve_cmd;
@@ -56,6 +57,11 @@ pub enum Command {
         #[command(subcommand)]
         command: backfill_cmd::BackfillCmd,
     },
+    /// Check a domain's DNS for the MX switch (MX, TTL, SPF, MTA-STS).
+    Dns {
+        #[command(subcommand)]
+        command: dns_cmd::DnsCmd,
+    },
 }
 
 pub fn main() -> anyhow::Result<ExitCode> {
@@ -67,6 +73,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Route { command } => route_cmd::run(command),
         Command::Queue { command } => queue_cmd::run(command),
         Command::Backfill { command } => backfill_cmd::run(command),
+        Command::Dns { command } => dns_cmd::run(command),
     }
 }
 

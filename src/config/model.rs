@@ -177,6 +177,10 @@ pub struct Gateway {
     /// Longest a recipient's probes may take before the client gets `450 4.1.1`.
     #[serde(default = "default_verify_timeout")]
     pub verify_timeout: HumanDuration,
+    /// The names the world reaches this gateway by (what the MX records should name once
+    /// switched; `cutover dns check` compares them). Empty: `hostname`.
+    #[serde(default)]
+    pub public_names: Vec<String>,
 }
 
 /// `gateway.tls`: STARTTLS on the MX listener.

@@ -8,7 +8,7 @@ use super::mx::{MxPlan, plan};
 use super::reply::Outcome;
 use crate::config::{Dns, Target};
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use std::net::{IpAddr, SocketAddr};
@@ -58,6 +58,37 @@ pub struct Hop {
 #[error("DNS resolver: {0}")]
 pub struct ResolverError(String);
 
+/// The hickory resolver for `[dns]`: the system configuration, or the servers in
+/// `[dns] servers` (UDP then TCP, each on its configured port); `tune` adjusts the options
+/// (time limits, attempts) before it is built. The one place a resolver is built.
+pub fn hickory_resolver(
+    dns: &Dns,
+    tune: impl FnOnce(&mut ResolverOpts),
+) -> Result<TokioResolver, ResolverError> {
+    let err = |e: &dyn std::fmt::Display| ResolverError(e.to_string());
+    let mut builder = if dns.servers.is_empty() {
+        TokioResolver::builder_tokio().map_err(|e| err(&e))?
+    } else {
+        let servers = dns
+            .servers
+            .iter()
+            .map(|s| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = s.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = s.port();
+                NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    tune(builder.options_mut());
+    builder.build().map_err(|e| err(&e))
+}
+
 /// DNS access for MX targets.
 #[derive(Clone)]
 pub struct Resolver {
@@ -67,31 +98,9 @@ pub struct Resolver {
 impl Resolver {
     /// The system resolver, or the servers in `[dns] servers`.
     pub fn new(dns: &Dns) -> Result<Self, ResolverError> {
-        let inner = if dns.servers.is_empty() {
-            TokioResolver::builder_tokio()
-                .map_err(|e| ResolverError(e.to_string()))?
-                .build()
-                .map_err(|e| ResolverError(e.to_string()))?
-        } else {
-            let servers = dns
-                .servers
-                .iter()
-                .map(|s| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = s.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = s.port();
-                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], servers),
-                TokioRuntimeProvider::default(),
-            )
-            .build()
-            .map_err(|e| ResolverError(e.to_string()))?
-        };
-        Ok(Self { inner })
+        Ok(Self {
+            inner: hickory_resolver(dns, |_| {})?,
+        })
     }
 
     /// MX plan for `domain`. DNS trouble is temporary; a domain that does not exist is permanent.

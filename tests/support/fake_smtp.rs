@@ -61,12 +61,35 @@ pub struct FakeSmtp {
 /// A self-signed certificate for `name`: the server configuration and the certificate PEM (to
 /// trust it as a private CA).
 pub fn self_signed(name: &str) -> (Arc<rustls::ServerConfig>, String) {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
     let cert_pem = ck.cert.pem();
+    let cfg = server_config(&cert_pem, &ck.signing_key.serialize_pem());
+    (cfg, cert_pem)
+}
+
+/// A certificate for `name` issued by a fresh test CA: the server configuration and the CA's
+/// PEM (for a client's trust store, e.g. `SSL_CERT_FILE`).
+pub fn ca_signed(name: &str) -> (Arc<rustls::ServerConfig>, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (server_config(&cert.pem(), &key.serialize_pem()), ca_pem)
+}
+
+/// A TLS server configuration presenting `cert_pem` with `key_pem`.
+fn server_config(cert_pem: &str, key_pem: &str) -> Arc<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
-    let key = PrivateKeyDer::from_pem_slice(ck.signing_key.serialize_pem().as_bytes()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -75,7 +98,7 @@ pub fn self_signed(name: &str) -> (Arc<rustls::ServerConfig>, String) {
     .with_no_client_auth()
     .with_single_cert(vec![cert], key)
     .unwrap();
-    (Arc::new(cfg), cert_pem)
+    Arc::new(cfg)
 }
 
 impl FakeSmtp {
