@@ -425,6 +425,27 @@ mod tests {
         }
     }
 
+    /// The reason each refusal is counted under in `/metrics`.
+    #[test]
+    fn each_refusal_has_its_reason() {
+        type Spoil = fn(&mut DataDecoder, &mut HeaderScan);
+        let cases: [(Spoil, Rejection); 5] = [
+            (|d, _| d.size = 101, Rejection::Size),
+            (|_, s| s.too_large = true, Rejection::Size),
+            (|d, _| d.bare_lf = 1, Rejection::Policy),
+            (|_, s| s.loop_seen = true, Rejection::Loop),
+            (|_, s| s.received = 4, Rejection::Loop),
+        ];
+        for (spoil, why) in cases {
+            let (mut dec, mut scan) = clean();
+            spoil(&mut dec, &mut scan);
+            match verdict(&dec, &scan, LIMITS) {
+                Verdict::Refuse(_, got) => assert_eq!(got, why),
+                Verdict::Commit => panic!("expected a refusal"),
+            }
+        }
+    }
+
     #[test]
     fn first_failing_check_decides() {
         let (mut dec, mut scan) = clean();
