@@ -554,25 +554,15 @@ impl Scheduler {
     /// Count a report's outcomes (and the attempt) by target in [`Telemetry`] and log those
     /// the sender did not log.
     fn count(&self, leg: &Leg, report: &Report) {
-        let mut n = [0u64; 3];
-        for (_, o) in &report.outcomes {
-            n[match o {
-                Outcome::Delivered { .. } => 0,
-                Outcome::Deferred { .. } => 1,
-                Outcome::Failed { .. } => 2,
-            }] += 1;
-        }
         let expired = matches!(report.attempt, Attempt::Expired);
         let now = SystemTime::now();
-        let kinds = [
-            telemetry::Outcome::Delivered,
-            telemetry::Outcome::Deferred,
-            telemetry::Outcome::Failed,
-        ];
-        for (kind, n) in kinds.into_iter().zip(n).filter(|(_, n)| *n > 0) {
-            self.telemetry.outcome(&leg.target, kind, n, expired, now);
-        }
         for (i, o) in &report.outcomes {
+            let kind = match o {
+                Outcome::Delivered { .. } => telemetry::Outcome::Delivered,
+                Outcome::Deferred { .. } => telemetry::Outcome::Deferred,
+                Outcome::Failed { .. } => telemetry::Outcome::Failed,
+            };
+            self.telemetry.outcome(&leg.target, kind, 1, expired, now);
             if let Some(word) = report.attempt.log_word(o)
                 && let Some(r) = leg.recipients.get(*i)
             {
