@@ -19,5 +19,6 @@ pub mod own_thread;
 pub mod queue;
 pub mod routing;
 pub mod server;
+pub mod telemetry;
 pub mod time;
 pub mod tls_client;

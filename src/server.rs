@@ -212,6 +212,10 @@ impl Server {
         let (routes_tx, routes_rx) = watch::channel(router);
         let (stop_tx, stop_rx) = watch::channel(false);
         let inbound = Inbound::new(settings, queue.clone());
+        // Every configured target has its series from the start (zeros, not absent).
+        inbound
+            .telemetry
+            .register_targets(cfg.targets.keys().map(String::as_str));
         let listeners = bound
             .into_iter()
             .map(|l| {
@@ -225,10 +229,11 @@ impl Server {
         let (scheduler, delivery) = if opts.deliver {
             // Every delivery is recorded in the ledger the backfill engine reads.
             let ledger = crate::ledger::Ledger::on_queue(&queue)?;
-            let sched = Scheduler::new(
+            let sched = Scheduler::with_telemetry(
                 queue.clone(),
                 config_rx.clone(),
                 Some(ledger.delivered_hook()),
+                inbound.telemetry.clone(),
             )?;
             let task = tokio::spawn(sched.clone().run(stop_rx.clone()));
             (Some(sched), Some(task))
@@ -247,7 +252,8 @@ impl Server {
         )
         .with_health(health.clone())
         .with_intake(inbound.stats.clone())
-        .with_verify_stats(inbound.verifier.stats.clone());
+        .with_verify_stats(inbound.verifier.stats.clone())
+        .with_telemetry(inbound.telemetry.clone());
         let admin_done = start_admin(admin_listener, state, stop_rx.clone())?;
         Ok(Server {
             queue,
@@ -316,6 +322,9 @@ impl Server {
             );
         }
         self.inbound.replace_settings(settings);
+        self.inbound
+            .telemetry
+            .register_targets(cfg.targets.keys().map(String::as_str));
         let _ = self.routes_tx.send(router);
         let _ = self.config_tx.send(Arc::new(cfg));
         tracing::info!("configuration reloaded (routing, policy, TLS, targets)");

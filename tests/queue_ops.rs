@@ -17,7 +17,6 @@ use cutover::queue::Queue;
 use cutover::queue::model::MessageSummary;
 use cutover::queue::ops::{Deleted, LegsChanged, Rerouted};
 use queueops::*;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -311,47 +310,6 @@ async fn operations_offline_and_live_give_the_same_output() {
     admin.stop().await;
 }
 
-/// Minimal Prometheus/OpenMetrics text check: every sample line is `name{labels} value` with a
-/// declared family, and the exposition ends with `# EOF`. Returns samples by `name{labels}`.
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    let name_re = regex::Regex::new(
-        r#"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*",?)*\})? (\S+)$"#,
-    )
-    .unwrap();
-    let mut families = BTreeMap::new();
-    let mut samples = BTreeMap::new();
-    assert!(text.ends_with("# EOF\n"), "{text}");
-    for line in text.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap();
-            assert!(["counter", "gauge"].contains(&kind), "{line}");
-            families.insert(name.to_string(), kind.to_string());
-            continue;
-        }
-        if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let c = name_re
-            .captures(line)
-            .unwrap_or_else(|| panic!("bad sample line: {line:?}"));
-        let name = &c[1];
-        let family = families
-            .keys()
-            .find(|f| name == f.as_str() || name.strip_suffix("_total") == Some(f.as_str()))
-            .unwrap_or_else(|| panic!("sample without a TYPE: {line}"));
-        if families[family] == "counter" {
-            assert!(name.ends_with("_total"), "{line}");
-        }
-        let value: f64 = c[4].parse().unwrap_or_else(|_| panic!("bad value: {line}"));
-        let (key, _) = line.rsplit_once(' ').unwrap();
-        samples.insert(key.to_string(), value);
-    }
-    samples
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_operations_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -359,8 +317,6 @@ async fn admin_api_operations_and_metrics() {
     let cfg = write_rerouted_config(dir.path(), &state, dead_addr());
     let (q, ids) = fill(&state).await;
     let stats = Arc::new(Stats::default());
-    stats.attempts.store(5, Ordering::Relaxed);
-    stats.delivered.store(3, Ordering::Relaxed);
     stats.dsn_failure.store(1, Ordering::Relaxed);
     let admin = start_admin(q.clone(), &cfg, Some(stats)).await;
     let addr = admin.addr;
@@ -439,13 +395,13 @@ async fn admin_api_operations_and_metrics() {
     assert_eq!(m[r#"cutover_queue_legs{target="new",state="queued"}"#], 2.0);
     assert!(m["cutover_queue_oldest_message_age_seconds"] > 0.0);
     assert!(m["cutover_queue_bytes"] >= 202_000.0);
-    assert_eq!(m["cutover_delivery_attempts_total"], 5.0);
-    assert_eq!(m["cutover_delivery_delivered_total"], 3.0);
     assert_eq!(m[r#"cutover_dsn_total{kind="failure"}"#], 1.0);
+    // The per-target counters come with the telemetry (see the live test below).
+    assert!(
+        !m.keys().any(|k| k.starts_with("cutover_delivery")),
+        "{m:?}"
+    );
     for name in [
-        "cutover_delivery_deferred_total",
-        "cutover_delivery_failed_total",
-        "cutover_delivery_expired_total",
         r#"cutover_dsn_total{kind="delay"}"#,
         "cutover_dual_leg_failures_total",
         "cutover_target_backoffs_total",
@@ -584,7 +540,8 @@ async fn live_operations_with_the_delivery_engine() {
     let (admin_stop, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(cutover::admin::serve(
         listener,
-        cutover::admin::AdminState::new(q.clone(), cfg_rx, routes_rx, Some(sched.stats.clone())),
+        cutover::admin::AdminState::new(q.clone(), cfg_rx, routes_rx, Some(sched.stats.clone()))
+            .with_telemetry(sched.telemetry.clone()),
         async {
             let _ = admin_stop_rx.await;
         },
@@ -630,8 +587,16 @@ async fn live_operations_with_the_delivery_engine() {
 
     let m = parse_metrics(body_of(&http(admin_addr, "GET", "/metrics").await));
     assert_eq!(m["cutover_queue_messages"], 0.0);
-    assert_eq!(m["cutover_delivery_attempts_total"], 2.0);
-    assert_eq!(m["cutover_delivery_delivered_total"], 2.0);
+    for target in ["old", "new"] {
+        let t = format!(r#"{{target="{target}"}}"#);
+        assert_eq!(m[&format!("cutover_delivery_attempts_total{t}")], 1.0);
+        assert_eq!(m[&format!("cutover_delivery_delivered_total{t}")], 1.0);
+        assert_eq!(
+            m[&format!("cutover_delivery_latency_seconds_count{t}")],
+            1.0
+        );
+        assert_eq!(m[&format!("cutover_queue_residence_seconds_count{t}")], 1.0);
+    }
     assert!(m["cutover_connections_opened_total"] >= 2.0);
 
     let _ = admin_stop.send(());

@@ -51,6 +51,9 @@ pub struct AdminState {
     pub health: Arc<Health>,
     /// The SMTP intake's recipient verification counters, when it runs in this process.
     pub verify: Option<Arc<VerifyStats>>,
+    /// Per-target delivery counters, histograms and the last hour by minute
+    /// ([`crate::telemetry::Telemetry::last_hour`]), when the gateway runs in this process.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl AdminState {
@@ -68,7 +71,14 @@ impl AdminState {
             stats,
             intake: None,
             verify: None,
+            telemetry: None,
         }
+    }
+
+    /// Report these per-target counters and histograms in `/metrics`.
+    pub fn with_telemetry(mut self, telemetry: Arc<crate::telemetry::Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// Report the SMTP listener's counters.
@@ -254,25 +264,46 @@ async fn delete(
     }
 }
 
+/// The figures of every configured backfill job whose report (`<job dir>/report.json`, kept
+/// by `cutover backfill run`) can be read; the others are left out.
+fn backfill_reports(cfg: &Config) -> Vec<metrics::BackfillGauges> {
+    cfg.backfill
+        .jobs
+        .iter()
+        .filter_map(|j| {
+            let dir = crate::backfill::runner::state_dir_of(cfg, &j.name, None);
+            crate::backfill::report::JobReport::read(&dir.join("report.json")).ok()
+        })
+        .map(|r| metrics::BackfillGauges::from_report(&r))
+        .collect()
+}
+
 async fn metrics_text(State(s): State<AdminState>) -> Response {
     let q = s.queue.clone();
-    let gauges = match blocking(move || {
-        q.list().map(|l| metrics::QueueGauges {
+    let cfg = s.cfg();
+    let read = blocking(move || {
+        let gauges = q.list().map(|l| metrics::QueueGauges {
             orphans_quarantined: q.recovery().quarantined_orphans as u64,
             ..metrics::QueueGauges::from_list(&l, SystemTime::now())
-        })
-    })
-    .await
-    {
+        })?;
+        Ok((gauges, backfill_reports(&cfg)))
+    });
+    let (gauges, backfill) = match read.await {
         Ok(g) => g,
         Err(r) => return r,
     };
-    match metrics::render(
-        &gauges,
-        s.stats.as_deref(),
-        s.intake.as_deref(),
-        s.verify.as_deref(),
-    ) {
+    let snapshot = s.telemetry.as_ref().map(|t| t.snapshot());
+    let storage_healthy = Some(s.health.check().await.ok);
+    let scrape = metrics::Scrape {
+        queue: &gauges,
+        stats: s.stats.as_deref(),
+        intake: s.intake.as_deref(),
+        verify: s.verify.as_deref(),
+        telemetry: snapshot.as_ref(),
+        backfill: &backfill,
+        storage_healthy,
+    };
+    match metrics::render(&scrape) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

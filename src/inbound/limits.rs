@@ -4,6 +4,7 @@
 //! intake counters `/metrics` reports. Pure bookkeeping with the time passed in; it never touches
 //! a socket and never decides a reply's wording (the session and the listener do).
 
+pub use crate::telemetry::Rejection;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
@@ -141,6 +142,7 @@ impl Limit {
 pub struct IntakeStats {
     pub connections: AtomicU64,
     limits: [AtomicU64; Limit::ALL.len()],
+    rejections: [AtomicU64; Rejection::ALL.len()],
     pub messages_accepted: AtomicU64,
     pub messages_refused: AtomicU64,
     pub rcpts_accepted: AtomicU64,
@@ -154,6 +156,15 @@ impl IntakeStats {
 
     pub fn limit_count(&self, l: Limit) -> u64 {
         self.limits[l as usize].load(Ordering::Relaxed)
+    }
+
+    /// Count one refusal for `why`.
+    pub fn rejected(&self, why: Rejection) {
+        self.rejections[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rejection_count(&self, why: Rejection) -> u64 {
+        self.rejections[why as usize].load(Ordering::Relaxed)
     }
 
     pub fn inc(counter: &AtomicU64) {

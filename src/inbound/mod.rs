@@ -84,6 +84,8 @@ pub struct Inbound {
     pub rates: limits::RateLimiter,
     pub stats: Arc<limits::IntakeStats>,
     pub verifier: verify::Verifier,
+    /// Accepted recipients per target and message sizes (shared with the scheduler by `serve`).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl Inbound {
@@ -95,6 +97,7 @@ impl Inbound {
             rates: limits::RateLimiter::default(),
             stats: Arc::default(),
             verifier: verify::Verifier::default(),
+            telemetry: Arc::default(),
         })
     }
 

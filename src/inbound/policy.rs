@@ -10,6 +10,7 @@ use crate::address::Address;
 use crate::config::Gateway;
 use crate::queue::NewLeg;
 use crate::routing::{How, Route};
+use crate::telemetry::Rejection;
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -187,6 +188,18 @@ impl AddrError {
                 "5.1.3",
                 format!("Bad recipient address syntax: {self}"),
             ),
+        }
+    }
+
+    /// The reason a refused address is counted under (`cutover_intake_rejections_total`),
+    /// matching [`AddrError::rcpt_reply`]: routing tricks are relaying, the rest syntax.
+    pub fn rejection(&self) -> Rejection {
+        match self {
+            AddrError::SourceRoute
+            | AddrError::QuotedRouting
+            | AddrError::RoutingHack
+            | AddrError::IpLiteral => Rejection::RelayDenied,
+            _ => Rejection::Syntax,
         }
     }
 
@@ -478,6 +491,16 @@ pub fn decide_rcpt(
             "4.1.1",
             "Recipient address not routed yet, try again later",
         )),
+    }
+}
+
+/// The reason a [`decide_rcpt`] refusal is counted under: its `5.7.1` replies are relaying, the
+/// others (`5.1.1`, `4.1.1`) a recipient no rule routes.
+pub fn rcpt_rejection(r: &Reply) -> Rejection {
+    if r.esc == "5.7.1" {
+        Rejection::RelayDenied
+    } else {
+        Rejection::Unrouted
     }
 }
 

@@ -124,7 +124,10 @@ fn relay_decision() {
     ));
     for m in [&theirs, &sub] {
         match decide_rcpt(&p, m, false, r()) {
-            RcptDecision::Reject(rep) => assert_eq!((rep.code, rep.esc), (550, "5.7.1")),
+            RcptDecision::Reject(rep) => {
+                assert_eq!((rep.code, rep.esc), (550, "5.7.1"));
+                assert_eq!(rcpt_rejection(&rep), Rejection::RelayDenied);
+            }
             d => panic!("{d:?}"),
         }
     }
@@ -144,9 +147,15 @@ fn relay_decision() {
     let mut lax = p.clone();
     lax.reject_unrouted = false;
     match decide_rcpt(&lax, &ours, false, None) {
-        RcptDecision::Reject(rep) => assert_eq!(rep.code, 450),
+        RcptDecision::Reject(rep) => {
+            assert_eq!(rep.code, 450);
+            assert_eq!(rcpt_rejection(&rep), Rejection::Unrouted);
+        }
         d => panic!("{d:?}"),
     }
+    // Address errors: routing tricks count as relaying, the rest as syntax.
+    assert_eq!(AddrError::RoutingHack.rejection(), Rejection::RelayDenied);
+    assert_eq!(AddrError::NoDomain.rejection(), Rejection::Syntax);
 }
 
 #[test]

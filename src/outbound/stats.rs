@@ -1,5 +1,5 @@
-//! The delivery engine's counters, exported on `/metrics`: plain atomics, written by the
-//! scheduler and read by the admin renderer. A leaf: it depends on nothing in the crate, so admin
+//! The delivery engine's unlabelled counters (the per-target ones are in `crate::telemetry`),
+//! exported on `/metrics`: plain atomics, written by the scheduler and read by the admin renderer. A leaf: it depends on nothing in the crate, so admin
 //! reads them without depending on the scheduler. Never decides or logs anything.
 
 use std::sync::atomic::AtomicU64;
@@ -7,11 +7,6 @@ use std::sync::atomic::AtomicU64;
 /// Counters exported on /metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub attempts: AtomicU64,
-    pub delivered: AtomicU64,
-    pub deferred: AtomicU64,
-    pub failed: AtomicU64,
-    pub expired: AtomicU64,
     pub dsn_failure: AtomicU64,
     pub dsn_delay: AtomicU64,
     /// Dual-delivery legs that failed while another leg delivered (operator problem, no DSN).

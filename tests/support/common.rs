@@ -51,6 +51,7 @@ fn package_of(tool: &str) -> &'static str {
         "strace" => "strace",
         "mkfs.ext4" => "e2fsprogs",
         "mount" | "umount" => "mount",
+        "promtool" => "prometheus",
         _ => "?",
     }
 }

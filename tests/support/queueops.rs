@@ -5,6 +5,7 @@
 use cutover::admin::{self, AdminState};
 use cutover::outbound::stats::Stats;
 use cutover::queue::Queue;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -83,4 +84,51 @@ pub async fn http_with(addr: SocketAddr, method: &str, path: &str, headers: &str
 /// The body of an HTTP response.
 pub fn body_of(resp: &str) -> &str {
     resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+/// Minimal Prometheus/OpenMetrics text check: every sample line is `name{labels} value` with a
+/// declared family (counters, gauges, histograms), and the exposition ends with `# EOF`. Returns
+/// samples by `name{labels}`.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let name_re = regex::Regex::new(
+        r#"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*",?)*\})? (\S+)$"#,
+    )
+    .unwrap();
+    let mut families = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            families.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let c = name_re
+            .captures(line)
+            .unwrap_or_else(|| panic!("bad sample line: {line:?}"));
+        let name = &c[1];
+        let family = families
+            .keys()
+            .find(|f| {
+                let base = ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s));
+                name == f.as_str() || base == Some(f.as_str())
+            })
+            .unwrap_or_else(|| panic!("sample without a TYPE: {line}"));
+        if families[family] == "counter" {
+            assert!(name.ends_with("_total"), "{line}");
+        }
+        let value: f64 = c[4].parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (key, _) = line.rsplit_once(' ').unwrap();
+        samples.insert(key.to_string(), value);
+    }
+    samples
 }

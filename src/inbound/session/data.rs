@@ -8,7 +8,7 @@
 use super::conn::ReadOutcome;
 use super::{Next, Session, Transaction, size_exceeded};
 use crate::inbound::data::DataDecoder;
-use crate::inbound::limits::{IntakeStats, Limit};
+use crate::inbound::limits::{IntakeStats, Limit, Rejection};
 use crate::inbound::policy;
 use crate::inbound::reply::{Reply, bad_sequence};
 use crate::inbound::stamp::{self, HeaderScan, TraceInfo};
@@ -21,8 +21,8 @@ use tokio::time::Instant;
 pub(super) enum Verdict {
     /// Acceptable: commit it to the queue.
     Commit,
-    /// Refused with this reply.
-    Refuse(Reply),
+    /// Refused with this reply, counted under this reason.
+    Refuse(Reply, Rejection),
 }
 
 /// The limits a DATA block is judged against.
@@ -36,14 +36,17 @@ pub(super) struct DataLimits {
 /// failing check decides, in this order: size, bare LF, bare CR, NUL, header size, our loop
 /// header, the number of `Received:` headers.
 pub(super) fn verdict(dec: &DataDecoder, scan: &HeaderScan, limits: DataLimits) -> Verdict {
-    let refuse = |code, esc, text: &'static str| Verdict::Refuse(Reply::new(code, esc, text));
+    let refuse =
+        |code, esc, text: &'static str, why| Verdict::Refuse(Reply::new(code, esc, text), why);
+    let policy = Rejection::Policy;
     if dec.size > limits.max_size {
-        Verdict::Refuse(size_exceeded())
+        Verdict::Refuse(size_exceeded(), Rejection::Size)
     } else if dec.bare_lf > 0 {
         refuse(
             550,
             "5.6.0",
             "Message contains bare LF; lines must end with CRLF",
+            policy,
         )
     } else if dec.bare_cr > 0 {
         // Refused like bare LF rather than normalised: cutover relays bytes verbatim (a rewrite
@@ -53,26 +56,30 @@ pub(super) fn verdict(dec: &DataDecoder, scan: &HeaderScan, limits: DataLimits) 
             550,
             "5.6.0",
             "Message contains bare CR; lines must end with CRLF",
+            policy,
         )
     } else if dec.nul > 0 {
-        refuse(550, "5.6.0", "Message contains NUL bytes")
+        refuse(550, "5.6.0", "Message contains NUL bytes", policy)
     } else if scan.too_large {
         refuse(
             552,
             "5.3.4",
             "Message header section exceeds fixed maximum size",
+            Rejection::Size,
         )
     } else if scan.loop_seen {
         refuse(
             554,
             "5.4.6",
             "Mail loop detected (our X-Cutover-Loop header)",
+            Rejection::Loop,
         )
     } else if scan.received > limits.max_received {
         refuse(
             554,
             "5.4.6",
             "Too many hops (Received: headers), mail loop?",
+            Rejection::Loop,
         )
     } else {
         Verdict::Commit
@@ -154,10 +161,17 @@ impl Session {
             max_size: p.max_message_size,
             max_received: p.max_received,
         };
+        let stats = self.inbound.stats.clone();
         let reply = match (verdict(&dec, &scan, limits), body.finish()) {
-            (Verdict::Refuse(r), _) => r,
+            (Verdict::Refuse(r, why), _) => {
+                stats.rejected(why);
+                r
+            }
             (Verdict::Commit, Some(w)) => self.commit(&tx, w, started, &dec).await,
-            (Verdict::Commit, None) => storage_failure(),
+            (Verdict::Commit, None) => {
+                stats.rejected(Rejection::Storage);
+                storage_failure()
+            }
         };
         if reply.code != 250 {
             IntakeStats::inc(&self.inbound.stats.messages_refused);
@@ -281,10 +295,11 @@ impl Session {
         dec: &DataDecoder,
     ) -> Reply {
         let legs = policy::plan_legs(&tx.rcpts);
-        let leg_summary: Vec<String> = legs
+        let per_target: Vec<(String, usize)> = legs
             .iter()
-            .map(|l| format!("{}:{}", l.target, l.recipients.len()))
+            .map(|l| (l.target.clone(), l.recipients.len()))
             .collect();
+        let leg_summary: Vec<String> = per_target.iter().map(|(t, n)| format!("{t}:{n}")).collect();
         let rcpts: Vec<&str> = tx.rcpts.iter().map(|(a, _)| a.as_str()).collect();
         let env = Envelope {
             mail_from: tx.from.clone(),
@@ -299,6 +314,10 @@ impl Session {
                 self.accepted += 1;
                 self.counters.message_accepted();
                 IntakeStats::inc(&self.inbound.stats.messages_accepted);
+                let legs = per_target.iter().map(|(t, n)| (t.as_str(), *n));
+                self.inbound
+                    .telemetry
+                    .accepted(dec.size, legs, SystemTime::now());
                 tracing::info!(
                     queue_id = %id,
                     client = %self.peer,
@@ -314,6 +333,7 @@ impl Session {
             }
             Err(e) => {
                 tracing::error!(client = %self.peer, error = %e, "queue commit failed");
+                self.inbound.stats.rejected(Rejection::Storage);
                 storage_failure()
             }
         }
@@ -338,7 +358,7 @@ mod tests {
 
     fn refused(dec: &DataDecoder, scan: &HeaderScan) -> (u16, &'static str, String) {
         match verdict(dec, scan, LIMITS) {
-            Verdict::Refuse(r) => (r.code, r.esc, r.text.into_owned()),
+            Verdict::Refuse(r, _) => (r.code, r.esc, r.text.into_owned()),
             Verdict::Commit => panic!("expected a refusal"),
         }
     }
@@ -402,6 +422,27 @@ mod tests {
             let (mut dec, mut scan) = clean();
             spoil(&mut dec, &mut scan);
             assert_eq!(refused(&dec, &scan), (code, esc, text.to_string()));
+        }
+    }
+
+    /// The reason each refusal is counted under in `/metrics`.
+    #[test]
+    fn each_refusal_has_its_reason() {
+        type Spoil = fn(&mut DataDecoder, &mut HeaderScan);
+        let cases: [(Spoil, Rejection); 5] = [
+            (|d, _| d.size = 101, Rejection::Size),
+            (|_, s| s.too_large = true, Rejection::Size),
+            (|d, _| d.bare_lf = 1, Rejection::Policy),
+            (|_, s| s.loop_seen = true, Rejection::Loop),
+            (|_, s| s.received = 4, Rejection::Loop),
+        ];
+        for (spoil, why) in cases {
+            let (mut dec, mut scan) = clean();
+            spoil(&mut dec, &mut scan);
+            match verdict(&dec, &scan, LIMITS) {
+                Verdict::Refuse(_, got) => assert_eq!(got, why),
+                Verdict::Commit => panic!("expected a refusal"),
+            }
         }
     }
 

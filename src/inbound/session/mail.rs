@@ -3,6 +3,7 @@
 //! writes the socket; the reply goes back to the dispatcher.
 
 use super::{Session, Transaction, size_exceeded, unsupported_param};
+use crate::inbound::limits::Rejection;
 use crate::inbound::policy;
 use crate::inbound::reply::{Reply, bad_sequence};
 use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_SMTPUTF8};
@@ -16,20 +17,27 @@ impl Session {
         if self.tx.is_some() {
             return bad_sequence("Nested MAIL command");
         }
+        let stats = &self.inbound.stats;
+        // Every refusal below is counted here, once, by its reason.
+        let refuse = |why: Rejection, r: Reply| {
+            stats.rejected(why);
+            r
+        };
         if let Some(param) = policy::unadvertised_mail_param(line) {
-            return unsupported_param(param);
+            return refuse(Rejection::Syntax, unsupported_param(param));
         }
         if p.require_tls && !self.conn.is_tls() {
-            return Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
+            let r = Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
+            return refuse(Rejection::Policy, r);
         }
         if size > p.max_message_size {
-            return size_exceeded();
+            return refuse(Rejection::Size, size_exceeded());
         }
         let smtputf8 = flags & MAIL_SMTPUTF8 != 0;
         let from =
             match policy::extract_path(line).and_then(|raw| policy::parse_sender(raw, smtputf8)) {
                 Ok(m) => m.map(|m| m.to_string()).unwrap_or_default(),
-                Err(e) => return e.mail_reply(),
+                Err(e) => return refuse(Rejection::Syntax, e.mail_reply()),
             };
         match crate::queue::disk::free_space(&self.settings.state_dir) {
             Ok(free) if free >= p.min_free_space => {}
@@ -39,11 +47,11 @@ impl Session {
                     reserve = p.min_free_space,
                     "disk space below reserve, deferring mail"
                 );
-                return Reply::new(452, "4.3.1", "Insufficient system storage");
+                return refuse(Rejection::Storage, insufficient_storage());
             }
             Err(e) => {
                 tracing::warn!(error = %e, dir = %self.settings.state_dir.display(), "cannot check free space");
-                return Reply::new(452, "4.3.1", "Insufficient system storage");
+                return refuse(Rejection::Storage, insufficient_storage());
             }
         }
         self.tx = Some(Transaction {
@@ -56,4 +64,9 @@ impl Session {
         });
         Reply::new(250, "2.1.0", "Ok")
     }
+}
+
+/// `452 4.3.1`: free disk space below the reserve (or unknown).
+fn insufficient_storage() -> Reply {
+    Reply::new(452, "4.3.1", "Insufficient system storage")
 }

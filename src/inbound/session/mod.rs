@@ -12,7 +12,7 @@ mod ehlo;
 mod mail;
 mod rcpt;
 
-use super::limits::{Limit, SessionCounters};
+use super::limits::{Limit, Rejection, SessionCounters};
 use super::reply::{Reply, bad_sequence};
 use super::tls::Io;
 use super::{Inbound, Settings};
@@ -256,6 +256,7 @@ impl Session {
                 let r = if self.helo.is_none() {
                     bad_sequence("Send HELO/EHLO first")
                 } else {
+                    self.inbound.stats.rejected(Rejection::Syntax);
                     Reply::new(501, "5.1.7", "Bad sender address syntax")
                 };
                 self.reply(r);

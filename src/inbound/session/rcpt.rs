@@ -4,7 +4,7 @@
 //! reads or writes the socket; the reply goes back to the dispatcher.
 
 use super::{Session, unsupported_param};
-use crate::inbound::limits::IntakeStats;
+use crate::inbound::limits::{IntakeStats, Rejection};
 use crate::inbound::policy::{self, RcptDecision};
 use crate::inbound::reply::{Reply, bad_sequence};
 use std::time::SystemTime;
@@ -14,32 +14,42 @@ impl Session {
         let settings = self.settings.clone();
         let p = &settings.policy;
         let trusted = self.trusted;
+        let stats = &self.inbound.stats;
+        // Every refusal below is counted here, once, by its reason.
+        let refuse = |why: Rejection, r: Reply| {
+            stats.rejected(why);
+            r
+        };
         let Some(tx) = self.tx.as_mut() else {
             return bad_sequence("Need MAIL command");
         };
         tx.rcpt_attempts += 1;
         if let Some(param) = policy::unadvertised_rcpt_param(line) {
-            return unsupported_param(param);
+            return refuse(Rejection::Syntax, unsupported_param(param));
         }
         if tx.rcpts.len() >= p.max_recipients {
-            return Reply::new(452, "4.5.3", "Too many recipients");
+            let r = Reply::new(452, "4.5.3", "Too many recipients");
+            return refuse(Rejection::Policy, r);
         }
         let raw = match policy::extract_path(line) {
             Ok(r) => r,
-            Err(e) => return e.rcpt_reply(),
+            Err(e) => return refuse(e.rejection(), e.rcpt_reply()),
         };
         let mailbox = if raw.eq_ignore_ascii_case("postmaster") {
             // RFC 5321 §4.5.1: the unqualified postmaster is ours.
             match p.accept_domains.iter().min() {
                 Some(d) => crate::address::Address::new("postmaster", d),
-                None => return Reply::new(550, "5.1.1", "No postmaster here"),
+                None => {
+                    let r = Reply::new(550, "5.1.1", "No postmaster here");
+                    return refuse(Rejection::Unrouted, r);
+                }
             }
         } else {
             match policy::parse_recipient(raw, tx.smtputf8) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::info!(client = %self.peer, rcpt = %raw.escape_debug(), reason = %e, "recipient refused");
-                    return e.rcpt_reply();
+                    return refuse(e.rejection(), e.rcpt_reply());
                 }
             }
         };
@@ -55,7 +65,11 @@ impl Session {
                         && let Some(r) = self.inbound.verifier.check(v, &mailbox, &route).await
                     {
                         tracing::info!(client = %self.peer, rcpt = %address, reply = %r, "recipient refused");
-                        return r;
+                        let why = match r.code {
+                            500.. => Rejection::UnknownRecipient,
+                            _ => Rejection::VerifyTempfail,
+                        };
+                        return refuse(why, r);
                     }
                     tx.rcpts.push((address, route));
                 }
@@ -63,7 +77,7 @@ impl Session {
             }
             RcptDecision::Reject(r) => {
                 tracing::info!(client = %self.peer, rcpt = %address, reply = %r, "recipient refused");
-                r
+                refuse(policy::rcpt_rejection(&r), r)
             }
         }
     }

@@ -23,6 +23,7 @@ use crate::ledger::{DeliveredHook, Delivery};
 use crate::queue::model::{Leg, LegId, MX_TARGET, MessageRecord};
 use crate::queue::store::Rewritten;
 use crate::queue::{Queue, QueueError, QueueId, QueuedBody};
+use crate::telemetry::{self, Telemetry};
 use decide::{Attempt, Report, RetryPolicy};
 use pool::{Pool, Pools};
 use std::collections::HashSet;
@@ -92,6 +93,8 @@ pub struct Scheduler {
     /// Global cap on attempts past admission ([`MAX_ATTEMPTS_IN_FLIGHT`]).
     attempts: Arc<Semaphore>,
     pub stats: Arc<Stats>,
+    /// Per-target counters, histograms and the minute ring (shared with the intake by `serve`).
+    pub telemetry: Arc<Telemetry>,
     on_delivered: Option<DeliveredHook>,
     /// Idle pooled sessions are closed after this long.
     idle_timeout: Duration,
@@ -112,6 +115,16 @@ impl Scheduler {
         config: watch::Receiver<Arc<Config>>,
         on_delivered: Option<DeliveredHook>,
     ) -> Result<Arc<Scheduler>, SchedulerError> {
+        Self::with_telemetry(queue, config, on_delivered, Arc::default())
+    }
+
+    /// [`Scheduler::new`], counting into `telemetry` (the intake's, so both feed one series).
+    pub fn with_telemetry(
+        queue: Queue,
+        config: watch::Receiver<Arc<Config>>,
+        on_delivered: Option<DeliveredHook>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Arc<Scheduler>, SchedulerError> {
         let cfg = config.borrow().clone();
         let resolver = Resolver::new(&cfg.dns)?;
         Ok(Arc::new(Scheduler {
@@ -123,6 +136,7 @@ impl Scheduler {
             in_flight: Mutex::new(HashSet::new()),
             attempts: Arc::new(Semaphore::new(MAX_ATTEMPTS_IN_FLIGHT)),
             stats: Arc::new(Stats::default()),
+            telemetry,
             on_delivered,
             idle_timeout: Duration::from_secs(10),
         }))
@@ -282,10 +296,7 @@ impl Scheduler {
         // Expired legs fail what is left, without another attempt.
         let mut ledger = Vec::new();
         let report = match decide::expiry(leg, &pending, now, &loaded.policy) {
-            Some(report) => {
-                inc(&self.stats.expired, report.outcomes.len() as u64);
-                report
-            }
+            Some(report) => report,
             None => match self.deliver(job, &pending, now, &mut ledger).await {
                 Some(report) => report,
                 None => return,
@@ -371,6 +382,7 @@ impl Scheduler {
             .await;
         drop(_permit);
         drop(_attempt);
+        self.telemetry.latency(&leg.target, started.elapsed());
         let sent = Sent {
             pending,
             rcpts: &rcpts,
@@ -539,18 +551,18 @@ impl Scheduler {
         Ok(s)
     }
 
-    /// Count a report's outcomes (and the attempt) in [`Stats`] and log those the sender did
-    /// not log.
+    /// Count a report's outcomes (and the attempt) by target in [`Telemetry`] and log those
+    /// the sender did not log.
     fn count(&self, leg: &Leg, report: &Report) {
+        let expired = matches!(report.attempt, Attempt::Expired);
+        let now = SystemTime::now();
         for (i, o) in &report.outcomes {
-            inc(
-                match o {
-                    Outcome::Delivered { .. } => &self.stats.delivered,
-                    Outcome::Deferred { .. } => &self.stats.deferred,
-                    Outcome::Failed { .. } => &self.stats.failed,
-                },
-                1,
-            );
+            let kind = match o {
+                Outcome::Delivered { .. } => telemetry::Outcome::Delivered,
+                Outcome::Deferred { .. } => telemetry::Outcome::Deferred,
+                Outcome::Failed { .. } => telemetry::Outcome::Failed,
+            };
+            self.telemetry.outcome(&leg.target, kind, 1, expired, now);
             if let Some(word) = report.attempt.log_word(o)
                 && let Some(r) = leg.recipients.get(*i)
             {
@@ -558,7 +570,7 @@ impl Scheduler {
             }
         }
         if report.attempt.counts() {
-            inc(&self.stats.attempts, 1);
+            self.telemetry.attempt(&leg.target);
         }
     }
 
@@ -621,6 +633,14 @@ impl Scheduler {
         out: &Rewritten<()>,
         sender: &str,
     ) {
+        if let Some(after) = out.record.leg(before.id)
+            && after.state.is_final()
+            && !before.state.is_final()
+        {
+            let since = input.now.duration_since(out.record.envelope.received_at);
+            self.telemetry
+                .leg_final(&before.target, since.unwrap_or_default());
+        }
         let plan = dsn::plan(before, &out.record, input.warn_delay);
         for &i in &plan.mixed {
             inc(&self.stats.dual_leg_failures, 1);
