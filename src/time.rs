@@ -50,12 +50,30 @@ pub fn rfc5322_date(t: SystemTime) -> String {
         .unwrap_or_else(|_| "Thu, 1 Jan 1970 00:00:00 +0000".into())
 }
 
+/// RFC 3339 in UTC to the second (`2026-12-01T18:00:00Z`) of signed epoch seconds; instants
+/// outside the formatter's range are clamped.
+pub fn rfc3339_secs(t: i64) -> String {
+    let t = t.clamp(-377_705_116_800, 253_402_300_799);
+    let odt = ::time::OffsetDateTime::from_unix_timestamp(t)
+        .unwrap_or(::time::OffsetDateTime::UNIX_EPOCH);
+    let fmt = ::time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    odt.format(&fmt)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn t(s: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn rfc3339_to_the_second() {
+        assert_eq!(rfc3339_secs(1_796_148_000), "2026-12-01T18:00:00Z");
+        assert_eq!(rfc3339_secs(-86_400), "1969-12-31T00:00:00Z");
+        assert_eq!(rfc3339_secs(i64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]

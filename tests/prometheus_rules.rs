@@ -13,6 +13,8 @@ mod common;
 mod queueops;
 #[path = "support/smtp.rs"]
 mod smtp;
+#[path = "support/smtp_sink.rs"]
+mod smtp_sink;
 
 use common::free_port;
 use smtp::{Client, Gateway, send_message};
@@ -20,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn deploy(file: &str) -> PathBuf {
@@ -64,39 +66,6 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     let tests = deploy("prometheus/alerts_test.yml");
     let (ok, out) = promtool(&bin, &["test", "rules", tests.to_str().unwrap()], "");
     assert!(ok && out.contains("SUCCESS"), "{out}");
-}
-
-/// Postfix's smtp-sink on a loopback port, killed on drop.
-struct Sink {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn smtp_sink() -> Sink {
-    let bin = common::required_tool("smtp-sink");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    // As root, smtp-sink must drop to a user of its own after binding.
-    let child = Command::new(bin)
-        .args(["-u", "nobody"])
-        .arg(addr.to_string())
-        .arg("64")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "smtp-sink did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Sink { child, addr }
 }
 
 /// `old` is the sink, `new` a port where nothing listens; carol lives on new, everyone else of
@@ -285,7 +254,7 @@ fn assert_line(text: &str, line: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_metrics_feed_the_rules_and_the_dashboard() {
-    let sink = smtp_sink();
+    let sink = smtp_sink::start();
     let old = sink.addr;
     let gw = Gateway::start_config(|smtp, admin, state| config(smtp, admin, state, old));
     write_backfill_report(&gw.state_dir());

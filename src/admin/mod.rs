@@ -6,6 +6,7 @@
 //! refused, and changes, the ledger (and, off loopback, everything but `/healthz`) need the
 //! `admin.token_file` token as `Authorization: Bearer <token>`.
 
+pub mod chart;
 pub mod guard;
 pub mod metrics;
 pub mod ops;
@@ -163,16 +164,32 @@ where
 }
 
 async fn status_page(State(s): State<AdminState>) -> Response {
-    let host = s.config.borrow().gateway.hostname.clone();
-    let q = s.queue;
-    match blocking(move || q.list()).await {
-        Ok(v) => (
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            status::render(&host, &v, SystemTime::now()),
-        )
-            .into_response(),
-        Err(r) => r,
-    }
+    let cfg = s.cfg();
+    let q = s.queue.clone();
+    let cfg2 = cfg.clone();
+    let (msgs, backfill) = match blocking(move || Ok((q.list()?, job_reports(&cfg2)))).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let now = SystemTime::now();
+    let last_hour = s.telemetry.as_ref().map(|t| t.last_hour(now));
+    let page = status::render(&status::Dashboard {
+        hostname: &cfg.gateway.hostname,
+        now,
+        msgs: &msgs,
+        last_hour: last_hour.as_ref(),
+        waves: &[],
+        backfill: &backfill,
+        alerts: &[],
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response()
 }
 
 /// `200 ok` when a storage probe (a durable write read back, cached for about a second) passes;
@@ -266,15 +283,24 @@ async fn delete(
 
 /// The figures of every configured backfill job whose report (`<job dir>/report.json`, kept
 /// by `cutover backfill run`) can be read; the others are left out.
-fn backfill_reports(cfg: &Config) -> Vec<metrics::BackfillGauges> {
+/// Each configured backfill job with its last report (`None`: never run, or unreadable).
+fn job_reports(cfg: &Config) -> Vec<(String, Option<crate::backfill::report::JobReport>)> {
     cfg.backfill
         .jobs
         .iter()
-        .filter_map(|j| {
+        .map(|j| {
             let dir = crate::backfill::runner::state_dir_of(cfg, &j.name, None);
-            crate::backfill::report::JobReport::read(&dir.join("report.json")).ok()
+            let r = crate::backfill::report::JobReport::read(&dir.join("report.json")).ok();
+            (j.name.clone(), r)
         })
-        .map(|r| metrics::BackfillGauges::from_report(&r))
+        .collect()
+}
+
+fn backfill_reports(cfg: &Config) -> Vec<metrics::BackfillGauges> {
+    job_reports(cfg)
+        .iter()
+        .filter_map(|(_, r)| r.as_ref())
+        .map(metrics::BackfillGauges::from_report)
         .collect()
 }
 
