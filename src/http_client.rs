@@ -1,8 +1,8 @@
 //! The one HTTP client (reqwest, over the crate's own rustls configuration from
 //! `crate::tls_client`): the CLI's admin API calls, the backfill's ledger fetch and OAuth token
-//! requests. Bounded: a time limit per request and a size limit per response body. Never
-//! follows redirects (a token endpoint or the admin API has no business redirecting) and never
-//! uses a proxy from the environment.
+//! requests, the alerts' webhook notices. Bounded: a time limit per request and a size limit per
+//! response body. Never follows redirects (a token endpoint or the admin API has no business
+//! redirecting) and never uses a proxy from the environment.
 
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub struct Request<'a> {
     pub bearer: Option<&'a str>,
     /// An `application/x-www-form-urlencoded` body.
     pub form: Option<&'a [(&'a str, &'a str)]>,
+    /// A JSON body (`Content-Type: application/json`).
+    pub json: Option<&'a serde_json::Value>,
     /// Largest response body accepted.
     pub limit: usize,
 }
@@ -93,6 +95,9 @@ impl HttpClient {
         }
         if let Some(f) = req.form {
             b = b.form(f);
+        }
+        if let Some(j) = req.json {
+            b = b.json(j);
         }
         let mut resp = b.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
