@@ -7,6 +7,7 @@
 //! delays only other notices, never intake or delivery; when its bounded backlog is full, new
 //! notices are dropped with a log line. Never decides what to send.
 
+use crate::bounce::field;
 use crate::config::Config;
 use crate::http_client::{HttpClient, Request, Url};
 use crate::queue::{Envelope, NewLeg, Queue, QueueError, QueueId};
@@ -65,16 +66,6 @@ pub fn payload(n: &Notice) -> Value {
         "status": n.status.as_str(),
         "details": n.details,
     })
-}
-
-/// Printable ASCII on one line, bounded (a header field value).
-fn field(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
-        .take(900)
-        .collect::<String>()
-        .trim()
-        .to_string()
 }
 
 /// The alert mail (CRLF line ends, 7-bit, lines under 998 bytes), from `cutover@HOST` to `to`.
@@ -165,14 +156,7 @@ pub async fn enqueue_email(
     let msg = email_message(&cfg.gateway.hostname, to, n, now, &id);
     let mut body = queue.body_writer()?;
     body.write(&msg).await?;
-    let env = Envelope {
-        mail_from: String::new(),
-        helo: cfg.gateway.hostname.clone(),
-        client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        received_at: now,
-        smtputf8: false,
-        body_8bit: false,
-    };
+    let env = Envelope::generated(&cfg.gateway.hostname, now);
     queue.commit(body, env, legs(cfg, router, to, now)).await
 }
 

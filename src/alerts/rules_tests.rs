@@ -24,6 +24,7 @@ fn rule(name: &str, when: AlertCondition) -> AlertRule {
         within: None,
         webhook: Some("http://127.0.0.1:9/hook".into()),
         email: None,
+        index: 0,
     }
 }
 

@@ -37,6 +37,12 @@ impl AlertCondition {
         }
     }
 
+    /// Does the condition take parameter `key`?
+    fn accepts(self, key: &str) -> bool {
+        let (required, optional) = self.parameters();
+        required.contains(&key) || optional.contains(&key)
+    }
+
     /// The parameters the condition needs, then those it also accepts.
     fn parameters(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
@@ -79,6 +85,10 @@ pub struct AlertRule {
     pub webhook: Option<String>,
     /// Mail a notice to this address through cutover's own queue.
     pub email: Option<String>,
+    /// Its position among the `[[alert]]` tables of the file (set by the reader; messages
+    /// name `alert[N]` by it even when an earlier table failed to read).
+    #[serde(skip)]
+    pub index: usize,
 }
 
 impl AlertRule {
@@ -132,8 +142,8 @@ pub(super) fn check(c: &Config, targets: &[String], cx: &mut Reader<'_>) {
         );
     }
     let mut names = std::collections::HashSet::new();
-    for (i, rule) in c.alert.iter().enumerate() {
-        let ap = KeyPath::root().key("alert").index(i);
+    for rule in &c.alert {
+        let ap = KeyPath::root().key("alert").index(rule.index);
         if rule.name.trim().is_empty() {
             cx.error(&ap.key("name"), "must not be empty".into());
         } else if !names.insert(rule.name.as_str()) {
@@ -151,9 +161,9 @@ pub(super) fn check(c: &Config, targets: &[String], cx: &mut Reader<'_>) {
 /// The condition's parameters: each required one present, no foreign one, durations non-zero.
 fn parameters(rule: &AlertRule, ap: &KeyPath, cx: &mut Reader<'_>) {
     let when = rule.when.as_str();
-    let (required, optional) = rule.when.parameters();
+    let (required, _) = rule.when.parameters();
     for (key, set) in rule.set_parameters() {
-        if set && !required.contains(&key) && !optional.contains(&key) {
+        if set && !rule.when.accepts(key) {
             cx.error(&ap.key(key), format!("not a parameter of when = {when:?}"));
         }
         if !set && required.contains(&key) {
@@ -187,9 +197,12 @@ fn example(key: &str) -> &'static str {
     }
 }
 
-/// `target`, `job` and `wave` name things the configuration defines.
+/// `target`, `job` and `wave` name things the configuration defines (when the condition takes
+/// them: a foreign one is reported once, by `parameters`).
 fn references(c: &Config, rule: &AlertRule, targets: &[String], ap: &KeyPath, cx: &mut Reader<'_>) {
+    let when = rule.when;
     if let Some(t) = &rule.target
+        && when.accepts("target")
         && !targets.contains(t)
     {
         let known = if targets.is_empty() {
@@ -203,6 +216,7 @@ fn references(c: &Config, rule: &AlertRule, targets: &[String], ap: &KeyPath, cx
         );
     }
     if let Some(j) = &rule.job
+        && when.accepts("job")
         && !c.backfill.jobs.iter().any(|b| &b.name == j)
     {
         let known: Vec<&str> = c.backfill.jobs.iter().map(|b| b.name.as_str()).collect();
@@ -211,7 +225,7 @@ fn references(c: &Config, rule: &AlertRule, targets: &[String], ap: &KeyPath, cx
             format!("unknown backfill job {j:?} (known: {})", list(&known)),
         );
     }
-    if let Some(w) = &rule.wave {
+    if let Some(w) = rule.wave.as_ref().filter(|_| when.accepts("wave")) {
         match c.routing.rules.iter().find(|r| &r.name == w) {
             None => {
                 let known: Vec<&str> = c.routing.rules.iter().map(|r| r.name.as_str()).collect();

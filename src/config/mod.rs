@@ -307,7 +307,10 @@ fn read_alerts(cx: &mut Reader<'_>, v: Option<&Spanned<DeValue<'_>>>) -> Vec<Ale
     items
         .iter()
         .enumerate()
-        .filter_map(|(i, item)| cx.section::<AlertRule>(&ap.index(i), item))
+        .filter_map(|(i, item)| {
+            let rule = cx.section::<AlertRule>(&ap.index(i), item)?;
+            Some(AlertRule { index: i, ..rule })
+        })
         .collect()
 }
 
