@@ -314,6 +314,57 @@ email = "ops@example.com"
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dsn_rate_fires_on_a_bounce_and_resolves_when_the_window_passes() {
+    let hook = HttpSink::start(0).await;
+    // `new` refuses the recipient: a non-delivery DSN to the sender, via `old`.
+    let new = fake_smtp::FakeSmtp::start(fake_smtp::Script {
+        rcpt_replies: vec![(1, "550 5.1.1 no such user".into())],
+        ..Default::default()
+    })
+    .await;
+    let old = fake_smtp::FakeSmtp::start(fake_smtp::Script::default()).await;
+    let g = gateway(
+        new.addr.port(),
+        old.addr,
+        &format!(
+            r#"[bounce]
+via = "old"
+
+[[alert]]
+name = "bounces"
+when = "dsn_rate"
+rate = 0
+per = "3s"
+webhook = "http://{}/hook"
+"#,
+            hook.addr
+        ),
+    );
+    send_one(&g, "carol@example.com").await;
+    assert!(
+        until(Duration::from_secs(30), || hook.got().len() == 1).await,
+        "no firing notice: {}",
+        g.log()
+    );
+    let fired = &hook.got()[0];
+    assert_eq!(fired["status"], "firing", "{fired}");
+    assert!(
+        fired["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("FIRING bounces: 1 non-delivery DSNs in the last 3s (more than 0)"),
+        "{fired}"
+    );
+    assert_eq!(old.received().len(), 1, "the DSN went out via old");
+    assert!(
+        until(Duration::from_secs(15), || hook.got().len() == 2).await,
+        "no resolve notice once the window passed: {:?}",
+        hook.got()
+    );
+    assert_eq!(hook.got()[1]["status"], "resolved");
+}
+
 fn check(dir: &Path, text: &str) -> (i32, String, String) {
     let path = dir.join("cutover.toml");
     std::fs::write(&path, text).unwrap();
