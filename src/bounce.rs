@@ -80,7 +80,7 @@ pub fn status_of(reply: &str, default: &str) -> String {
 }
 
 /// Keep only printable ASCII on one line (header/field values), bounded in length.
-fn field(s: &str) -> String {
+pub(crate) fn field(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_graphic() || c == ' ' {
@@ -336,14 +336,7 @@ pub fn stage(
     })?;
     Some(stage_message(
         dsn_id,
-        Envelope {
-            mail_from: String::new(),
-            helo: cfg.gateway.hostname.clone(),
-            client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            received_at: now,
-            smtputf8: false,
-            body_8bit: false,
-        },
+        Envelope::generated(&cfg.gateway.hostname, now),
         vec![NewLeg {
             target: dsn_target(cfg),
             rules: vec![BOUNCE_RULE.into()],

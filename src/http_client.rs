@@ -1,9 +1,9 @@
 //! The one HTTP client (reqwest, over the crate's own rustls configuration from
 //! `crate::tls_client`): the CLI's admin API calls, the backfill's ledger fetch and OAuth token
-//! requests, the MTA-STS policy fetch of `cutover dns check`. Bounded: a time limit per request
-//! and a size limit per response body. Never follows redirects (a token endpoint or the admin API
-//! has no business redirecting; RFC 8461 forbids it for MTA-STS) and never uses a proxy from the
-//! environment.
+//! requests, the MTA-STS policy fetch of `cutover dns check`, the alerts' webhook notices.
+//! Bounded: a time limit per request and a size limit per response body. Never follows
+//! redirects (a token endpoint or the admin API has no business redirecting; RFC 8461 forbids it
+//! for MTA-STS) and never uses a proxy from the environment.
 
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub struct Request<'a> {
     pub bearer: Option<&'a str>,
     /// An `application/x-www-form-urlencoded` body.
     pub form: Option<&'a [(&'a str, &'a str)]>,
+    /// A JSON body (`Content-Type: application/json`).
+    pub json: Option<&'a serde_json::Value>,
     /// Largest response body accepted.
     pub limit: usize,
 }
@@ -108,6 +110,9 @@ impl HttpClient {
         }
         if let Some(f) = req.form {
             b = b.form(f);
+        }
+        if let Some(j) = req.json {
+            b = b.json(j);
         }
         let mut resp = b.send().await.map_err(transport)?;
         let status = resp.status().as_u16();

@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod alerts;
 pub mod backfill;
 pub mod bounce;
 pub mod config;

@@ -115,6 +115,8 @@ pub struct Server {
     pub queue: Queue,
     pub inbound: Arc<Inbound>,
     pub scheduler: Option<Arc<Scheduler>>,
+    /// The `[[alert]]` rules' task and its recent events.
+    pub alerts: Arc<crate::alerts::Alerts>,
     health: Arc<Health>,
     failed_rx: watch::Receiver<Option<String>>,
     config_tx: watch::Sender<Arc<Config>>,
@@ -241,6 +243,17 @@ impl Server {
             tracing::info!("delivery is off: the scheduler is not started");
             (None, None)
         };
+        let (alerts, _alerts_task) = crate::alerts::spawn(
+            crate::alerts::Inputs {
+                queue: queue.clone(),
+                config: config_rx.clone(),
+                routes: routes_rx.clone(),
+                scheduler: scheduler.clone(),
+                // HOOK(lead): the waves module's facts for `wave_not_converged` rules.
+                waves: None,
+            },
+            stop_rx.clone(),
+        );
         let health = Health::new(queue.clone());
         let (failed_tx, failed_rx) = watch::channel(None);
         let watchdog_done = start_watchdog(&health, opts.watchdog, &stop_rx, failed_tx)?;
@@ -253,12 +266,14 @@ impl Server {
         .with_health(health.clone())
         .with_intake(inbound.stats.clone())
         .with_verify_stats(inbound.verifier.stats.clone())
-        .with_telemetry(inbound.telemetry.clone());
+        .with_telemetry(inbound.telemetry.clone())
+        .with_alerts(alerts.clone());
         let admin_done = start_admin(admin_listener, state, stop_rx.clone())?;
         Ok(Server {
             queue,
             inbound,
             scheduler,
+            alerts,
             health,
             failed_rx,
             config_tx,

@@ -6,6 +6,7 @@
 //! refused, and changes, the ledger (and, off loopback, everything but `/healthz`) need the
 //! `admin.token_file` token as `Authorization: Bearer <token>`.
 
+pub mod alerts;
 pub mod chart;
 pub mod guard;
 pub mod metrics;
@@ -55,6 +56,8 @@ pub struct AdminState {
     /// Per-target delivery counters, histograms and the last hour by minute
     /// ([`crate::telemetry::Telemetry::last_hour`]), when the gateway runs in this process.
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// The alerts task's recent events, when it runs in this process.
+    pub alerts: Option<Arc<crate::alerts::Alerts>>,
 }
 
 impl AdminState {
@@ -73,12 +76,19 @@ impl AdminState {
             intake: None,
             verify: None,
             telemetry: None,
+            alerts: None,
         }
     }
 
     /// Report these per-target counters and histograms in `/metrics`.
     pub fn with_telemetry(mut self, telemetry: Arc<crate::telemetry::Telemetry>) -> Self {
         self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// Serve these alerts' recent events on `/api/alerts`.
+    pub fn with_alerts(mut self, alerts: Arc<crate::alerts::Alerts>) -> Self {
+        self.alerts = Some(alerts);
         self
     }
 
@@ -338,7 +348,8 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
 /// The admin routes:
 /// `GET /healthz` (storage probe: `200 ok` or `503` with a JSON reason), `GET /metrics`, `GET /api/queue`, `GET /api/queue/{id}`,
 /// `POST /api/queue/{id}/retry|hold|release|reroute`, `POST /api/queue/retry|reroute` (every
-/// message), `DELETE /api/queue/{id}?bounce=true|false`, `GET /api/ledger/{mailbox}`. Malformed
+/// message), `DELETE /api/queue/{id}?bounce=true|false`, `GET /api/ledger/{mailbox}`,
+/// `GET /api/alerts` (recent alert events). Malformed
 /// ids ([`QueueId::parse`]): 400 with `{"error"}`; unknown ids: 404 with `{"error"}`. All behind
 /// [`guard::guard`] for a listener bound to `local`.
 pub fn router(state: AdminState, local: std::net::SocketAddr) -> Router {
@@ -352,6 +363,7 @@ pub fn router(state: AdminState, local: std::net::SocketAddr) -> Router {
         .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route("/api/alerts", get(alerts::recent))
         .route("/api/queue", get(list))
         .route("/api/queue/retry", post(retry_all))
         .route("/api/queue/reroute", post(reroute_all))

@@ -3,12 +3,14 @@
 //! them are collected before giving up. Never does IO other than reading those files.
 
 mod admin;
+mod alert;
 mod backfill;
 mod diag;
 mod model;
 mod validate;
 pub mod values;
 
+pub use alert::{AlertCondition, DEFAULT_DSN_PER, webhook_url};
 pub use backfill::*;
 pub use diag::{Diagnostic, KeyPath, Seg, Severity};
 pub use model::*;
@@ -58,7 +60,8 @@ pub struct Loaded {
 }
 
 const SECTIONS: &[&str] = &[
-    "gateway", "targets", "routing", "queue", "admin", "dns", "bounce", "backfill",
+    "gateway", "targets", "routing", "queue", "admin", "dns", "bounce", "backfill", "alert",
+    "alerting",
 ];
 
 /// What a check above this module (the routing checks: `crate::loader`) is told about the
@@ -131,6 +134,8 @@ pub fn parse_with(text: &str, path: &Path, extra: Check<'_>) -> Result<Loaded, C
     let bounce: Bounce = cx.section_or_default("bounce", top("bounce"), &mut failed);
 
     let backfill = read_backfill(&mut cx, top("backfill"));
+    let alert = read_alerts(&mut cx, top("alert"));
+    let alerting: Alerting = cx.section_or_default("alerting", top("alerting"), &mut failed);
 
     let mut config = Config {
         path: path.to_path_buf(),
@@ -142,6 +147,8 @@ pub fn parse_with(text: &str, path: &Path, extra: Check<'_>) -> Result<Loaded, C
         dns,
         bounce,
         backfill,
+        alert,
+        alerting,
     };
     validate::complete_and_check(&mut config, &base_dir, &failed, &broken_targets, &mut cx);
     extra(
@@ -285,6 +292,26 @@ fn read_backfill(cx: &mut Reader<'_>, v: Option<&Spanned<DeValue<'_>>>) -> Backf
     }
 
     backfill
+}
+
+/// `[[alert]]` rules (rules that fail to read are reported and left out).
+fn read_alerts(cx: &mut Reader<'_>, v: Option<&Spanned<DeValue<'_>>>) -> Vec<AlertRule> {
+    let ap = KeyPath::root().key("alert");
+    let Some(v) = v else {
+        return Vec::new();
+    };
+    let DeValue::Array(items) = v.get_ref() else {
+        cx.error(&ap, "must be an array: write [[alert]]".into());
+        return Vec::new();
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let rule = cx.section::<AlertRule>(&ap.index(i), item)?;
+            Some(AlertRule { index: i, ..rule })
+        })
+        .collect()
 }
 
 /// `[routing]` with its rules skipped (they are read one by one).

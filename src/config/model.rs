@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use super::alert::{AlertRule, Alerting};
 pub use super::backfill::BackfillSection;
 
 /// The whole, validated configuration.
@@ -25,6 +26,10 @@ pub struct Config {
     pub dns: Dns,
     pub bounce: Bounce,
     pub backfill: BackfillSection,
+    /// `[[alert]]` rules, in file order.
+    pub alert: Vec<AlertRule>,
+    /// `[alerting]`.
+    pub alerting: Alerting,
 }
 
 fn default_hostname() -> String {

@@ -70,6 +70,7 @@ pub(crate) fn complete_and_check(
     queue(c, ok("queue"), cx);
     bounce_via(c, ok("bounce"), &known, cx);
     backfill_jobs(c, &known, cx);
+    super::alert::check(c, &known.names, cx);
 }
 
 /// Each target: address or mx, domains, limits, readable files, AUTH only inside verified TLS;

@@ -74,6 +74,21 @@ pub struct Envelope {
     pub body_8bit: bool,
 }
 
+impl Envelope {
+    /// The envelope of a message cutover generates itself (DSNs, alert mails): from the null
+    /// sender `<>`, "received" from this host at `now`.
+    pub fn generated(hostname: &str, now: SystemTime) -> Envelope {
+        Envelope {
+            mail_from: String::new(),
+            helo: hostname.to_string(),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            received_at: now,
+            smtputf8: false,
+            body_8bit: false,
+        }
+    }
+}
+
 /// A leg to create at acceptance: one target, its recipients (as the client gave them).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct NewLeg {

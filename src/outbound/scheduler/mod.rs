@@ -142,6 +142,14 @@ impl Scheduler {
         }))
     }
 
+    /// The configured targets the engine cannot connect to (read-only, for the alerts): by
+    /// name, since when (the first connection failure after a session last opened; cleared by
+    /// the next session that opens) and the last failure. A target without pending mail is
+    /// not tried, so it stays as last seen.
+    pub fn unreachable_targets(&self) -> std::collections::BTreeMap<String, (SystemTime, String)> {
+        self.pools.unreachable()
+    }
+
     /// The configuration in force and what derives from it, re-resolved once when the
     /// configuration has changed.
     fn loaded(&self) -> Arc<Loaded> {

@@ -40,6 +40,9 @@ pub struct Pool {
     down_until: Mutex<Option<(SystemTime, String)>>,
     /// Connection failures in a row.
     failures: AtomicU64,
+    /// Since when connections have been failing, and the last reason; cleared by a session
+    /// that opens (read by [`Pools::unreachable`] for the alerts).
+    failing: Mutex<Option<(SystemTime, String)>>,
 }
 
 impl Pool {
@@ -49,6 +52,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             down_until: Mutex::new(None),
             failures: AtomicU64::new(0),
+            failing: Mutex::new(None),
         }
     }
 
@@ -65,13 +69,25 @@ impl Pool {
     }
 
     /// Back off the whole target until `until`.
+    /// Back off the whole target until `until`; the target counts as unreachable from the
+    /// first back-off after a session last opened.
     pub fn back_off(&self, until: SystemTime, why: &str) {
         *lock(&self.down_until) = Some((until, why.to_string()));
+        let mut failing = lock(&self.failing);
+        let since = failing.as_ref().map_or_else(SystemTime::now, |(s, _)| *s);
+        *failing = Some((since, why.to_string()));
     }
 
-    /// A session is open: the failure count restarts.
+    /// A session is open: the failure count restarts and the target is reachable.
     pub fn connected(&self) {
         self.failures.store(0, Ordering::Relaxed);
+        *lock(&self.failing) = None;
+    }
+
+    /// Since when the target has been unreachable (connection failures with no session opened
+    /// since), and the last failure's reason.
+    pub fn unreachable(&self) -> Option<(SystemTime, String)> {
+        lock(&self.failing).clone()
     }
 
     /// A transaction is starting: the target is up.
@@ -130,6 +146,16 @@ impl Pools {
             .collect()
     }
 
+    /// The configured targets (not the per-domain MX pools) that are unreachable: by name, since
+    /// when and the last connection failure.
+    pub fn unreachable(&self) -> std::collections::BTreeMap<String, (SystemTime, String)> {
+        lock(&self.map)
+            .iter()
+            .filter(|(k, _)| !k.starts_with(MX_TARGET))
+            .filter_map(|(k, p)| p.unreachable().map(|u| (k.clone(), u)))
+            .collect()
+    }
+
     /// Every idle session of every pool, to be closed at shutdown.
     pub fn drain(&self) -> Vec<Session> {
         let pools: Vec<Arc<Pool>> = lock(&self.map).values().cloned().collect();
@@ -167,7 +193,9 @@ mod tests {
             Some((t0 + Duration::from_secs(5), "refused".into()))
         );
         assert!(p.down_at(t0 + Duration::from_secs(5)).is_none());
+        assert_eq!(p.unreachable().map(|u| u.1), Some("refused".into()));
         p.connected();
+        assert!(p.unreachable().is_none());
         assert_eq!(p.failed(), 1);
         p.up();
         assert!(p.down_at(t0).is_none());
