@@ -20,3 +20,4 @@ pub mod routing;
 pub mod server;
 pub mod time;
 pub mod tls_client;
+pub mod waves;

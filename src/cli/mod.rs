@@ -7,6 +7,7 @@ mod demo_cmd;
 mod queue_cmd;
 mod route_cmd;
 mod serve_cmd;
+mod wave_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -56,6 +57,11 @@ pub enum Command {
         #[command(subcommand)]
         command: backfill_cmd::BackfillCmd,
     },
+    /// Waves (routing rules with a window): when each switches, and whether it is ready.
+    Wave {
+        #[command(subcommand)]
+        command: wave_cmd::WaveCmd,
+    },
 }
 
 pub fn main() -> anyhow::Result<ExitCode> {
@@ -67,6 +73,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Route { command } => route_cmd::run(command),
         Command::Queue { command } => queue_cmd::run(command),
         Command::Backfill { command } => backfill_cmd::run(command),
+        Command::Wave { command } => wave_cmd::run(command),
     }
 }
 
