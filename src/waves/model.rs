@@ -6,7 +6,7 @@ use super::{RouteSide, WaveWindow, WindowState, span_text};
 use crate::config::values::Timestamp;
 use crate::queue::model::{Leg, LegState};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 /// Legs still to be delivered (queued or deferred) that carry a recipient of a wave.
@@ -27,10 +27,31 @@ pub struct Pending {
     pub last_reply: Option<String>,
     #[serde(skip)]
     oldest_at: Option<SystemTime>,
+    /// The legs counted, by target (see [`LegKey`]), so figures summed over
+    /// members count each leg once.
+    #[serde(skip)]
+    pub(super) leg_keys: BTreeMap<String, BTreeSet<LegKey>>,
 }
 
+/// A leg's identity in the queue, whether it is deferred, whether it is held.
+pub(super) type LegKey = (String, u16, bool, bool);
+
 impl Pending {
-    pub(super) fn add(&mut self, leg: &Leg, now: SystemTime) {
+    pub(super) fn add(&mut self, msg: &str, leg: &Leg, now: SystemTime) {
+        let key = (
+            msg.to_string(),
+            leg.id.0,
+            leg.state == LegState::Deferred,
+            leg.held,
+        );
+        if !self
+            .leg_keys
+            .entry(leg.target.clone())
+            .or_default()
+            .insert(key)
+        {
+            return;
+        }
         self.legs += 1;
         if leg.held {
             self.held += 1;

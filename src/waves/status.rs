@@ -177,10 +177,11 @@ fn pattern_member(
 ) -> PatternMember {
     let backfill = BackfillCounts::of(&mailboxes);
     let summary = format!(
-        "pattern {} ({} queued recipient{} match, {} backfill mailbox{}; {} now, {} after the switch)",
+        "pattern {} ({} queued recipient{} match{}, {} backfill mailbox{}; {} now, {} after the switch)",
         r.label,
         queued_recipients,
         if queued_recipients == 1 { "" } else { "s" },
+        if queued_recipients == 1 { "es" } else { "" },
         backfill.mailboxes,
         if backfill.mailboxes == 1 { "" } else { "es" },
         targets_text(&r.now.targets),
@@ -266,10 +267,10 @@ fn tally_queue(
         recipients: vec![BTreeSet::new(); n],
         total: Pending::default(),
     };
-    for leg in msgs
+    for (id, leg) in msgs
         .iter()
-        .flat_map(|msg| &msg.legs)
-        .filter(|l| !l.state.is_final())
+        .flat_map(|msg| msg.legs.iter().map(move |l| (&msg.id.0, l)))
+        .filter(|(_, l)| !l.state.is_final())
     {
         let mut hit = BTreeSet::new();
         for r in leg.recipients.iter().filter(|r| r.state.is_pending()) {
@@ -279,10 +280,10 @@ fn tally_queue(
             }
         }
         for &i in &hit {
-            t.per_pattern[i].add(leg, now);
+            t.per_pattern[i].add(id, leg, now);
         }
         if !hit.is_empty() {
-            t.total.add(leg, now);
+            t.total.add(id, leg, now);
         }
     }
     t

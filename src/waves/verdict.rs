@@ -2,12 +2,12 @@
 //! the parent module's doc. Pure; reads only the status figures already computed.
 
 use super::model::{
-    BackfillState, MailboxBackfill, Member, PatternMember, Pending, Verdict, mailbox_text,
+    BackfillState, LegKey, MailboxBackfill, Member, PatternMember, Pending, Verdict, mailbox_text,
     no_switch_text, state_phrase, switch_in,
 };
 use super::{EXAMPLES, JobBackfill, RouteSide, WaveWindow, targets_text};
 use crate::routing::CompiledRule;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 /// What the verdict looks at.
@@ -150,46 +150,53 @@ fn backfill(views: &[View], jobs: &[JobBackfill], v: &mut Verdict) {
     }
 }
 
-fn deferred_at_destination(views: &[View], v: &mut Verdict) {
-    let mut by_target: BTreeMap<&str, (usize, Option<&str>)> = BTreeMap::new();
+/// Distinct legs at a target over members, kept by `keep(member, target, deferred)`.
+fn legs_at<'a>(
+    views: &'a [View],
+    keep: impl Fn(&View, &str, bool) -> bool,
+) -> BTreeMap<&'a str, (BTreeSet<&'a LegKey>, Option<&'a str>)> {
+    let mut out: BTreeMap<&str, (BTreeSet<&LegKey>, Option<&str>)> = BTreeMap::new();
     for m in views {
-        for t in &m.after.targets {
-            if let Some(n) = m.pending.deferred_by_target.get(t) {
-                let e = by_target.entry(t).or_default();
-                e.0 += n;
+        for (t, keys) in &m.pending.leg_keys {
+            for k in keys.iter().filter(|k| keep(m, t, k.2)) {
+                let e = out.entry(t).or_default();
+                e.0.insert(k);
                 e.1 = e.1.or(m.pending.last_reply.as_deref());
             }
         }
     }
-    for (t, (n, reply)) in by_target {
+    out
+}
+
+fn deferred_at_destination(views: &[View], v: &mut Verdict) {
+    let at_new = legs_at(views, |m, t, deferred| {
+        deferred && m.after.targets.iter().any(|x| x == t)
+    });
+    for (t, (legs, reply)) in at_new {
         v.reasons.push(format!(
-            "{n} leg(s) for wave members are deferred at {t}, where their mail goes after the switch{}",
+            "{} leg(s) for wave members are deferred at {t}, where their mail goes after the switch{}",
+            legs.len(),
             reply.map(|r| format!(" (last reply: {r})")).unwrap_or_default()
         ));
     }
 }
 
 fn pending_at_old(views: &[View], v: &mut Verdict) {
-    let mut by_target: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut held = 0;
-    for m in views {
-        held += m.pending.held;
-        if !m.moves {
-            continue;
-        }
-        for (t, n) in &m.pending.by_target {
-            if !m.after.targets.contains(t) {
-                *by_target.entry(t).or_default() += n;
-            }
-        }
-    }
-    for (t, n) in by_target {
+    let at_old = legs_at(views, |m, t, _| {
+        m.moves && !m.after.targets.iter().any(|x| x == t)
+    });
+    for (t, (legs, _)) in at_old {
         v.notes.push(format!(
-            "{n} leg(s) for members are still pending to {t}, which their mail moves away from: they \
+            "{} leg(s) for members are still pending to {t}, which their mail moves away from: they \
              will still be delivered there (legs keep their route); run a backfill pass once they \
-             drain, or `cutover queue reroute` them"
+             drain, or `cutover queue reroute` them",
+            legs.len()
         ));
     }
+    let held: usize = legs_at(views, |_, _, _| true)
+        .values()
+        .map(|(legs, _)| legs.iter().filter(|k| k.3).count())
+        .sum();
     if held > 0 {
         v.notes.push(format!(
             "{held} held leg(s) for members: release or delete them"
