@@ -22,28 +22,14 @@ use support::*;
 const AT: &str = "2026-11-30T12:00:00Z";
 const SWITCH: &str = "2026-12-01T18:00:00Z";
 
-fn write_config(dir: &Path, state: &Path, admin: SocketAddr) -> String {
-    let files = dir.parent().unwrap();
-    let text = format!(
-        r#"[gateway]
-hostname = "mx.test"
-listen = ["127.0.0.1:0"]
-state_dir = "{state}"
-accept_domains = ["example.com"]
-
-[targets.old]
-address = "127.0.0.1:2525"
-tls = "none"
-[targets.new]
-address = "127.0.0.1:2526"
-tls = "none"
-
-[routing]
-default = ["old"]
-[[routing.rule]]
-name = "pilot"
-recipients = ["bob@example.com"]
-deliver = ["old", "new"]
+/// The queue tests' config (targets old/new, default old, the `pilot` rule) plus a wave
+/// scheduled at [`SWITCH`] with a `recipients_file`, and a backfill job for it.
+fn wave_config(dir: &Path, state: &Path, admin: SocketAddr) -> String {
+    let files = dir.parent().unwrap().display().to_string();
+    std::fs::create_dir_all(dir).unwrap();
+    let path = write_config(dir, state, admin);
+    let extra = format!(
+        r#"
 [[routing.rule]]
 name = "wave-1"
 recipients = ["alice@example.com"]
@@ -51,20 +37,14 @@ recipients_file = "{files}/wave-1.txt"
 deliver = ["new"]
 active_from = "{SWITCH}"
 
-[admin]
-listen = "{admin}"
-
 [[backfill.job]]
 name = "wave-1"
 source = {{ maildir = "{files}/old/{{user}}" }}
 destination = {{ maildir = "{files}/new/{{user}}" }}
 mailboxes_file = "{files}/wave-1.csv"
-"#,
-        state = state.display(),
-        files = files.display(),
+"#
     );
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("cutover.toml");
+    let text = std::fs::read_to_string(&path).unwrap() + &extra;
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_string()
 }
@@ -160,7 +140,7 @@ async fn wave_list_and_status_offline_live_and_through_the_api() {
     )
     .unwrap();
     std::fs::write(files.join("wave-1.csv"), "alice\ncarol\n").unwrap();
-    let cfg = write_config(&files.join("offline"), &state, dead_addr());
+    let cfg = wave_config(&files.join("offline"), &state, dead_addr());
     queue_mail(&state).await;
     write_report(&state, 2);
 
@@ -269,7 +249,7 @@ async fn wave_list_and_status_offline_live_and_through_the_api() {
     // A running gateway: the CLI reads the queue through the admin API; /api/waves is the same.
     let q = Queue::open(&state).unwrap();
     let server = queueops::start_admin(q.clone(), Path::new(&cfg), None).await;
-    let live_cfg = write_config(&files.join("live"), &state, server.addr);
+    let live_cfg = wave_config(&files.join("live"), &state, server.addr);
     let lc = live_cfg.clone();
     let (cli_list, cli_status) = tokio::task::spawn_blocking(move || {
         (
