@@ -23,3 +23,4 @@ pub mod server;
 pub mod telemetry;
 pub mod time;
 pub mod tls_client;
+pub mod waves;

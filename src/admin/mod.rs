@@ -12,6 +12,7 @@ pub mod guard;
 pub mod metrics;
 pub mod ops;
 pub mod status;
+pub mod waves;
 
 use crate::config::Config;
 use crate::inbound::verify::VerifyStats;
@@ -349,7 +350,8 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
 /// `GET /healthz` (storage probe: `200 ok` or `503` with a JSON reason), `GET /metrics`, `GET /api/queue`, `GET /api/queue/{id}`,
 /// `POST /api/queue/{id}/retry|hold|release|reroute`, `POST /api/queue/retry|reroute` (every
 /// message), `DELETE /api/queue/{id}?bounce=true|false`, `GET /api/ledger/{mailbox}`,
-/// `GET /api/alerts` (recent alert events). Malformed
+/// `GET /api/alerts` (recent alert events), `GET /api/waves[/{name}][?at=RFC3339]` (see
+/// [`waves`]). Malformed
 /// ids ([`QueueId::parse`]): 400 with `{"error"}`; unknown ids: 404 with `{"error"}`. All behind
 /// [`guard::guard`] for a listener bound to `local`.
 pub fn router(state: AdminState, local: std::net::SocketAddr) -> Router {
@@ -372,6 +374,8 @@ pub fn router(state: AdminState, local: std::net::SocketAddr) -> Router {
         .route("/api/queue/{id}/hold", post(hold))
         .route("/api/queue/{id}/release", post(release))
         .route("/api/queue/{id}/reroute", post(reroute))
+        .route("/api/waves", get(waves::list))
+        .route("/api/waves/{name}", get(waves::show))
         .with_state(state)
         .merge(ledger)
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard))

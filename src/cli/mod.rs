@@ -8,6 +8,7 @@ mod dns_cmd;
 mod queue_cmd;
 mod route_cmd;
 mod serve_cmd;
+mod wave_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -62,6 +63,11 @@ pub enum Command {
         #[command(subcommand)]
         command: dns_cmd::DnsCmd,
     },
+    /// Waves (routing rules with a window): when each switches, and whether it is ready.
+    Wave {
+        #[command(subcommand)]
+        command: wave_cmd::WaveCmd,
+    },
 }
 
 pub fn main() -> anyhow::Result<ExitCode> {
@@ -74,6 +80,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Queue { command } => queue_cmd::run(command),
         Command::Backfill { command } => backfill_cmd::run(command),
         Command::Dns { command } => dns_cmd::run(command),
+        Command::Wave { command } => wave_cmd::run(command),
     }
 }
 

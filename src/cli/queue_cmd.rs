@@ -223,19 +223,38 @@ async fn list(
     state: Option<String>,
     target: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let mut list: Vec<MessageSummary> = match source {
-        Source::Api(addr) => api_get(addr, "/api/queue").await?.ok_or_else(|| {
-            anyhow!("admin API at {addr} answered 404 for /api/queue (not cutover?)")
-        })?,
-        Source::Store(q) => q.list()?,
-        Source::Empty => Vec::new(),
-    };
+    let mut list = fetch_list(source).await?;
     list.retain(|m| {
         m.legs
             .iter()
             .any(|l| leg_matches(l, state.as_deref(), target.as_deref()))
     });
     print_view(json, &list, |l: &Vec<MessageSummary>| render_list(l))
+}
+
+/// Every message of the queue (`queue list --json` before filtering).
+async fn fetch_list(source: &Source) -> anyhow::Result<Vec<MessageSummary>> {
+    Ok(match source {
+        Source::Api(addr) => api_get(addr, "/api/queue").await?.ok_or_else(|| {
+            anyhow!("admin API at {addr} answered 404 for /api/queue (not cutover?)")
+        })?,
+        Source::Store(q) => q.list()?,
+        Source::Empty => Vec::new(),
+    })
+}
+
+/// The queue's messages from a running gateway (admin API) or a stopped one (its store), the
+/// way `queue list` reads them, for other commands (`wave`).
+pub(super) async fn summaries(
+    cfg: &cutover::config::Config,
+) -> anyhow::Result<Vec<MessageSummary>> {
+    let source = connect(
+        cfg.admin.listen,
+        cfg.admin.token.clone(),
+        &cfg.gateway.state_dir,
+    )
+    .await?;
+    fetch_list(&source).await
 }
 
 async fn show(source: &Source, json: bool, id: QueueId) -> anyhow::Result<ExitCode> {
