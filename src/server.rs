@@ -63,6 +63,31 @@ pub enum ServerError {
     Thread(#[source] std::io::Error),
 }
 
+/// The waves as `wave_not_converged` alert rules see them: each wave's next switch and whether
+/// its mailboxes' backfill converged (what blocks its verdict otherwise).
+fn wave_facts(
+    queue: Queue,
+    routes: watch::Receiver<Arc<crate::routing::Router>>,
+) -> crate::alerts::WaveSource {
+    Arc::new(move |cfg, now| {
+        let msgs = queue.list().unwrap_or_default();
+        let routes = routes.borrow().clone();
+        crate::waves::load::statuses(cfg, &routes, &msgs, now)
+            .into_iter()
+            .map(|w| crate::alerts::rules::WaveFact {
+                switch_at: w.wave.next_switch.as_ref().and_then(|n| {
+                    crate::config::values::Timestamp::parse(&n.at)
+                        .ok()
+                        .map(|t| t.0)
+                }),
+                converged: w.backfill.converged == w.backfill.mailboxes && w.verdict.ready,
+                unconverged: w.verdict.reasons,
+                name: w.wave.name,
+            })
+            .collect()
+    })
+}
+
 /// Serve the admin API on a thread and runtime of its own, so that `/healthz` (and the queue
 /// API) still answer when the gateway's runtime is stuck (after a storage failure sled can block
 /// the workers that call it forever). The returned receiver resolves when the thread ends.
@@ -249,8 +274,7 @@ impl Server {
                 config: config_rx.clone(),
                 routes: routes_rx.clone(),
                 scheduler: scheduler.clone(),
-                // HOOK(lead): the waves module's facts for `wave_not_converged` rules.
-                waves: None,
+                waves: Some(wave_facts(queue.clone(), routes_rx.clone())),
             },
             stop_rx.clone(),
         );

@@ -64,6 +64,15 @@ active_from = "{later}"
 [admin]
 listen = "{admin}"
 
+[alerting]
+interval = "300ms"
+[[alert]]
+name = "new-down"
+when = "target_unreachable"
+target = "new"
+for = "1s"
+email = "postmaster@example.com"
+
 [[backfill.job]]
 name = "wave-1"
 source = {{ host = "127.0.0.1", port = 1, tls = "none", auth = "plain", password_file = "imap.pass" }}
@@ -140,6 +149,20 @@ async fn settle(gw: &Gateway) {
     }
 }
 
+/// Wait (bounded) until the alert on `new` fired.
+async fn alert_fired(gw: &Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body =
+            queueops::body_of(&queueops::http(gw.admin, "GET", "/api/alerts").await).to_string();
+        if body.contains("\"status\":\"firing\"") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no alert: {body}\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Headless Chromium with the flags this machine needs (no sandbox as root, no background
 /// networking: the network is closed) and a fresh profile; `extra` says what to produce.
 fn chromium(profile: &Path, url: &str, extra: &[&str]) -> std::process::Output {
@@ -197,6 +220,7 @@ async fn status_page_renders_the_migration_in_chromium() {
     write_backfill_report(&gw.state_dir());
     send_traffic(&gw).await;
     settle(&gw).await;
+    alert_fired(&gw).await;
     let url = format!("http://{}/", gw.admin);
 
     // Without JavaScript: the tables are in the server's HTML.
@@ -221,8 +245,9 @@ async fn status_page_renders_the_migration_in_chromium() {
     assert_has(&dom, "<figure data-target=\"old\">");
     assert_has(&dom, "<figure data-target=\"new\">");
     let old_chart = figure(&dom, "old");
+    // alice's message, and the alert's own mail (routed to old by default).
     assert!(
-        old_chart.contains("data-series=\"delivered\" data-total=\"1\""),
+        !old_chart.contains("data-series=\"delivered\" data-total=\"0\""),
         "{old_chart}"
     );
     let new_chart = figure(&dom, "new");
@@ -243,6 +268,16 @@ async fn status_page_renders_the_migration_in_chromium() {
     assert_has(&dom, "<progress max=\"40\" value=\"21\"></progress> 21/40");
     assert_has(&dom, "4.8 msg/s");
     assert_has(&dom, "1 (5.0%)");
+
+    // The waves on a timeline with a "now" marker, with their verdicts.
+    assert_has(&dom, "class=\"now-marker\"");
+    assert_has(&dom, "class=\"wave scheduled\" data-wave=\"wave-1\"");
+    assert_has(&dom, "class=\"wave active\" data-wave=\"pilot\"");
+    let wave_row = &dom[dom.find("<tr data-wave=\"wave-1\">").unwrap()..];
+    assert!(wave_row.contains("not ready"), "{wave_row}");
+    // The alert, firing, and the tile counting it.
+    assert_has(&dom, "<tr data-alert=\"new-down\">");
+    assert_has(&dom, "<b class=\"bad\">1</b>alerts firing");
 
     let shot = artifact_dir().join("status-page.png");
     let _ = std::fs::remove_file(&shot);

@@ -178,20 +178,27 @@ async fn status_page(State(s): State<AdminState>) -> Response {
     let cfg = s.cfg();
     let q = s.queue.clone();
     let cfg2 = cfg.clone();
-    let (msgs, backfill) = match blocking(move || Ok((q.list()?, job_reports(&cfg2)))).await {
+    let routes = s.routes();
+    let now = SystemTime::now();
+    let read = blocking(move || {
+        let msgs = q.list()?;
+        let waves = crate::waves::load::statuses(&cfg2, &routes, &msgs, now);
+        Ok((msgs, waves, job_reports(&cfg2)))
+    });
+    let (msgs, waves, backfill) = match read.await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let now = SystemTime::now();
+    let alerts = s.alerts.as_ref().map(|a| a.recent()).unwrap_or_default();
     let last_hour = s.telemetry.as_ref().map(|t| t.last_hour(now));
     let page = status::render(&status::Dashboard {
         hostname: &cfg.gateway.hostname,
         now,
         msgs: &msgs,
         last_hour: last_hour.as_ref(),
-        waves: &[],
+        waves: &waves,
         backfill: &backfill,
-        alerts: &[],
+        alerts: &alerts,
     });
     (
         [

@@ -7,9 +7,12 @@
 //! [`Dashboard`] snapshot; never reads the store, files or the clock itself.
 
 use super::chart::{self, Series, Span};
+use crate::alerts::AlertEvent;
+use crate::alerts::delivery::Status;
 use crate::backfill::report::{JobReport, MailboxReport};
 use crate::queue::model::{LegState, MessageSummary};
 use crate::telemetry::LastHour;
+use crate::waves::WaveStatus;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -25,27 +28,6 @@ pub fn esc(s: &str) -> String {
 /// How often the page refreshes itself (seconds).
 pub const REFRESH_SECS: u32 = 5;
 
-/// A wave as the page shows it (from the waves module's status).
-pub struct WaveView {
-    pub name: String,
-    pub from: Option<i64>,
-    pub until: Option<i64>,
-    /// `active`, `scheduled`, `ended`, `always`.
-    pub state: String,
-    pub next_switch: Option<i64>,
-    pub ready: bool,
-    pub reasons: Vec<String>,
-}
-
-/// An alert event as the page shows it.
-pub struct AlertView {
-    pub at: i64,
-    pub rule: String,
-    /// `firing` or `resolved`.
-    pub status: String,
-    pub text: String,
-}
-
 /// Everything the page shows, read by the handler.
 pub struct Dashboard<'a> {
     pub hostname: &'a str,
@@ -53,11 +35,11 @@ pub struct Dashboard<'a> {
     /// Queued messages, oldest first.
     pub msgs: &'a [MessageSummary],
     pub last_hour: Option<&'a LastHour>,
-    pub waves: &'a [WaveView],
+    pub waves: &'a [WaveStatus],
     /// Configured backfill jobs and their last report (`None`: never run).
     pub backfill: &'a [(String, Option<JobReport>)],
     /// Newest first.
-    pub alerts: &'a [AlertView],
+    pub alerts: &'a [AlertEvent],
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
@@ -244,7 +226,13 @@ fn queue_tables(h: &mut String, msgs: &[MessageSummary], now: SystemTime) {
     h.push_str("</table>");
 }
 
-fn waves(h: &mut String, waves: &[WaveView], now: i64) {
+/// Epoch seconds of an RFC 3339 instant the waves module wrote.
+fn epoch(t: Option<&str>) -> Option<i64> {
+    let t = crate::config::values::Timestamp::parse(t?).ok()?;
+    Some(crate::time::unix_secs(t.0) as i64)
+}
+
+fn waves(h: &mut String, waves: &[WaveStatus], now: i64) {
     h.push_str("<h2>Waves</h2>");
     if waves.is_empty() {
         h.push_str("<p>No routing rules.</p>");
@@ -253,33 +241,45 @@ fn waves(h: &mut String, waves: &[WaveView], now: i64) {
     let spans: Vec<Span<'_>> = waves
         .iter()
         .map(|w| Span {
-            name: &w.name,
-            from: w.from,
-            until: w.until,
-            state: &w.state,
+            name: &w.wave.name,
+            from: epoch(w.wave.active_from.as_deref()),
+            until: epoch(w.wave.active_until.as_deref()),
+            state: w.wave.state.as_str(),
         })
         .collect();
     h.push_str(&chart::timeline(&spans, now));
-    h.push_str("<table id=\"waves\"><tr><th>wave</th><th>window</th><th>state</th><th>next switch</th><th>verdict</th></tr>");
-    let when = |t: Option<i64>, open: &str| t.map_or(open.to_string(), crate::time::rfc3339_secs);
+    h.push_str("<table id=\"waves\"><tr><th>wave</th><th>deliver</th><th>window</th><th>state</th><th>next switch</th><th>backfill</th><th>verdict</th></tr>");
     for w in waves {
-        let verdict = if w.ready {
+        let verdict = if w.verdict.ready {
             "<span class=\"ok\">ready</span>".to_string()
         } else {
-            let reasons: Vec<String> = w.reasons.iter().map(|r| esc(r)).collect();
+            let reasons: Vec<String> = w.verdict.reasons.iter().map(|r| esc(r)).collect();
             format!(
                 "<span class=\"bad\">not ready</span>: {}",
                 reasons.join("; ")
             )
         };
+        let next = w.wave.next_switch.as_ref().map_or("none".to_string(), |n| {
+            let changes: Vec<String> = n.changes.iter().map(|c| esc(&c.text)).collect();
+            format!(
+                "{} (in {})<br>{}",
+                esc(&n.at),
+                human_age(n.in_secs),
+                changes.join("<br>")
+            )
+        });
+        let b = &w.backfill;
         let _ = write!(
             h,
-            "<tr data-wave=\"{name}\"><td>{name}</td><td>{} → {}</td><td>{}</td><td>{}</td><td>{verdict}</td></tr>",
-            when(w.from, "always"),
-            when(w.until, "open"),
-            esc(&w.state),
-            when(w.next_switch, "none"),
-            name = esc(&w.name),
+            "<tr data-wave=\"{name}\"><td>{name}</td><td>{}</td><td>{} → {}</td><td>{}</td><td>{next}</td>\
+             <td>{}/{} converged</td><td>{verdict}</td></tr>",
+            esc(&w.wave.deliver.join(", ")),
+            esc(w.wave.active_from.as_deref().unwrap_or("always")),
+            esc(w.wave.active_until.as_deref().unwrap_or("open")),
+            w.wave.state.as_str(),
+            b.converged,
+            b.mailboxes,
+            name = esc(&w.wave.name),
         );
     }
     h.push_str("</table>");
@@ -384,17 +384,17 @@ fn mailbox_row(h: &mut String, m: &MailboxReport) {
 }
 
 /// Rules whose latest event is `firing`.
-fn firing_alerts(alerts: &[AlertView]) -> Vec<&str> {
+fn firing_alerts(alerts: &[AlertEvent]) -> Vec<&str> {
     let mut seen = std::collections::HashSet::new();
     alerts
         .iter()
-        .filter(|a| seen.insert(a.rule.as_str()))
-        .filter(|a| a.status == "firing")
-        .map(|a| a.rule.as_str())
+        .filter(|a| seen.insert(a.alert.as_str()))
+        .filter(|a| a.status == Status::Firing)
+        .map(|a| a.alert.as_str())
         .collect()
 }
 
-fn alerts(h: &mut String, alerts: &[AlertView]) {
+fn alerts(h: &mut String, alerts: &[AlertEvent]) {
     h.push_str("<h2>Recent alerts</h2><table id=\"alerts\"><tr><th>when</th><th>alert</th><th>status</th><th>text</th></tr>");
     if alerts.is_empty() {
         h.push_str("<tr><td colspan=\"4\">No alerts.</td></tr>");
@@ -403,11 +403,15 @@ fn alerts(h: &mut String, alerts: &[AlertView]) {
         let _ = write!(
             h,
             "<tr data-alert=\"{rule}\"><td>{}</td><td>{rule}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
-            crate::time::rfc3339_secs(a.at),
-            if a.status == "firing" { "bad" } else { "ok" },
-            esc(&a.status),
+            esc(&a.at),
+            if a.status == Status::Firing {
+                "bad"
+            } else {
+                "ok"
+            },
+            a.status.as_str(),
             esc(&a.text),
-            rule = esc(&a.rule),
+            rule = esc(&a.alert),
         );
     }
     h.push_str("</table>");
@@ -496,19 +500,18 @@ mod tests {
             ..Default::default()
         });
         let jobs = [("w1".to_string(), Some(r)), ("w2".to_string(), None)];
+        let event = |at: u64, status: Status, text: &str| AlertEvent {
+            at: crate::time::rfc3339_secs(at as i64),
+            at_unix: at,
+            alert: "a".into(),
+            condition: "target_unreachable".into(),
+            status,
+            text: text.into(),
+            details: serde_json::Value::Null,
+        };
         let alerts = [
-            AlertView {
-                at: 2,
-                rule: "a".into(),
-                status: "resolved".into(),
-                text: "ok <now>".into(),
-            },
-            AlertView {
-                at: 1,
-                rule: "a".into(),
-                status: "firing".into(),
-                text: "down".into(),
-            },
+            event(2, Status::Resolved, "ok <now>"),
+            event(1, Status::Firing, "down"),
         ];
         let d = Dashboard {
             backfill: &jobs,

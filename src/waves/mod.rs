@@ -75,6 +75,18 @@ pub enum WindowState {
     Ended,
 }
 
+impl WindowState {
+    /// The name in JSON (`always`, `scheduled`, `active`, `ended`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WindowState::Always => "always",
+            WindowState::Scheduled => "scheduled",
+            WindowState::Active => "active",
+            WindowState::Ended => "ended",
+        }
+    }
+}
+
 /// What happens at a switch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
