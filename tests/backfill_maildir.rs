@@ -64,6 +64,19 @@ async fn maildir_to_imap_and_back_is_exact() {
     assert!(diff.is_exact(), "{}", diff.summary());
     let r = tokio::task::block_in_place(|| job.run_ok(&[]));
     assert_eq!(copied(&r), 0, "second pass: {r:#}");
+    // `--json`: the report on stdout, nothing else.
+    let out = job.run_cmd(&["--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (j["converged"].clone(), copied(&j)),
+        (true.into(), 0),
+        "{j:#}"
+    );
 
     // IMAP -> a fresh Maildir, then served by another Dovecot for the check.
     let other = Dovecot::start(DovecotOptions::old());

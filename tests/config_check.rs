@@ -45,6 +45,40 @@ fn example_config_is_ok() {
 }
 
 #[test]
+fn check_json_names_file_line_and_key() {
+    let (code, out, err) = cutover(&["config", "check", "--json", "-c", "config/cutover.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["rules"], 3);
+    assert_eq!(v["errors"], serde_json::json!([]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "cutover.toml",
+        &format!("{BASE}\n[queue]\nretry_schedule = [\"1m\", \"5 parsecs\"]\n"),
+    );
+    let (code, out, _) = cutover(&["config", "check", "--json", "-c", &path]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    let e = &v["errors"][0];
+    assert_eq!(e["severity"], "error");
+    assert_eq!(e["file"], path.as_str());
+    assert!(e["line"].as_u64().is_some_and(|l| l > 1), "{e}");
+    assert!(
+        e["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("queue.retry_schedule"),
+        "{e}"
+    );
+    let (code, out, _) = cutover(&["config", "check", "--json", "-c", "/nonexistent.toml"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("/nonexistent.toml"), "{out}");
+}
+
+#[test]
 fn broken_config_reports_every_error_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     write(

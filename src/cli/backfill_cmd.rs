@@ -1,4 +1,4 @@
-//! `cutover backfill run JOB [--mailbox USER] [--dry-run] [--report PATH] [--shard I/N]` and
+//! `cutover backfill run JOB [--mailbox USER] [--dry-run] [--report PATH] [--shard I/N] [--json]` and
 //! `cutover backfill status JOB [--json] [--shard I/N]`: argument parsing, exit codes and human
 //! output around `cutover::backfill::runner`. Exit 0 when every mailbox converged, 1 when some
 //! did not (details in the report), 2 on errors.
@@ -31,6 +31,9 @@ pub enum BackfillCmd {
         /// No progress bars, log lines only.
         #[arg(long, short)]
         quiet: bool,
+        /// Print the JSON report on stdout at the end instead of the summary (no progress bars).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -65,6 +68,7 @@ pub fn run(cmd: BackfillCmd) -> anyhow::Result<ExitCode> {
             report,
             shard,
             quiet,
+            json,
             config,
         } => {
             init_tracing();
@@ -78,11 +82,15 @@ pub fn run(cmd: BackfillCmd) -> anyhow::Result<ExitCode> {
                 dry_run,
                 report,
                 shard,
-                quiet,
+                quiet: quiet || json,
                 backoff: None,
             };
             let r = rt.block_on(runner::run_job(&loaded.config, &job, opts))?;
-            print_summary(&r);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_summary(&r);
+            }
             Ok(if r.converged || dry_run {
                 ExitCode::SUCCESS
             } else {
