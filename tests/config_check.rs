@@ -386,6 +386,23 @@ fn admin_token_file_errors_and_the_exposed_listener_warning() {
 }
 
 #[test]
+fn public_names_must_be_fully_qualified() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BASE.replace(
+        "[gateway]\n",
+        "[gateway]\npublic_names = [\"mx1.example.com\", \"mx2\"]\n",
+    );
+    assert_ne!(cfg, BASE, "BASE has a [gateway] section");
+    let path = write(dir.path(), "cutover.toml", &cfg);
+    let (code, _, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("gateway.public_names[1]") && err.contains("\"mx2\" is not a fully qualified"),
+        "{err}"
+    );
+}
+
+#[test]
 fn hostname_must_be_a_fully_qualified_domain_name() {
     let dir = tempfile::tempdir().unwrap();
     for (i, bad) in [

@@ -65,7 +65,11 @@ pub fn run(cmd: DnsCmd) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", render(&report));
+        // DNS text (TXT records, names) comes from whoever runs the zone: shown escaped, line
+        // by line, so it cannot rewrite the operator's terminal.
+        for line in render(&report).lines() {
+            println!("{}", super::queue_cmd::escape(line));
+        }
     }
     Ok(if report.status == Status::Fail {
         ExitCode::from(1)

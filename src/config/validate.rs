@@ -361,6 +361,14 @@ fn gateway(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
             cx.warn(&g.key("hostname"), format!("not set, so {why}"));
         }
     }
+    for (i, n) in c.gateway.public_names.iter().enumerate() {
+        if !is_fqdn(n) {
+            cx.error(
+                &g.key("public_names").index(i),
+                format!("{n:?} is not a fully qualified domain name (the name the MX records point at, e.g. \"mx1.example.com\")"),
+            );
+        }
+    }
     if c.gateway.accept_domains.is_empty() {
         cx.error(
             &g.key("accept_domains"),
