@@ -8,7 +8,11 @@ mod common;
 #[path = "support/dovecot.rs"]
 mod dovecot;
 
-use cutover::backfill::imap_ops::flag_set;
+use cutover::backfill::meta::Flags;
+
+fn flag_set(list: &str) -> std::collections::BTreeSet<String> {
+    Flags::parse(list).set()
+}
 use cutover::backfill::maildir::{Entry, Maildir};
 use cutover::backfill::plan;
 use dovecot::{Dovecot, DovecotOptions, MAIL_GID, MAIL_UID};

@@ -221,9 +221,9 @@ async fn run(inp: &Input<'_>) {
                     let uids: HashSet<u32> = ix.msgs.iter().map(|m| m.uid).collect();
                     for (uid, m) in &ix.meta {
                         assert!(uids.contains(uid), "metadata for an unlisted UID");
-                        let _ = imap_ops::flag_set(&m.flags);
+                        let _ = m.flags.list();
                         assert!(
-                            !imap_ops::flag_set(&m.flags).contains("\\recent"),
+                            !m.flags.set().contains("\\recent"),
                             "\\Recent kept"
                         );
                     }
@@ -262,9 +262,11 @@ async fn run(inp: &Input<'_>) {
                     None => vec![1, 2, 5],
                 };
                 for u in &uids {
-                    meta.entry(*u).or_insert_with(|| Meta {
-                        flags: "(\\Seen)".into(),
-                        idate: "\"01-Jan-2024 10:00:00 +0000\"".into(),
+                    meta.entry(*u).or_insert_with(|| {
+                        Meta::new(
+                            cutover::backfill::meta::Flags::parse("(\\Seen)"),
+                            Some((1_704_103_200, 0)),
+                        )
                     });
                 }
                 let mut uids = uids;
@@ -334,7 +336,7 @@ fuzz_target!(|inp: Input<'_>| {
         if let Ok(t) = std::str::from_utf8(r.body) {
             let _ = fingerprint::normalise_message_id(t);
             let _ = utf7::decode(t);
-            let _ = imap_ops::flag_set(t);
+            let _ = cutover::backfill::meta::Flags::parse(t).set();
         }
         let uids: Vec<u32> = r
             .body

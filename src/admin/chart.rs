@@ -3,6 +3,7 @@
 //! clock, no JavaScript, nothing fetched from elsewhere: gateways often have no internet).
 //! Never panics on empty or extreme input.
 
+use super::html::esc;
 use std::fmt::Write as _;
 
 /// One line of a chart: its name (legend, CSS class `s-<name>`) and one value per bucket.
@@ -35,7 +36,7 @@ pub fn lines(label: &str, series: &[Series<'_>], buckets: usize) -> String {
          <line class=\"axis\" x1=\"{PAD_L}\" y1=\"{b}\" x2=\"{W}\" y2=\"{b}\"/>\
          <text class=\"tick\" x=\"2\" y=\"12\">{max}</text><text class=\"tick\" x=\"2\" y=\"{b}\">0</text>\
          <text class=\"tick\" x=\"{PAD_L}\" y=\"{H}\">-60 min</text><text class=\"tick\" x=\"{e}\" y=\"{H}\">now</text>",
-        super::status::esc(label),
+        esc(label),
         b = H - PAD_B,
         e = W - 28.0,
     );
@@ -51,7 +52,7 @@ pub fn lines(label: &str, series: &[Series<'_>], buckets: usize) -> String {
             s,
             "<polyline class=\"s-{name}\" data-series=\"{name}\" data-total=\"{total}\" fill=\"none\" points=\"{}\"><title>{name}: {total} in the last hour</title></polyline>",
             pts.join(" "),
-            name = super::status::esc(ser.name),
+            name = esc(ser.name),
         );
     }
     s.push_str("</svg>");
@@ -98,8 +99,8 @@ pub fn timeline(spans: &[Span<'_>], now: i64) -> String {
             "<text class=\"tick\" x=\"2\" y=\"{ty}\">{name}</text>\
              <rect class=\"wave {state}\" data-wave=\"{name}\" x=\"{a:.1}\" y=\"{top}\" width=\"{w:.1}\" height=\"16\" rx=\"3\"><title>{name}: {from} → {until}</title></rect>",
             ty = top + 12.0,
-            name = super::status::esc(sp.name),
-            state = super::status::esc(sp.state),
+            name = esc(sp.name),
+            state = esc(sp.state),
             w = (b - a).max(2.0),
             from = sp.from.map_or("always".into(), crate::time::rfc3339_secs),
             until = sp.until.map_or("open".into(), crate::time::rfc3339_secs),

@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod chart;
 pub mod guard;
+pub mod html;
 pub mod metrics;
 pub mod ops;
 pub mod status;

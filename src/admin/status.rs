@@ -7,6 +7,7 @@
 //! [`Dashboard`] snapshot; never reads the store, files or the clock itself.
 
 use super::chart::{self, Series, Span};
+use super::html::esc;
 use crate::alerts::AlertEvent;
 use crate::alerts::delivery::Status;
 use crate::backfill::report::{JobReport, MailboxReport};
@@ -16,14 +17,6 @@ use crate::waves::WaveStatus;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::SystemTime;
-
-/// HTML-escape text and attribute values.
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 /// How often the page refreshes itself (seconds).
 pub const REFRESH_SECS: u32 = 5;

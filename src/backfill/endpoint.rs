@@ -6,7 +6,7 @@
 //! never plans folders (`plan`).
 
 use super::imap_ops::{
-    self, Assigned, DstIndex, FolderStatus, Known, Meta, Outcome, SrcIndex, Window,
+    self, Assigned, DstIndex, Flags, FolderStatus, Known, Meta, Outcome, SrcIndex, Window,
 };
 use super::index::{DstMsg, SrcMsg};
 use super::maildir::{self, Entry, Maildir};
@@ -194,27 +194,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| BackfillError::Connection(format!("maildir task: {e}")))?
 }
 
-/// INTERNALDATE of a [`Meta`] (`"01-Jan-2024 10:00:00 +0000"`) as epoch seconds.
-pub fn idate_epoch(idate: &str) -> Option<i64> {
-    let fmt = ::time::macros::format_description!(
-        "[day padding:zero]-[month repr:short]-[year] [hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
-    );
-    ::time::OffsetDateTime::parse(idate.trim_matches('"').trim_start(), &fmt)
-        .ok()
-        .map(|t| t.unix_timestamp())
-}
-
-/// The [`Meta`] INTERNALDATE form of epoch seconds.
-fn idate_of(t: i64) -> String {
-    let fmt = ::time::macros::format_description!(
-        "\"[day]-[month repr:short]-[year] [hour]:[minute]:[second] +0000\""
-    );
-    ::time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| d.format(&fmt).ok())
-        .unwrap_or_default()
-}
-
 impl Endpoint {
     pub fn user(&self) -> &str {
         match self {
@@ -323,13 +302,8 @@ impl Endpoint {
             if window.0.is_some_and(|s| date < s) || window.1.is_some_and(|b| date >= b) {
                 continue;
             }
-            out.meta.insert(
-                uid,
-                Meta {
-                    flags: e.flags.into(),
-                    idate: idate_of(date).into(),
-                },
-            );
+            out.meta
+                .insert(uid, Meta::new(Flags::parse(&e.flags), Some((date, 0))));
             out.msgs.push(SrcMsg {
                 uid,
                 fp: fp.key(),
@@ -354,7 +328,7 @@ impl Endpoint {
             ..Default::default()
         };
         for (uid, e, fp, stamped) in items {
-            out.flags.insert(uid, e.flags);
+            out.flags.insert(uid, Flags::parse(&e.flags));
             out.msgs.push(DstMsg {
                 uid,
                 fp: fp.key(),
@@ -424,10 +398,7 @@ pub async fn copy_messages(
             .await;
     }
     for &uid in uids {
-        let m = meta.get(&uid).cloned().unwrap_or(Meta {
-            flags: "()".into(),
-            idate: Box::default(),
-        });
+        let m = meta.get(&uid).cloned().unwrap_or_default();
         let body = match &mut *src {
             Endpoint::Imap(c) => imap_ops::fetch_body(c, src_wire, uid).await?,
             Endpoint::Maildir(a) => a.read(src_wire, uid).await?,
@@ -441,10 +412,10 @@ pub async fn copy_messages(
             Endpoint::Imap(c) => imap_ops::append_one(c, dst_wire, &m, &body).await?,
             Endpoint::Maildir(a) => {
                 let f = a.folder(dst_wire)?;
-                let date = idate_epoch(&m.idate).unwrap_or_else(|| {
+                let date = m.epoch().unwrap_or_else(|| {
                     i64::try_from(crate::time::unix_secs(std::time::SystemTime::now())).unwrap_or(0)
                 });
-                let stored = blocking(move || f.append(&body, &m.flags, date)).await;
+                let stored = blocking(move || f.append(&body, &m.flags.list(), date)).await;
                 match stored {
                     Ok(_) => Outcome::Copied { bytes: n },
                     Err(BackfillError::Refused(r)) => Outcome::Refused(r),
@@ -502,20 +473,5 @@ mod tests {
         assert_eq!(p("/m/{user}", "bob"), "/m/bob");
         assert!(maildir_path("/m/{user}", "../etc").is_err());
         assert!(maildir_path("/m/{local}", "a/b@x").is_err());
-    }
-
-    #[test]
-    fn idates_roundtrip() {
-        assert_eq!(
-            idate_epoch("\"01-Jan-2024 10:00:00 +0000\""),
-            Some(1_704_103_200)
-        );
-        assert_eq!(
-            idate_epoch("\"01-Jan-2024 12:00:00 +0200\""),
-            Some(1_704_103_200)
-        );
-        assert_eq!(idate_of(1_704_103_200), "\"01-Jan-2024 10:00:00 +0000\"");
-        assert_eq!(idate_epoch(&idate_of(-86_400)), Some(-86_400));
-        assert_eq!(idate_epoch("junk"), None);
     }
 }

@@ -32,14 +32,7 @@ const UID_CHUNK: usize = 2000;
 /// Timeout for one step of a streamed response (one FETCH item, one APPEND reply).
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// What we keep of a source message for its APPEND.
-#[derive(Clone, Debug)]
-pub struct Meta {
-    /// `(\Seen $Label)`, never `\Recent`. (Boxed: held for every message of a folder.)
-    pub flags: Box<str>,
-    /// `"01-Jan-2024 10:00:00 +0000"` (with quotes).
-    pub idate: Box<str>,
-}
+pub use super::meta::{Flags, Meta};
 
 /// A folder's index.
 #[derive(Debug, Default)]
@@ -275,16 +268,6 @@ pub async fn status(conn: &mut Conn, wire: &str) -> Result<FolderStatus> {
     .await
 }
 
-/// Normalised flag set of a `(...)` flags string (for comparisons).
-pub fn flag_set(flags: &str) -> std::collections::BTreeSet<String> {
-    flags
-        .trim_start_matches('(')
-        .trim_end_matches(')')
-        .split_whitespace()
-        .map(|f| f.to_ascii_lowercase())
-        .collect()
-}
-
 /// Set the flags of destination messages: `(flags string, dst UIDs)` groups, in `wire`.
 pub async fn store_flags(conn: &mut Conn, wire: &str, groups: &[(String, Vec<u32>)]) -> Result<()> {
     if groups.is_empty() {
@@ -335,25 +318,20 @@ pub fn uid_set(uids: &[u32]) -> String {
     out
 }
 
-fn flags_string<'a>(flags: impl Iterator<Item = Flag<'a>>) -> String {
-    let parts: Vec<String> = flags
+/// The flags of a FETCH response (`\Recent` and `\*` left out).
+fn flags_of<'a>(flags: impl Iterator<Item = Flag<'a>>) -> Flags {
+    let names: Vec<std::borrow::Cow<'_, str>> = flags
         .filter_map(|f| match f {
-            Flag::Seen => Some("\\Seen".to_string()),
-            Flag::Answered => Some("\\Answered".to_string()),
-            Flag::Flagged => Some("\\Flagged".to_string()),
-            Flag::Deleted => Some("\\Deleted".to_string()),
-            Flag::Draft => Some("\\Draft".to_string()),
+            Flag::Seen => Some("\\Seen".into()),
+            Flag::Answered => Some("\\Answered".into()),
+            Flag::Flagged => Some("\\Flagged".into()),
+            Flag::Deleted => Some("\\Deleted".into()),
+            Flag::Draft => Some("\\Draft".into()),
             Flag::Recent | Flag::MayCreate => None,
-            Flag::Custom(c) => {
-                if c.starts_with('\\') && c.eq_ignore_ascii_case("\\Recent") {
-                    None
-                } else {
-                    Some(c.to_string())
-                }
-            }
+            Flag::Custom(c) => Some(c),
         })
         .collect();
-    format!("({})", parts.join(" "))
+    Flags::from_names(names.iter().map(|n| n.as_ref()))
 }
 
 /// Since/before (epoch seconds) of a job: which INTERNALDATEs a pass considers.
@@ -512,11 +490,12 @@ async fn fetch_index_items(
             raw.learn.push(raw.items.len());
         }
         let date = f.internal_date();
-        let meta = with_meta.then(|| Meta {
-            flags: flags_string(f.flags()).into(),
-            idate: date
-                .map(|d| format!("\"{}\"", d.format("%d-%b-%Y %H:%M:%S %z")).into())
-                .unwrap_or_default(),
+        let meta = with_meta.then(|| {
+            let date = date.map(|d| {
+                let tz = i16::try_from(d.offset().local_minus_utc() / 60).unwrap_or(0);
+                (d.timestamp(), tz)
+            });
+            Meta::new(flags_of(f.flags()), date)
         });
         if !has_id {
             needs_prefix.push(raw.items.len());
@@ -719,6 +698,9 @@ pub async fn index_source(
         learnt: raw.learnt(),
         ..Default::default()
     };
+    // Sized once: a grown map or vector holds up to twice the room it needs.
+    out.msgs.reserve_exact(raw.items.len());
+    out.meta.reserve(raw.items.len());
     for it in raw.items {
         if window.0.is_some_and(|s| it.date < s) || window.1.is_some_and(|b| it.date >= b) {
             continue;
@@ -748,8 +730,8 @@ pub struct DstIndex {
     /// Fingerprints computed in this pass (for the cache).
     pub learnt: Learnt,
     pub msgs: Vec<DstMsg>,
-    /// uid → `(flags)`.
-    pub flags: HashMap<u32, String>,
+    /// uid → flags.
+    pub flags: HashMap<u32, Flags>,
 }
 
 /// Index the destination folder.
@@ -762,7 +744,7 @@ pub async fn index_destination(conn: &mut Conn, wire: &str, known: &Known) -> Re
     };
     for it in raw.items {
         if let Some(m) = it.meta {
-            out.flags.insert(it.uid, m.flags.into());
+            out.flags.insert(it.uid, m.flags);
         }
         out.msgs.push(DstMsg {
             uid: it.uid,
@@ -781,24 +763,11 @@ pub async fn index_destination(conn: &mut Conn, wire: &str, known: &Known) -> Re
 /// 1970 (which some servers refuse) becomes 1970-01-01. `None` when nothing would change, else
 /// the new metadata and what was given up (for the report).
 pub fn degrade(meta: &Meta, defined: &[String], level: u8) -> Option<(Meta, String)> {
-    let flags: Vec<&str> = meta
-        .flags
-        .trim_start_matches('(')
-        .trim_end_matches(')')
-        .split_whitespace()
-        .collect();
     let keep = |f: &&str| {
         f.starts_with('\\') || (level < 2 && defined.iter().any(|d| d.eq_ignore_ascii_case(f)))
     };
-    let dropped: Vec<&str> = flags.iter().filter(|f| !keep(f)).copied().collect();
-    let kept: Vec<&str> = flags.iter().filter(|f| keep(f)).copied().collect();
-    let year: Option<i32> = meta
-        .idate
-        .trim_matches('"')
-        .split(['-', ' '])
-        .nth(2)
-        .and_then(|y| y.parse().ok());
-    let old_date = year.is_some_and(|y| y < 1970);
+    let dropped: Vec<&str> = meta.flags.names().filter(|f| !keep(f)).collect();
+    let old_date = meta.before_1970();
     if dropped.is_empty() && !old_date {
         return None;
     }
@@ -806,19 +775,16 @@ pub fn degrade(meta: &Meta, defined: &[String], level: u8) -> Option<(Meta, Stri
     if !dropped.is_empty() {
         what.push(format!("stored without keyword(s) {}", dropped.join(" ")));
     }
-    let idate = if old_date {
-        what.push(format!("INTERNALDATE {} stored as 1970-01-01", meta.idate));
-        "\"01-Jan-1970 00:00:00 +0000\"".into()
-    } else {
-        meta.idate.clone()
-    };
-    Some((
-        Meta {
-            flags: format!("({})", kept.join(" ")).into(),
-            idate,
-        },
-        what.join("; "),
-    ))
+    let mut out = meta.clone();
+    if old_date {
+        what.push(format!(
+            "INTERNALDATE {} stored as 1970-01-01",
+            meta.idate().unwrap_or_default()
+        ));
+        out = out.at_epoch();
+    }
+    out.flags = Flags::from_names(meta.flags.names().filter(keep));
+    Some((out, what.join("; ")))
 }
 
 /// The keywords a destination folder defines (its FLAGS response), for [`degrade`].
@@ -863,12 +829,8 @@ pub enum Outcome {
 pub async fn append_one(dst: &mut Conn, dst_wire: &str, m: &Meta, body: &[u8]) -> Result<Outcome> {
     let r = tokio::time::timeout(
         STEP_TIMEOUT,
-        dst.session.append(
-            dst_wire,
-            Some(&m.flags),
-            (!m.idate.is_empty()).then_some(&*m.idate),
-            body,
-        ),
+        dst.session
+            .append(dst_wire, Some(&m.flags.list()), m.idate().as_deref(), body),
     )
     .await
     .map_err(|_| BackfillError::Timeout(format!("APPEND to {dst_wire}")))?;
@@ -952,10 +914,7 @@ pub async fn copy_messages(
                 if chunk.binary_search(&uid).is_err() {
                     continue;
                 }
-                let m = meta.get(&uid).cloned().unwrap_or(Meta {
-                    flags: "()".into(),
-                    idate: Box::default(),
-                });
+                let m = meta.get(&uid).cloned().unwrap_or_default();
                 seen.insert(uid);
                 if pipelined {
                     app.send(dst, uid, &m, body).await?;
@@ -1145,10 +1104,10 @@ impl Appender {
             self.open = Some((tag, Vec::new()));
         }
         head.push(' ');
-        head.push_str(&m.flags);
-        if !m.idate.is_empty() {
+        head.push_str(&m.flags.list());
+        if let Some(idate) = m.idate() {
             head.push(' ');
-            head.push_str(&m.idate);
+            head.push_str(&idate);
         }
         // NUL bytes may only travel in a literal8 (RFC 3516), where the server offers BINARY.
         let literal8 = if dst.caps.binary && body.contains(&0) {
@@ -1312,26 +1271,24 @@ mod tests {
             Flag::Custom("$Forwarded".into()),
             Flag::Custom("\\Recent".into()),
         ];
-        assert_eq!(flags_string(f.into_iter()), "(\\Seen $Forwarded)");
+        assert_eq!(flags_of(f.into_iter()).list(), "(\\Seen $Forwarded)");
     }
 
     #[test]
     fn degrades_keywords_then_dates() {
-        let m = Meta {
-            flags: "(\\Seen $Old $New)".into(),
-            idate: "\"01-Jan-1965 10:00:00 +0100\"".into(),
-        };
+        // 01-Jan-1965 10:00:00 +0100
+        let m = Meta::new(Flags::parse("(\\Seen $Old $New)"), Some((-157_770_000, 60)));
         let defined = vec!["$old".to_string()];
         let (m1, what1) = degrade(&m, &defined, 1).unwrap_or_else(|| (m.clone(), String::new()));
-        assert_eq!(&*m1.flags, "(\\Seen $Old)");
-        assert_eq!(&*m1.idate, "\"01-Jan-1970 00:00:00 +0000\"");
+        assert_eq!(m1.flags.list(), "(\\Seen $Old)");
+        assert_eq!(
+            m1.idate().as_deref(),
+            Some("\"01-Jan-1970 00:00:00 +0000\"")
+        );
         assert!(what1.contains("$New") && what1.contains("1965"), "{what1}");
         let (m2, _) = degrade(&m1, &defined, 2).unwrap_or_else(|| (m1.clone(), String::new()));
-        assert_eq!(&*m2.flags, "(\\Seen)");
-        let plain = Meta {
-            flags: "(\\Seen)".into(),
-            idate: "\"01-Jan-2024 10:00:00 +0000\"".into(),
-        };
+        assert_eq!(m2.flags.list(), "(\\Seen)");
+        let plain = Meta::new(Flags::parse("(\\Seen)"), Some((1_704_103_200, 0)));
         assert!(degrade(&plain, &[], 2).is_none());
     }
 

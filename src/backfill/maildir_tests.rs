@@ -99,11 +99,11 @@ proptest! {
         let (info, dropped) = flags_to_info(&flags, &mut table);
         prop_assert!(table.len() <= MAX_KEYWORDS);
         let back = info_to_flags(&info, &table);
-        let mut got = crate::backfill::imap_ops::flag_set(&back);
+        let mut got = crate::backfill::meta::Flags::parse(&back).set();
         for d in &dropped {
             got.insert(d.to_ascii_lowercase());
         }
-        prop_assert_eq!(got, crate::backfill::imap_ops::flag_set(&flags));
+        prop_assert_eq!(got, crate::backfill::meta::Flags::parse(&flags).set());
         // Sorted letters, each once.
         let letters: Vec<char> = info.chars().collect();
         let mut sorted = letters.clone();

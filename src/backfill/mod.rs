@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod imap_ops;
 pub mod index;
 pub mod maildir;
+pub mod meta;
 pub mod namespace;
 pub mod oauth;
 pub mod plan;

@@ -587,11 +587,8 @@ async fn index_pair(
             let (Some(sm), Some(df)) = (src_idx.meta.get(su), dst_idx.flags.get(du)) else {
                 continue;
             };
-            if imap_ops::flag_set(&sm.flags) != imap_ops::flag_set(df) {
-                flag_groups
-                    .entry(sm.flags.to_string())
-                    .or_default()
-                    .push(*du);
+            if sm.flags.set() != df.set() {
+                flag_groups.entry(sm.flags.list()).or_default().push(*du);
             }
         }
     }
