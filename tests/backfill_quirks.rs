@@ -16,6 +16,28 @@ use backfill::{Job, copied, folder, plain_side};
 use dovecot::{Dovecot, DovecotOptions};
 use imapcheck::snapshot;
 
+/// alice's Maildir under a temp dir holding `bodies` (flagged \Seen), and a job copying it to
+/// `new`.
+fn maildir_source(new: &Dovecot, bodies: &[Vec<u8>]) -> (tempfile::TempDir, Job) {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("alice");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(sub)).unwrap();
+    }
+    for (i, b) in bodies.iter().enumerate() {
+        let name = format!("{}.M{i}.test:2,S", 1_600_000_000 + i);
+        std::fs::write(md.join("cur").join(name), b).unwrap();
+    }
+    let job = Job::new(
+        &format!("maildir = \"{}/{{user}}\"", dir.path().display()),
+        &plain_side(new.port(), &new.secret_file("alice")),
+        "alice\n",
+        "",
+        "",
+    );
+    (dir, job)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_keyword_is_dropped_for_that_message_only() {
     let old = Dovecot::start(DovecotOptions::old().extra_conf("mail_max_keyword_length = 200"));
@@ -77,11 +99,6 @@ async fn a_refused_keyword_is_dropped_for_that_message_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_byte_travels_in_a_literal8() {
     let new = Dovecot::start(DovecotOptions::new());
-    let dir = tempfile::tempdir().unwrap();
-    let md = dir.path().join("alice");
-    for sub in ["cur", "new", "tmp"] {
-        std::fs::create_dir_all(md.join(sub)).unwrap();
-    }
     let bodies: Vec<Vec<u8>> = (0..3)
         .map(|i| {
             let mut b = format!("Message-ID: <nul{i}@example.com>\r\nSubject: {i}\r\n\r\nbody ")
@@ -93,21 +110,7 @@ async fn a_nul_byte_travels_in_a_literal8() {
             b
         })
         .collect();
-    for (i, b) in bodies.iter().enumerate() {
-        std::fs::write(
-            md.join("cur")
-                .join(format!("{}.M{i}.test:2,S", 1_600_000_000 + i)),
-            b,
-        )
-        .unwrap();
-    }
-    let job = Job::new(
-        &format!("maildir = \"{}/{{user}}\"", dir.path().display()),
-        &plain_side(new.port(), &new.secret_file("alice")),
-        "alice\n",
-        "",
-        "",
-    );
+    let (_dir, job) = maildir_source(&new, &bodies);
     let r = tokio::task::block_in_place(|| job.run_ok(&[]));
     assert_eq!(copied(&r), 3, "{r:#}");
     let mut c = new.login("alice").await;
@@ -128,4 +131,38 @@ async fn a_nul_byte_travels_in_a_literal8() {
         .collect();
     want.sort();
     assert_eq!(bytes, want);
+}
+
+/// An empty message (a 0-byte file in the source Maildir; some servers refuse an empty APPEND)
+/// never fails its folder: the others are copied, and it is either copied too or reported with
+/// the server's reply, by UID, under the folder's `failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_message_is_copied_or_reported_alone() {
+    let new = Dovecot::start(DovecotOptions::new());
+    let bodies: Vec<Vec<u8>> = (0..3)
+        .map(|i| match i {
+            1 => Vec::new(),
+            _ => format!("Message-ID: <e{i}@example.com>\r\nSubject: {i}\r\n\r\nbody\r\n")
+                .into_bytes(),
+        })
+        .collect();
+    let (_dir, job) = maildir_source(&new, &bodies);
+    let (out, r) = tokio::task::block_in_place(|| job.run(&[]));
+    let inbox = folder(&r, "INBOX");
+    assert!(inbox["error"].is_null(), "{r:#}");
+    let failed = inbox["failed"].as_array().cloned().unwrap_or_default();
+    let mut c = new.login("alice").await;
+    let there = c.fetch_all("INBOX").await.len();
+    match failed.as_slice() {
+        [] => {
+            assert_eq!((copied(&r), there), (3, 3), "{r:#}");
+            assert!(out.status.success());
+        }
+        [f] => {
+            assert_eq!((copied(&r), there), (2, 2), "{r:#}");
+            assert!(!f["reply"].as_str().unwrap_or("").is_empty(), "{f}");
+            assert_eq!(r["converged"], false, "a refused message is not converged");
+        }
+        _ => panic!("only the empty message may fail: {r:#}"),
+    }
 }

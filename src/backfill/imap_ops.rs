@@ -838,6 +838,23 @@ pub async fn append_one(dst: &mut Conn, dst_wire: &str, m: &Meta, body: &[u8]) -
         Ok(()) => Ok(Outcome::Copied {
             bytes: body.len() as u64,
         }),
+        // async-imap reports a tagged NO/BAD in place of the literal's "+" (a server refusing an
+        // empty or oversized message up front) and a closed connection alike, without the
+        // reply: a NOOP tells them apart.
+        Err(async_imap::error::Error::Append) => {
+            timed("NOOP", CMD_TIMEOUT, async {
+                dst.session
+                    .noop()
+                    .await
+                    .map_err(|e| BackfillError::from_imap("NOOP after a refused APPEND", e))
+            })
+            .await?;
+            Ok(Outcome::Refused(format!(
+                "APPEND {dst_wire}: the server refused the command before the message was sent ({} bytes{})",
+                body.len(),
+                if body.is_empty() { ", empty" } else { "" }
+            )))
+        }
         Err(e) => match BackfillError::from_imap(&format!("APPEND {dst_wire}"), e) {
             BackfillError::Refused(s) => Ok(Outcome::Refused(s)),
             other => Err(other),
