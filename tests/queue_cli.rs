@@ -186,7 +186,7 @@ async fn admin_api_status_codes() {
         "{r}"
     );
     assert!(
-        r.contains("1 message(s) in the queue") && r.contains(&id.0),
+        r.contains("<b>1</b>messages queued") && r.contains(&id.0),
         "{r}"
     );
     server.stop().await;
