@@ -29,8 +29,7 @@ impl fmt::Display for HumanDuration {
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        parsed(String::deserialize(d)?, Self::parse)
     }
 }
 
@@ -98,7 +97,7 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(Self(n)),
-            Raw::S(s) => Self::parse(&s).map_err(serde::de::Error::custom),
+            Raw::S(s) => parsed(s, Self::parse),
         }
     }
 }
@@ -157,8 +156,7 @@ impl fmt::Display for HostPort {
 
 impl<'de> Deserialize<'de> for HostPort {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        parsed(String::deserialize(d)?, Self::parse)
     }
 }
 
@@ -210,18 +208,7 @@ pub fn rfc3339_secs(t: i64) -> String {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // TOML offset date-times arrive as datetime values; strings are accepted too.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            D(toml::value::Datetime),
-        }
-        let s = match Raw::deserialize(d)? {
-            Raw::S(s) => s,
-            Raw::D(dt) => dt.to_string(),
-        };
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        parsed(datetime_text(d)?, Self::parse)
     }
 }
 
@@ -262,18 +249,32 @@ impl fmt::Display for Date {
 
 impl<'de> Deserialize<'de> for Date {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            D(toml::value::Datetime),
-        }
-        let s = match Raw::deserialize(d)? {
-            Raw::S(s) => s,
-            Raw::D(dt) => dt.to_string(),
-        };
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        parsed(datetime_text(d)?, Self::parse)
     }
+}
+
+/// `parse` of a value's text, its error message as serde's (the config loader adds file, line
+/// and key).
+fn parsed<T, E: serde::de::Error>(
+    text: String,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, E> {
+    parse(&text).map_err(E::custom)
+}
+
+/// The text of a time or date: TOML offset date-times and local dates arrive as datetime values
+/// (taken as their RFC 3339 text); strings are accepted too.
+fn datetime_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        S(String),
+        D(toml::value::Datetime),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::S(s) => s,
+        Raw::D(dt) => dt.to_string(),
+    })
 }
 
 #[cfg(test)]
