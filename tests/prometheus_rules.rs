@@ -161,20 +161,8 @@ async fn send_traffic(gw: &Gateway) {
 
 /// Scrape until both deliveries have an outcome (bounded: 30 s).
 async fn settled_metrics(gw: &Gateway) -> (String, BTreeMap<String, f64>) {
-    let text = gateway::admin_until(
-        gw.admin,
-        "/metrics",
-        "no outcomes",
-        || gw.log(),
-        |text| {
-            let m = queueops::parse_metrics(text);
-            let v = |k: &str| m.get(k).copied().unwrap_or(0.0);
-            v(r#"cutover_delivery_delivered_total{target="old"}"#) >= 1.0
-                && v(r#"cutover_delivery_deferred_total{target="new"}"#) >= 1.0
-                && v(r#"cutover_queue_residence_seconds_count{target="old"}"#) >= 1.0
-        },
-    )
-    .await;
+    let residence = r#"cutover_queue_residence_seconds_count{target="old"}"#;
+    let text = gateway::settled_metrics(gw.admin, || gw.log(), &[residence]).await;
     let m = queueops::parse_metrics(&text);
     (text, m)
 }

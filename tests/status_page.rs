@@ -109,19 +109,7 @@ async fn send_traffic(gw: &Gateway) {
 
 /// Wait (bounded) until alice's leg was delivered and dave's deferred.
 async fn settle(gw: &Gateway) {
-    gateway::admin_until(
-        gw.admin,
-        "/metrics",
-        "no outcomes",
-        || gw.log(),
-        |text| {
-            let m = queueops::parse_metrics(text);
-            let v = |k: &str| m.get(k).copied().unwrap_or(0.0);
-            v(r#"cutover_delivery_delivered_total{target="old"}"#) >= 1.0
-                && v(r#"cutover_delivery_deferred_total{target="new"}"#) >= 1.0
-        },
-    )
-    .await;
+    gateway::settled_metrics(gw.admin, || gw.log(), &[]).await;
 }
 
 /// Wait (bounded) until the alert on `new` fired.

@@ -108,3 +108,17 @@ pub async fn admin_until(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Wait (bounded: 30 s) until `/metrics` of the gateway at `admin` shows target `old` delivered
+/// and target `new` deferred at least once, and every sample named in `also` at least 1; the
+/// exposition. On time-out it panics with it and `log()`.
+pub async fn settled_metrics(admin: SocketAddr, log: impl Fn() -> String, also: &[&str]) -> String {
+    admin_until(admin, "/metrics", "no outcomes", log, |text| {
+        let m = crate::queueops::parse_metrics(text);
+        let v = |k: &str| m.get(k).copied().unwrap_or(0.0);
+        v(r#"cutover_delivery_delivered_total{target="old"}"#) >= 1.0
+            && v(r#"cutover_delivery_deferred_total{target="new"}"#) >= 1.0
+            && also.iter().all(|k| v(k) >= 1.0)
+    })
+    .await
+}
