@@ -50,7 +50,8 @@ fn demo_once_routes_every_sample_where_the_rules_say() {
     // The relay attempt was refused and stored nowhere.
     assert_eq!(count(&old, "mallory") + count(&new, "mallory"), 0);
     assert!(stdout.contains("550 5.7.1"), "{stdout}");
-    // Bytes arrive as sent, plus exactly one Received: and one X-Cutover-Loop: on top.
+    // Bytes arrive as sent, plus exactly one Authentication-Results: (edge authentication;
+    // the demo client is not in trusted_networks), one Received: and one X-Cutover-Loop: on top.
     let f = std::fs::read_dir(new.join("carol").join("new"))
         .unwrap()
         .next()
@@ -58,7 +59,12 @@ fn demo_once_routes_every_sample_where_the_rules_say() {
         .unwrap()
         .path();
     let text = std::fs::read_to_string(f).unwrap();
-    assert!(text.starts_with("Received: from "), "{text}");
+    assert!(
+        text.starts_with("Authentication-Results: mx.demo.example.com;"),
+        "{text}"
+    );
+    assert_eq!(text.matches("Authentication-Results:").count(), 1, "{text}");
+    assert_eq!(text.matches("\nReceived: from ").count(), 1, "{text}");
     assert_eq!(
         text.matches("X-Cutover-Loop: mx.demo.example.com").count(),
         1,

@@ -150,7 +150,9 @@ fn check_stored(stored: &[u8], sent: &BTreeMap<String, Vec<u8>>, rcpt: &str) -> 
     );
 
     // Above it: what Postfix's virtual agent (Return-Path, X-Original-To, Delivered-To) and smtpd
-    // (Received) prepended, then cutover's two headers, each exactly once.
+    // (Received) prepended, then cutover's three fields, each exactly once: edge
+    // authentication's Authentication-Results (the client is not in trusted_networks), its
+    // Received: and its loop header.
     let trace = fields(&text[..start]);
     let names: Vec<&str> = trace.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
@@ -160,6 +162,7 @@ fn check_stored(stored: &[u8], sent: &BTreeMap<String, Vec<u8>>, rcpt: &str) -> 
             "X-Original-To",
             "Delivered-To",
             "Received",
+            "Authentication-Results",
             "Received",
             "X-Cutover-Loop"
         ],
@@ -176,11 +179,16 @@ fn check_stored(stored: &[u8], sent: &BTreeMap<String, Vec<u8>>, rcpt: &str) -> 
         trace[3].1
     );
     assert!(
-        trace[4].1.contains("by mx1.example.com (cutover)"),
-        "cutover's Received: {}",
+        trace[4].1.starts_with("mx1.example.com;"),
+        "cutover's Authentication-Results: {}",
         trace[4].1
     );
-    assert_eq!(trace[5].1, "mx1.example.com");
+    assert!(
+        trace[5].1.contains("by mx1.example.com (cutover)"),
+        "cutover's Received: {}",
+        trace[5].1
+    );
+    assert_eq!(trace[6].1, "mx1.example.com");
     tag
 }
 

@@ -348,7 +348,14 @@ async fn conformance_table() {
         .read_body(&cutover::queue::QueueId::parse(&accepted[0]).unwrap())
         .unwrap();
     let text = String::from_utf8_lossy(&body);
-    assert!(text.starts_with("Received: from c ([127.0.0.1])\r\n\tby mx.test (cutover) with ESMTP\r\n\tfor <bob@example.com>;\r\n\t"), "{text}");
+    // Edge authentication's one Authentication-Results (127.0.0.1 is not trusted here), then
+    // our Received: and loop header, then the message exactly as sent.
+    assert!(
+        text.starts_with("Authentication-Results: mx.test;\r\n"),
+        "{text}"
+    );
+    assert_eq!(text.matches("Authentication-Results:").count(), 1, "{text}");
+    assert!(text.contains("\r\nReceived: from c ([127.0.0.1])\r\n\tby mx.test (cutover) with ESMTP\r\n\tfor <bob@example.com>;\r\n\t"), "{text}");
     let orig = msg("null sender to bob");
     let stamp_end =
         text.find("X-Cutover-Loop: mx.test\r\n").unwrap() + "X-Cutover-Loop: mx.test\r\n".len();
