@@ -5,6 +5,9 @@
 //! functions: it never allocates more than the value it returns, never rewrites a message, and
 //! depends on no other module.
 
+/// Name of the loop-detection header cutover adds to every message it accepts.
+pub const LOOP_HEADER: &str = "X-Cutover-Loop";
+
 /// Folding white space that starts a continuation line (SP or HTAB).
 pub fn is_wsp(b: u8) -> bool {
     b == b' ' || b == b'\t'

@@ -3,6 +3,7 @@
 pub mod address;
 pub mod admin;
 pub mod alerts;
+pub mod auth;
 pub mod backfill;
 pub mod bounce;
 pub mod config;

@@ -24,6 +24,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let mut router = None;
     let loaded = config::load_with(path, &mut |c, ctx, cx| {
         router = crate::routing::check(c, ctx, cx);
+        crate::auth::check(c, ctx.base_dir, cx);
     })?;
     Ok(with_router(loaded, router))
 }
@@ -33,6 +34,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
     let mut router = None;
     let loaded = config::parse_with(text, path, &mut |c, ctx, cx| {
         router = crate::routing::check(c, ctx, cx);
+        crate::auth::check(c, ctx.base_dir, cx);
     })?;
     Ok(with_router(loaded, router))
 }

@@ -289,6 +289,7 @@ impl Server {
         )
         .with_health(health.clone())
         .with_intake(inbound.stats.clone())
+        .with_auth_stats(inbound.auth_stats.clone())
         .with_verify_stats(inbound.verifier.stats.clone())
         .with_telemetry(inbound.telemetry.clone())
         .with_alerts(alerts.clone());

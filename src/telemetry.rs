@@ -190,10 +190,15 @@ pub enum Rejection {
     Syntax,
     /// Disk space below the reserve, or the queue could not store the message (`4.3.x`).
     Storage,
+    /// A DMARC `p=reject` failure under `auth.dmarc = "reject"` (`550 5.7.1`).
+    Dmarc,
+    /// Our own domain used by a sender passing neither SPF nor DKIM, under
+    /// `auth.spoof_protection` (`550 5.7.1`, `451 4.7.5` when a check could not finish).
+    Spoof,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 9] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::RelayDenied,
         Rejection::Unrouted,
         Rejection::UnknownRecipient,
@@ -203,6 +208,8 @@ impl Rejection {
         Rejection::Policy,
         Rejection::Syntax,
         Rejection::Storage,
+        Rejection::Dmarc,
+        Rejection::Spoof,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -216,6 +223,8 @@ impl Rejection {
             Rejection::Policy => "policy",
             Rejection::Syntax => "syntax",
             Rejection::Storage => "storage",
+            Rejection::Dmarc => "dmarc",
+            Rejection::Spoof => "spoof",
         }
     }
 }

@@ -86,6 +86,11 @@ async fn accepted_mail_reaches_the_targets() {
             "{text}"
         );
         assert_eq!(text.matches("by mx.test (cutover)").count(), 1, "{text}");
+        // Edge authentication (on by default for untrusted clients) stamps one A-R first.
+        let ar = text.find("Authentication-Results: mx.test;");
+        assert_eq!(ar, text.find("Authentication-Results:"), "{text}");
+        assert!(ar < text.find("by mx.test (cutover)"), "{text}");
+        assert_eq!(text.matches("Authentication-Results:").count(), 1, "{text}");
     }
     assert!(g.terminate().success(), "{}", g.log());
 }

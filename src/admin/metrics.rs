@@ -92,6 +92,8 @@ pub struct Scrape<'a> {
     /// The delivery engine's unlabelled counters (DSNs, back-offs, connections).
     pub stats: Option<&'a Stats>,
     pub intake: Option<&'a IntakeStats>,
+    /// Edge authentication's results and decisions.
+    pub auth: Option<&'a crate::auth::AuthStats>,
     pub verify: Option<&'a VerifyStats>,
     /// Per-target delivery counters and histograms, message sizes.
     pub telemetry: Option<&'a telemetry::Snapshot>,
@@ -123,6 +125,9 @@ pub fn render(s: &Scrape<'_>) -> Result<String, std::fmt::Error> {
     }
     if let Some(i) = s.intake {
         intake_counters(&mut r, i);
+    }
+    if let Some(a) = s.auth {
+        auth_counters(&mut r, a);
     }
     if let Some(t) = s.telemetry {
         r.register(
@@ -468,6 +473,37 @@ fn results(r: &mut Registry, name: &str, help: &str, pairs: &[(&str, &AtomicU64)
 
 /// The SMTP listener's counters: sessions, limits that refused or closed them, recipients and
 /// messages accepted or refused.
+/// `cutover_auth_results_total{method,result}` and `cutover_auth_decisions_total{decision}`.
+fn auth_counters(r: &mut Registry, a: &crate::auth::AuthStats) {
+    let results = Family::<Labels, Counter>::default();
+    for (m, method) in crate::auth::METHODS.iter().enumerate() {
+        for o in crate::auth::OUTCOMES {
+            results
+                .get_or_create(&vec![
+                    ("method".to_string(), method.to_string()),
+                    ("result".to_string(), o.as_str().to_string()),
+                ])
+                .inc_by(a.result_count(m, o));
+        }
+    }
+    r.register(
+        "cutover_auth_results",
+        "Messages evaluated at intake, by method (spf, dkim, dmarc, arc) and result",
+        results,
+    );
+    let decisions = Family::<Labels, Counter>::default();
+    for (i, d) in crate::auth::DECISIONS.iter().enumerate() {
+        decisions
+            .get_or_create(&vec![("decision".to_string(), d.to_string())])
+            .inc_by(a.decision_count(i));
+    }
+    r.register(
+        "cutover_auth_decisions",
+        "Evaluated messages by what [auth] decided (accept, quarantine, reject, tempfail)",
+        decisions,
+    );
+}
+
 fn intake_counters(r: &mut Registry, i: &IntakeStats) {
     counter(
         r,
@@ -586,11 +622,13 @@ mod tests {
         t.accepted(3000, [("old", 1)], now);
         let intake = IntakeStats::default();
         intake.rejected(Rejection::RelayDenied);
+        let auth = crate::auth::AuthStats::default();
         let snap = t.snapshot();
         let scrape = Scrape {
             queue: &g,
             stats: Some(&stats),
             intake: Some(&intake),
+            auth: Some(&auth),
             verify: Some(&verify),
             telemetry: Some(&snap),
             backfill: &[],
@@ -641,6 +679,7 @@ mod tests {
             queue: &QueueGauges::default(),
             stats: None,
             intake: None,
+            auth: None,
             verify: None,
             telemetry: None,
             backfill: &[],
@@ -694,6 +733,7 @@ mod tests {
             queue: &QueueGauges::default(),
             stats: None,
             intake: None,
+            auth: None,
             verify: None,
             telemetry: None,
             backfill: &[g],

@@ -60,6 +60,8 @@ pub struct AdminState {
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// The alerts task's recent events, when it runs in this process.
     pub alerts: Option<Arc<crate::alerts::Alerts>>,
+    /// Edge authentication's counters, when the intake runs in this process.
+    pub auth: Option<Arc<crate::auth::AuthStats>>,
 }
 
 impl AdminState {
@@ -79,6 +81,7 @@ impl AdminState {
             verify: None,
             telemetry: None,
             alerts: None,
+            auth: None,
         }
     }
 
@@ -97,6 +100,12 @@ impl AdminState {
     /// Report the SMTP listener's counters.
     pub fn with_intake(mut self, intake: Arc<crate::inbound::limits::IntakeStats>) -> Self {
         self.intake = Some(intake);
+        self
+    }
+
+    /// Report edge authentication's counters.
+    pub fn with_auth_stats(mut self, auth: Arc<crate::auth::AuthStats>) -> Self {
+        self.auth = Some(auth);
         self
     }
 
@@ -343,6 +352,7 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
         queue: &gauges,
         stats: s.stats.as_deref(),
         intake: s.intake.as_deref(),
+        auth: s.auth.as_deref(),
         verify: s.verify.as_deref(),
         telemetry: snapshot.as_ref(),
         backfill: &backfill,

@@ -1,6 +1,7 @@
 //! Command-line surface (clap derive): argument parsing, exit codes and human/JSON output.
 //! Each command's handler lives in its own file; none of them holds protocol logic.
 
+mod arc_cmd;
 mod backfill_cmd;
 mod config_cmd;
 mod demo_cmd;
@@ -68,6 +69,11 @@ pub enum Command {
         #[command(subcommand)]
         command: wave_cmd::WaveCmd,
     },
+    /// ARC sealing: the DNS record of each target's sealing key.
+    Arc {
+        #[command(subcommand)]
+        command: arc_cmd::ArcCmd,
+    },
 }
 
 pub fn main() -> anyhow::Result<ExitCode> {
@@ -81,6 +87,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Backfill { command } => backfill_cmd::run(command),
         Command::Dns { command } => dns_cmd::run(command),
         Command::Wave { command } => wave_cmd::run(command),
+        Command::Arc { command } => arc_cmd::run(command),
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod admin;
 mod alert;
+mod auth;
 mod backfill;
 mod diag;
 mod model;
@@ -11,6 +12,7 @@ mod validate;
 pub mod values;
 
 pub use alert::{AlertCondition, DEFAULT_DSN_PER, webhook_url};
+pub use auth::{ArcSealing, Auth, DmarcAction};
 pub use backfill::*;
 pub use diag::{Diagnostic, KeyPath, Seg, Severity};
 pub use model::*;
@@ -61,7 +63,7 @@ pub struct Loaded {
 
 const SECTIONS: &[&str] = &[
     "gateway", "targets", "routing", "queue", "admin", "dns", "bounce", "backfill", "alert",
-    "alerting",
+    "alerting", "auth",
 ];
 
 /// What a check above this module (the routing checks: `crate::loader`) is told about the
@@ -136,6 +138,10 @@ pub fn parse_with(text: &str, path: &Path, extra: Check<'_>) -> Result<Loaded, C
     let backfill = read_backfill(&mut cx, top("backfill"));
     let alert = read_alerts(&mut cx, top("alert"));
     let alerting: Alerting = cx.section_or_default("alerting", top("alerting"), &mut failed);
+    let auth: Auth = cx.section_or_default("auth", top("auth"), &mut failed);
+    if !failed.contains(&"auth") {
+        auth::check(&auth, &mut cx);
+    }
 
     let mut config = Config {
         path: path.to_path_buf(),
@@ -149,6 +155,7 @@ pub fn parse_with(text: &str, path: &Path, extra: Check<'_>) -> Result<Loaded, C
         backfill,
         alert,
         alerting,
+        auth,
     };
     validate::complete_and_check(&mut config, &base_dir, &failed, &broken_targets, &mut cx);
     extra(

@@ -30,6 +30,8 @@ pub struct Config {
     pub alert: Vec<AlertRule>,
     /// `[alerting]`.
     pub alerting: Alerting,
+    /// `[auth]`: edge authentication.
+    pub auth: super::Auth,
 }
 
 fn default_hostname() -> String {
@@ -261,6 +263,8 @@ pub struct Target {
     /// Addresses read from `recipients_known` (filled in by the loader, so a reload re-reads it).
     #[serde(skip)]
     pub known: Option<KnownList>,
+    /// Seal each copy delivered here with an ARC set (after edge authentication).
+    pub arc: Option<super::ArcSealing>,
 }
 
 /// `verify_recipients`: how recipients are checked before they are accepted. Only `"probe"`

@@ -117,6 +117,15 @@ fn targets(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
         if let Some(a) = &t.auth {
             target_auth(t, a, base_dir, &tp, cx);
         }
+        if let Some(a) = &t.arc
+            && !is_domain(&a.domain)
+        {
+            let d = &a.domain;
+            cx.error(
+                &tp.key("arc").key("domain"),
+                format!("invalid domain {d:?}"),
+            );
+        }
     }
 }
 

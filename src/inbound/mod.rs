@@ -39,6 +39,8 @@ pub enum InboundError {
     Tls(#[from] tls::TlsError),
     #[error("recipient verification: {0}")]
     Verify(#[from] crate::outbound::resolve::ResolverError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// Everything a session needs from the configuration; replaced as a whole on reload.
@@ -50,6 +52,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// Recipient verification (known lists, probes).
     pub verify: verify::VerifyConfig,
+    /// Edge authentication (`[auth]`, ARC keys).
+    pub auth: crate::auth::EdgeAuth,
 }
 
 impl Settings {
@@ -71,6 +75,7 @@ impl Settings {
             tls,
             state_dir: resolve_path(base, &cfg.gateway.state_dir),
             verify: verify::VerifyConfig::from_config(cfg)?,
+            auth: crate::auth::EdgeAuth::new(cfg)?,
         })
     }
 }
@@ -86,6 +91,8 @@ pub struct Inbound {
     pub verifier: verify::Verifier,
     /// Accepted recipients per target and message sizes (shared with the scheduler by `serve`).
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// What edge authentication found and decided.
+    pub auth_stats: Arc<crate::auth::AuthStats>,
 }
 
 impl Inbound {
@@ -98,6 +105,7 @@ impl Inbound {
             stats: Arc::default(),
             verifier: verify::Verifier::default(),
             telemetry: Arc::default(),
+            auth_stats: Arc::default(),
         })
     }
 

@@ -8,8 +8,7 @@ use crate::header;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-/// Name of the loop-detection header.
-pub const LOOP_HEADER: &str = "X-Cutover-Loop";
+pub use crate::header::LOOP_HEADER;
 
 /// What the `Received:` line says about the session.
 #[derive(Clone, Debug)]

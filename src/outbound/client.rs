@@ -85,6 +85,8 @@ pub enum Body<'a> {
     Bytes(&'a [u8]),
     /// A spool file, read in [`DATA_CHUNK`] pieces while sending.
     File(&'a Path),
+    /// Header fields sent first (an ARC set sealed for this target), then the body.
+    Prefixed(&'a [u8], &'a Body<'a>),
 }
 
 /// A transaction to run.
@@ -184,31 +186,48 @@ pub fn has_8bit(bytes: &[u8]) -> bool {
     bytes.iter().any(|&b| b >= 0x80)
 }
 
-/// Where the body bytes come from during one transaction.
-enum Source<'a> {
+/// Where the body bytes come from during one transaction: the prefix (if any), then the body.
+struct Source<'a> {
+    prefix: &'a [u8],
+    body: Stored<'a>,
+}
+
+enum Stored<'a> {
     Bytes(&'a [u8]),
     File(tokio::fs::File),
 }
 
+/// Take the next piece (at most `max` bytes) off the front of an in-memory slice.
+fn take<'a>(b: &mut &'a [u8], max: usize) -> &'a [u8] {
+    let (head, tail) = b.split_at(b.len().min(max));
+    *b = tail;
+    head
+}
+
 impl<'a> Source<'a> {
     async fn open(body: Body<'a>) -> std::io::Result<Source<'a>> {
-        Ok(match body {
-            Body::Bytes(b) => Source::Bytes(b),
-            Body::File(p) => Source::File(tokio::fs::File::open(p).await?),
-        })
+        let (prefix, body) = match body {
+            Body::Prefixed(p, inner) => (p, *inner),
+            b => (&[][..], b),
+        };
+        let body = match body {
+            Body::Bytes(b) => Stored::Bytes(b),
+            Body::File(p) => Stored::File(tokio::fs::File::open(p).await?),
+            // One level of prefix only; a nested one carries no bytes of its own here.
+            Body::Prefixed(_, _) => Stored::Bytes(&[]),
+        };
+        Ok(Source { prefix, body })
     }
 
     /// The next piece (at most `buf.len()` bytes, or a slice of the in-memory body); empty at
     /// the end.
     async fn next<'b>(&'b mut self, buf: &'b mut [u8]) -> std::io::Result<&'b [u8]> {
-        match self {
-            Source::Bytes(b) => {
-                let n = b.len().min(buf.len());
-                let (head, tail) = b.split_at(n);
-                *b = tail;
-                Ok(head)
-            }
-            Source::File(f) => {
+        if !self.prefix.is_empty() {
+            return Ok(take(&mut self.prefix, buf.len()));
+        }
+        match &mut self.body {
+            Stored::Bytes(b) => Ok(take(b, buf.len())),
+            Stored::File(f) => {
                 let n = f.read(buf).await?;
                 Ok(&buf[..n])
             }
@@ -217,9 +236,12 @@ impl<'a> Source<'a> {
 
     /// Scan for 8-bit bytes (streaming, bounded memory), then rewind.
     async fn scan_8bit(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        match self {
-            Source::Bytes(b) => Ok(has_8bit(b)),
-            Source::File(f) => {
+        if has_8bit(self.prefix) {
+            return Ok(true);
+        }
+        match &mut self.body {
+            Stored::Bytes(b) => Ok(has_8bit(b)),
+            Stored::File(f) => {
                 let mut found = false;
                 loop {
                     let n = f.read(buf).await?;

@@ -30,6 +30,7 @@ pub mod recovery;
 pub mod spool;
 pub mod store;
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -230,6 +231,18 @@ impl Queue {
         env: Envelope,
         legs: Vec<NewLeg>,
     ) -> Result<QueueId, QueueError> {
+        self.commit_sealed(body, env, legs, BTreeMap::new()).await
+    }
+
+    /// [`Queue::commit`] with header fields to put on top of the copies delivered to some
+    /// targets (`seals`: target name → CRLF-terminated fields, the ARC set sealed for it).
+    pub async fn commit_sealed(
+        &self,
+        body: BodyWriter,
+        env: Envelope,
+        legs: Vec<NewLeg>,
+        seals: BTreeMap<String, String>,
+    ) -> Result<QueueId, QueueError> {
         let BodyWriter {
             mem,
             file,
@@ -244,7 +257,7 @@ impl Queue {
         }
         let id = self.next_id();
         let span = tracing::debug_span!("commit", queue_id = %id);
-        self.commit_inner(id, mem, file, len, env, legs)
+        self.commit_inner(id, mem, file, len, env, (legs, seals))
             .instrument(span)
             .await
     }
@@ -256,7 +269,7 @@ impl Queue {
         file: Option<spool::SpoolTmp>,
         len: u64,
         env: Envelope,
-        legs: Vec<NewLeg>,
+        (legs, seals): (Vec<NewLeg>, BTreeMap<String, String>),
     ) -> Result<QueueId, QueueError> {
         let (location, inline, spool_path) = match file {
             Some(tmp) => {
@@ -266,7 +279,8 @@ impl Queue {
             None => (BodyLocation::Inline, Some(mem), None),
         };
         let now = SystemTime::now();
-        let rec = MessageRecord::planned(id.clone(), env, len, location, legs, now);
+        let mut rec = MessageRecord::planned(id.clone(), env, len, location, legs, now);
+        rec.seals = seals;
         let due = store::due_keys(&rec);
         let store = &self.inner.store;
         let staged = store::Staged {

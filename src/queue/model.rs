@@ -246,6 +246,10 @@ pub struct MessageRecord {
     /// Set by recovery when the spool body is missing (should never happen).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub body_missing: bool,
+    /// Header fields put on top of the copies delivered to a target (target name → the ARC
+    /// set sealed for it at intake).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub seals: std::collections::BTreeMap<String, String>,
 }
 
 /// The rule name recorded on the recipients of a DSN cutover generated itself (never
@@ -288,6 +292,7 @@ impl MessageRecord {
             legs: Vec::with_capacity(legs.len()),
             next_leg_id: 0,
             body_missing: false,
+            seals: Default::default(),
         };
         for plan in legs {
             let leg = rec.new_leg(plan, now);
@@ -503,6 +508,7 @@ mod tests {
             ],
             next_leg_id: 2,
             body_missing: false,
+            seals: Default::default(),
         };
         let bytes = r.encode().unwrap();
         let back = MessageRecord::decode(&bytes).unwrap();
@@ -527,6 +533,7 @@ mod tests {
             next_leg_id: legs.len() as u16,
             legs,
             body_missing: false,
+            seals: Default::default(),
         }
     }
 

@@ -1075,6 +1075,7 @@ deliver = ["old", "new"]
                 next_leg_id: legs.len() as u16,
                 legs,
                 body_missing: false,
+                seals: Default::default(),
             }
         }
 

@@ -100,16 +100,43 @@ struct Body {
     /// None once storage failed or the message is known to be refused.
     writer: Option<BodyWriter>,
     storage_error: bool,
+    /// A message edge authentication evaluates is held until the end of DATA (its fields go on
+    /// top, forged ones come out); the trace fields wait with it.
+    held: Option<Held>,
+}
+
+/// The content of an evaluated message and the trace fields that go on top of it.
+struct Held {
+    content: Vec<u8>,
+    trace: String,
 }
 
 impl Body {
     async fn write(&mut self, bytes: &[u8]) {
+        if let Some(h) = self.held.as_mut() {
+            if self.writer.is_some() {
+                h.content.extend_from_slice(bytes);
+            }
+            return;
+        }
+        self.write_through(bytes).await;
+    }
+
+    async fn write_through(&mut self, bytes: &[u8]) {
         if let Some(w) = self.writer.as_mut()
             && let Err(e) = w.write(bytes).await
         {
             tracing::error!(error = %e, "cannot write message body");
             self.storage_error = true;
             self.writer = None;
+        }
+    }
+
+    /// The message will be refused: stop spooling and holding.
+    fn discard(&mut self) {
+        self.writer = None;
+        if let Some(h) = self.held.as_mut() {
+            h.content = Vec::new();
         }
     }
 
@@ -162,16 +189,12 @@ impl Session {
             max_received: p.max_received,
         };
         let stats = self.inbound.stats.clone();
-        let reply = match (verdict(&dec, &scan, limits), body.finish()) {
-            (Verdict::Refuse(r, why), _) => {
+        let reply = match verdict(&dec, &scan, limits) {
+            Verdict::Refuse(r, why) => {
                 stats.rejected(why);
                 r
             }
-            (Verdict::Commit, Some(w)) => self.commit(&tx, w, started, &dec).await,
-            (Verdict::Commit, None) => {
-                stats.rejected(Rejection::Storage);
-                storage_failure()
-            }
+            Verdict::Commit => self.authenticate_and_commit(&tx, body, started, &dec).await,
         };
         if reply.code != 250 {
             IntakeStats::inc(&self.inbound.stats.messages_refused);
@@ -187,33 +210,112 @@ impl Session {
             Ok(w) => Body {
                 writer: Some(w),
                 storage_error: false,
+                held: None,
             },
             Err(e) => {
                 tracing::error!(error = %e, "cannot start a message body");
                 Body {
                     writer: None,
                     storage_error: true,
+                    held: None,
                 }
             }
         };
         if body.writer.is_some() {
-            let p = &self.settings.policy;
-            let tls = self.conn.tls_info();
-            let single = (tx.rcpts.len() == 1).then(|| tx.rcpts[0].0.as_str());
-            let mut stamp_text = stamp::received(&TraceInfo {
-                helo: self.helo.as_deref().unwrap_or_default(),
-                client_ip: self.peer.ip(),
-                hostname: &p.hostname,
-                tls: tls.as_ref().map(|(v, c)| (v.as_str(), c.as_str())),
-                esmtp: self.esmtp,
-                smtputf8: tx.smtputf8,
-                single_rcpt: single,
-                date: started,
-            });
-            stamp_text.push_str(&stamp::loop_header(&p.hostname));
-            body.write(stamp_text.as_bytes()).await;
+            let trace = self.trace_fields(tx, started);
+            if self.settings.auth.evaluates(self.trusted) {
+                body.held = Some(Held {
+                    content: Vec::new(),
+                    trace,
+                });
+            } else {
+                body.write(trace.as_bytes()).await;
+            }
         }
         body
+    }
+
+    /// Our trace fields: the `Received:` and the loop header.
+    fn trace_fields(&self, tx: &Transaction, started: SystemTime) -> String {
+        let p = &self.settings.policy;
+        let tls = self.conn.tls_info();
+        let single = (tx.rcpts.len() == 1).then(|| tx.rcpts[0].0.as_str());
+        let mut stamp_text = stamp::received(&TraceInfo {
+            helo: self.helo.as_deref().unwrap_or_default(),
+            client_ip: self.peer.ip(),
+            hostname: &p.hostname,
+            tls: tls.as_ref().map(|(v, c)| (v.as_str(), c.as_str())),
+            esmtp: self.esmtp,
+            smtputf8: tx.smtputf8,
+            single_rcpt: single,
+            date: started,
+        });
+        stamp_text.push_str(&stamp::loop_header(&p.hostname));
+        stamp_text
+    }
+
+    /// An acceptable block: evaluate it when it was held (and refuse it if the policy says
+    /// so), write it, and hand it to the queue.
+    async fn authenticate_and_commit(
+        &mut self,
+        tx: &Transaction,
+        mut body: Body,
+        started: SystemTime,
+        dec: &DataDecoder,
+    ) -> Reply {
+        let legs = policy::plan_legs(&tx.rcpts);
+        let mut seals = std::collections::BTreeMap::new();
+        let mut auth_summary = String::new();
+        if let Some(held) = body.held.take()
+            && body.writer.is_some()
+        {
+            let targets: Vec<&str> = legs.iter().map(|l| l.target.as_str()).collect();
+            let helo = self.helo.clone().unwrap_or_default();
+            let client = crate::auth::Client {
+                ip: self.peer.ip(),
+                helo: &helo,
+                mail_from: &tx.from,
+            };
+            let settings = self.settings.clone();
+            let done = settings
+                .auth
+                .process(
+                    &held.content,
+                    &client,
+                    held.trace.as_bytes(),
+                    &targets,
+                    &self.inbound.auth_stats,
+                )
+                .await;
+            if let crate::auth::Decision::Refuse {
+                code,
+                esc,
+                text,
+                reason,
+            } = done.decision
+            {
+                self.inbound.stats.rejected(match reason {
+                    crate::auth::Reason::Dmarc => Rejection::Dmarc,
+                    crate::auth::Reason::Spoof => Rejection::Spoof,
+                });
+                tracing::info!(client = %self.peer, from = %tx.from, auth = %done.summary, "refused by edge authentication");
+                return Reply::new(code, esc, text);
+            }
+            drop(held);
+            body.write_through(&done.message).await;
+            seals = done.seals;
+            auth_summary = done.summary;
+        }
+        match body.finish() {
+            Some(w) => {
+                self.commit(tx, w, legs, seals, started, dec, &auth_summary)
+                    .await
+            }
+            None => {
+                self.inbound.stats.rejected(Rejection::Storage);
+                storage_failure()
+            }
+        }
     }
 
     /// Read the block up to its `CRLF.CRLF` into `body`. None when the connection must end
@@ -238,7 +340,7 @@ impl Session {
                 }
                 if dec.size > p.max_message_size || scan.too_large {
                     // Refused at the end anyway: stop spooling.
-                    body.writer = None;
+                    body.discard();
                 }
                 if !dbuf.is_empty() {
                     body.write(&dbuf).await;
@@ -287,14 +389,17 @@ impl Session {
     }
 
     /// Hand the message to the queue: `250` with its id once it is on disk.
+    #[allow(clippy::too_many_arguments)]
     async fn commit(
         &mut self,
         tx: &Transaction,
         w: BodyWriter,
+        legs: Vec<crate::queue::NewLeg>,
+        seals: std::collections::BTreeMap<String, String>,
         started: SystemTime,
         dec: &DataDecoder,
+        auth: &str,
     ) -> Reply {
-        let legs = policy::plan_legs(&tx.rcpts);
         let per_target: Vec<(String, usize)> = legs
             .iter()
             .map(|l| (l.target.clone(), l.recipients.len()))
@@ -309,7 +414,7 @@ impl Session {
             smtputf8: tx.smtputf8,
             body_8bit: tx.body_8bit,
         };
-        match self.inbound.queue.commit(w, env, legs).await {
+        match self.inbound.queue.commit_sealed(w, env, legs, seals).await {
             Ok(id) => {
                 self.accepted += 1;
                 self.counters.message_accepted();
@@ -327,6 +432,7 @@ impl Session {
                     legs = ?leg_summary,
                     tls = self.conn.tls_info().is_some(),
                     long_lines = dec.long_lines,
+                    auth,
                     "accepted"
                 );
                 Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))

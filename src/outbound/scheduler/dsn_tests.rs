@@ -65,6 +65,7 @@ fn record(mail_from: &str, mut legs: Vec<Leg>) -> MessageRecord {
         next_leg_id: legs.len() as u16,
         legs,
         body_missing: false,
+        seals: Default::default(),
     }
 }
 

@@ -434,15 +434,20 @@ impl Scheduler {
         body: &QueuedBody,
     ) -> (Vec<Outcome>, String) {
         let rec = job.rec;
+        let stored = match body {
+            QueuedBody::Inline(v) => Body::Bytes(v),
+            QueuedBody::Spool(p) => Body::File(p),
+        };
+        let seal = rec.seals.get(&job.leg.target).map(String::as_bytes);
         let results = session
             .send(&Transaction {
                 mail_from: &rec.envelope.mail_from,
                 rcpts,
-                body: match body {
-                    QueuedBody::Inline(v) => Body::Bytes(v),
-                    QueuedBody::Spool(p) => Body::File(p),
+                body: match seal {
+                    Some(s) => Body::Prefixed(s, &stored),
+                    None => stored,
                 },
-                size: rec.size,
+                size: rec.size + seal.map_or(0, |s| s.len() as u64),
                 smtputf8: rec.envelope.smtputf8,
                 body_8bit: rec.envelope.body_8bit,
             })
