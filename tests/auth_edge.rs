@@ -819,6 +819,53 @@ async fn arc_seal_extends_a_dkimpy_chain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arc_seal_reports_a_broken_incoming_chain_as_cv_fail() {
+    let w = world().await;
+    let g = gateway(&w, "", &arc_line(&w.arc));
+    let signed = message("alice@spf-pass.test", "arc-broken");
+    let sealed = dkimpy::arc_sign(&signed, "forwarder.test", "seal", &w.fwd, "fwd.test");
+    // Changed after the forwarder sealed it: its ARC-Message-Signature no longer verifies.
+    let msg = String::from_utf8(sealed)
+        .unwrap()
+        .replace("It has two lines.", "It has 2 lines.")
+        .into_bytes();
+    assert_eq!(dkimpy::arc_verify(&msg, w.dns.addr).0, "fail", "fixture");
+    accept(&g, "helo-pass.test", "alice@spf-pass.test", &[RCPT], &msg).await;
+    let copy = delivered(&w, &g, 1).await[0].body.clone();
+    let (i, cv, _) = top_arc(&copy);
+    assert_eq!((i.as_str(), cv.as_str()), ("2", "fail"));
+    let added = added_fields(&copy, &msg);
+    let ar = Ar::parse(&value(&added[3].1));
+    // mail-auth reports a body hash mismatch as neutral, other failures as fail.
+    assert!(
+        matches!(ar.result("arc", ""), Some("fail" | "neutral")),
+        "{ar:?}"
+    );
+    // A chain that failed stays failed for the next verifier.
+    assert_eq!(dkimpy::arc_verify(&copy, w.dns.addr).0, "fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arc_seal_with_an_ed25519_key() {
+    // dkimpy verifies ARC with RSA only (its ARC_HASH_ALGORITHMS), so this checks the set's
+    // shape and algorithm, not its signatures.
+    let w = world().await;
+    let ed = Key::generate(w.dir.path(), "arc-ed", Algo::Ed25519);
+    let g = gateway(&w, "", &arc_line(&ed));
+    let msg = message("alice@spf-pass.test", "arc-ed25519");
+    accept(&g, "helo-pass.test", "alice@spf-pass.test", &[RCPT], &msg).await;
+    let copy = delivered(&w, &g, 1).await[0].body.clone();
+    let (i, cv, seals) = top_arc(&copy);
+    assert_eq!((i.as_str(), cv.as_str(), seals), ("1", "none", 1));
+    let f = fields(&copy);
+    for raw in [&f[0].1, &f[1].1] {
+        let v = value(raw).replace(' ', "");
+        assert!(v.contains("a=ed25519-sha256;"), "{v}");
+    }
+    added_fields(&copy, &msg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arc_seals_once_per_target_and_only_where_configured() {
     let w = world().await;
     // The same key as PKCS#1 PEM (the contract takes both).
