@@ -11,6 +11,8 @@
 #                        [--cutover PATH] [--results FILE]
 #                        [--baseline PATH --baseline-config FILE]
 #
+# CUTOVER_CONFIG=FILE replaces bench/cutover-intake.toml for the cutover under test.
+#
 # --baseline adds a third relay, an older cutover binary with its own config (label
 # cutover-before), to every round: an A/B run of two builds under the same conditions. The
 # table then shows the after/before ratio of cutover's own rate.
@@ -58,7 +60,8 @@ n_for() {  # messages per run: a few seconds each on 2 vCPU
     echo "$n"
 }
 
-CUT_CMD="rm -rf /tmp/relay-bench/cutover-state; RUST_LOG=info exec $CUTOVER serve --no-deliver -c $HERE/cutover-intake.toml"
+CUTOVER_CONFIG=${CUTOVER_CONFIG:-$HERE/cutover-intake.toml}
+CUT_CMD="rm -rf /tmp/relay-bench/cutover-state; RUST_LOG=info exec $CUTOVER serve --no-deliver -c $CUTOVER_CONFIG"
 BASE_CMD="rm -rf /tmp/relay-bench/cutover-state; RUST_LOG=info exec $BASELINE serve --no-deliver -c $BASELINE_CONFIG"
 echo "results -> $RESULTS" >&2
 for round in $(seq 1 "$ROUNDS"); do

@@ -1,7 +1,7 @@
 //! Time helpers in one place: wall-clock instants as Unix seconds / milliseconds, the one
 //! RFC 5322 date-time formatter (trace headers, DSNs, the demo), and config dates as epoch
 //! seconds. Pure conversions: it never reads the clock itself, never sleeps, and depends on no
-//! other module of the crate but the config's `Date` type.
+//! other module of the crate but the config's `Date` type and its RFC 3339 formatter.
 
 use std::time::{Duration, SystemTime};
 
@@ -50,16 +50,10 @@ pub fn rfc5322_date(t: SystemTime) -> String {
         .unwrap_or_else(|_| "Thu, 1 Jan 1970 00:00:00 +0000".into())
 }
 
-/// RFC 3339 in UTC to the second (`2026-12-01T18:00:00Z`) of signed epoch seconds; instants
-/// outside the formatter's range are clamped.
-pub fn rfc3339_secs(t: i64) -> String {
-    let t = t.clamp(-377_705_116_800, 253_402_300_799);
-    let odt = ::time::OffsetDateTime::from_unix_timestamp(t)
-        .unwrap_or(::time::OffsetDateTime::UNIX_EPOCH);
-    let fmt = ::time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    odt.format(&fmt)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
-}
+/// RFC 3339 in UTC to the second (`2026-12-01T18:00:00Z`) of signed epoch seconds, clamped to
+/// the years -9999 to 9999; the one implementation is the config's (`Timestamp::to_rfc3339`
+/// formats with it too), so the two never disagree.
+pub use crate::config::values::rfc3339_secs;
 
 #[cfg(test)]
 mod tests {
@@ -74,6 +68,7 @@ mod tests {
         assert_eq!(rfc3339_secs(1_796_148_000), "2026-12-01T18:00:00Z");
         assert_eq!(rfc3339_secs(-86_400), "1969-12-31T00:00:00Z");
         assert_eq!(rfc3339_secs(i64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_secs(i64::MIN), "-9999-01-01T00:00:00Z");
     }
 
     #[test]

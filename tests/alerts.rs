@@ -9,6 +9,10 @@ mod common;
 mod counting_sink;
 #[path = "support/fake_smtp.rs"]
 mod fake_smtp;
+#[path = "support/gateway.rs"]
+mod gateway;
+#[path = "support/queueops.rs"]
+mod queueops;
 #[path = "support/smtp.rs"]
 mod support;
 
@@ -77,13 +81,7 @@ async fn until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 fn gateway(down: u16, old: SocketAddr, alerts: &str) -> Gateway {
     Gateway::start_config(|smtp, admin, state| {
         format!(
-            r#"[gateway]
-hostname = "mx.test"
-listen = ["{smtp}"]
-state_dir = "{state}"
-accept_domains = ["example.com"]
-min_free_space = "1MiB"
-
+            r#"{gateway}
 [targets.new]
 address = "127.0.0.1:{down}"
 tls = "none"
@@ -110,7 +108,7 @@ interval = "300ms"
 
 {alerts}
 "#,
-            state = state.display(),
+            gateway = gateway::gateway_table(smtp, state),
         )
     })
 }

@@ -9,6 +9,8 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/gateway.rs"]
+mod gateway;
 #[path = "support/queueops.rs"]
 mod queueops;
 #[path = "support/smtp.rs"]
@@ -16,14 +18,12 @@ mod smtp;
 #[path = "support/smtp_sink.rs"]
 mod smtp_sink;
 
-use common::free_port;
 use smtp::{Client, Gateway, send_message};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 fn deploy(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -71,26 +71,10 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
 /// `old` is the sink, `new` a port where nothing listens; carol lives on new, everyone else of
 /// example.com on old; one backfill job.
 fn config(smtp: SocketAddr, admin: SocketAddr, state: &Path, old: SocketAddr) -> String {
-    let dir = state.parent().unwrap();
-    std::fs::write(dir.join("mailboxes.csv"), "alice\n").unwrap();
-    std::fs::write(dir.join("imap.pass"), "secret\n").unwrap();
-    let closed = free_port();
     format!(
-        r#"[gateway]
-hostname = "mx.test"
-listen = ["{smtp}"]
-state_dir = "{state}"
-accept_domains = ["example.com"]
-min_free_space = "1MiB"
-max_message_size = "1MiB"
+        r#"{gateway}max_message_size = "1MiB"
 
-[targets.old]
-address = "{old}"
-tls = "none"
-[targets.new]
-address = "127.0.0.1:{closed}"
-tls = "none"
-
+{targets}
 [[routing.rule]]
 name = "wave-1"
 recipients = ["carol@example.com"]
@@ -103,45 +87,36 @@ deliver = ["old"]
 [admin]
 listen = "{admin}"
 
-[[backfill.job]]
-name = "wave-1"
-source = {{ host = "127.0.0.1", port = 1, tls = "none", auth = "plain", password_file = "imap.pass" }}
-destination = {{ host = "127.0.0.1", port = 1, tls = "none", auth = "plain", password_file = "imap.pass" }}
-mailboxes_file = "mailboxes.csv"
-"#,
-        state = state.display()
+{backfill}"#,
+        gateway = gateway::gateway_table(smtp, state),
+        targets = gateway::old_and_closed_new(old),
+        backfill = gateway::backfill_job(state, "alice\n"),
     )
 }
 
 /// A finished pass of job `wave-1` as `cutover backfill run` leaves it.
 fn write_backfill_report(state: &Path) {
     use cutover::backfill::report::{FolderReport, JobReport, MailboxReport};
-    let folder = FolderReport {
-        folder: "INBOX".into(),
-        destination: "INBOX".into(),
+    let job = JobReport {
+        job: "wave-1".into(),
+        finished: Some("2026-11-30T12:00:00Z".into()),
+        duration_ms: 1500,
+        ..Default::default()
+    };
+    let mailbox = MailboxReport {
+        copied: 4,
+        bytes: 4096,
+        converged: true,
+        ..Default::default()
+    };
+    let inbox = FolderReport {
         copied: 4,
         skipped: [("present".to_string(), 2)].into(),
         bytes: 4096,
         converged: true,
         ..Default::default()
     };
-    let report = JobReport {
-        job: "wave-1".into(),
-        finished: Some("2026-11-30T12:00:00Z".into()),
-        duration_ms: 1500,
-        mailboxes: vec![MailboxReport {
-            source_user: "alice".into(),
-            destination_user: "alice".into(),
-            copied: 4,
-            bytes: 4096,
-            converged: true,
-            folders: vec![folder],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let path = state.join("backfill").join("wave-1").join("report.json");
-    report.write(&path).unwrap();
+    gateway::write_report(state, job, "alice", mailbox, inbox);
 }
 
 fn message(subject: &str, extra_headers: &str) -> Vec<u8> {
@@ -184,30 +159,12 @@ async fn send_traffic(gw: &Gateway) {
     assert_eq!(r.code, 552, "{r:?}");
 }
 
-async fn scrape(gw: &Gateway) -> String {
-    queueops::body_of(&queueops::http(gw.admin, "GET", "/metrics").await).to_string()
-}
-
 /// Scrape until both deliveries have an outcome (bounded: 30 s).
 async fn settled_metrics(gw: &Gateway) -> (String, BTreeMap<String, f64>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = scrape(gw).await;
-        let m = queueops::parse_metrics(&text);
-        let v = |k: &str| m.get(k).copied().unwrap_or(0.0);
-        if v(r#"cutover_delivery_delivered_total{target="old"}"#) >= 1.0
-            && v(r#"cutover_delivery_deferred_total{target="new"}"#) >= 1.0
-            && v(r#"cutover_queue_residence_seconds_count{target="old"}"#) >= 1.0
-        {
-            return (text, m);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no outcomes:\n{text}\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let residence = r#"cutover_queue_residence_seconds_count{target="old"}"#;
+    let text = gateway::settled_metrics(gw.admin, || gw.log(), &[residence]).await;
+    let m = queueops::parse_metrics(&text);
+    (text, m)
 }
 
 /// The OpenMetrics exposition in the Prometheus text format promtool 2.x reads: counters are

@@ -8,6 +8,8 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/gateway.rs"]
+mod gateway;
 #[path = "support/queueops.rs"]
 mod queueops;
 #[path = "support/smtp.rs"]
@@ -15,18 +17,13 @@ mod smtp;
 #[path = "support/smtp_sink.rs"]
 mod smtp_sink;
 
-use common::free_port;
 use smtp::{Client, Gateway, send_message};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 fn config(smtp: SocketAddr, admin: SocketAddr, state: &Path, old: SocketAddr) -> String {
-    let dir = state.parent().unwrap();
-    std::fs::write(dir.join("mailboxes.csv"), "carol@example.com\n").unwrap();
-    std::fs::write(dir.join("imap.pass"), "secret\n").unwrap();
-    let closed = free_port();
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -34,20 +31,8 @@ fn config(smtp: SocketAddr, admin: SocketAddr, state: &Path, old: SocketAddr) ->
     let later = cutover::time::rfc3339_secs(now + 6 * 3600);
     let earlier = cutover::time::rfc3339_secs(now - 3600);
     format!(
-        r#"[gateway]
-hostname = "mx.test"
-listen = ["{smtp}"]
-state_dir = "{state}"
-accept_domains = ["example.com"]
-min_free_space = "1MiB"
-
-[targets.old]
-address = "{old}"
-tls = "none"
-[targets.new]
-address = "127.0.0.1:{closed}"
-tls = "none"
-
+        r#"{gateway}
+{targets}
 [routing]
 default = ["old"]
 [[routing.rule]]
@@ -73,22 +58,30 @@ target = "new"
 for = "1s"
 email = "postmaster@example.com"
 
-[[backfill.job]]
-name = "wave-1"
-source = {{ host = "127.0.0.1", port = 1, tls = "none", auth = "plain", password_file = "imap.pass" }}
-destination = {{ host = "127.0.0.1", port = 1, tls = "none", auth = "plain", password_file = "imap.pass" }}
-mailboxes_file = "mailboxes.csv"
-"#,
-        state = state.display()
+{backfill}"#,
+        gateway = gateway::gateway_table(smtp, state),
+        targets = gateway::old_and_closed_new(old),
+        backfill = gateway::backfill_job(state, "carol@example.com\n"),
     )
 }
 
 /// A pass of job `wave-1` still running: carol half copied, one message refused.
 fn write_backfill_report(state: &Path) {
     use cutover::backfill::report::{Failure, FolderReport, JobReport, MailboxReport};
-    let folder = FolderReport {
-        folder: "INBOX".into(),
-        destination: "INBOX".into(),
+    let job = JobReport {
+        job: "wave-1".into(),
+        started: "2026-11-30T12:00:00Z".into(),
+        running: true,
+        ..Default::default()
+    };
+    let mailbox = MailboxReport {
+        direction: "forward".into(),
+        copied: 19,
+        bytes: 2_000_000,
+        duration_ms: 4000,
+        ..Default::default()
+    };
+    let inbox = FolderReport {
         source_count: 40,
         copied: 19,
         skipped: [("present".to_string(), 1)].into(),
@@ -99,24 +92,7 @@ fn write_backfill_report(state: &Path) {
         bytes: 2_000_000,
         ..Default::default()
     };
-    let report = JobReport {
-        job: "wave-1".into(),
-        started: "2026-11-30T12:00:00Z".into(),
-        running: true,
-        mailboxes: vec![MailboxReport {
-            source_user: "carol@example.com".into(),
-            destination_user: "carol@example.com".into(),
-            direction: "forward".into(),
-            copied: 19,
-            bytes: 2_000_000,
-            duration_ms: 4000,
-            folders: vec![folder],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let path = state.join("backfill").join("wave-1").join("report.json");
-    report.write(&path).unwrap();
+    gateway::write_report(state, job, "carol@example.com", mailbox, inbox);
 }
 
 async fn send_traffic(gw: &Gateway) {
@@ -133,34 +109,19 @@ async fn send_traffic(gw: &Gateway) {
 
 /// Wait (bounded) until alice's leg was delivered and dave's deferred.
 async fn settle(gw: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text =
-            queueops::body_of(&queueops::http(gw.admin, "GET", "/metrics").await).to_string();
-        let m = queueops::parse_metrics(&text);
-        let v = |k: &str| m.get(k).copied().unwrap_or(0.0);
-        if v(r#"cutover_delivery_delivered_total{target="old"}"#) >= 1.0
-            && v(r#"cutover_delivery_deferred_total{target="new"}"#) >= 1.0
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no outcomes:\n{}", gw.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gateway::settled_metrics(gw.admin, || gw.log(), &[]).await;
 }
 
 /// Wait (bounded) until the alert on `new` fired.
 async fn alert_fired(gw: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let body =
-            queueops::body_of(&queueops::http(gw.admin, "GET", "/api/alerts").await).to_string();
-        if body.contains("\"status\":\"firing\"") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no alert: {body}\n{}", gw.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gateway::admin_until(
+        gw.admin,
+        "/api/alerts",
+        "no alert",
+        || gw.log(),
+        |body| body.contains("\"status\":\"firing\""),
+    )
+    .await;
 }
 
 /// Headless Chromium with the flags this machine needs (no sandbox as root, no background

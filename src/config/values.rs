@@ -29,8 +29,7 @@ impl fmt::Display for HumanDuration {
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        parsed(String::deserialize(d)?, Self::parse)
     }
 }
 
@@ -98,7 +97,7 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(Self(n)),
-            Raw::S(s) => Self::parse(&s).map_err(serde::de::Error::custom),
+            Raw::S(s) => parsed(s, Self::parse),
         }
     }
 }
@@ -157,8 +156,7 @@ impl fmt::Display for HostPort {
 
 impl<'de> Deserialize<'de> for HostPort {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        parsed(String::deserialize(d)?, Self::parse)
     }
 }
 
@@ -176,26 +174,41 @@ impl Timestamp {
         Ok(Self(SystemTime::from(odt)))
     }
 
-    /// RFC 3339 in UTC with second precision.
+    /// RFC 3339 in UTC with second precision (see [`rfc3339_secs`]); never panics, also not
+    /// before 1970 or past 9999.
     pub fn to_rfc3339(self) -> String {
-        humantime::format_rfc3339_seconds(self.0).to_string()
+        rfc3339_secs(self.unix_secs())
     }
+
+    /// Signed whole seconds since the Unix epoch, rounded down (an instant half a second before
+    /// 1970 is -1); saturating at the ends of `i64`.
+    pub fn unix_secs(self) -> i64 {
+        match self.0.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+            Err(e) => {
+                let before = e.duration();
+                let whole = before.as_secs() + u64::from(before.subsec_nanos() > 0);
+                i64::try_from(whole).map_or(i64::MIN, |s| -s)
+            }
+        }
+    }
+}
+
+/// The one RFC 3339 formatter (`crate::time::rfc3339_secs` is this): UTC to the second
+/// (`2026-12-01T18:00:00Z`) of signed epoch seconds; instants outside the years -9999 to 9999
+/// are clamped to them. Never panics.
+pub fn rfc3339_secs(t: i64) -> String {
+    let t = t.clamp(-377_705_116_800, 253_402_300_799);
+    let odt =
+        time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    odt.format(&fmt)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // TOML offset date-times arrive as datetime values; strings are accepted too.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            D(toml::value::Datetime),
-        }
-        let s = match Raw::deserialize(d)? {
-            Raw::S(s) => s,
-            Raw::D(dt) => dt.to_string(),
-        };
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        parsed(datetime_text(d)?, Self::parse)
     }
 }
 
@@ -236,18 +249,32 @@ impl fmt::Display for Date {
 
 impl<'de> Deserialize<'de> for Date {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            D(toml::value::Datetime),
-        }
-        let s = match Raw::deserialize(d)? {
-            Raw::S(s) => s,
-            Raw::D(dt) => dt.to_string(),
-        };
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        parsed(datetime_text(d)?, Self::parse)
     }
+}
+
+/// `parse` of a value's text, its error message as serde's (the config loader adds file, line
+/// and key).
+fn parsed<T, E: serde::de::Error>(
+    text: String,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, E> {
+    parse(&text).map_err(E::custom)
+}
+
+/// The text of a time or date: TOML offset date-times and local dates arrive as datetime values
+/// (taken as their RFC 3339 text); strings are accepted too.
+fn datetime_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        S(String),
+        D(toml::value::Datetime),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::S(s) => s,
+        Raw::D(dt) => dt.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -319,6 +346,46 @@ mod tests {
         assert_eq!(a.to_rfc3339(), "2026-12-01T18:00:00Z");
         assert!(Timestamp::parse("2026-12-01").is_err());
         assert!(Timestamp::parse("tomorrow").is_err());
+    }
+
+    #[test]
+    fn timestamps_format_before_1970_and_far_ahead_without_panicking() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        let ts = |t: SystemTime| Timestamp(t).to_rfc3339();
+        assert_eq!(ts(epoch), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            ts(epoch - Duration::from_secs(86_400)),
+            "1969-12-31T00:00:00Z"
+        );
+        assert_eq!(
+            ts(epoch - Duration::from_millis(500)),
+            "1969-12-31T23:59:59Z"
+        );
+        assert_eq!(
+            ts(epoch - Duration::from_secs(2_208_988_800)),
+            "1900-01-01T00:00:00Z"
+        );
+        let ancient = epoch.checked_sub(Duration::from_secs(1 << 40)).unwrap();
+        assert_eq!(ts(ancient), "-9999-01-01T00:00:00Z");
+        assert_eq!(
+            ts(epoch + Duration::from_secs(253_402_300_799)),
+            "9999-12-31T23:59:59Z"
+        );
+        let far = epoch.checked_add(Duration::from_secs(1 << 40)).unwrap();
+        assert_eq!(ts(far), "9999-12-31T23:59:59Z");
+        let t = Timestamp::parse("1969-07-20T20:17:40Z").unwrap();
+        assert_eq!(
+            (t.unix_secs(), t.to_rfc3339().as_str()),
+            (-14_182_940, "1969-07-20T20:17:40Z")
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_round_trips_within_range(t in -62_135_596_800i64..253_402_300_800) {
+            let text = rfc3339_secs(t);
+            proptest::prop_assert_eq!(Timestamp::parse(&text).unwrap().unix_secs(), t, "{}", text);
+        }
     }
 
     #[test]

@@ -536,4 +536,6 @@ pub fn final_rcpt_stored(
 }
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;

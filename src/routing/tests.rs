@@ -1,37 +1,8 @@
+use super::fixtures::{router, routing, rule};
 use super::*;
 use crate::config::values::Timestamp;
 use proptest::prelude::*;
 use std::time::{Duration, UNIX_EPOCH};
-
-fn rule(name: &str, pats: &[&str], deliver: &[&str]) -> crate::config::Rule {
-    crate::config::Rule {
-        name: name.into(),
-        recipients: pats.iter().map(|s| s.to_string()).collect(),
-        recipients_file: None,
-        deliver: deliver.iter().map(|s| s.to_string()).collect(),
-        active_from: None,
-        active_until: None,
-        file_patterns: vec![],
-        verify_recipients: None,
-        recipients_known: None,
-        known: None,
-    }
-}
-
-fn routing(rules: Vec<crate::config::Rule>, default: Option<&[&str]>) -> Routing {
-    Routing {
-        default: default.map(|d| d.iter().map(|s| s.to_string()).collect()),
-        ignore_local_case: true,
-        recipient_delimiter: "+".into(),
-        rules,
-    }
-}
-
-fn router(rules: Vec<crate::config::Rule>, default: Option<&[&str]>) -> Router {
-    let (r, errors) = Router::new(&routing(rules, default));
-    assert!(errors.is_empty(), "{errors:?}");
-    r
-}
 
 fn now() -> SystemTime {
     Timestamp::parse("2026-11-24T12:00:00Z").unwrap().0

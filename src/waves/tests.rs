@@ -3,6 +3,7 @@ use crate::backfill::report::{Failure, FolderReport, MailboxReport};
 use crate::config::Routing;
 use crate::queue::model::{Leg, LegId, MessageSummary, RcptState};
 use crate::queue::{NewLeg, QueueId};
+use crate::routing::fixtures::{router, routing, rule};
 use proptest::prelude::*;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -15,21 +16,6 @@ fn now() -> SystemTime {
 }
 
 const SWITCH: &str = "2026-12-01T18:00:00Z";
-
-fn rule(name: &str, pats: &[&str], deliver: &[&str]) -> crate::config::Rule {
-    crate::config::Rule {
-        name: name.into(),
-        recipients: pats.iter().map(|s| s.to_string()).collect(),
-        recipients_file: None,
-        deliver: deliver.iter().map(|s| s.to_string()).collect(),
-        active_from: None,
-        active_until: None,
-        file_patterns: vec![],
-        verify_recipients: None,
-        recipients_known: None,
-        known: None,
-    }
-}
 
 /// `pilot` (bob, dual), `wave-1` (alice, carol from a file, `@sales.example.com`, `*.admin@…`)
 /// from [`SWITCH`], `old-wave` ended, default `old`.
@@ -49,19 +35,12 @@ fn routes(default: Option<&[&str]>) -> Router {
     let mut ended = rule("old-wave", &["dave@example.com"], &["new"]);
     ended.active_from = Some(Timestamp(at("2026-11-01T00:00:00Z")));
     ended.active_until = Some(Timestamp(at("2026-11-02T00:00:00Z")));
-    let routing = Routing {
-        default: default.map(|d| d.iter().map(|s| s.to_string()).collect()),
-        ignore_local_case: true,
-        recipient_delimiter: "+".into(),
-        rules: vec![
-            rule("pilot", &["bob@example.com"], &["old", "new"]),
-            w,
-            ended,
-        ],
-    };
-    let (r, errors) = Router::new(&routing);
-    assert!(errors.is_empty(), "{errors:?}");
-    r
+    let rules = vec![
+        rule("pilot", &["bob@example.com"], &["old", "new"]),
+        w,
+        ended,
+    ];
+    router(rules, default)
 }
 
 fn files() -> Vec<Option<String>> {
@@ -450,13 +429,7 @@ fn shadowed_members_are_noted() {
     );
     w.active_from = Some(Timestamp(at(SWITCH)));
     r.push(w);
-    let routing = Routing {
-        default: Some(vec!["old".into()]),
-        ignore_local_case: true,
-        recipient_delimiter: "+".into(),
-        rules: r,
-    };
-    let (router, _) = Router::new(&routing);
+    let (router, _) = Router::new(&routing(r, Some(&["old"])));
     let s = status(&inputs(&router, &[], &[], &[]), "wave-1").unwrap();
     assert!(
         s.verdict
