@@ -52,6 +52,8 @@ fn package_of(tool: &str) -> &'static str {
         "mkfs.ext4" => "e2fsprogs",
         "mount" | "umount" => "mount",
         "promtool" => "prometheus",
+        "dkimsign" | "dkimverify" | "arcsign" | "arcverify" => "python3-dkim",
+        "openssl" => "openssl",
         _ => "?",
     }
 }
