@@ -136,6 +136,7 @@ fuzz_target!(|inp: Input<'_>| {
         legs: Vec::new(),
         next_leg_id: 0,
         body_missing: false,
+        seals: Default::default(),
     };
     let staged = bounce::stage(
         QueueId("DSN0001".into()),

@@ -81,6 +81,13 @@ deliver = ["new"]
 
 [bounce]
 via = "old"
+
+# Edge authentication runs on every message (the held path, mail-auth's parser, the forged
+# Authentication-Results filter) without leaving the machine: no name server answers here.
+[dns]
+servers = ["127.0.0.1:9"]
+[auth]
+time_budget = "50ms"
 "#,
         state = state_dir.display()
     )

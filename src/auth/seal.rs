@@ -16,8 +16,9 @@ use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use std::path::Path;
 
-/// The header fields the `ARC-Message-Signature` covers (those present). `X-Cutover-Loop` is
-/// cutover's own header, so the seal covers what this hop added.
+/// The header fields the `ARC-Message-Signature` covers (every instance present, so the seal
+/// covers what this hop added: cutover's `Received:` and `X-Cutover-Loop:`; hops after it add
+/// their `Received:` above, which a verifier of this set does not select).
 const SIGNED: &[&str] = &[
     "From",
     "To",
@@ -32,6 +33,7 @@ const SIGNED: &[&str] = &[
     "Content-Type",
     "Content-Transfer-Encoding",
     "DKIM-Signature",
+    "Received",
     crate::header::LOOP_HEADER,
 ];
 
