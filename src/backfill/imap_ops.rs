@@ -305,15 +305,7 @@ pub async fn store_flags(conn: &mut Conn, wire: &str, groups: &[(String, Vec<u32
             .await?;
         }
     }
-    // A BYE (a server closing on a line it finds too long) ends async-imap's STORE stream
-    // quietly, as if the flags were set: a NOOP on the same connection tells.
-    timed("NOOP", CMD_TIMEOUT, async {
-        conn.session
-            .noop()
-            .await
-            .map_err(|e| BackfillError::from_imap(&format!("NOOP after UID STORE {wire}"), e))
-    })
-    .await
+    Ok(())
 }
 
 /// `uids` (sorted, deduplicated) in UID sets for one command each, whose other arguments are
