@@ -12,6 +12,8 @@ use super::index::{DstMsg, SrcMsg};
 use super::namespace::Namespaces;
 use super::plan::{FolderInfo, Listing};
 use super::session::{Conn, ImapStream, timed};
+pub use super::uidset::uid_set;
+use super::uidset::{self, Chunk};
 use super::{BackfillError, Result};
 use crate::fingerprint::{self, FpKey};
 use async_imap::imap_proto::{Response, Status};
@@ -27,8 +29,16 @@ pub const WINDOW: usize = 64;
 pub const WINDOW_BYTES: usize = 32 << 20;
 /// Messages per MULTIAPPEND command.
 pub const MULTIAPPEND_BATCH: usize = 32;
-/// UIDs per FETCH command.
+/// UIDs per UID command (FETCH, STORE, SEARCH); the command line's length bounds it too
+/// ([`uid_chunks`]).
 const UID_CHUNK: usize = 2000;
+/// The index items of a first index FETCH (the longest one), for the line budget of its UID set.
+const INDEX_ITEMS: &str =
+    "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-CUTOVER-LOOP)])";
+/// The identity items of an index FETCH.
+const IDENTITY_ITEMS: &str = "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-CUTOVER-LOOP)])";
+/// The items of a copy's FETCH.
+const BODY_ITEMS: &str = "(UID BODY.PEEK[])";
 /// Timeout for one step of a streamed response (one FETCH item, one APPEND reply).
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -275,11 +285,15 @@ pub async fn store_flags(conn: &mut Conn, wire: &str, groups: &[(String, Vec<u32
     }
     open_folder(conn, wire, false).await?;
     for (flags, uids) in groups {
-        for chunk in uids.chunks(UID_CHUNK) {
+        let mut uids = uids.clone();
+        uids.sort_unstable();
+        uids.dedup();
+        let items = format!("FLAGS.SILENT {flags}");
+        for chunk in uid_chunks(&uids, &items) {
             timed("UID STORE", CMD_TIMEOUT, async {
                 let stream = conn
                     .session
-                    .uid_store(uid_set(chunk), format!("FLAGS.SILENT {flags}"))
+                    .uid_store(chunk.set, &items)
                     .await
                     .map_err(|e| BackfillError::from_imap(&format!("UID STORE {wire}"), e))?;
                 let _: Vec<_> = stream
@@ -294,28 +308,10 @@ pub async fn store_flags(conn: &mut Conn, wire: &str, groups: &[(String, Vec<u32
     Ok(())
 }
 
-/// A compact UID set (`1:5,7,9:12`) for sorted, deduplicated UIDs.
-pub fn uid_set(uids: &[u32]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < uids.len() {
-        let start = uids[i];
-        let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
-            i += 1;
-            end = uids[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == end {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}:{end}"));
-        }
-        i += 1;
-    }
-    out
+/// `uids` (sorted, deduplicated) in UID sets for one command each, whose other arguments are
+/// `rest`: at most [`UID_CHUNK`] UIDs and [`uidset::MAX_COMMAND_LINE`] octets a line.
+fn uid_chunks<'a>(uids: &'a [u32], rest: &str) -> Vec<Chunk<'a>> {
+    uidset::chunks(uids, UID_CHUNK, uidset::set_budget(rest.len()))
 }
 
 /// The flags of a FETCH response (`\Recent` and `\*` left out).
@@ -408,7 +404,10 @@ async fn index_folder(
             .await?;
             let mut uids: Vec<u32> = found.into_iter().collect();
             uids.sort_unstable();
-            let sets = uids.chunks(UID_CHUNK).map(uid_set).collect();
+            let sets = uid_chunks(&uids, INDEX_ITEMS)
+                .into_iter()
+                .map(|c| c.set)
+                .collect();
             (sets, uids.len())
         }
     };
@@ -462,7 +461,7 @@ async fn fetch_index_items(
     // With fingerprints known from an earlier pass, the cheap items only (the server answers
     // them from its index); identity headers follow for the messages not known yet.
     let query = if known.is_empty() {
-        "(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-CUTOVER-LOOP)])"
+        INDEX_ITEMS
     } else {
         "(UID FLAGS INTERNALDATE RFC822.SIZE)"
     };
@@ -537,13 +536,10 @@ async fn fetch_identities(
     let mut uids: Vec<u32> = pos.keys().copied().collect();
     uids.sort_unstable();
     let mut seen = 0usize;
-    for chunk in uids.chunks(UID_CHUNK) {
+    for chunk in uid_chunks(&uids, IDENTITY_ITEMS) {
         let mut stream = conn
             .session
-            .uid_fetch(
-                uid_set(chunk),
-                "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-CUTOVER-LOOP)])",
-            )
+            .uid_fetch(chunk.set, IDENTITY_ITEMS)
             .await
             .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
         loop {
@@ -587,15 +583,15 @@ async fn fingerprint_by_prefix(
         .collect();
     let mut uids: Vec<u32> = pos.keys().copied().collect();
     uids.sort_unstable();
-    for chunk in uids.chunks(UID_CHUNK) {
-        let q = format!(
-            "(UID BODY.PEEK[HEADER.FIELDS ({})] BODY.PEEK[TEXT]<0.{}>)",
-            fingerprint::HEADER_FIELDS.join(" "),
-            fingerprint::BODY_PREFIX * 2
-        );
+    let q = format!(
+        "(UID BODY.PEEK[HEADER.FIELDS ({})] BODY.PEEK[TEXT]<0.{}>)",
+        fingerprint::HEADER_FIELDS.join(" "),
+        fingerprint::BODY_PREFIX * 2
+    );
+    for chunk in uid_chunks(&uids, &q) {
         let mut stream = conn
             .session
-            .uid_fetch(uid_set(chunk), q)
+            .uid_fetch(chunk.set, &q)
             .await
             .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {wire}"), e))?;
         loop {
@@ -760,7 +756,7 @@ pub async fn index_destination(conn: &mut Conn, wire: &str, known: &Known) -> Re
 /// A gentler APPEND for a message the destination refused as it was: at `level` 1 only the
 /// keywords the destination folder already defines (`defined`, from its FLAGS: a per-mailbox
 /// keyword limit refuses new ones), at level 2 no keywords; at both, an INTERNALDATE before
-/// 1970 (which some servers refuse) becomes 1970-01-01. `None` when nothing would change, else
+/// 1970 (which some servers refuse) becomes 1970-01-01 00:00:01 UTC ([`Meta::at_epoch`]). `None` when nothing would change, else
 /// the new metadata and what was given up (for the report).
 pub fn degrade(meta: &Meta, defined: &[String], level: u8) -> Option<(Meta, String)> {
     let keep = |f: &&str| {
@@ -778,7 +774,7 @@ pub fn degrade(meta: &Meta, defined: &[String], level: u8) -> Option<(Meta, Stri
     let mut out = meta.clone();
     if old_date {
         what.push(format!(
-            "INTERNALDATE {} stored as 1970-01-01",
+            "INTERNALDATE {} stored as 01-Jan-1970 00:00:01 +0000",
             meta.idate().unwrap_or_default()
         ));
         out = out.at_epoch();
@@ -912,12 +908,12 @@ pub async fn copy_messages(
         1
     };
     let mut app = Appender::new(dst_wire, batch);
-    for chunk in uids.chunks(UID_CHUNK) {
+    for Chunk { uids: chunk, set } in uid_chunks(uids, BODY_ITEMS) {
         let mut seen: std::collections::HashSet<u32> = std::collections::HashSet::new();
         {
             let mut stream = src
                 .session
-                .uid_fetch(uid_set(chunk), "(UID BODY.PEEK[])")
+                .uid_fetch(set, BODY_ITEMS)
                 .await
                 .map_err(|e| BackfillError::from_imap(&format!("UID FETCH {src_wire}"), e))?;
             loop {
@@ -975,13 +971,18 @@ async fn vanished_or_cut_short(
         .filter(|v| !seen.contains(v))
         .collect();
     if !unseen.is_empty() {
-        let still = timed("UID SEARCH", CMD_TIMEOUT, async {
-            src.session
-                .uid_search(format!("UID {}", uid_set(&unseen)))
-                .await
-                .map_err(|e| BackfillError::from_imap(&format!("UID SEARCH {src_wire}"), e))
-        })
-        .await?;
+        let mut still = std::collections::HashSet::new();
+        for c in uid_chunks(&unseen, "UID ") {
+            still.extend(
+                timed("UID SEARCH", CMD_TIMEOUT, async {
+                    src.session
+                        .uid_search(format!("UID {}", c.set))
+                        .await
+                        .map_err(|e| BackfillError::from_imap(&format!("UID SEARCH {src_wire}"), e))
+                })
+                .await?,
+            );
+        }
         if unseen.iter().any(|u| still.contains(u)) {
             return Err(BackfillError::Connection(format!(
                 "FETCH from {src_wire} ended early ({} message(s) not returned)",
@@ -1274,10 +1275,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uid_sets() {
-        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
-        assert_eq!(uid_set(&[4]), "4");
-        assert_eq!(uid_set(&[]), "");
+    fn uid_command_lines_stay_short() {
+        let sparse: Vec<u32> = (1..=20_000).step_by(2).collect();
+        let items = "FLAGS.SILENT (\\Seen)";
+        for c in uid_chunks(&sparse, items) {
+            let line = format!("A0001 UID STORE {} {items}\r\n", c.set);
+            assert!(line.len() <= uidset::MAX_COMMAND_LINE, "{}", line.len());
+        }
     }
 
     #[test]
@@ -1300,7 +1304,7 @@ mod tests {
         assert_eq!(m1.flags.list(), "(\\Seen $Old)");
         assert_eq!(
             m1.idate().as_deref(),
-            Some("\"01-Jan-1970 00:00:00 +0000\"")
+            Some("\"01-Jan-1970 00:00:01 +0000\"")
         );
         assert!(what1.contains("$New") && what1.contains("1965"), "{what1}");
         let (m2, _) = degrade(&m1, &defined, 2).unwrap_or_else(|| (m1.clone(), String::new()));

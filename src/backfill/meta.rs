@@ -106,11 +106,13 @@ impl Meta {
         self.date.is_some_and(|(t, tz)| t + i64::from(tz) * 60 < 0)
     }
 
-    /// The same message dated 1970-01-01 00:00:00 +0000.
+    /// The same message dated 1970-01-01 00:00:01 +0000: the earliest date servers take as
+    /// given (Cyrus 3.6 refuses dates before 1970 and reads 00:00:00, time 0, as "no date",
+    /// storing the time of the APPEND instead).
     pub fn at_epoch(&self) -> Meta {
         Meta {
             flags: self.flags.clone(),
-            date: Some((0, 0)),
+            date: Some((1, 0)),
         }
     }
 }
@@ -145,7 +147,7 @@ mod tests {
         assert!(old.before_1970());
         assert_eq!(
             old.at_epoch().idate().as_deref(),
-            Some("\"01-Jan-1970 00:00:00 +0000\"")
+            Some("\"01-Jan-1970 00:00:01 +0000\"")
         );
         assert_eq!(Meta::default().idate(), None);
     }

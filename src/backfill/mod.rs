@@ -23,6 +23,7 @@ pub mod runner;
 pub mod session;
 pub mod state;
 pub mod throttle;
+pub mod uidset;
 pub mod utf7;
 
 use std::time::Duration;
