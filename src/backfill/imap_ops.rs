@@ -290,17 +290,13 @@ pub async fn store_flags(conn: &mut Conn, wire: &str, groups: &[(String, Vec<u32
         uids.dedup();
         let items = format!("FLAGS.SILENT {flags}");
         for chunk in uid_chunks(&uids, &items) {
+            // Checked for its tagged OK: async-imap's `uid_store` stream ends at the tagged
+            // reply whatever it says, so a refused STORE (NO/BAD) would pass for done.
             timed("UID STORE", CMD_TIMEOUT, async {
-                let stream = conn
-                    .session
-                    .uid_store(chunk.set, &items)
+                conn.session
+                    .run_command_and_check_ok(format!("UID STORE {} {items}", chunk.set))
                     .await
-                    .map_err(|e| BackfillError::from_imap(&format!("UID STORE {wire}"), e))?;
-                let _: Vec<_> = stream
-                    .try_collect()
-                    .await
-                    .map_err(|e| BackfillError::from_imap(&format!("UID STORE {wire}"), e))?;
-                Ok(())
+                    .map_err(|e| BackfillError::from_imap(&format!("UID STORE {wire}"), e))
             })
             .await?;
         }
