@@ -2,7 +2,7 @@
 //! `NO [UNAVAILABLE]`, Office 365's "Suggested Backoff Time", a `BYE` in the middle of a FETCH
 //! and a TCP reset; the job pauses that account, reconnects, resumes, and ends converged with an
 //! exact copy and no duplicates. A folder that keeps failing is reported failed while the others
-//! complete.
+//! complete. A flag update the destination refuses is reported, never counted as done.
 
 #[path = "support/backfill.rs"]
 mod backfill;
@@ -103,6 +103,60 @@ async fn a_folder_that_keeps_failing_is_reported_and_the_rest_completes() {
     dst.clear();
     let r = tokio::task::block_in_place(|| job.run_ok(&[]));
     assert!(backfill::copied(&r) > 0);
+    let s = snapshot(old.addr(), "alice", "pw-alice").await.unwrap();
+    let d = snapshot(new.addr(), "alice", "pw-alice").await.unwrap();
+    let diff = compare(&s, &d, &FolderMap::identity());
+    assert!(diff.is_exact(), "{}", diff.summary());
+}
+
+/// A flag update the destination refuses (`NO` to the `UID STORE`) is an error of that folder,
+/// not a silent success: the pass is not converged and says why; once the server takes it, the
+/// next pass updates the flags and the copy is exact. (async-imap's `uid_store` stream ends at
+/// the tagged reply whatever it says, so the STORE is checked for its tagged OK.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_flag_update_is_reported_not_counted_done() {
+    let old = Dovecot::start(DovecotOptions::old());
+    let new = Dovecot::start(DovecotOptions::new());
+    Corpus::generate(
+        &CorpusOptions::new("alice", 12)
+            .big_attachment(None)
+            .max_size(4 * 1024)
+            .folders(&["INBOX"]),
+    )
+    .write_maildir(&old.maildir("alice"), false, Some((MAIL_UID, MAIL_GID)))
+    .unwrap();
+    let dst = FaultProxy::start(new.addr()).await;
+    let job = Job::new(
+        &plain_side(old.port(), &old.secret_file("alice")),
+        &plain_side(dst.port(), &new.secret_file("alice")),
+        "alice\n",
+        "",
+        "",
+    );
+    tokio::task::block_in_place(|| job.run_ok(&[]));
+
+    // Every message flagged on the source; the destination refuses the first flag update.
+    let mut c = old.login("alice").await;
+    c.select("INBOX").await;
+    c.session
+        .run_command_and_check_ok("UID STORE 1:* +FLAGS.SILENT (\\Flagged)")
+        .await
+        .unwrap();
+    c.logout().await;
+    dst.inject_times("STORE", 1, 1_000, Action::No("refused by the test".into()));
+    let (out, r) = tokio::task::block_in_place(|| job.run(&[]));
+    assert!(dst.injected_count() >= 1, "{r:#}");
+    assert_eq!(out.status.code(), Some(1), "{r:#}");
+    assert_eq!(r["converged"], false, "{r:#}");
+    assert!(
+        r.to_string().contains("refused by the test"),
+        "the refusal is reported: {r:#}"
+    );
+
+    dst.clear();
+    let r = tokio::task::block_in_place(|| job.run_ok(&[]));
+    assert_eq!(backfill::copied(&r), 0, "{r:#}");
+    assert_eq!(r["converged"], true, "{r:#}");
     let s = snapshot(old.addr(), "alice", "pw-alice").await.unwrap();
     let d = snapshot(new.addr(), "alice", "pw-alice").await.unwrap();
     let diff = compare(&s, &d, &FolderMap::identity());
