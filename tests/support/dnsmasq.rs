@@ -24,40 +24,69 @@ impl Drop for Dnsmasq {
     }
 }
 
-/// A free loopback UDP port (bound, then released).
+/// A loopback port free for both UDP and TCP (bound, then released): dnsmasq binds both, and a
+/// port free for UDP may be some connection's TCP port.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    for _ in 0..100 {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP");
 }
 
-/// Start dnsmasq with the fixed options and `extra`.
+/// Start dnsmasq with the fixed options and `extra`, on a free port. A start that fails (the
+/// port taken meanwhile: dnsmasq exits at once) is retried on another port; the server is
+/// returned once it accepts TCP connections, never later than a few seconds.
 pub fn dnsmasq(extra: &[&str]) -> Dnsmasq {
     let bin = common::required_tool("dnsmasq");
-    let port = free_udp_port();
-    let child = Command::new(bin)
-        .args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--user=root",
-            "--pid-file",
-            "--log-facility=-",
-            &format!("--port={port}"),
-            "--local=/test/",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    Dnsmasq { child, addr }
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = free_udp_port();
+        // Its messages go to a file (a pipe nobody reads could fill and stall it), read back
+        // when the start fails.
+        let log = std::env::temp_dir().join(format!("cutover-dnsmasq-{port}.log"));
+        let mut child = Command::new(&bin)
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--no-poll",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--user=root",
+                "--pid-file",
+                "--log-facility=-",
+                &format!("--port={port}"),
+                "--local=/test/",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = std::fs::read_to_string(&log).unwrap_or_default();
+                last = format!("dnsmasq exited ({status}) on port {port}: {err}");
+                break;
+            }
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Dnsmasq { child, addr };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("dnsmasq did not start: {last}");
 }
 
 /// A resolver for `d`, once it answers (the test must pass `--host-record=ready.test,…`).
