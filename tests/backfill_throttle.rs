@@ -68,26 +68,11 @@ async fn throttling_pauses_resumes_and_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_that_keeps_failing_is_reported_and_the_rest_completes() {
-    let old = Dovecot::start(DovecotOptions::old());
-    let new = Dovecot::start(DovecotOptions::new());
-    Corpus::generate(
-        &CorpusOptions::new("alice", 40)
-            .big_attachment(None)
-            .max_size(8 * 1024)
-            .folders(&["INBOX", "Lists/rust-users"]),
-    )
-    .write_maildir(&old.maildir("alice"), false, Some((MAIL_UID, MAIL_GID)))
-    .unwrap();
+    let (old, new) = alice_on_dovecots(40, 8 * 1024, &["INBOX", "Lists/rust-users"]);
     let dst = FaultProxy::start(new.addr()).await;
     // Every APPEND is throttled (with a short hint): the folders fail after their retries.
     dst.inject_times("APPEND", 1, 10_000, Action::o365_backoff(20));
-    let job = Job::new(
-        &plain_side(old.port(), &old.secret_file("alice")),
-        &plain_side(dst.port(), &new.secret_file("alice")),
-        "alice\n",
-        "",
-        "",
-    );
+    let job = alice_job(&old, &new, dst.port());
     let (out, r) = tokio::task::block_in_place(|| job.run(&[]));
     assert_eq!(out.status.code(), Some(1), "{r:#}");
     assert_eq!(r["converged"], false);
@@ -103,10 +88,7 @@ async fn a_folder_that_keeps_failing_is_reported_and_the_rest_completes() {
     dst.clear();
     let r = tokio::task::block_in_place(|| job.run_ok(&[]));
     assert!(backfill::copied(&r) > 0);
-    let s = snapshot(old.addr(), "alice", "pw-alice").await.unwrap();
-    let d = snapshot(new.addr(), "alice", "pw-alice").await.unwrap();
-    let diff = compare(&s, &d, &FolderMap::identity());
-    assert!(diff.is_exact(), "{}", diff.summary());
+    assert_exact(&old, &new).await;
 }
 
 /// A flag update the destination refuses (`NO` to the `UID STORE`) is an error of that folder,
@@ -115,24 +97,9 @@ async fn a_folder_that_keeps_failing_is_reported_and_the_rest_completes() {
 /// the tagged reply whatever it says, so the STORE is checked for its tagged OK.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_flag_update_is_reported_not_counted_done() {
-    let old = Dovecot::start(DovecotOptions::old());
-    let new = Dovecot::start(DovecotOptions::new());
-    Corpus::generate(
-        &CorpusOptions::new("alice", 12)
-            .big_attachment(None)
-            .max_size(4 * 1024)
-            .folders(&["INBOX"]),
-    )
-    .write_maildir(&old.maildir("alice"), false, Some((MAIL_UID, MAIL_GID)))
-    .unwrap();
+    let (old, new) = alice_on_dovecots(12, 4 * 1024, &["INBOX"]);
     let dst = FaultProxy::start(new.addr()).await;
-    let job = Job::new(
-        &plain_side(old.port(), &old.secret_file("alice")),
-        &plain_side(dst.port(), &new.secret_file("alice")),
-        "alice\n",
-        "",
-        "",
-    );
+    let job = alice_job(&old, &new, dst.port());
     tokio::task::block_in_place(|| job.run_ok(&[]));
 
     // Every message flagged on the source; the destination refuses the first flag update.
@@ -157,6 +124,38 @@ async fn a_refused_flag_update_is_reported_not_counted_done() {
     let r = tokio::task::block_in_place(|| job.run_ok(&[]));
     assert_eq!(backfill::copied(&r), 0, "{r:#}");
     assert_eq!(r["converged"], true, "{r:#}");
+    assert_exact(&old, &new).await;
+}
+
+/// Two Dovecots, alice's mailbox on the old one: `n` messages of at most `max_size` bytes in
+/// `folders`.
+fn alice_on_dovecots(n: usize, max_size: usize, folders: &[&str]) -> (Dovecot, Dovecot) {
+    let old = Dovecot::start(DovecotOptions::old());
+    let new = Dovecot::start(DovecotOptions::new());
+    Corpus::generate(
+        &CorpusOptions::new("alice", n)
+            .big_attachment(None)
+            .max_size(max_size)
+            .folders(folders),
+    )
+    .write_maildir(&old.maildir("alice"), false, Some((MAIL_UID, MAIL_GID)))
+    .unwrap();
+    (old, new)
+}
+
+/// alice's job from the old Dovecot to the new one reached at `dst_port` (its fault proxy).
+fn alice_job(old: &Dovecot, new: &Dovecot, dst_port: u16) -> Job {
+    Job::new(
+        &plain_side(old.port(), &old.secret_file("alice")),
+        &plain_side(dst_port, &new.secret_file("alice")),
+        "alice\n",
+        "",
+        "",
+    )
+}
+
+/// Old and new compared exactly (bytes, flags, keywords, INTERNALDATE, subscriptions).
+async fn assert_exact(old: &Dovecot, new: &Dovecot) {
     let s = snapshot(old.addr(), "alice", "pw-alice").await.unwrap();
     let d = snapshot(new.addr(), "alice", "pw-alice").await.unwrap();
     let diff = compare(&s, &d, &FolderMap::identity());

@@ -8,7 +8,7 @@ use super::AuthError;
 use crate::config::ArcSealing;
 use base64::Engine;
 use mail_auth::arc::{ArcSealer, Set};
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::{Header, HeaderWriter};
 use mail_auth::dkim::Done;
 use mail_auth::{ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimResult};
@@ -75,19 +75,11 @@ impl Sealer {
         let domain = cfg.domain.trim_end_matches('.').to_ascii_lowercase();
         let rsa = |k: RsaKey<Sha256>| {
             let public = rsa_spki(&k.public_key());
-            let s = ArcSealer::from_key(k)
-                .domain(domain.clone())
-                .selector(cfg.selector.clone())
-                .headers(SIGNED.iter().copied());
-            (public, Key::Rsa(s))
+            (public, Key::Rsa(sealer(k, &domain, &cfg.selector)))
         };
         let ed = |k: Ed25519Key| {
             let public = k.public_key();
-            let s = ArcSealer::from_key(k)
-                .domain(domain.clone())
-                .selector(cfg.selector.clone())
-                .headers(SIGNED.iter().copied());
-            (public, Key::Ed25519(s))
+            (public, Key::Ed25519(sealer(k, &domain, &cfg.selector)))
         };
         let (public, key) = match der {
             PrivateKeyDer::Pkcs8(p) => {
@@ -155,6 +147,18 @@ impl Sealer {
         set.map(|s| s.to_header())
             .map_err(|e| AuthError::Seal(e.to_string()))
     }
+}
+
+/// mail-auth's sealer for `key`, signing [`SIGNED`].
+fn sealer<K: SigningKey<Hasher = Sha256>>(
+    key: K,
+    domain: &str,
+    selector: &str,
+) -> ArcSealer<K, Done> {
+    ArcSealer::from_key(key)
+        .domain(domain.to_string())
+        .selector(selector.to_string())
+        .headers(SIGNED.iter().copied())
 }
 
 /// The chain `parsed` carries, as `verify` judged it (the sets are re-read from the message
