@@ -202,6 +202,35 @@ impl Endpoint {
         }
     }
 
+    /// The server speaks Gmail's extensions (`X-GM-EXT-1`).
+    pub fn is_gmail(&self) -> bool {
+        matches!(self, Endpoint::Imap(c) if c.caps.gmail)
+    }
+
+    /// Gmail labels and X-GM-MSGID of `uids` (empty off Gmail).
+    pub async fn gmail_labels(
+        &mut self,
+        wire: &str,
+        uids: &[u32],
+    ) -> Result<HashMap<u32, super::gmail::GmInfo>> {
+        match self {
+            Endpoint::Imap(c) if c.caps.gmail => super::gmail::fetch_labels(c, wire, uids).await,
+            _ => Ok(HashMap::new()),
+        }
+    }
+
+    /// Add a Gmail label to messages of `wire` (an error off Gmail).
+    pub async fn gmail_add_label(&mut self, wire: &str, uids: &[u32], label: &str) -> Result<()> {
+        match self {
+            Endpoint::Imap(c) if c.caps.gmail => {
+                super::gmail::add_label(c, wire, uids, label).await
+            }
+            _ => Err(BackfillError::Config(
+                "labels need a Gmail destination (X-GM-EXT-1)".into(),
+            )),
+        }
+    }
+
     /// Before writing to a destination: a Maildir's root (its INBOX) exists. IMAP: nothing.
     pub async fn prepare_root(&mut self) -> Result<()> {
         match self {

@@ -306,7 +306,7 @@ pub async fn store_flags(conn: &mut Conn, wire: &str, groups: &[(String, Vec<u32
 
 /// `uids` (sorted, deduplicated) in UID sets for one command each, whose other arguments are
 /// `rest`: at most [`UID_CHUNK`] UIDs and [`uidset::MAX_COMMAND_LINE`] octets a line.
-fn uid_chunks<'a>(uids: &'a [u32], rest: &str) -> Vec<Chunk<'a>> {
+pub(super) fn uid_chunks<'a>(uids: &'a [u32], rest: &str) -> Vec<Chunk<'a>> {
     uidset::chunks(uids, UID_CHUNK, uidset::set_budget(rest.len()))
 }
 
@@ -345,7 +345,7 @@ pub fn window_search(window: Window) -> Option<String> {
 }
 
 /// EXAMINE (`read_only`) or SELECT a folder, with the command timeout.
-async fn open_folder(
+pub(super) async fn open_folder(
     conn: &mut Conn,
     wire: &str,
     read_only: bool,
@@ -1033,7 +1033,7 @@ struct Appender {
 /// Bytes per MULTIAPPEND command.
 const BATCH_BYTES: usize = 8 << 20;
 
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -48,6 +48,9 @@ pub enum Verdict {
     Copy,
     /// Handled by an earlier pass but no copy is left on the destination (reported only).
     Missing,
+    /// Not copied by policy (a provider's size limit, a Gmail label copied elsewhere): the
+    /// reason is in the folder report, per message.
+    Skip,
 }
 
 /// The pairing of one folder.

@@ -10,6 +10,7 @@
 //! and `report`.
 
 pub mod endpoint;
+pub mod gmail;
 pub mod imap_ops;
 pub mod index;
 pub mod maildir;
@@ -17,6 +18,7 @@ pub mod meta;
 pub mod namespace;
 pub mod oauth;
 pub mod plan;
+pub mod profile;
 pub mod progress;
 pub mod report;
 pub mod runner;

@@ -13,6 +13,28 @@ pub struct Failure {
     pub reply: String,
 }
 
+/// What happened to one message beyond a plain copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageNote {
+    pub uid: u32,
+    /// `converted`, `skipped` or `mapped`.
+    pub action: String,
+    /// The counter it adds to (`too_large`, `gmail_label_elsewhere`, `tnef`, ...).
+    pub kind: String,
+    pub detail: String,
+}
+
+impl MessageNote {
+    pub fn new(uid: u32, action: &str, kind: &str, detail: String) -> MessageNote {
+        MessageNote {
+            uid,
+            action: action.into(),
+            kind: kind.into(),
+            detail,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FolderReport {
     /// Logical source folder name.
@@ -45,7 +67,15 @@ pub struct FolderReport {
     pub adjusted: Vec<Failure>,
     pub bytes: u64,
     pub duration_ms: u64,
-    /// Every source message has a counterpart on the destination.
+    /// Per message, what was converted (TNEF), skipped by policy (size limit, Gmail label
+    /// copied elsewhere) or mapped (Gmail labels as keywords or labels), and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<MessageNote>,
+    /// Messages converted on the way (TNEF → MIME).
+    #[serde(default)]
+    pub converted: u64,
+    /// Every source message has a counterpart on the destination (messages skipped by policy
+    /// count as handled: they are listed in `messages` and `skipped`).
     pub converged: bool,
     /// Why the folder failed as a whole (after retries), if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,6 +97,13 @@ pub struct MailboxReport {
     pub error: Option<String>,
     /// Pauses on server back-off / reconnects.
     pub retries: u32,
+    /// Messages converted (TNEF), skipped by policy and mapped, over the folders.
+    #[serde(default)]
+    pub converted: u64,
+    #[serde(default)]
+    pub skipped_by_policy: u64,
+    #[serde(default)]
+    pub mapped: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -8,13 +8,14 @@
 use super::endpoint::{self, Access, Endpoint};
 use super::imap_ops::{self, Assigned, Meta, Outcome, SrcIndex};
 use super::index::{self, FolderDecision, Verdict};
-use super::plan::{self, FolderPair};
+use super::plan::{self, FolderPair, Listing};
+use super::profile::{self, Home, Labels, Profile};
 use super::progress::{MailboxBar, Progress};
-use super::report::{Failure, FolderReport, JobReport, MailboxReport, now_rfc3339};
+use super::report::{Failure, FolderReport, JobReport, MailboxReport, MessageNote, now_rfc3339};
 use super::state::{FolderState, State, job_dir};
 use super::throttle::Backoff;
 use super::{BackfillError, Result};
-use crate::config::{BackfillJob, Config, DedupeScope, Direction};
+use crate::config::{BackfillJob, Config, DedupeScope, Direction, ImapEndpoint};
 use crate::fingerprint::FpKey;
 use futures_util::FutureExt;
 use std::collections::{HashMap, HashSet};
@@ -119,6 +120,26 @@ struct Ctx {
     dry_run: bool,
     backoff: Backoff,
     window: imap_ops::Window,
+}
+
+impl Ctx {
+    /// The (source, destination) endpoints of a direction.
+    fn endpoints(&self, way: Way) -> (&ImapEndpoint, &ImapEndpoint) {
+        match way {
+            Way::Forward => (&self.job.source, &self.job.destination),
+            Way::Reverse => (&self.job.destination, &self.job.source),
+        }
+    }
+
+    fn dst_endpoint(&self, way: Way) -> &ImapEndpoint {
+        self.endpoints(way).1
+    }
+
+    /// The (source, destination) profiles of a direction.
+    fn profiles(&self, way: Way) -> (&'static Profile, &'static Profile) {
+        let (s, d) = self.endpoints(way);
+        (Profile::of(s.profile), Profile::of(d.profile))
+    }
 }
 
 /// The directory holding a job's state and report.
@@ -234,7 +255,7 @@ pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Resul
     };
     let ticker = tokio::spawn(progress.clone().run_ticker(every, stop_rx));
 
-    let sem = Arc::new(tokio::sync::Semaphore::new(job.concurrency.max(1)));
+    let sem = Arc::new(tokio::sync::Semaphore::new(job.concurrency()));
     let mut tasks = tokio::task::JoinSet::new();
     for p in pairs {
         let ctx = ctx.clone();
@@ -452,6 +473,10 @@ struct Work {
     /// MULTIAPPEND allowed: not after a failed attempt at this folder (Cyrus drops the
     /// connection when it refuses one message of a MULTIAPPEND, so the retry goes one by one).
     multiappend: bool,
+    /// Per message: skipped by policy, mapped, converted (for the report).
+    notes: Vec<MessageNote>,
+    /// Gmail source, `gmail_labels = "keywords"`: X-GM-MSGID of the messages to copy.
+    gmail_ids: HashMap<u32, u64>,
 }
 
 /// Create or subscribe the destination folders of `pairs` as planned. A name the destination
@@ -515,6 +540,7 @@ async fn index_pair(
     src_user: &str,
     (src, dst): (&mut Endpoint, &mut Endpoint),
     p: FolderPair,
+    home: Option<Home>,
     book: &Mutex<Book>,
 ) -> Result<Option<Work>> {
     let st = ctx.state.get(way.key(), src_user, &p.name)?;
@@ -579,7 +605,16 @@ async fn index_pair(
         }
         idx
     };
-    let decision = index::decide(&src_idx.msgs, &dst_idx.msgs);
+    let mut decision = index::decide(&src_idx.msgs, &dst_idx.msgs);
+    let mut notes = skip_too_large(ctx, way, &src_idx, &mut decision);
+    let gmail_ids = match home {
+        Some(h) => {
+            let g = GmailFolder { wire: &p.src_wire, home: h, account: &src_account };
+            apply_gmail_labels_of_source(ctx, src, g, &mut src_idx, &mut decision, &mut notes)
+                .await?
+        }
+        None => HashMap::new(),
+    };
     // Source flags win for paired messages (forward jobs): group the differences.
     let mut flag_groups: HashMap<String, Vec<u32>> = HashMap::new();
     if sync_flags(ctx, way) {
@@ -602,7 +637,132 @@ async fn index_pair(
         src_modseq: sst.modseq,
         flag_groups: flag_groups.into_iter().collect(),
         multiappend,
+        notes,
+        gmail_ids,
     }))
+}
+
+/// Messages over the destination's size limit (its profile's, or `max_message_size`) are
+/// skipped and reported, never retried: a provider refuses them every time.
+fn skip_too_large(ctx: &Ctx, way: Way, src: &SrcIndex, d: &mut FolderDecision) -> Vec<MessageNote> {
+    let ep = ctx.dst_endpoint(way);
+    let Some(limit) = BackfillJob::max_message_size(ep) else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    for (m, v) in src.msgs.iter().zip(d.verdicts.iter_mut()) {
+        if *v == Verdict::Copy && u64::from(m.size) > limit {
+            *v = Verdict::Skip;
+            notes.push(MessageNote::new(
+                m.uid,
+                "skipped",
+                "too_large",
+                format!(
+                    "{} bytes: over the destination's limit of {limit} bytes ({} profile / max_message_size)",
+                    m.size,
+                    Profile::of(ep.profile).name
+                ),
+            ));
+        }
+    }
+    notes
+}
+
+/// A Gmail source folder being indexed.
+struct GmailFolder<'a> {
+    wire: &'a str,
+    home: Home,
+    account: &'a str,
+}
+
+/// Gmail source: read the labels of the messages to copy or already present, and keep a
+/// message only where `gmail_labels` puts it (every label's folder, or its first label's with
+/// the others as keywords; All Mail only for messages without a label). In keywords mode a
+/// message copied by an earlier pass (by X-GM-MSGID) is never copied again. Returns the
+/// X-GM-MSGIDs of the messages to copy (keywords mode), to record once copied.
+async fn apply_gmail_labels_of_source(
+    ctx: &Ctx,
+    src: &mut Endpoint,
+    g: GmailFolder<'_>,
+    idx: &mut SrcIndex,
+    d: &mut FolderDecision,
+    notes: &mut Vec<MessageNote>,
+) -> Result<HashMap<u32, u64>> {
+    let mode = ctx.job.gmail_labels;
+    let uids: Vec<u32> = idx
+        .msgs
+        .iter()
+        .zip(&d.verdicts)
+        .filter(|(_, v)| matches!(v, Verdict::Copy | Verdict::Present))
+        .map(|(m, _)| m.uid)
+        .collect();
+    let infos = src.gmail_labels(g.wire, &uids).await?;
+    let own = own_label(&g.home);
+    let mut ids = HashMap::new();
+    for (m, v) in idx.msgs.iter().zip(d.verdicts.iter_mut()) {
+        let Some(info) = infos.get(&m.uid) else { continue };
+        let mut labels = info.labels.clone();
+        if let Some(l) = &own
+            && !labels.iter().any(|x| x.eq_ignore_ascii_case(l))
+        {
+            labels.push(l.clone());
+        }
+        match profile::placement(mode, &g.home, &labels) {
+            None if *v == Verdict::Copy => {
+                *v = Verdict::Skip;
+                notes.push(MessageNote::new(
+                    m.uid,
+                    "skipped",
+                    "gmail_label_elsewhere",
+                    format!("X-GM-MSGID {}: copied with its label {:?}", info.msgid, profile::homes(&labels).first()),
+                ));
+            }
+            None => {}
+            Some(keywords) => {
+                if mode == Labels::Keywords && *v == Verdict::Copy {
+                    if ctx.state.gmail_copied(g.account, info.msgid)? {
+                        *v = Verdict::Skip;
+                        notes.push(MessageNote::new(
+                            m.uid,
+                            "skipped",
+                            "gmail_copied",
+                            format!("X-GM-MSGID {} was copied by an earlier pass", info.msgid),
+                        ));
+                        continue;
+                    }
+                    ids.insert(m.uid, info.msgid);
+                }
+                if !keywords.is_empty()
+                    && let Some(meta) = idx.meta.get_mut(&m.uid)
+                {
+                    let names: Vec<String> = meta.flags.names().map(str::to_string).collect();
+                    meta.flags = imap_ops::Flags::from_names(
+                        names.iter().map(String::as_str).chain(keywords.iter().map(String::as_str)),
+                    );
+                    if *v == Verdict::Copy {
+                        notes.push(MessageNote::new(
+                            m.uid,
+                            "mapped",
+                            "gmail_keywords",
+                            format!("other labels as keywords: {}", keywords.join(" ")),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// The label a Gmail folder's messages carry without Gmail listing it.
+fn own_label(home: &Home) -> Option<String> {
+    match home {
+        Home::Inbox => Some("\\Inbox".into()),
+        Home::Sent => Some("\\Sent".into()),
+        Home::Drafts => Some("\\Draft".into()),
+        Home::Label(l) => Some(l.clone()),
+        Home::Archive => None,
+    }
 }
 
 /// Phase 2: apply the ledger's credits (deliveries by cutover into the destination mailbox)
@@ -653,9 +813,16 @@ async fn round(
     );
     let mut src = s.map_err(whole)?;
     let mut dst = d.map_err(whole)?;
-    let src_list = src.list().await.map_err(whole)?;
-    let dst_list = dst.list().await.map_err(whole)?;
+    let mut src_list = src.list().await.map_err(whole)?;
+    let mut dst_list = dst.list().await.map_err(whole)?;
+    let (sp, dp) = ctx.profiles(way);
+    profile::annotate(sp, &mut src_list);
+    profile::annotate(dp, &mut dst_list);
+    let gmail_src = sp.labels || src.is_gmail();
+    let gmail_dst = dp.labels || dst.is_gmail();
     let pairs = plan::plan(&src_list, &dst_list, &ctx.job.folders);
+    let (pairs, homes) =
+        profile::adjust_plan(pairs, (&src_list, &dst_list), (sp, dp), gmail_src);
     let skip: HashSet<String> = {
         let b = book.lock().await;
         b.finished.keys().chain(b.failed.keys()).cloned().collect()
@@ -674,7 +841,8 @@ async fn round(
     let mut work: Vec<Work> = Vec::new();
     for p in pairs {
         let name = p.name.clone();
-        if let Some(w) = index_pair(ctx, way, src_user, (&mut src, &mut dst), p, book)
+        let home = homes.get(&p.name).cloned();
+        if let Some(w) = index_pair(ctx, way, src_user, (&mut src, &mut dst), p, home, book)
             .await
             .map_err(|e| (Some(name), e))?
         {
@@ -686,6 +854,11 @@ async fn round(
     credit_ledger(ctx, way, dst_user, &mut work)
         .await
         .map_err(whole)?;
+    let label_adds = if gmail_dst {
+        plan_gmail_labels(&mut work, &dst_list)
+    } else {
+        Vec::new()
+    };
     for w in &work {
         let n = w.decision.count(Verdict::Copy) as u64;
         bar.plan(n);
@@ -698,7 +871,7 @@ async fn round(
     // Phase 3: copy, folders in parallel over `connections_per_mailbox` connection pairs.
     let queue = Mutex::new(std::collections::VecDeque::from(work));
     let bar = Mutex::new(bar);
-    let conns = ctx.job.connections_per_mailbox.max(1);
+    let conns = ctx.job.connections_per_mailbox();
     let first = Mutex::new(Some((src, dst)));
     let workers = (0..conns).map(|_| async {
         let mut pair: Option<(Endpoint, Endpoint)> = first.lock().await.take();
@@ -729,6 +902,109 @@ async fn round(
     let results = futures_util::future::join_all(workers).await;
     for r in results {
         r?;
+    }
+    if !label_adds.is_empty() && !ctx.dry_run {
+        let mut dst = dst_side.connect(dst_user, &ctx.state).await.map_err(whole)?;
+        apply_gmail_labels(ctx, way, &mut dst, label_adds, book)
+            .await
+            .map_err(whole)?;
+    }
+    Ok(())
+}
+
+/// A label to add on a Gmail destination instead of a second APPEND of the same message.
+struct LabelAdd {
+    /// The destination folder holding the one copy, and the copy's fingerprint.
+    on_wire: String,
+    fp: FpKey,
+    label: String,
+    /// The source folder (report key) and UID the label stands for.
+    folder: String,
+    uid: u32,
+}
+
+/// Gmail destination: a message to copy into several folders is appended once (into the first)
+/// and given the other folders' labels (`STORE +X-GM-LABELS`) after the copies.
+fn plan_gmail_labels(work: &mut [Work], dst_list: &Listing) -> Vec<LabelAdd> {
+    let mut first: HashMap<FpKey, String> = HashMap::new();
+    let mut out = Vec::new();
+    for w in work.iter_mut() {
+        let attrs = dst_list
+            .folders
+            .iter()
+            .find(|f| f.wire == w.pair.dst_wire)
+            .map(|f| f.attrs.clone())
+            .unwrap_or_default();
+        let label = super::gmail::label_of(&w.pair.dst_wire, &attrs);
+        for (m, v) in w.src.msgs.iter().zip(w.decision.verdicts.iter_mut()) {
+            if *v != Verdict::Copy {
+                continue;
+            }
+            match first.get(&m.fp) {
+                None => {
+                    first.insert(m.fp, w.pair.dst_wire.clone());
+                }
+                Some(on) if *on != w.pair.dst_wire => {
+                    *v = Verdict::Skip;
+                    w.notes.push(MessageNote::new(
+                        m.uid,
+                        "mapped",
+                        "gmail_label",
+                        format!("one Gmail message: label {label:?} added to its copy in {on:?}"),
+                    ));
+                    out.push(LabelAdd {
+                        on_wire: on.clone(),
+                        fp: m.fp,
+                        label: label.clone(),
+                        folder: w.pair.name.clone(),
+                        uid: m.uid,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// Add the planned labels: the copies' destination UIDs come from the state's record of the
+/// APPENDs ([`learn_copies`]). A label that cannot be placed fails its message in the report.
+async fn apply_gmail_labels(
+    ctx: &Ctx,
+    way: Way,
+    dst: &mut Endpoint,
+    adds: Vec<LabelAdd>,
+    book: &Mutex<Book>,
+) -> Result<()> {
+    let account = dst.user().to_string();
+    let mut by_wire: HashMap<String, Vec<LabelAdd>> = HashMap::new();
+    for a in adds {
+        by_wire.entry(a.on_wire.clone()).or_default().push(a);
+    }
+    for (wire, adds) in by_wire {
+        let known = ctx.state.known(way.sides().1, &account, &wire)?;
+        let uid_of: HashMap<FpKey, u32> = known.map.iter().map(|(u, (fp, _))| (*fp, *u)).collect();
+        let mut groups: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut lost = Vec::new();
+        for a in &adds {
+            match uid_of.get(&a.fp) {
+                Some(u) => groups.entry(a.label.clone()).or_default().push(*u),
+                None => lost.push(a),
+            }
+        }
+        for (label, uids) in groups {
+            dst.gmail_add_label(&wire, &uids, &label).await?;
+        }
+        let mut b = book.lock().await;
+        for a in lost {
+            if let Some(fr) = b.finished.get_mut(&a.folder) {
+                fr.converged = false;
+                fr.failed.push(Failure {
+                    uid: a.uid,
+                    reply: format!("label {:?}: its copy in {wire:?} was not found (no APPENDUID)", a.label),
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -1015,11 +1291,7 @@ async fn copy_batches(
     tally: &mut Tally,
     bar: &Mutex<&mut MailboxBar>,
 ) -> Result<Option<BackfillError>> {
-    let cap = match way {
-        Way::Forward => ctx.job.destination.max_bytes_per_day,
-        Way::Reverse => ctx.job.source.max_bytes_per_day,
-    }
-    .map(|b| b.0);
+    let cap = BackfillJob::max_bytes_per_day(ctx.dst_endpoint(way));
     let sizes: HashMap<u32, u64> = w
         .src
         .msgs
@@ -1043,6 +1315,12 @@ async fn copy_batches(
         }
         let before_bytes = tally.bytes;
         let (got, adjusted, assigned, r) = copy_batch(src, dst, w, batch).await;
+        let gm: Vec<u64> = got
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Copied { .. }))
+            .filter_map(|(u, _)| w.gmail_ids.get(u).copied())
+            .collect();
+        ctx.state.record_gmail_copies(src.user(), &gm).await?;
         tally.record(ctx, bar, got).await;
         tally.adjusted.extend(adjusted);
         learn_copies(ctx, way, dst.user(), w, &assigned)?;
@@ -1135,6 +1413,12 @@ async fn finish_folder(
         ..Default::default()
     };
     fr.flags_updated = flags_updated;
+    for n in &w.notes {
+        if n.action == "skipped" {
+            *fr.skipped.entry(n.kind.clone()).or_default() += 1;
+        }
+    }
+    fr.messages = w.notes;
     fr.skipped.insert("present".into(), present);
     // Of those present, how many are copies cutover delivered (its loop stamp): informational.
     fr.skipped.insert(

@@ -91,6 +91,8 @@ pub struct Caps {
     pub list_extended: bool,
     /// RFC 3516: `literal8` (`~{n}`) in APPEND, for messages holding NUL bytes.
     pub binary: bool,
+    /// Gmail's `X-GM-EXT-1` (labels, X-GM-MSGID).
+    pub gmail: bool,
 }
 
 /// A logged-in session for one user.
@@ -239,6 +241,7 @@ impl Side {
                 namespace: c.has_str("NAMESPACE"),
                 list_extended: c.has_str("LIST-EXTENDED"),
                 binary: c.has_str("BINARY"),
+                gmail: c.has_str("X-GM-EXT-1"),
             })
         })
         .await?;

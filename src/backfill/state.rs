@@ -168,6 +168,10 @@ fn assign_uids(path: &Path, keys: &[String]) -> Result<(u32, Vec<u32>), StateErr
     Ok((uidvalidity, out))
 }
 
+/// Key prefix of the Gmail messages copied ([`State::gmail_copied`]).
+const GMAIL_COPIED_KEY: &str = "gmid";
+const GMAIL_COPIED: &[u8] = GMAIL_COPIED_KEY.as_bytes();
+
 impl State {
     pub fn open(dir: &Path) -> Result<State, StateError> {
         let path = dir.join("state.sled");
@@ -371,13 +375,33 @@ impl State {
         Ok(())
     }
 
+    /// Whether Gmail message `msgid` (X-GM-MSGID) of source `account` has been copied
+    /// (`gmail_labels = "keywords"`: one copy per Gmail message, whatever its labels become).
+    pub fn gmail_copied(&self, account: &str, msgid: u64) -> Result<bool, StateError> {
+        let k = Self::key(GMAIL_COPIED_KEY, account, &msgid.to_string());
+        Ok(self.db.contains_key(k)?)
+    }
+
+    /// Record copied Gmail messages (durable when this returns).
+    pub async fn record_gmail_copies(&self, account: &str, msgids: &[u64]) -> Result<(), StateError> {
+        if msgids.is_empty() {
+            return Ok(());
+        }
+        for m in msgids {
+            let k = Self::key(GMAIL_COPIED_KEY, account, &m.to_string());
+            self.db.insert(k, &[][..])?;
+        }
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
     /// Every stored folder state: (direction, mailbox, folder, state).
     pub fn all(&self) -> Result<Vec<(String, String, String, FolderState)>, StateError> {
         let mut out = Vec::new();
         for kv in self.db.iter() {
             let (k, v) = kv?;
             let parts: Vec<&[u8]> = k.splitn(3, |&b| b == 0).collect();
-            if parts.len() != 3 || parts[0] == b"bytes" {
+            if parts.len() != 3 || parts[0] == b"bytes" || parts[0] == GMAIL_COPIED {
                 continue;
             }
             let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();

@@ -1,5 +1,6 @@
 //! `[[backfill.job]]`: IMAP backfill jobs (DESIGN.md §4). Serde shapes and defaults only.
 
+use super::profile::Profile;
 use super::values::{ByteSize, Date};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -95,6 +96,13 @@ pub struct ImapEndpoint {
     pub max_bytes_per_day: Option<ByteSize>,
     /// A Maildir per user instead of an IMAP server.
     pub maildir: Option<String>,
+    /// The provider (`config::profile`): limits, folder names, labels. Gmail is also detected
+    /// from `X-GM-EXT-1`.
+    #[serde(default)]
+    pub profile: super::profile::ProfileName,
+    /// Largest message this side takes as a destination (default: the profile's); bigger ones
+    /// are skipped and reported.
+    pub max_message_size: Option<ByteSize>,
 }
 
 /// `folders = {..}`.
@@ -127,12 +135,6 @@ pub enum DedupeScope {
     Folder,
 }
 
-fn default_concurrency() -> usize {
-    4
-}
-fn default_connections_per_mailbox() -> usize {
-    2
-}
 
 /// One `[[backfill.job]]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -150,14 +152,60 @@ pub struct BackfillJob {
     pub direction: Direction,
     #[serde(default)]
     pub dedupe_scope: DedupeScope,
-    /// Mailboxes processed at once.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// IMAP connections per mailbox (folders in parallel).
-    #[serde(default = "default_connections_per_mailbox")]
-    pub connections_per_mailbox: usize,
+    /// Mailboxes processed at once (default: the sides' profiles' throttling default, else 4).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// IMAP connections per mailbox, folders in parallel (default: the profiles', else 2).
+    #[serde(default)]
+    pub connections_per_mailbox: Option<usize>,
     /// Count only ledger deliveries to this `[targets.NAME]` as present on the destination
     /// (default: any delivery recorded for the destination mailbox).
     #[serde(default)]
     pub ledger_target: Option<String>,
+    /// A Gmail source's labels: a copy in each label's folder, or one copy with keywords.
+    #[serde(default)]
+    pub gmail_labels: super::profile::Labels,
+    /// Convert TNEF (`winmail.dat`) parts to MIME on the way.
+    #[serde(default)]
+    pub convert_tnef: bool,
+    /// With `convert_tnef`: keep the original `winmail.dat` beside the converted parts.
+    #[serde(default)]
+    pub keep_original: bool,
+}
+
+impl BackfillJob {
+    fn profile_default(&self, pick: impl Fn(&Profile) -> Option<usize>) -> Option<usize> {
+        [self.source.profile, self.destination.profile]
+            .into_iter()
+            .filter_map(|p| pick(Profile::of(p)))
+            .min()
+    }
+
+    /// Mailboxes at once: configured, else the stricter profile's default, else 4.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+            .or_else(|| self.profile_default(|p| p.concurrency))
+            .unwrap_or(4)
+            .max(1)
+    }
+
+    /// Connections per mailbox: configured, else the stricter profile's default, else 2.
+    pub fn connections_per_mailbox(&self) -> usize {
+        self.connections_per_mailbox
+            .or_else(|| self.profile_default(|p| p.connections_per_mailbox))
+            .unwrap_or(2)
+            .max(1)
+    }
+
+    /// Upload cap of a side: configured, else its profile's (Gmail: 500 MB a day).
+    pub fn max_bytes_per_day(side: &ImapEndpoint) -> Option<u64> {
+        side.max_bytes_per_day
+            .map(|b| b.0)
+            .or(Profile::of(side.profile).max_bytes_per_day)
+    }
+
+    /// Largest message a side takes as a destination: configured, else its profile's.
+    pub fn max_message_size(side: &ImapEndpoint) -> Option<u64> {
+        Profile::of(side.profile).size_limit(side.max_message_size.map(|b| b.0))
+    }
 }

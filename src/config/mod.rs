@@ -8,6 +8,7 @@ mod auth;
 mod backfill;
 mod diag;
 mod model;
+pub mod profile;
 mod validate;
 pub mod values;
 

@@ -290,7 +290,7 @@ fn backfill_jobs(c: &Config, known: &Known, cx: &mut Reader<'_>) {
                 format!("must be after since ({s} >= {b})"),
             );
         }
-        if j.concurrency == 0 {
+        if j.concurrency == Some(0) {
             cx.error(&jp.key("concurrency"), "must be at least 1".into());
         }
         if let Some(t) = &j.ledger_target
@@ -301,7 +301,7 @@ fn backfill_jobs(c: &Config, known: &Known, cx: &mut Reader<'_>) {
                 format!("unknown target {t:?} (known: {})", known.list),
             );
         }
-        if j.connections_per_mailbox == 0 {
+        if j.connections_per_mailbox == Some(0) {
             cx.error(
                 &jp.key("connections_per_mailbox"),
                 "must be at least 1".into(),
@@ -342,6 +342,7 @@ fn backfill_jobs(c: &Config, known: &Known, cx: &mut Reader<'_>) {
                 _ => {}
             }
         }
+        backfill_profiles(j, &jp, cx);
         for glob in j.folders.include.iter().chain(&j.folders.exclude) {
             if let Err(e) = globset::Glob::new(glob) {
                 cx.error(
@@ -350,6 +351,40 @@ fn backfill_jobs(c: &Config, known: &Known, cx: &mut Reader<'_>) {
                 );
             }
         }
+    }
+}
+
+/// A side's `max_message_size` within its profile's limit; `keep_original` only with
+/// `convert_tnef`; `gmail_labels` only for a Gmail source.
+fn backfill_profiles(j: &crate::config::BackfillJob, jp: &KeyPath, cx: &mut Reader<'_>) {
+    use crate::config::profile::{Labels, Profile, ProfileName};
+    for (side, ep) in [("source", &j.source), ("destination", &j.destination)] {
+        let p = Profile::of(ep.profile);
+        if let (Some(size), Some(limit)) = (ep.max_message_size, p.max_message_size_limit)
+            && size.0 > limit
+        {
+            cx.error(
+                &jp.key(side).key("max_message_size"),
+                format!(
+                    "{} takes messages up to {limit} bytes ({} MiB); {} is more",
+                    p.name,
+                    limit >> 20,
+                    size.0
+                ),
+            );
+        }
+    }
+    if j.keep_original && !j.convert_tnef {
+        cx.error(
+            &jp.key("keep_original"),
+            "keeps winmail.dat beside its conversion: set convert_tnef = true too".into(),
+        );
+    }
+    if j.gmail_labels == Labels::Keywords && j.source.profile != ProfileName::Gmail {
+        cx.warn(
+            &jp.key("gmail_labels"),
+            "applies to a Gmail source: set source.profile = \"gmail\" (or it is used only when the source advertises X-GM-EXT-1)".into(),
+        );
     }
 }
 
