@@ -240,6 +240,10 @@ async fn labels_are_folders_sharing_messages() {
         vec![(2, id3, vec!["Work".to_string()])],
         "a new UID, never 1 again"
     );
+    // The switch for tests that want the selected folder's own label listed too.
+    g.set_show_selected_label(true);
+    let inbox = gm_items(&mut s, "INBOX").await;
+    assert_eq!(inbox[0].2, vec!["\\Inbox".to_string(), "Work".to_string()]);
     s.logout().await.unwrap();
 }
 

@@ -18,9 +18,11 @@
 //! - UIDs: each folder has its own UIDVALIDITY and UIDNEXT; a message gets a UID when it enters a
 //!   folder; a UID is never reused (a message leaving and re-entering gets a new one).
 //! - `X-GM-LABELS` (FETCH): system labels as atoms (`\Inbox \Important \Sent \Draft \Spam \Trash
-//!   \Starred`, `\Starred` standing for the `\Flagged` flag), user labels as quoted strings. As real
-//!   Gmail does, the label of the selected folder itself is left out (in INBOX no `\Inbox`, in `Work`
-//!   no `"Work"`, in `[Gmail]/Starred` no `\Starred`); in `[Gmail]/All Mail` every label is shown.
+//!   \Starred`, `\Starred` standing for the `\Flagged` flag), user labels as quoted strings. The
+//!   label of the selected folder itself is left out (in INBOX no `\Inbox`, in `Work` no `"Work"`,
+//!   in `[Gmail]/Starred` no `\Starred`), which is how Gmail is commonly reported to answer (not
+//!   stated in Google's extension docs); in `[Gmail]/All Mail` every label is shown.
+//!   `FakeGmail::set_show_selected_label(true)` lists the own label too.
 //! - `X-GM-THRID` equals the message's own `X-GM-MSGID` (no threading). APPEND always creates a new
 //!   message (Gmail's merging of messages with equal Message-ID is not modelled).
 //! - EXPUNGE of a `\Deleted` message removes the folder's label (Starred: the `\Flagged` flag; All
@@ -104,6 +106,7 @@ impl FakeGmail {
             accounts: HashMap::new(),
             next_msgid: 1_700_000_000_000_000_001,
             log: Vec::new(),
+            show_own_label: false,
         };
         for (u, p) in accounts {
             st.accounts.insert(u.to_string(), Account::new(p));
@@ -199,6 +202,12 @@ impl FakeGmail {
             .unwrap_or_default()
     }
 
+    /// With `true`, FETCH X-GM-LABELS also lists the selected folder's own label (`\\Inbox` in
+    /// INBOX); the default (`false`) leaves it out, as the module doc describes.
+    pub fn set_show_selected_label(&self, on: bool) {
+        lock(&self.st).show_own_label = on;
+    }
+
     /// Command lines received so far on all connections: tag stripped, literals as `{n}`, LOGIN
     /// passwords and AUTHENTICATE responses as `***`.
     pub fn commands(&self) -> Vec<String> {
@@ -217,6 +226,8 @@ struct State {
     accounts: HashMap<String, Account>,
     next_msgid: u64,
     log: Vec<String>,
+    /// FETCH X-GM-LABELS shows the selected folder's own label too (default: left out).
+    show_own_label: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -970,6 +981,7 @@ impl Session {
         let State {
             accounts,
             next_msgid,
+            show_own_label,
             ..
         } = &mut *g;
         let Some(acct) = accounts.get_mut(&user) else {
@@ -978,6 +990,7 @@ impl Session {
         let mut c = Ctx {
             a: acct,
             next_msgid,
+            show_own_label: *show_own_label,
             sel: &mut self.sel,
             out,
             uid,
@@ -995,6 +1008,7 @@ struct Ctx<'a> {
     a: &'a mut Account,
     /// X-GM-MSGIDs are global (all accounts): the next one.
     next_msgid: &'a mut u64,
+    show_own_label: bool,
     sel: &'a mut Option<Sel>,
     out: &'a mut Vec<u8>,
     uid: bool,
@@ -1377,9 +1391,14 @@ impl Ctx<'_> {
         )
     }
 
-    fn selected_kind(&self) -> Option<Kind> {
+    /// The label left out of FETCH X-GM-LABELS: the selected folder's own.
+    fn own_label(&self) -> Option<String> {
+        if self.show_own_label {
+            return None;
+        }
         let sel = self.sel.as_ref()?;
-        self.a.folder(&sel.name).map(|f| f.kind.clone())
+        let f = self.a.folder(&sel.name)?;
+        f.kind.own_label().map(str::to_string)
     }
 
     fn fetch(&mut self, a: &mut Args) -> Done {
@@ -1393,9 +1412,7 @@ impl Ctx<'_> {
             return bad("Bad sequence set");
         };
         let ro = self.sel.as_ref().is_none_or(|s| s.ro);
-        let own = self
-            .selected_kind()
-            .and_then(|k| k.own_label().map(str::to_string));
+        let own = self.own_label();
         for (seq, uid, id) in targets {
             let Some(m) = self.a.msgs.get_mut(&id) else {
                 continue;
@@ -1445,9 +1462,7 @@ impl Ctx<'_> {
         let Some(targets) = self.targets(&set) else {
             return bad("Bad sequence set");
         };
-        let own = self
-            .selected_kind()
-            .and_then(|k| k.own_label().map(str::to_string));
+        let own = self.own_label();
         for (seq, uid, id) in targets {
             if labels {
                 self.a.apply_labels(id, &values, op);
