@@ -1,10 +1,8 @@
 //! Self-test of the fake Gmail IMAP server (tests/support/fake_gmail.rs): labels as folders that
 //! share messages, X-GM-EXT-1 items parsed by async-imap, APPEND/STORE X-GM-LABELS, STATUS and
-//! SELECT agreeing, literal limits on the raw wire, and cutover's backfill engine run against it
-//! once (Gmail -> Maildir) as a smoke test.
+//! SELECT agreeing, literal limits on the raw wire. cutover's backfill against it:
+//! tests/backfill_gmail.rs.
 
-#[path = "support/backfill.rs"]
-mod backfill;
 #[path = "support/fake_gmail.rs"]
 mod fake_gmail;
 
@@ -443,102 +441,4 @@ async fn raw_wire_literals_namespace_and_errors() {
         "{:?}",
         g.commands()
     );
-}
-
-/// A job from the fake `src` for user `u` to `destination` (an inline-table body; `None`: a
-/// Maildir), with the password file both sides use; the directory holding both (kept until dropped).
-fn gmail_job(
-    src: &FakeGmail,
-    u: &str,
-    destination: Option<&FakeGmail>,
-) -> (backfill::Job, tempfile::TempDir) {
-    let dir = tempfile::Builder::new()
-        .prefix("cutover-gm-pw-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, "pw\n").unwrap();
-    let dst = match destination {
-        Some(d) => backfill::plain_side(d.port(), &pw),
-        None => format!(
-            "maildir = \"{}\"",
-            dir.path().join("{user}").join("Maildir").display()
-        ),
-    };
-    let job = backfill::Job::new(
-        &backfill::plain_side(src.port(), &pw),
-        &dst,
-        &format!("{u}\n"),
-        "",
-        "",
-    );
-    (job, dir)
-}
-
-/// Run one pass (which must converge) and a second one (which must copy nothing); the first
-/// report, its per-folder copies printed under `what`.
-fn run_twice(job: &backfill::Job, what: &str) -> serde_json::Value {
-    let (o, r) = tokio::task::block_in_place(|| job.run(&[]));
-    let summary: Vec<String> = r["mailboxes"][0]["folders"]
-        .as_array()
-        .map(|fs| {
-            fs.iter()
-                .map(|f| format!("{}={}", f["folder"], f["copied"]))
-                .collect()
-        })
-        .unwrap_or_default();
-    eprintln!("{what}: copied {} in folders {summary:?}", r["copied"]);
-    assert!(
-        o.status.success() && r["converged"] == true,
-        "{what}: backfill failed ({}):\n{}\nreport: {r:#}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let (_, r2) = tokio::task::block_in_place(|| job.run(&[]));
-    assert_eq!(backfill::copied(&r2), 0, "{what}: second pass: {r2:#}");
-    r
-}
-
-/// cutover's backfill engine (the `cutover backfill run` binary) from the fake into a Maildir:
-/// it must finish without protocol errors. Without a Gmail profile it copies every label folder
-/// and All Mail (each message once per folder it shows in).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backfill_engine_runs_against_the_fake() {
-    let u = "dave@example.com";
-    let g = FakeGmail::start(&[(u, "pw")]).await;
-    let date = "01-Jan-2024 10:00:00 +0000";
-    g.add(u, MSG1, &["\\Inbox", "Work"], &["\\Seen"], date);
-    g.add(u, MSG2, &["\\Sent", "Work/Projects"], &["$Label1"], date);
-    g.add(u, MSG3, &["\\Inbox", "\\Starred", "\\Important"], &[], date);
-    let (job, _dir) = gmail_job(&g, u, None);
-    let r = run_twice(&job, "gmail->maildir");
-    // 2 in INBOX, 1 Work, 1 Work/Projects, 1 Sent, 1 Starred, 1 Important, 3 All Mail.
-    assert_eq!(backfill::copied(&r), 10, "{r:#}");
-    let cmds = g.commands();
-    assert!(cmds.iter().any(|c| c.starts_with("LOGIN")), "{cmds:?}");
-}
-
-/// The fake as a backfill destination (Gmail -> Gmail, two fakes): APPEND with synchronising
-/// literals (no LITERAL+), CREATE/SUBSCRIBE of labels. Prints what the destination holds after.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backfill_engine_writes_into_the_fake() {
-    let u = "erin@example.com";
-    let src = FakeGmail::start(&[(u, "pw")]).await;
-    let dst = FakeGmail::start(&[(u, "pw")]).await;
-    let date = "01-Jan-2024 10:00:00 +0000";
-    src.add(u, MSG1, &["\\Inbox", "Work"], &["\\Seen"], date);
-    src.add(u, MSG2, &["\\Sent"], &["\\Seen", "$Label1"], date);
-    let (job, _dir) = gmail_job(&src, u, Some(&dst));
-    let r = run_twice(&job, "gmail->gmail");
-    for m in dst.messages(u) {
-        eprintln!(
-            "gmail->gmail: {} labels {:?} flags {:?}",
-            m.msgid, m.labels, m.flags
-        );
-    }
-    // INBOX, Work, Sent Mail and All Mail twice: each a new message in the destination (no
-    // Gmail profile yet, and the fake does not merge equal Message-IDs).
-    assert_eq!(backfill::copied(&r), 5, "{r:#}");
-    assert_eq!(dst.messages(u).len(), 5);
-    assert!(dst.commands().iter().any(|c| c == "CREATE \"Work\""));
 }

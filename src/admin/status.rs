@@ -308,7 +308,7 @@ fn backfill(h: &mut String, jobs: &[(String, Option<JobReport>)]) {
             h,
             "<h3 data-job=\"{n}\">{n}: {state}, started {}{} — {} copied, {} failed, <span class=\"{}\">{}</span></h3>\
              <table class=\"backfill\" data-job=\"{n}\"><tr><th>mailbox</th><th>direction</th><th>progress</th><th>copied</th>\
-             <th>speed</th><th>errors</th><th>converged</th></tr>",
+             <th>speed</th><th>errors</th><th title=\"TNEF converted · skipped by policy (size limit, Gmail label elsewhere) · mapped (labels)\">converted · skipped · mapped</th><th>converged</th></tr>",
             esc(&r.started),
             r.finished
                 .as_deref()
@@ -343,12 +343,7 @@ fn failures(m: &MailboxReport) -> u64 {
 fn mailbox_row(h: &mut String, m: &MailboxReport) {
     let (done, total) = handled(m);
     let secs = (m.duration_ms as f64 / 1000.0).max(0.001);
-    let failures: u64 = m
-        .folders
-        .iter()
-        .map(|f| f.failed.len() as u64 + u64::from(f.error.is_some()))
-        .sum::<u64>()
-        + u64::from(m.error.is_some());
+    let failures = failures(m);
     let rate = if m.copied + failures == 0 {
         0.0
     } else {
@@ -363,12 +358,16 @@ fn mailbox_row(h: &mut String, m: &MailboxReport) {
         h,
         "<tr data-mailbox=\"{src}\"><td>{src} → {dst}</td><td>{}</td>\
          <td><progress max=\"{total}\" value=\"{done}\"></progress> {done}/{total}</td><td>{} ({:.1} MB)</td>\
-         <td>{:.1} msg/s, {:.2} MB/s</td><td>{failures} ({rate:.1}%){err}</td><td class=\"{}\">{}</td></tr>",
+         <td>{:.1} msg/s, {:.2} MB/s</td><td>{failures} ({rate:.1}%){err}</td>\
+         <td class=\"policy\">{} · {} · {}</td><td class=\"{}\">{}</td></tr>",
         esc(&m.direction),
         m.copied,
         m.bytes as f64 / 1e6,
         m.copied as f64 / secs,
         m.bytes as f64 / 1e6 / secs,
+        m.converted,
+        m.skipped_by_policy,
+        m.mapped,
         if m.converged { "ok" } else { "bad" },
         if m.converged { "yes" } else { "no" },
         src = esc(&m.source_user),
@@ -479,6 +478,8 @@ mod tests {
             destination_user: "alice".into(),
             direction: "forward".into(),
             copied: 9,
+            converted: 2,
+            skipped_by_policy: 1,
             duration_ms: 3000,
             folders: vec![crate::backfill::report::FolderReport {
                 source_count: 20,
@@ -516,6 +517,10 @@ mod tests {
         assert!(page.contains("3.0 msg/s"));
         assert!(page.contains("1 (10.0%)"));
         assert!(page.contains("w2: never run"));
+        assert!(
+            page.contains("<td class=\"policy\">2 · 1 · 0</td>"),
+            "{page}"
+        );
         assert!(page.contains("ok &lt;now&gt;"));
         assert!(
             firing_alerts(&alerts).is_empty(),

@@ -18,7 +18,11 @@ pub struct GmInfo {
 const LABEL_ITEMS: &str = "(UID X-GM-MSGID X-GM-LABELS)";
 
 /// `X-GM-MSGID` and `X-GM-LABELS` of `uids` in `wire` (examined read-only).
-pub async fn fetch_labels(conn: &mut Conn, wire: &str, uids: &[u32]) -> Result<HashMap<u32, GmInfo>> {
+pub async fn fetch_labels(
+    conn: &mut Conn,
+    wire: &str,
+    uids: &[u32],
+) -> Result<HashMap<u32, GmInfo>> {
     let mut out = HashMap::with_capacity(uids.len());
     if uids.is_empty() {
         return Ok(out);

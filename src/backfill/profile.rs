@@ -4,8 +4,8 @@
 //! Pure: names and labels in, decisions out; never does IO.
 
 use super::plan::{FolderInfo, FolderPair, Listing};
-use std::collections::HashMap;
 pub use crate::config::profile::{Labels, Profile, ProfileName};
+use std::collections::HashMap;
 
 /// Whether a logical folder name is one of the provider's non-mail folders (or inside one).
 pub fn is_non_mail(p: &Profile, logical: &str) -> bool {
@@ -25,9 +25,10 @@ pub fn annotate(p: &Profile, listing: &mut Listing) {
         if listing.folders.iter().any(|f| f.has_attr(attr)) {
             continue;
         }
-        let hit = listing.folders.iter().position(|f| {
-            f.selectable() && listing.logical(&f.wire).as_deref() == Some(*name)
-        });
+        let hit = listing
+            .folders
+            .iter()
+            .position(|f| f.selectable() && listing.logical(&f.wire).as_deref() == Some(*name));
         if let Some(i) = hit {
             listing.folders[i].attrs.push((*attr).to_string());
         }
@@ -46,7 +47,10 @@ pub fn destination_name(p: &Profile, logical: &str) -> Option<(String, String)> 
     }
     if name.contains(p.refused_chars) {
         name = name.replace(p.refused_chars, "_");
-        why.push(format!("{} refuses {:?} in folder names", p.name, p.refused_chars));
+        why.push(format!(
+            "{} refuses {:?} in folder names",
+            p.name, p.refused_chars
+        ));
     }
     if let Some(max) = p.max_name_len
         && name.split('/').any(|l| l.chars().count() > max)
@@ -56,7 +60,10 @@ pub fn destination_name(p: &Profile, logical: &str) -> Option<(String, String)> 
             .map(|l| l.chars().take(max).collect::<String>())
             .collect::<Vec<_>>()
             .join("/");
-        why.push(format!("{} takes folder names up to {max} characters", p.name));
+        why.push(format!(
+            "{} takes folder names up to {max} characters",
+            p.name
+        ));
     }
     (!why.is_empty()).then(|| (name, why.join("; ")))
 }
@@ -98,6 +105,13 @@ pub fn adjust_plan(
             } else if let Some(h) = folder_label(f) {
                 homes.insert(p.name.clone(), h);
             }
+            // `[Gmail]/Sent Mail` and friends without a counterpart: the plain names.
+            if p.create
+                && p.name.starts_with("[Gmail]/")
+                && let Some((_, plain)) = GMAIL_PLAIN.iter().find(|(a, _)| f.has_attr(a))
+            {
+                retarget(&mut p, dst, plain);
+            }
         }
         if p.create
             && let Some((name, why)) = destination_name(dst_p, &p.dst_name)
@@ -109,6 +123,14 @@ pub fn adjust_plan(
     }
     (out, homes)
 }
+
+/// Names for Gmail's `[Gmail]/...` SPECIAL-USE folders on a destination that has none.
+const GMAIL_PLAIN: [(&str, &str); 4] = [
+    ("\\Sent", "Sent"),
+    ("\\Drafts", "Drafts"),
+    ("\\Trash", "Trash"),
+    ("\\Junk", "Junk"),
+];
 
 /// Point a pair at the destination folder with logical name `logical` (created if missing).
 fn retarget(p: &mut FolderPair, dst: &Listing, logical: &str) {

@@ -131,6 +131,14 @@ impl Ctx {
         }
     }
 
+    /// The (source, destination) access of a direction.
+    fn sides(&self, way: Way) -> (&Access, &Access) {
+        match way {
+            Way::Forward => (&self.src, &self.dst),
+            Way::Reverse => (&self.dst, &self.src),
+        }
+    }
+
     fn dst_endpoint(&self, way: Way) -> &ImapEndpoint {
         self.endpoints(way).1
     }
@@ -451,6 +459,10 @@ async fn sync(ctx: &Arc<Ctx>, way: Way, src_user: &str, dst_user: &str) -> Mailb
     }
     folders.sort_by(|a, b| a.folder.cmp(&b.folder));
     rep.copied = folders.iter().map(|f| f.copied).sum();
+    rep.converted = folders.iter().map(|f| f.converted).sum();
+    let notes = || folders.iter().flat_map(|f| &f.messages);
+    rep.skipped_by_policy = notes().filter(|n| n.action == "skipped").count() as u64;
+    rep.mapped = notes().filter(|n| n.action == "mapped").count() as u64;
     rep.bytes = folders.iter().map(|f| f.bytes).sum();
     rep.converged = rep.error.is_none() && folders.iter().all(|f| f.converged);
     rep.folders = folders;
@@ -565,17 +577,7 @@ async fn index_pair(
         .unwrap_or(0);
     if watermark > 0 && snext.saturating_sub(1) <= watermark && !flags_changed {
         // Nothing new since the last pass.
-        let st = st.unwrap_or_default();
-        let mut fr = FolderReport {
-            folder: p.name.clone(),
-            destination: p.dst_name.clone(),
-            note: p.note.clone(),
-            source_count: st.src_count,
-            destination_count: st.dst_count,
-            converged: st.converged,
-            ..Default::default()
-        };
-        fr.skipped.insert("earlier_pass".into(), st.src_count);
+        let fr = unchanged_report(&p, st.unwrap_or_default());
         book.lock().await.finished.insert(p.name.clone(), fr);
         return Ok(None);
     }
@@ -609,24 +611,21 @@ async fn index_pair(
     let mut notes = skip_too_large(ctx, way, &src_idx, &mut decision);
     let gmail_ids = match home {
         Some(h) => {
-            let g = GmailFolder { wire: &p.src_wire, home: h, account: &src_account };
+            let g = GmailFolder {
+                wire: &p.src_wire,
+                home: h,
+                account: &src_account,
+            };
             apply_gmail_labels_of_source(ctx, src, g, &mut src_idx, &mut decision, &mut notes)
                 .await?
         }
         None => HashMap::new(),
     };
-    // Source flags win for paired messages (forward jobs): group the differences.
-    let mut flag_groups: HashMap<String, Vec<u32>> = HashMap::new();
-    if sync_flags(ctx, way) {
-        for (su, du) in &decision.pairs {
-            let (Some(sm), Some(df)) = (src_idx.meta.get(su), dst_idx.flags.get(du)) else {
-                continue;
-            };
-            if sm.flags.set() != df.set() {
-                flag_groups.entry(sm.flags.list()).or_default().push(*du);
-            }
-        }
-    }
+    let flag_groups = if sync_flags(ctx, way) {
+        flag_differences(&decision, &src_idx, &dst_idx)
+    } else {
+        Vec::new()
+    };
     let multiappend = !book.lock().await.attempts.contains_key(&p.name);
     Ok(Some(Work {
         pair: p,
@@ -635,11 +634,45 @@ async fn index_pair(
         decision,
         started,
         src_modseq: sst.modseq,
-        flag_groups: flag_groups.into_iter().collect(),
+        flag_groups,
         multiappend,
         notes,
         gmail_ids,
     }))
+}
+
+/// The report of a folder with nothing new since the last pass (`st`).
+fn unchanged_report(p: &FolderPair, st: FolderState) -> FolderReport {
+    let mut fr = FolderReport {
+        folder: p.name.clone(),
+        destination: p.dst_name.clone(),
+        note: p.note.clone(),
+        source_count: st.src_count,
+        destination_count: st.dst_count,
+        converged: st.converged,
+        ..Default::default()
+    };
+    fr.skipped.insert("earlier_pass".into(), st.src_count);
+    fr
+}
+
+/// Source flags win for paired messages (forward jobs): the differences, grouped by the
+/// source's flags, as (flags, destination UIDs).
+fn flag_differences(
+    d: &FolderDecision,
+    src: &SrcIndex,
+    dst: &imap_ops::DstIndex,
+) -> Vec<(String, Vec<u32>)> {
+    let mut groups: HashMap<String, Vec<u32>> = HashMap::new();
+    for (su, du) in &d.pairs {
+        let (Some(sm), Some(df)) = (src.meta.get(su), dst.flags.get(du)) else {
+            continue;
+        };
+        if sm.flags.set() != df.set() {
+            groups.entry(sm.flags.list()).or_default().push(*du);
+        }
+    }
+    groups.into_iter().collect()
 }
 
 /// Messages over the destination's size limit (its profile's, or `max_message_size`) are
@@ -651,7 +684,7 @@ fn skip_too_large(ctx: &Ctx, way: Way, src: &SrcIndex, d: &mut FolderDecision) -
     };
     let mut notes = Vec::new();
     for (m, v) in src.msgs.iter().zip(d.verdicts.iter_mut()) {
-        if *v == Verdict::Copy && u64::from(m.size) > limit {
+        if matches!(*v, Verdict::Copy | Verdict::Missing) && u64::from(m.size) > limit {
             *v = Verdict::Skip;
             notes.push(MessageNote::new(
                 m.uid,
@@ -693,14 +726,16 @@ async fn apply_gmail_labels_of_source(
         .msgs
         .iter()
         .zip(&d.verdicts)
-        .filter(|(_, v)| matches!(v, Verdict::Copy | Verdict::Present))
+        .filter(|(_, v)| matches!(v, Verdict::Copy | Verdict::Present | Verdict::Missing))
         .map(|(m, _)| m.uid)
         .collect();
     let infos = src.gmail_labels(g.wire, &uids).await?;
     let own = own_label(&g.home);
     let mut ids = HashMap::new();
     for (m, v) in idx.msgs.iter().zip(d.verdicts.iter_mut()) {
-        let Some(info) = infos.get(&m.uid) else { continue };
+        let Some(info) = infos.get(&m.uid) else {
+            continue;
+        };
         let mut labels = info.labels.clone();
         if let Some(l) = &own
             && !labels.iter().any(|x| x.eq_ignore_ascii_case(l))
@@ -708,13 +743,18 @@ async fn apply_gmail_labels_of_source(
             labels.push(l.clone());
         }
         match profile::placement(mode, &g.home, &labels) {
-            None if *v == Verdict::Copy => {
+            // Missing: handled by an earlier pass, which skipped it here for the same reason.
+            None if matches!(*v, Verdict::Copy | Verdict::Missing) => {
                 *v = Verdict::Skip;
                 notes.push(MessageNote::new(
                     m.uid,
                     "skipped",
                     "gmail_label_elsewhere",
-                    format!("X-GM-MSGID {}: copied with its label {:?}", info.msgid, profile::homes(&labels).first()),
+                    format!(
+                        "X-GM-MSGID {}: copied with its label {:?}",
+                        info.msgid,
+                        profile::homes(&labels).first()
+                    ),
                 ));
             }
             None => {}
@@ -737,7 +777,10 @@ async fn apply_gmail_labels_of_source(
                 {
                     let names: Vec<String> = meta.flags.names().map(str::to_string).collect();
                     meta.flags = imap_ops::Flags::from_names(
-                        names.iter().map(String::as_str).chain(keywords.iter().map(String::as_str)),
+                        names
+                            .iter()
+                            .map(String::as_str)
+                            .chain(keywords.iter().map(String::as_str)),
                     );
                     if *v == Verdict::Copy {
                         notes.push(MessageNote::new(
@@ -802,10 +845,7 @@ async fn round(
     book: &Mutex<Book>,
     bar: &mut MailboxBar,
 ) -> std::result::Result<(), RoundErr> {
-    let (src_side, dst_side) = match way {
-        Way::Forward => (&ctx.src, &ctx.dst),
-        Way::Reverse => (&ctx.dst, &ctx.src),
-    };
+    let (src_side, dst_side) = ctx.sides(way);
     let whole = |e: BackfillError| (None, e);
     let (s, d) = tokio::join!(
         src_side.connect(src_user, &ctx.state),
@@ -813,24 +853,14 @@ async fn round(
     );
     let mut src = s.map_err(whole)?;
     let mut dst = d.map_err(whole)?;
-    let mut src_list = src.list().await.map_err(whole)?;
-    let mut dst_list = dst.list().await.map_err(whole)?;
-    let (sp, dp) = ctx.profiles(way);
-    profile::annotate(sp, &mut src_list);
-    profile::annotate(dp, &mut dst_list);
-    let gmail_src = sp.labels || src.is_gmail();
-    let gmail_dst = dp.labels || dst.is_gmail();
-    let pairs = plan::plan(&src_list, &dst_list, &ctx.job.folders);
-    let (pairs, homes) =
-        profile::adjust_plan(pairs, (&src_list, &dst_list), (sp, dp), gmail_src);
-    let skip: HashSet<String> = {
-        let b = book.lock().await;
-        b.finished.keys().chain(b.failed.keys()).cloned().collect()
-    };
-    let mut pairs: Vec<FolderPair> = pairs
-        .into_iter()
-        .filter(|p| !skip.contains(&p.name))
-        .collect();
+    let Planned {
+        mut pairs,
+        homes,
+        dst_list,
+        gmail_dst,
+    } = plan_round(ctx, way, (&mut src, &mut dst), book)
+        .await
+        .map_err(whole)?;
 
     if !ctx.dry_run {
         dst.prepare_root().await.map_err(whole)?;
@@ -869,10 +899,35 @@ async fn round(
     }
 
     // Phase 3: copy, folders in parallel over `connections_per_mailbox` connection pairs.
+    copy_folders(ctx, way, (src_user, dst_user), (src, dst), work, book, bar).await?;
+    if !label_adds.is_empty() && !ctx.dry_run {
+        let mut dst = dst_side
+            .connect(dst_user, &ctx.state)
+            .await
+            .map_err(whole)?;
+        apply_gmail_labels(ctx, way, &mut dst, label_adds, book)
+            .await
+            .map_err(whole)?;
+    }
+    Ok(())
+}
+
+/// Phase 3 of a round: copy the folders of `work`, in parallel over `connections_per_mailbox`
+/// connection pairs (the first one given).
+async fn copy_folders(
+    ctx: &Arc<Ctx>,
+    way: Way,
+    (src_user, dst_user): (&str, &str),
+    first: (Endpoint, Endpoint),
+    work: Vec<Work>,
+    book: &Mutex<Book>,
+    bar: &mut MailboxBar,
+) -> std::result::Result<(), RoundErr> {
+    let (src_side, dst_side) = ctx.sides(way);
     let queue = Mutex::new(std::collections::VecDeque::from(work));
     let bar = Mutex::new(bar);
     let conns = ctx.job.connections_per_mailbox();
-    let first = Mutex::new(Some((src, dst)));
+    let first = Mutex::new(Some(first));
     let workers = (0..conns).map(|_| async {
         let mut pair: Option<(Endpoint, Endpoint)> = first.lock().await.take();
         loop {
@@ -903,13 +958,47 @@ async fn round(
     for r in results {
         r?;
     }
-    if !label_adds.is_empty() && !ctx.dry_run {
-        let mut dst = dst_side.connect(dst_user, &ctx.state).await.map_err(whole)?;
-        apply_gmail_labels(ctx, way, &mut dst, label_adds, book)
-            .await
-            .map_err(whole)?;
-    }
     Ok(())
+}
+
+/// A round's folder plan.
+struct Planned {
+    pairs: Vec<FolderPair>,
+    /// Gmail source: the label each folder stands for.
+    homes: HashMap<String, Home>,
+    dst_list: Listing,
+    gmail_dst: bool,
+}
+
+/// LIST both sides, recognise the providers' folders, plan the pairs (those not finished or
+/// failed by an earlier attempt of this run) and adjust them to the profiles.
+async fn plan_round(
+    ctx: &Ctx,
+    way: Way,
+    (src, dst): (&mut Endpoint, &mut Endpoint),
+    book: &Mutex<Book>,
+) -> Result<Planned> {
+    let mut src_list = src.list().await?;
+    let mut dst_list = dst.list().await?;
+    let (sp, dp) = ctx.profiles(way);
+    profile::annotate(sp, &mut src_list);
+    profile::annotate(dp, &mut dst_list);
+    let gmail_src = sp.labels || src.is_gmail();
+    let pairs = plan::plan(&src_list, &dst_list, &ctx.job.folders);
+    let (pairs, homes) = profile::adjust_plan(pairs, (&src_list, &dst_list), (sp, dp), gmail_src);
+    let skip: HashSet<String> = {
+        let b = book.lock().await;
+        b.finished.keys().chain(b.failed.keys()).cloned().collect()
+    };
+    Ok(Planned {
+        pairs: pairs
+            .into_iter()
+            .filter(|p| !skip.contains(&p.name))
+            .collect(),
+        homes,
+        gmail_dst: dp.labels || dst.is_gmail(),
+        dst_list,
+    })
 }
 
 /// A label to add on a Gmail destination instead of a second APPEND of the same message.
@@ -967,8 +1056,8 @@ fn plan_gmail_labels(work: &mut [Work], dst_list: &Listing) -> Vec<LabelAdd> {
     out
 }
 
-/// Add the planned labels: the copies' destination UIDs come from the state's record of the
-/// APPENDs ([`learn_copies`]). A label that cannot be placed fails its message in the report.
+/// Add the planned labels to the copies (found by fingerprint in an index of their folder). A
+/// label that cannot be placed fails its message in the report.
 async fn apply_gmail_labels(
     ctx: &Ctx,
     way: Way,
@@ -982,8 +1071,13 @@ async fn apply_gmail_labels(
         by_wire.entry(a.on_wire.clone()).or_default().push(a);
     }
     for (wire, adds) in by_wire {
+        // The copies' UIDs: an index of the folder (APPENDUID is not always there: Gmail's
+        // LITERAL- makes large APPENDs synchronising, whose replies async-imap drops).
         let known = ctx.state.known(way.sides().1, &account, &wire)?;
-        let uid_of: HashMap<FpKey, u32> = known.map.iter().map(|(u, (fp, _))| (*fp, *u)).collect();
+        let idx = dst.index_destination(&wire, &known).await?;
+        ctx.state
+            .learn(way.sides().1, &account, &wire, &idx.learnt)?;
+        let uid_of: HashMap<FpKey, u32> = idx.msgs.iter().map(|m| (m.fp, m.uid)).collect();
         let mut groups: HashMap<String, Vec<u32>> = HashMap::new();
         let mut lost = Vec::new();
         for a in &adds {
@@ -1001,7 +1095,7 @@ async fn apply_gmail_labels(
                 fr.converged = false;
                 fr.failed.push(Failure {
                     uid: a.uid,
-                    reply: format!("label {:?}: its copy in {wire:?} was not found (no APPENDUID)", a.label),
+                    reply: format!("label {:?}: its copy in {wire:?} was not found", a.label),
                 });
             }
         }

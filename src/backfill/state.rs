@@ -383,7 +383,11 @@ impl State {
     }
 
     /// Record copied Gmail messages (durable when this returns).
-    pub async fn record_gmail_copies(&self, account: &str, msgids: &[u64]) -> Result<(), StateError> {
+    pub async fn record_gmail_copies(
+        &self,
+        account: &str,
+        msgids: &[u64],
+    ) -> Result<(), StateError> {
         if msgids.is_empty() {
             return Ok(());
         }

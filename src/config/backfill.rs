@@ -135,7 +135,6 @@ pub enum DedupeScope {
     Folder,
 }
 
-
 /// One `[[backfill.job]]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -141,7 +141,6 @@ const EXCHANGE_NON_MAIL: &[&str] = &[
     "Conversation History",
 ];
 
-
 impl Profile {
     /// Appended to a source folder whose name the destination keeps for non-mail items.
     pub const RESERVED_SUFFIX: &'static str = " (mail)";

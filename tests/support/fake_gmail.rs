@@ -162,6 +162,29 @@ impl FakeGmail {
         id
     }
 
+    /// Replace the labels of the message of `user` whose bytes contain `needle` (a test
+    /// changing labels between passes, as a user in Gmail's web UI would).
+    pub fn relabel(&self, user: &str, needle: &str, labels: &[&str]) {
+        let mut st = lock(&self.st);
+        let a = st
+            .accounts
+            .get_mut(user)
+            .unwrap_or_else(|| panic!("fake_gmail::relabel: no account {user:?}"));
+        let id = a
+            .msgs
+            .iter()
+            .find(|(_, m)| {
+                m.bytes
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes())
+            })
+            .map(|(id, _)| *id)
+            .unwrap_or_else(|| panic!("fake_gmail::relabel: no message with {needle:?}"));
+        let labels: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
+        a.apply_labels(id, &labels, Op::Replace);
+        a.sync();
+    }
+
     /// Every message of `user`, by X-GM-MSGID.
     pub fn messages(&self, user: &str) -> Vec<GmMessage> {
         let st = lock(&self.st);
