@@ -80,6 +80,13 @@ impl std::fmt::Display for Fingerprint {
 pub fn fingerprint(header_and_body_prefix: &[u8]) -> Fingerprint {
     let (header, body) = header::parts(header_and_body_prefix);
     if let Some(id) = header::value(header, "message-id").and_then(|v| normalise_message_id(&v)) {
+        if let Some(h) = id
+            .strip_prefix("h-")
+            .and_then(|r| r.strip_suffix(SYNTHETIC_DOMAIN))
+            .filter(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Fingerprint(format!("h:{}", h.to_ascii_lowercase()));
+        }
         return Fingerprint(format!("m:{id}"));
     }
     let mut h = Sha256::new();
@@ -93,6 +100,18 @@ pub fn fingerprint(header_and_body_prefix: &[u8]) -> Fingerprint {
     h.update(b"\n");
     h.update(normalise_body(body));
     Fingerprint(format!("h:{}", hex::encode(&h.finalize()[..16])))
+}
+
+/// The domain of [`synthetic_message_id`]s.
+const SYNTHETIC_DOMAIN: &str = "@fingerprint.cutover.invalid";
+
+/// A `Message-ID:` value for a converted copy (TNEF → MIME) of a message that had none: it
+/// names the original's fingerprint, so the copy keeps the original's identity although its body
+/// changed (`None` for a fingerprint from a Message-ID: the copy keeps that header). Forging one
+/// needs the original's Date, From, To, Subject and first 4 KiB of body.
+pub fn synthetic_message_id(original: &Fingerprint) -> Option<String> {
+    let h = original.0.strip_prefix("h:")?;
+    Some(format!("<h-{h}{SYNTHETIC_DOMAIN}>"))
 }
 
 /// Whether the message (header part) carries a header `name` (case-insensitive), e.g. cutover's
@@ -174,6 +193,18 @@ mod tests {
         assert_eq!(FpKey::from_hex(&a.key().to_hex()), Some(a.key()));
         assert_eq!(FpKey::from_hex("m:a@x"), None);
         assert_eq!(FpKey::from_hex("00"), None);
+    }
+
+    #[test]
+    fn synthetic_message_id_keeps_the_original_identity() {
+        let original = fingerprint(b"From: a@x\r\nSubject: s\r\n\r\nbody\r\n");
+        let id = synthetic_message_id(&original).unwrap();
+        let copy = format!("Message-ID: {id}\r\nFrom: a@x\r\nSubject: s\r\n\r\nother body\r\n");
+        assert_eq!(fingerprint(copy.as_bytes()), original);
+        assert!(synthetic_message_id(&fingerprint(b"Message-ID: <a@b>\r\n\r\n")).is_none());
+        // Not the synthetic form: a plain Message-ID fingerprint.
+        let odd = fingerprint(b"Message-ID: <h-zz@fingerprint.cutover.invalid>\r\n\r\n");
+        assert!(odd.is_message_id());
     }
 
     #[test]
