@@ -44,10 +44,13 @@ pub(super) fn convert(message: &[u8], opts: TnefOptions) -> Option<Conversion> {
             keep_original: opts.keep_original,
         };
         let outcome = match check_place(&parsed.parts, &parents, i).and_then(|()| ctx.edit()) {
-            Ok((edit, outcome)) => {
+            Ok((edit, outcome)) if edits.last().is_none_or(|l: &Edit| l.end <= edit.start) => {
                 edits.push(edit);
                 outcome
             }
+            Ok(_) => PartOutcome::Kept {
+                reason: "overlaps another TNEF part".into(),
+            },
             Err(reason) => PartOutcome::Kept { reason },
         };
         reports.push(PartReport { name, outcome });
@@ -302,7 +305,7 @@ fn render(
     for (n, a) in t.attachments.iter().enumerate() {
         let name = attachment_name(t, a, n);
         parts.push(attachment_part(a, &name, eol));
-        names.push(name.display);
+        names.push(name.0);
     }
     let calendar = usize::from(t.is_calendar());
     if body_type.is_none() && names.is_empty() {
@@ -313,7 +316,7 @@ fn render(
         });
     }
     if calendar == 1 && original.is_none() {
-        let name = Name::plain("winmail.dat");
+        let name = Name("winmail.dat".into());
         parts.push(binary_part("application/ms-tnef", &name, None, data, eol));
     }
     if let Some(o) = original {
@@ -422,51 +425,33 @@ pub fn charset_name(cp: u32) -> Option<&'static str> {
     })
 }
 
-/// An attachment's file name: raw bytes in `charset`, and as text for the report.
-struct Name {
-    bytes: Vec<u8>,
-    charset: &'static str,
-    display: String,
-}
-
-impl Name {
-    fn plain(s: &str) -> Self {
-        Name {
-            bytes: s.as_bytes().to_vec(),
-            charset: "utf-8",
-            display: s.to_string(),
-        }
-    }
-}
+/// An attachment's file name, as text (8-bit names decoded from their code page).
+struct Name(String);
 
 fn attachment_name(t: &Tnef<'_>, a: &Attachment<'_>, n: usize) -> Name {
     let Some(text) = a.name() else {
-        return Name::plain(&format!("attachment{}.dat", n + 1));
+        return Name(format!("attachment{}.dat", n + 1));
     };
     if text.unicode {
-        return Name::plain(&utf16(text.bytes));
+        return Name(utf16(text.bytes));
     }
     let charset = t
         .text_codepage()
         .and_then(charset_name)
         .unwrap_or("windows-1252");
-    let display = mail_parser::decoders::charsets::map::charset_decoder(charset.as_bytes())
-        .map_or_else(
+    Name(
+        mail_parser::decoders::charsets::map::charset_decoder(charset.as_bytes()).map_or_else(
             || String::from_utf8_lossy(text.bytes).into_owned(),
             |decode| decode(text.bytes),
-        );
-    Name {
-        bytes: text.bytes.to_vec(),
-        charset,
-        display,
-    }
+        ),
+    )
 }
 
 fn attachment_part(a: &Attachment<'_>, name: &Name, eol: &[u8]) -> Vec<u8> {
     let ty = if a.embedded {
         "application/ms-tnef".to_string()
     } else {
-        mime_tag(a).unwrap_or_else(|| by_extension(&name.display).to_string())
+        mime_tag(a).unwrap_or_else(|| by_extension(&name.0).to_string())
     };
     let cid = a.content_id.and_then(|c| ascii(c)).filter(|c| {
         !c.is_empty()
@@ -562,16 +547,17 @@ fn binary_part(ty: &str, name: &Name, cid: Option<&str>, data: &[u8], eol: &[u8]
     p
 }
 
-/// `;` and a folded `key="value"`, or RFC 2231 `key*N*=charset''%XX` continuations when the
-/// value is not short printable ASCII.
+/// `;` and a folded `key="value"`, or RFC 2231 `key*=utf-8''%XX` when the value is not short
+/// printable ASCII (split into `key*N*` continuations, at character boundaries, only when very
+/// long: some parsers apply the charset to the first section only).
 fn param(key: &str, name: &Name, eol: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    let plain = name.bytes.len() <= 60 && name.bytes.iter().all(|b| (0x20..0x7F).contains(b));
-    if plain {
+    let value = name.0.as_str();
+    if value.len() <= 60 && value.bytes().all(|b| (0x20..0x7F).contains(&b)) {
         out.extend_from_slice(b";");
         out.extend_from_slice(eol);
         out.extend_from_slice(format!(" {key}=\"").as_bytes());
-        for &b in &name.bytes {
+        for b in value.bytes() {
             if b == b'"' || b == b'\\' {
                 out.push(b'\\');
             }
@@ -580,25 +566,36 @@ fn param(key: &str, name: &Name, eol: &[u8]) -> Vec<u8> {
         out.push(b'"');
         return out;
     }
-    let mut encoded: Vec<String> = Vec::new();
-    for &b in &name.bytes {
-        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-            encoded.push((b as char).to_string());
-        } else {
-            encoded.push(format!("%{b:02X}"));
-        }
+    let encoded: Vec<String> = value.chars().map(percent_encode).collect();
+    let total: usize = encoded.iter().map(String::len).sum();
+    if total <= 900 {
+        out.extend_from_slice(b";");
+        out.extend_from_slice(eol);
+        out.extend_from_slice(format!(" {key}*=utf-8''{}", encoded.concat()).as_bytes());
+        return out;
     }
     for (i, chunk) in encoded.chunks(20).enumerate() {
         out.extend_from_slice(b";");
         out.extend_from_slice(eol);
-        let charset = if i == 0 {
-            format!("{}''", name.charset)
-        } else {
-            String::new()
-        };
+        let charset = if i == 0 { "utf-8''" } else { "" };
         out.extend_from_slice(format!(" {key}*{i}*={charset}{}", chunk.concat()).as_bytes());
     }
     out
+}
+
+/// One character as RFC 2231 `attr-char`s and `%XX` escapes of its UTF-8 bytes.
+fn percent_encode(c: char) -> String {
+    let mut buf = [0u8; 4];
+    c.encode_utf8(&mut buf)
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Quoted-printable (RFC 2045 6.7): lines ≤ 76 characters, line breaks (LF or CRLF) written as
@@ -642,6 +639,123 @@ fn quoted_printable(data: &[u8], eol: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::convert::tnef::build::*;
+    use proptest::prelude::*;
+
+    const PR_ATTACH_LONG_FILENAME: u16 = 0x3707;
+    const PR_ATTACH_DATA: u16 = 0x3701;
+
+    /// A TNEF with a plain-text body and the given attachments (names as PT_UNICODE or as
+    /// 8-bit windows-1252 text).
+    fn tnef_of(body: &str, atts: &[(String, Vec<u8>)], unicode: bool) -> Vec<u8> {
+        let mut attrs = vec![
+            attr(1, 0x0006_9007, &[0xE4, 0x04, 0, 0, 0, 0, 0, 0]), // OEM code page 1252
+            attr(1, 0x0008_8008, b"IPM.Microsoft Mail.Note\0"),
+            attr(1, 0x0002_800C, body.as_bytes()),
+        ];
+        for (name, data) in atts {
+            let name_prop = if unicode {
+                let mut v: Vec<u8> = name.encode_utf16().flat_map(u16::to_le_bytes).collect();
+                v.extend_from_slice(&[0, 0]);
+                string_prop(PR_ATTACH_LONG_FILENAME, 0x001F, &v)
+            } else {
+                let mut v: Vec<u8> = name.chars().map(|c| c as u32 as u8).collect();
+                v.push(0);
+                string_prop(PR_ATTACH_LONG_FILENAME, 0x001E, &v)
+            };
+            let props = prop_list(&[name_prop, string_prop(PR_ATTACH_DATA, 0x0102, data)]);
+            attrs.push(attr(2, 0x0006_9002, &[1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]));
+            attrs.push(attr(2, 0x0006_9005, &props));
+        }
+        stream(&attrs)
+    }
+
+    fn message(prefix: &str, tnef: &[u8], suffix: &str) -> Vec<u8> {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(tnef);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "Subject: t\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: text/plain\r\n\r\n{prefix}\r\n--b\r\n\
+             Content-Type: application/vnd.ms-tnef\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+             {}\r\n--b\r\nContent-Type: text/plain\r\n\r\n{suffix}\r\n--b--\r\n",
+            lines.join("\r\n")
+        )
+        .into_bytes()
+    }
+
+    fn decoded_attachments(msg: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let parsed = MessageParser::default().parse(msg).unwrap();
+        parsed
+            .parts
+            .iter()
+            .filter(|p| p.content_disposition().is_some())
+            .map(|p| {
+                let raw: Vec<u8> = msg[p.offset_body as usize..p.offset_end as usize]
+                    .iter()
+                    .copied()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .collect();
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(raw)
+                    .unwrap();
+                (p.attachment_name().unwrap().to_string(), data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn very_long_non_ascii_names_survive_continuations() {
+        let name = "Übersicht ".repeat(60) + "✓.txt";
+        let atts = vec![(name.clone(), b"x".to_vec())];
+        let msg = message("a", &tnef_of("", &atts, true), "b");
+        let conv = crate::convert::convert_tnef(&msg, TnefOptions::default()).unwrap();
+        assert!(conv.bytes.split(|&b| b == b'\n').all(|l| l.len() <= 100));
+        assert_eq!(decoded_attachments(&conv.bytes), atts);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Build a TNEF, convert, parse back: same names and bytes; the bytes around the part
+        /// are unchanged.
+        #[test]
+        fn round_trip_and_bytes_outside_unchanged(
+            atts in proptest::collection::vec(("[a-zA-Z0-9äöüÄÖÜß _().-]{1,80}", proptest::collection::vec(any::<u8>(), 0..200)), 1..4),
+            unicode in any::<bool>(),
+            body in "[a-zA-Z0-9 .,]{0,200}",
+            prefix in "[a-z ]{0,50}",
+            suffix in "[a-z ]{0,50}",
+        ) {
+            let msg = message(&prefix, &tnef_of(&body, &atts, unicode), &suffix);
+            let conv = crate::convert::convert_tnef(&msg, TnefOptions::default()).unwrap();
+            let names: Vec<String> = atts.iter().map(|a| a.0.clone()).collect();
+            let body_type = (!body.trim().is_empty()).then(|| "text/plain".to_string());
+            prop_assert_eq!(&conv.parts[0].outcome, &PartOutcome::Converted { attachments: names, body: body_type, calendar: 0 });
+            prop_assert_eq!(decoded_attachments(&conv.bytes), atts);
+            let needle = b"Content-Type: application/vnd.ms-tnef".as_slice();
+            let part = msg.windows(needle.len()).position(|w| w == needle).unwrap();
+            prop_assert_eq!(&conv.bytes[..part], &msg[..part]);
+            let tail = msg.windows(6).rposition(|w| w == b"\r\n--b\r".as_slice()).unwrap();
+            prop_assert!(conv.bytes.ends_with(&msg[tail..]));
+        }
+
+        #[test]
+        fn arbitrary_messages_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..800)) {
+            let mut msg = b"Content-Type: application/ms-tnef\r\n\r\n".to_vec();
+            msg.extend_from_slice(&bytes);
+            for m in [&bytes[..], &msg[..]] {
+                if let Some(c) = crate::convert::convert_tnef(m, TnefOptions::default())
+                    && !c.changed()
+                {
+                    prop_assert_eq!(&c.bytes[..], m);
+                }
+            }
+        }
+    }
 
     #[test]
     fn qp_lines_are_short_and_decode_back() {

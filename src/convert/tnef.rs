@@ -469,13 +469,13 @@ fn take_padded<'a>(r: &mut Reader<'a>, n: usize) -> Option<&'a [u8]> {
     Some(v)
 }
 
+/// Builders of TNEF streams for the tests of this module and of [`super::mime`].
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
+pub(crate) mod build {
+    use super::{SIGNATURE, checksum};
 
     /// A stream builder for the tests.
-    pub(crate) fn attr(level: u8, id: u32, data: &[u8]) -> Vec<u8> {
+    pub fn attr(level: u8, id: u32, data: &[u8]) -> Vec<u8> {
         let mut v = vec![level];
         v.extend_from_slice(&id.to_le_bytes());
         v.extend_from_slice(&(data.len() as u32).to_le_bytes());
@@ -484,7 +484,7 @@ mod tests {
         v
     }
 
-    fn stream(attrs: &[Vec<u8>]) -> Vec<u8> {
+    pub fn stream(attrs: &[Vec<u8>]) -> Vec<u8> {
         let mut v = SIGNATURE.to_le_bytes().to_vec();
         v.extend_from_slice(&[0x01, 0x00]);
         for a in attrs {
@@ -493,7 +493,7 @@ mod tests {
         v
     }
 
-    fn string_prop(id: u16, ptype: u16, value: &[u8]) -> Vec<u8> {
+    pub fn string_prop(id: u16, ptype: u16, value: &[u8]) -> Vec<u8> {
         let mut v = ptype.to_le_bytes().to_vec();
         v.extend_from_slice(&id.to_le_bytes());
         v.extend_from_slice(&1u32.to_le_bytes());
@@ -503,13 +503,20 @@ mod tests {
         v
     }
 
-    fn prop_list(props: &[Vec<u8>]) -> Vec<u8> {
+    pub fn prop_list(props: &[Vec<u8>]) -> Vec<u8> {
         let mut v = (props.len() as u32).to_le_bytes().to_vec();
         for p in props {
             v.extend_from_slice(p);
         }
         v
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build::*;
+    use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn checksum_is_the_byte_sum_mod_65536() {
