@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backfill;
 pub mod bounce;
 pub mod config;
+pub mod convert;
 pub mod demo;
 pub mod dnscheck;
 pub mod fault;
