@@ -914,6 +914,54 @@ async fn arc_seals_once_per_target_and_only_where_configured() {
     }
 }
 
+/// `convert_tnef` on the sealing target: that copy has its winmail.dat turned into MIME parts
+/// and its ARC seal covers the converted bytes (dkimpy verifies it); the other target of a
+/// dual delivery gets the original, unsealed and unconverted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arc_seal_covers_the_tnef_converted_copy() {
+    use base64::Engine as _;
+    let w = world().await;
+    let g = gateway(
+        &w,
+        "",
+        &format!("{}\nconvert_tnef = true", arc_line(&w.arc)),
+    );
+    let from = "alice@spf-pass.test";
+    let tnef = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tnef/two-files.tnef"
+    ))
+    .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&tnef);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let msg = format!(
+        "From: {from}\r\nTo: {DUAL}\r\nSubject: tnef\r\nMessage-ID: <tnef-arc@spf-pass.test>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n\
+         Content-Type: text/plain\r\n\r\nsee attached\r\n--b1\r\n\
+         Content-Type: application/ms-tnef; name=\"winmail.dat\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b1--\r\n",
+        lines.join("\r\n")
+    )
+    .into_bytes();
+    let before = w.sink.received().len();
+    accept(&g, "helo-pass.test", from, &[DUAL], &msg).await;
+    let got = delivered(&w, &g, before + 2).await;
+    let (sealed, plain): (Vec<_>, Vec<_>) = got[before..]
+        .iter()
+        .partition(|r| fields(&r.body).iter().any(|(n, _)| n == "ARC-Seal"));
+    assert_eq!((sealed.len(), plain.len()), (1, 1));
+    let converted = String::from_utf8_lossy(&sealed[0].body).to_string();
+    assert!(!converted.contains("ms-tnef"), "{converted}");
+    assert!(converted.contains("filename="), "{converted}");
+    let (cv, why) = dkimpy::arc_verify(&sealed[0].body, w.dns.addr);
+    assert_eq!(cv, "pass", "dkimpy: {why}\n{converted}");
+    let original = String::from_utf8_lossy(&plain[0].body);
+    assert!(original.contains("application/ms-tnef"), "{original}");
+}
+
 /// `cutover arc key --config FILE ARGS…`: exit status and stdout.
 fn arc_key(config: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(support::bin())

@@ -297,3 +297,57 @@ async fn exchange_size_limit_and_reserved_names() {
     assert_eq!(backfill::copied(&r3), 1, "{r3:#}");
     assert_eq!(backfill::folder(&r3, "INBOX")["missing"], 0, "{r3:#}");
 }
+
+/// A message carrying `fixture` as its winmail.dat; with or without a Message-ID.
+fn tnef_msg(subject: &str, with_id: bool) -> Vec<u8> {
+    use base64::Engine as _;
+    let tnef = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tnef/two-files.tnef"
+    ))
+    .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&tnef);
+    let id = if with_id {
+        format!("Message-ID: <{subject}@example.com>\r\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "{id}From: a@example.com\r\nTo: b@example.com\r\nSubject: {subject}\r\n\
+         Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+         Content-Type: application/ms-tnef; name=\"winmail.dat\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{b64}\r\n"
+    )
+    .into_bytes()
+}
+
+/// `convert_tnef = true` on a backfill job: winmail.dat arrives as MIME parts, the report
+/// says so per message, and a pass that starts over without state (new UIDVALIDITY, lost job
+/// state) still recognises the converted copies by the original's fingerprint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tnef_converted_on_the_way_and_recognised_later() {
+    let u = "hal@example.com";
+    let g = FakeGmail::start(&[(u, "pw")]).await;
+    g.add(u, &tnef_msg("with-id", true), &["\\Inbox"], &[], DATE);
+    g.add(u, &tnef_msg("no-id", false), &["\\Inbox"], &[], DATE);
+    let (job, dir) = gmail_job(&g, u, None, "convert_tnef = true", "");
+    let r = run_twice(&job, "tnef");
+    assert_eq!(backfill::copied(&r), 2, "{r:#}");
+    let inbox = backfill::folder(&r, "INBOX");
+    assert_eq!(inbox["converted"], 2, "{inbox:#}");
+    assert_eq!(r["mailboxes"][0]["converted"], 2);
+    let root = dir.path().join(u).join("Maildir");
+    for (body, _) in maildir_folder(&root, "INBOX") {
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains("ms-tnef") && text.contains("filename="),
+            "{text}"
+        );
+    }
+    // Start over without the job's state: every copy is recognised, none made again.
+    std::fs::remove_dir_all(job.state_dir()).unwrap();
+    let (o, r3) = tokio::task::block_in_place(|| job.run(&[]));
+    assert!(o.status.success() && r3["converged"] == true, "{r3:#}");
+    assert_eq!(backfill::copied(&r3), 0, "{r3:#}");
+    assert_eq!(maildir_folder(&root, "INBOX").len(), 2);
+}

@@ -108,6 +108,9 @@ pub struct EdgeAuth {
     accept_domains: HashSet<String>,
     authenticator: Option<mail_auth::MessageAuthenticator>,
     sealers: BTreeMap<String, Sealer>,
+    /// Targets whose copies are converted (TNEF → MIME) at delivery: their seal covers the
+    /// converted copy (the conversion is deterministic, so delivery produces the same bytes).
+    tnef: BTreeMap<String, crate::convert::TnefOptions>,
 }
 
 impl std::fmt::Debug for EdgeAuth {
@@ -139,6 +142,11 @@ impl EdgeAuth {
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
             sealers: sealers(cfg)?,
+            tnef: cfg
+                .targets
+                .iter()
+                .filter_map(|(n, t)| Some((n.clone(), t.tnef()?)))
+                .collect(),
             settings,
             authenticator,
         })

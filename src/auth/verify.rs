@@ -260,6 +260,12 @@ impl EdgeAuth {
             let Some(sealer) = self.sealers.get(*t) else {
                 continue;
             };
+            let converted = self
+                .tnef
+                .get(*t)
+                .and_then(|o| crate::convert::convert_tnef(message, *o))
+                .filter(|c| c.changed());
+            let message = converted.as_ref().map_or(message, |c| &c.bytes[..]);
             match sealer.seal(message, results, chain) {
                 Ok(set) => {
                     seals.insert(t.to_string(), set);

@@ -13,6 +13,7 @@ use super::maildir::{self, Entry, Maildir};
 use super::plan::{self, Listing};
 use super::session::{Conn, Side};
 use super::state::State;
+use super::transform::Transform;
 use super::{BackfillError, Result};
 use crate::config::ImapEndpoint;
 use crate::fingerprint;
@@ -419,12 +420,12 @@ pub async fn copy_messages(
     dst_wire: &str,
     uids: &[u32],
     meta: &HashMap<u32, Meta>,
-    multiappend: bool,
+    (multiappend, transform): (bool, &Transform),
     confirm: &mut (dyn FnMut(u32, Outcome) + Send),
 ) -> Result<Assigned> {
     if let (Endpoint::Imap(s), Endpoint::Imap(d)) = (&mut *src, &mut *dst) {
-        return imap_ops::copy_messages(s, d, src_wire, dst_wire, uids, meta, multiappend, confirm)
-            .await;
+        let how = (multiappend, transform);
+        return imap_ops::copy_messages(s, d, src_wire, dst_wire, uids, meta, how, confirm).await;
     }
     for &uid in uids {
         let m = meta.get(&uid).cloned().unwrap_or_default();
@@ -436,6 +437,7 @@ pub async fn copy_messages(
             confirm(uid, Outcome::Vanished);
             continue;
         };
+        let body = transform.apply(uid, &body).into_owned();
         let n = body.len() as u64;
         let outcome = match &mut *dst {
             Endpoint::Imap(c) => imap_ops::append_one(c, dst_wire, &m, &body).await?,

@@ -890,7 +890,7 @@ pub async fn copy_messages(
     dst_wire: &str,
     uids: &[u32],
     meta: &HashMap<u32, Meta>,
-    multiappend: bool,
+    (multiappend, transform): (bool, &super::transform::Transform),
     confirm: &mut (dyn FnMut(u32, Outcome) + Send),
 ) -> Result<Assigned> {
     if uids.is_empty() {
@@ -925,6 +925,7 @@ pub async fn copy_messages(
                 }
                 let m = meta.get(&uid).cloned().unwrap_or_default();
                 seen.insert(uid);
+                let body = &*transform.apply(uid, body);
                 if pipelined {
                     app.send(dst, uid, &m, body).await?;
                     while app.over_window() {

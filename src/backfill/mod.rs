@@ -25,6 +25,7 @@ pub mod runner;
 pub mod session;
 pub mod state;
 pub mod throttle;
+pub mod transform;
 pub mod uidset;
 pub mod utf7;
 

@@ -14,6 +14,7 @@ use super::progress::{MailboxBar, Progress};
 use super::report::{Failure, FolderReport, JobReport, MailboxReport, MessageNote, now_rfc3339};
 use super::state::{FolderState, State, job_dir};
 use super::throttle::Backoff;
+use super::transform::Transform;
 use super::{BackfillError, Result};
 use crate::config::{BackfillJob, Config, DedupeScope, Direction, ImapEndpoint};
 use crate::fingerprint::FpKey;
@@ -120,6 +121,8 @@ struct Ctx {
     dry_run: bool,
     backoff: Backoff,
     window: imap_ops::Window,
+    /// What copies change on the way (`convert_tnef`).
+    transform: Transform,
 }
 
 impl Ctx {
@@ -239,6 +242,7 @@ pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Resul
         progress: progress.clone(),
         dry_run: opts.dry_run,
         backoff: opts.backoff.unwrap_or_default(),
+        transform: Transform::new(&job),
     });
 
     let started = Instant::now();
@@ -1111,6 +1115,8 @@ struct Tally {
     bytes: u64,
     failures: Vec<Failure>,
     adjusted: Vec<Failure>,
+    /// Conversions made on the way (and parts kept as they were).
+    notes: Vec<MessageNote>,
 }
 
 impl Tally {
@@ -1198,10 +1204,10 @@ fn fit_daily_cap(
 /// ([`imap_ops::degrade`]: keywords that fit, a 1970 date). Returns every outcome reported,
 /// what was given up for which message, and how the connection fared.
 async fn copy_batch(
-    src: &mut Endpoint,
-    dst: &mut Endpoint,
+    (src, dst): (&mut Endpoint, &mut Endpoint),
     w: &Work,
     batch: &[u32],
+    t: &Transform,
 ) -> (Vec<(u32, Outcome)>, Vec<Failure>, Assigned, Result<()>) {
     let mut got: Vec<(u32, Outcome)> = Vec::new();
     let mut adjusted = Vec::new();
@@ -1215,7 +1221,7 @@ async fn copy_batch(
     let (sw, dw, meta) = (&w.pair.src_wire, &w.pair.dst_wire, &w.src.meta);
     let multi = w.multiappend;
     let mut r = keep(
-        endpoint::copy_messages(src, dst, sw, dw, batch, meta, multi, &mut |uid, o| {
+        endpoint::copy_messages(src, dst, sw, dw, batch, meta, (multi, t), &mut |uid, o| {
             got.push((uid, o))
         })
         .await,
@@ -1223,7 +1229,7 @@ async fn copy_batch(
     let again = take_refused(&mut got, true);
     if r.is_ok() && !again.is_empty() {
         r = keep(
-            endpoint::copy_messages(src, dst, sw, dw, &again, meta, false, &mut |uid, o| {
+            endpoint::copy_messages(src, dst, sw, dw, &again, meta, (false, t), &mut |uid, o| {
                 got.push((uid, o))
             })
             .await,
@@ -1254,14 +1260,23 @@ async fn copy_batch(
         retry.sort_unstable();
         got.retain(|(u, _)| !gentler.contains_key(u));
         r = keep(
-            endpoint::copy_messages(src, dst, sw, dw, &retry, &gentler, false, &mut |uid, o| {
-                if matches!(o, Outcome::Copied { .. })
-                    && let Some(reply) = what.remove(&uid)
-                {
-                    adjusted.push(Failure { uid, reply });
-                }
-                got.push((uid, o))
-            })
+            endpoint::copy_messages(
+                src,
+                dst,
+                sw,
+                dw,
+                &retry,
+                &gentler,
+                (false, t),
+                &mut |uid, o| {
+                    if matches!(o, Outcome::Copied { .. })
+                        && let Some(reply) = what.remove(&uid)
+                    {
+                        adjusted.push(Failure { uid, reply });
+                    }
+                    got.push((uid, o))
+                },
+            )
             .await,
         );
     }
@@ -1408,7 +1423,9 @@ async fn copy_batches(
             }
         }
         let before_bytes = tally.bytes;
-        let (got, adjusted, assigned, r) = copy_batch(src, dst, w, batch).await;
+        let t = ctx.transform.fresh();
+        let (got, adjusted, assigned, r) = copy_batch((src, dst), w, batch, &t).await;
+        tally.notes.extend(t.take_notes());
         let gm: Vec<u64> = got
             .iter()
             .filter(|(_, o)| matches!(o, Outcome::Copied { .. }))
@@ -1512,7 +1529,14 @@ async fn finish_folder(
             *fr.skipped.entry(n.kind.clone()).or_default() += 1;
         }
     }
-    fr.messages = w.notes;
+    fr.converted = tally
+        .notes
+        .iter()
+        .filter(|n| n.action == "converted")
+        .count() as u64;
+    let mut notes = w.notes;
+    notes.extend(tally.notes);
+    fr.messages = notes;
     fr.skipped.insert("present".into(), present);
     // Of those present, how many are copies cutover delivered (its loop stamp): informational.
     fr.skipped.insert(

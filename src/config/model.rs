@@ -265,6 +265,21 @@ pub struct Target {
     pub known: Option<KnownList>,
     /// Seal each copy delivered here with an ARC set (after edge authentication).
     pub arc: Option<super::ArcSealing>,
+    /// Convert TNEF (`winmail.dat`) parts to MIME in the copies delivered here.
+    #[serde(default)]
+    pub convert_tnef: bool,
+    /// With `convert_tnef`: keep the original `winmail.dat` beside the converted parts.
+    #[serde(default)]
+    pub keep_original: bool,
+}
+
+impl Target {
+    /// The TNEF conversion of copies delivered here, if any.
+    pub fn tnef(&self) -> Option<crate::convert::TnefOptions> {
+        self.convert_tnef.then_some(crate::convert::TnefOptions {
+            keep_original: self.keep_original,
+        })
+    }
 }
 
 /// `verify_recipients`: how recipients are checked before they are accepted. Only `"probe"`

@@ -75,12 +75,19 @@ pub(crate) fn complete_and_check(
 
 /// Each target: address or mx, domains, limits, readable files, AUTH only inside verified TLS;
 /// loads its `recipients_known` list.
+/// `keep_original` without `convert_tnef` (targets and backfill jobs).
+const KEEP_ORIGINAL_ALONE: &str =
+    "keeps winmail.dat beside its conversion: set convert_tnef = true too";
+
 fn targets(c: &mut Config, base_dir: &Path, cx: &mut Reader<'_>) {
     let p = KeyPath::root();
     for (name, t) in c.targets.iter_mut() {
         let tp = p.key("targets").key(name);
         if let Some(file) = &t.recipients_known {
             t.known = read_known(&resolve_path(base_dir, file), &tp, cx);
+        }
+        if t.keep_original && !t.convert_tnef {
+            cx.error(&tp.key("keep_original"), KEEP_ORIGINAL_ALONE.into());
         }
         match (&t.address, &t.mx) {
             (Some(_), Some(_)) => {
@@ -375,10 +382,7 @@ fn backfill_profiles(j: &crate::config::BackfillJob, jp: &KeyPath, cx: &mut Read
         }
     }
     if j.keep_original && !j.convert_tnef {
-        cx.error(
-            &jp.key("keep_original"),
-            "keeps winmail.dat beside its conversion: set convert_tnef = true too".into(),
-        );
+        cx.error(&jp.key("keep_original"), KEEP_ORIGINAL_ALONE.into());
     }
     if j.gmail_labels == Labels::Keywords && j.source.profile != ProfileName::Gmail {
         cx.warn(

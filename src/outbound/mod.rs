@@ -13,3 +13,4 @@ pub mod retry;
 pub mod scheduler;
 pub mod settings;
 pub mod stats;
+pub mod tnef;

@@ -434,10 +434,16 @@ impl Scheduler {
         body: &QueuedBody,
     ) -> (Vec<Outcome>, String) {
         let rec = job.rec;
-        let stored = match body {
-            QueuedBody::Inline(v) => Body::Bytes(v),
-            QueuedBody::Spool(p) => Body::File(p),
+        let converted = match target_cfg.and_then(Target::tnef) {
+            Some(o) => super::tnef::convert_for_delivery(rec, body, o).await,
+            None => None,
         };
+        let stored = match (&converted, body) {
+            (Some(c), _) => Body::Bytes(c),
+            (None, QueuedBody::Inline(v)) => Body::Bytes(v),
+            (None, QueuedBody::Spool(p)) => Body::File(p),
+        };
+        let size = converted.as_ref().map_or(rec.size, |c| c.len() as u64);
         let seal = rec.seals.get(&job.leg.target).map(String::as_bytes);
         let results = session
             .send(&Transaction {
@@ -447,7 +453,7 @@ impl Scheduler {
                     Some(s) => Body::Prefixed(s, &stored),
                     None => stored,
                 },
-                size: rec.size + seal.map_or(0, |s| s.len() as u64),
+                size: size + seal.map_or(0, |s| s.len() as u64),
                 smtputf8: rec.envelope.smtputf8,
                 body_8bit: rec.envelope.body_8bit,
             })
