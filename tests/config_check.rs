@@ -704,3 +704,45 @@ fn auth_and_arc_errors_name_the_key() {
     let (code, _, err) = cutover(&["arc", "key", "--target", "old", "-c", &path]);
     assert_eq!(code, 1, "{err}");
 }
+
+#[test]
+fn profile_and_tnef_keys_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "wave.csv", "alice@example.com\n");
+    let cfg = format!(
+        "{}keep_original = true\n\n[[backfill.job]]\nname = \"w1\"\n\
+         source = {{ maildir = \"/srv/{{user}}/Maildir\", profile = \"gmail\" }}\n\
+         destination = {{ maildir = \"/srv/new/{{user}}\", profile = \"office365\", max_message_size = \"200MiB\" }}\n\
+         mailboxes_file = \"wave.csv\"\nkeep_original = true\n",
+        BASE
+    );
+    let path = write(dir.path(), "cutover.toml", &cfg);
+    let (code, _, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(":13: targets.new.keep_original: keeps winmail.dat beside its conversion"),
+        "{err}"
+    );
+    assert!(
+        err.contains("backfill.job[0].destination.max_message_size: office365 takes messages up to 157286400 bytes (150 MiB)"),
+        "{err}"
+    );
+    assert!(err.contains("backfill.job[0].keep_original"), "{err}");
+    let bad = cfg.replace("profile = \"gmail\"", "profile = \"yahoo\"");
+    let path = write(dir.path(), "cutover.toml", &bad);
+    let (code, _, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("profile") && err.contains("yahoo") && err.contains("office365"),
+        "{err}"
+    );
+    let good = cfg
+        .replace(
+            "keep_original = true\n",
+            "convert_tnef = true\nkeep_original = true\n",
+        )
+        .replace("\"200MiB\"", "\"100MiB\"");
+    let path = write(dir.path(), "cutover.toml", &good);
+    let (code, _, err) = cutover(&["config", "check", "-c", &path]);
+    assert_eq!(code, 0, "{err}");
+}

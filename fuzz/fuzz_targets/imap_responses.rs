@@ -192,6 +192,7 @@ async fn run(inp: &Input<'_>) {
         namespace: inp.caps & 32 != 0,
         list_extended: inp.caps & 64 != 0,
         binary: inp.caps & 128 != 0,
+        gmail: false,
     };
     let wire = plan::wire(inp.folder, inp.delimiter);
     let Some(mut src) = connect(&inp.src, caps.clone()).await else {
@@ -249,6 +250,7 @@ async fn run(inp: &Input<'_>) {
                 let _ = imap_ops::create(&mut src, &wire, subscribe).await;
             }
             Op::Copy { multiappend } => {
+                let transform = cutover::backfill::transform::Transform::none();
                 if dst.is_none() {
                     dst = connect(&inp.dst, caps.clone()).await;
                 }
@@ -285,7 +287,7 @@ async fn run(inp: &Input<'_>) {
                     "Dest",
                     &uids,
                     &meta,
-                    multiappend,
+                    (multiappend, &transform),
                     &mut confirm,
                 )
                 .await;

@@ -68,9 +68,10 @@ pub const PROFILES: &[Profile] = &[
     Profile {
         id: ProfileName::Gmail,
         name: "gmail",
-        // Gmail takes 25 MB messages over IMAP; uploads are capped at 500 MB a day per account.
-        max_message_size: Some(25 * MB),
-        max_message_size_limit: Some(25 * MB),
+        // Gmail's IMAP APPENDLIMIT (35,651,584 bytes); uploads are capped at 500 MB a day per
+        // account.
+        max_message_size: Some(34 * MB),
+        max_message_size_limit: Some(34 * MB),
         max_bytes_per_day: Some(500 * 1000 * 1000),
         concurrency: Some(4),
         // Gmail allows 15 simultaneous IMAP connections per account.
