@@ -208,3 +208,54 @@ impl BackfillJob {
         Profile::of(side.profile).size_limit(side.max_message_size.map(|b| b.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(dst: &str, extra: &str) -> BackfillJob {
+        let text = format!(
+            "name = \"a\"\nsource = {{ maildir = \"x\" }}\ndestination = {{ maildir = \"y\", {dst} }}\nmailboxes_file = \"m\"\n{extra}"
+        );
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn profile_defaults_and_overrides() {
+        let g = job("profile = \"gmail\"", "");
+        assert_eq!(
+            BackfillJob::max_bytes_per_day(&g.destination),
+            Some(500_000_000)
+        );
+        assert_eq!(
+            BackfillJob::max_message_size(&g.destination),
+            Some(34 << 20)
+        );
+        assert_eq!((g.concurrency(), g.connections_per_mailbox()), (4, 2));
+        let o = job("profile = \"office365\"", "");
+        assert_eq!(o.connections_per_mailbox(), 1);
+        assert_eq!(
+            BackfillJob::max_message_size(&o.destination),
+            Some(35 << 20)
+        );
+        let set = job(
+            "profile = \"office365\", max_message_size = \"100MiB\", max_bytes_per_day = \"1GB\"",
+            "connections_per_mailbox = 3\nconcurrency = 9\n",
+        );
+        assert_eq!((set.concurrency(), set.connections_per_mailbox()), (9, 3));
+        assert_eq!(
+            BackfillJob::max_message_size(&set.destination),
+            Some(100 << 20)
+        );
+        assert_eq!(
+            BackfillJob::max_bytes_per_day(&set.destination),
+            Some(1_000_000_000)
+        );
+        let plain = job("tls = \"none\"", "");
+        assert_eq!(BackfillJob::max_message_size(&plain.destination), None);
+        assert_eq!(
+            (plain.concurrency(), plain.connections_per_mailbox()),
+            (4, 2)
+        );
+    }
+}
