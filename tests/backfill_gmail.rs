@@ -114,14 +114,18 @@ fn seed(g: &FakeGmail, u: &str) -> [Vec<u8>; 5] {
     m
 }
 
-/// `gmail_labels = "folders"` (the default): a copy in every label's folder, messages without
-/// a label in Archive, nothing from the Starred/Important views or All Mail twice.
+/// `gmail_labels = "folders"` (the default), Gmail detected from X-GM-EXT-1: a copy in every
+/// label's folder, messages without a label in Archive, nothing from the Starred/Important
+/// views or All Mail twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_as_folders() {
     let u = "dave@example.com";
     let g = FakeGmail::start(&[(u, "pw")]).await;
     let m = seed(&g, u);
     let (job, dir) = gmail_job(&g, u, None, "", "");
+    // No `profile` here: Gmail is recognised by its X-GM-EXT-1 capability.
+    let cfg = std::fs::read_to_string(job.config()).unwrap();
+    std::fs::write(job.config(), cfg.replacen(", profile = \"gmail\"", "", 1)).unwrap();
     let r = run_twice(&job, "folders");
     assert_eq!(backfill::copied(&r), 7, "{r:#}");
     let root = dir.path().join(u).join("Maildir");
