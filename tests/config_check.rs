@@ -114,7 +114,7 @@ retry_schedule = ["1m", "5 parsecs"]
     assert_eq!(
         lines[0],
         format!(
-            "{path}:13: targets.new.colour: unknown key (expected one of address, mx, port, tls, tls_verify, tls_ca, auth, rcpt_domain, connections, messages_per_connection, connect_timeout, timeout, verify_recipients, recipients_known, arc)"
+            "{path}:13: targets.new.colour: unknown key (expected one of address, mx, port, tls, tls_verify, tls_ca, auth, rcpt_domain, connections, messages_per_connection, connect_timeout, timeout, verify_recipients, recipients_known, arc, convert_tnef, keep_original)"
         )
     );
     assert_eq!(
