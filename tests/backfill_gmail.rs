@@ -254,6 +254,14 @@ async fn gmail_destination_appends_once_then_labels() {
         dst.commands()
     );
     assert!(backfill::copied(&r) >= 5, "{r:#}");
+    // Filed into one more label on the source since: a label on the same Gmail message.
+    src.relabel(u, "<one@example.com>", &["\\Inbox", "Work", "Later"]);
+    let (o, r3) = tokio::task::block_in_place(|| job.run(&[]));
+    assert!(o.status.success() && r3["converged"] == true, "{r3:#}");
+    let got = dst.messages(u);
+    assert_eq!(got.len(), 5, "no second APPEND: {got:#?}");
+    let one = got.iter().find(|g| g.bytes == m[0]).unwrap();
+    assert!(one.labels.iter().any(|l| l == "Later"), "{one:?}");
 }
 
 /// An Exchange destination: a message over its size limit is skipped and reported (and not

@@ -889,7 +889,10 @@ async fn round(
         .await
         .map_err(whole)?;
     let label_adds = if gmail_dst {
-        plan_gmail_labels(&mut work, &dst_list)
+        let existing = gmail_existing(ctx, way, &mut dst, &dst_list, &work)
+            .await
+            .map_err(whole)?;
+        plan_gmail_labels(&mut work, &dst_list, existing)
     } else {
         Vec::new()
     };
@@ -1016,10 +1019,44 @@ struct LabelAdd {
     uid: u32,
 }
 
+/// Gmail destination: the messages it already holds (an index of its All Mail, by fingerprint),
+/// when there is something to copy, so that a message filed into one more folder on the source
+/// since an earlier pass gets a label rather than a second APPEND.
+async fn gmail_existing(
+    ctx: &Ctx,
+    way: Way,
+    dst: &mut Endpoint,
+    dst_list: &Listing,
+    work: &[Work],
+) -> Result<HashMap<FpKey, String>> {
+    let any_copy = work
+        .iter()
+        .any(|w| w.decision.verdicts.contains(&Verdict::Copy));
+    let all = dst_list
+        .folders
+        .iter()
+        .find(|f| f.selectable() && f.has_attr(profile::ALL_MAIL_ATTR));
+    let (true, Some(all)) = (any_copy, all) else {
+        return Ok(HashMap::new());
+    };
+    let account = dst.user().to_string();
+    let known = ctx.state.known(way.sides().1, &account, &all.wire)?;
+    let idx = dst.index_destination(&all.wire, &known).await?;
+    if !ctx.dry_run {
+        ctx.state
+            .learn(way.sides().1, &account, &all.wire, &idx.learnt)?;
+    }
+    Ok(idx.msgs.iter().map(|m| (m.fp, all.wire.clone())).collect())
+}
+
 /// Gmail destination: a message to copy into several folders is appended once (into the first)
-/// and given the other folders' labels (`STORE +X-GM-LABELS`) after the copies.
-fn plan_gmail_labels(work: &mut [Work], dst_list: &Listing) -> Vec<LabelAdd> {
-    let mut first: HashMap<FpKey, String> = HashMap::new();
+/// and given the other folders' labels (`STORE +X-GM-LABELS`) after the copies; one Gmail holds
+/// already (`first`: fingerprint → its folder) only gets the label.
+fn plan_gmail_labels(
+    work: &mut [Work],
+    dst_list: &Listing,
+    mut first: HashMap<FpKey, String>,
+) -> Vec<LabelAdd> {
     let mut out = Vec::new();
     for w in work.iter_mut() {
         let attrs = dst_list
