@@ -93,18 +93,3 @@ pub async fn add_label(conn: &mut Conn, wire: &str, uids: &[u32], label: &str) -
     }
     Ok(())
 }
-
-/// The label a destination folder stands for on Gmail: `\Inbox`, `\Sent`, `\Draft`, else its
-/// wire name.
-pub fn label_of(wire: &str, attrs: &[String]) -> String {
-    let has = |a: &str| attrs.iter().any(|x| x.eq_ignore_ascii_case(a));
-    if wire.eq_ignore_ascii_case("INBOX") {
-        "\\Inbox".into()
-    } else if has("\\Sent") {
-        "\\Sent".into()
-    } else if has("\\Drafts") {
-        "\\Draft".into()
-    } else {
-        wire.to_string()
-    }
-}

@@ -159,6 +159,19 @@ pub enum Home {
     Archive,
 }
 
+impl Home {
+    /// The label the folder's messages carry (`None` for Archive, which is no label).
+    pub fn label(&self) -> Option<String> {
+        match self {
+            Home::Inbox => Some("\\Inbox".into()),
+            Home::Sent => Some("\\Sent".into()),
+            Home::Drafts => Some("\\Draft".into()),
+            Home::Label(l) => Some(l.clone()),
+            Home::Archive => None,
+        }
+    }
+}
+
 /// The Gmail name of the folder that holds the messages without a label.
 pub const ALL_MAIL_ATTR: &str = "\\All";
 /// The destination folder for messages only in All Mail.

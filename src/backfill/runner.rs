@@ -734,7 +734,7 @@ async fn apply_gmail_labels_of_source(
         .map(|(m, _)| m.uid)
         .collect();
     let infos = src.gmail_labels(g.wire, &uids).await?;
-    let own = own_label(&g.home);
+    let own = g.home.label();
     let mut ids = HashMap::new();
     for (m, v) in idx.msgs.iter().zip(d.verdicts.iter_mut()) {
         let Some(info) = infos.get(&m.uid) else {
@@ -799,17 +799,6 @@ async fn apply_gmail_labels_of_source(
         }
     }
     Ok(ids)
-}
-
-/// The label a Gmail folder's messages carry without Gmail listing it.
-fn own_label(home: &Home) -> Option<String> {
-    match home {
-        Home::Inbox => Some("\\Inbox".into()),
-        Home::Sent => Some("\\Sent".into()),
-        Home::Drafts => Some("\\Draft".into()),
-        Home::Label(l) => Some(l.clone()),
-        Home::Archive => None,
-    }
 }
 
 /// Phase 2: apply the ledger's credits (deliveries by cutover into the destination mailbox)
@@ -1059,13 +1048,14 @@ fn plan_gmail_labels(
 ) -> Vec<LabelAdd> {
     let mut out = Vec::new();
     for w in work.iter_mut() {
-        let attrs = dst_list
+        // The label a destination folder stands for: its Gmail role, else its name.
+        let label = dst_list
             .folders
             .iter()
             .find(|f| f.wire == w.pair.dst_wire)
-            .map(|f| f.attrs.clone())
-            .unwrap_or_default();
-        let label = super::gmail::label_of(&w.pair.dst_wire, &attrs);
+            .and_then(profile::folder_label)
+            .and_then(|h| h.label())
+            .unwrap_or_else(|| w.pair.dst_wire.clone());
         for (m, v) in w.src.msgs.iter().zip(w.decision.verdicts.iter_mut()) {
             if *v != Verdict::Copy {
                 continue;

@@ -92,35 +92,29 @@ pub const PROFILES: &[Profile] = &[
     Profile {
         id: ProfileName::Office365,
         name: "office365",
-        // Exchange Online's IMAP migration: 35 MB by default, 150 MB at most.
-        max_message_size: Some(35 * MB),
-        max_message_size_limit: Some(150 * MB),
-        max_bytes_per_day: None,
-        // Exchange Online throttles per user and per tenant: few connections per mailbox.
-        concurrency: Some(4),
+        // Exchange Online's IMAP migration takes 35 MB by default, 150 MB at most, and throttles
+        // per user and per tenant: one connection per mailbox.
         connections_per_mailbox: Some(1),
-        special_names: EXCHANGE_NAMES,
-        non_mail: EXCHANGE_NON_MAIL,
-        refused_chars: &['\\'],
-        max_name_len: Some(250),
-        labels: false,
+        ..EXCHANGE
     },
-    Profile {
-        id: ProfileName::Exchange,
-        name: "exchange",
-        // Exchange Server's default receive/IMAP limits (raised per organisation up to 150 MB).
-        max_message_size: Some(35 * MB),
-        max_message_size_limit: Some(150 * MB),
-        max_bytes_per_day: None,
-        concurrency: Some(4),
-        connections_per_mailbox: Some(2),
-        special_names: EXCHANGE_NAMES,
-        non_mail: EXCHANGE_NON_MAIL,
-        refused_chars: &['\\'],
-        max_name_len: Some(250),
-        labels: false,
-    },
+    EXCHANGE,
 ];
+
+const EXCHANGE: Profile = Profile {
+    id: ProfileName::Exchange,
+    name: "exchange",
+    // Exchange Server's default receive/IMAP limits (raised per organisation up to 150 MB).
+    max_message_size: Some(35 * MB),
+    max_message_size_limit: Some(150 * MB),
+    max_bytes_per_day: None,
+    concurrency: Some(4),
+    connections_per_mailbox: Some(2),
+    special_names: EXCHANGE_NAMES,
+    non_mail: EXCHANGE_NON_MAIL,
+    refused_chars: &['\\'],
+    max_name_len: Some(250),
+    labels: false,
+};
 
 const EXCHANGE_NAMES: &[(&str, &str)] = &[
     ("Sent Items", "\\Sent"),
