@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod loader;
 pub mod outbound;
 pub mod own_thread;
+pub mod pgdb;
 pub mod queue;
 pub mod routing;
 pub mod server;

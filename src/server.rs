@@ -155,7 +155,12 @@ pub struct Server {
     admin_done: oneshot::Receiver<()>,
     delivery: Option<JoinHandle<()>>,
     watchdog_done: Option<oneshot::Receiver<()>>,
+    /// Fleet mode: the ledger outbox's shipper, stopped after delivery.
+    shipper: Option<Shipping>,
 }
+
+/// The ledger outbox's shipper task and its stop signal.
+type Shipping = (watch::Sender<bool>, JoinHandle<()>);
 
 /// The SMTP listeners and the admin listener of `cfg`, bound, with their local addresses.
 type Bound = (
@@ -212,6 +217,38 @@ fn start_watchdog(
     Ok(Some(done_rx))
 }
 
+/// Fleet mode: start shipping the ledger outbox to the shared PostgreSQL (never blocks start:
+/// the database may be down; the outbox waits), and mirroring the jobs' shared pass reports.
+fn start_shipper(cfg: &Config, queue: &Queue) -> Result<Option<Shipping>, ServerError> {
+    if !cfg.ledger.shared() {
+        return Ok(None);
+    }
+    let base = cfg.path.parent().unwrap_or(std::path::Path::new("."));
+    let db = crate::pgdb::PgDb::new(&cfg.ledger, base).map_err(crate::ledger::LedgerError::from)?;
+    let instance = cfg.ledger.instance_name();
+    tracing::info!(database = %db.url(), %instance, "shared ledger: shipping the outbox");
+    let shipper = crate::ledger::outbox::Shipper::new(
+        queue.store().db(),
+        db.clone(),
+        instance,
+        cfg.ledger.batch,
+        cfg.ledger.flush_interval.0,
+    )?;
+    let (tx, rx) = watch::channel(false);
+    let jobs: Vec<String> = cfg.backfill.jobs.iter().map(|j| j.name.clone()).collect();
+    if !jobs.is_empty() {
+        let state_dir = crate::config::resolve_path(base, &cfg.gateway.state_dir);
+        tokio::spawn(crate::backfill::lease::mirror_reports(
+            db.clone(),
+            jobs,
+            state_dir,
+            Duration::from_secs(5),
+            rx.clone(),
+        ));
+    }
+    Ok(Some((tx, tokio::spawn(shipper.run(rx)))))
+}
+
 impl Server {
     /// Bind everything and start serving.
     pub async fn start(loaded: Loaded, opts: ServerOptions) -> Result<Server, ServerError> {
@@ -254,8 +291,13 @@ impl Server {
             })
             .collect();
         let (scheduler, delivery) = if opts.deliver {
-            // Every delivery is recorded in the ledger the backfill engine reads.
-            let ledger = crate::ledger::Ledger::on_queue(&queue)?;
+            // Every delivery is recorded in the ledger the backfill engine reads (fleet mode:
+            // also in the outbox shipped to the shared ledger).
+            let ledger = if cfg.ledger.shared() {
+                crate::ledger::Ledger::on_queue_with_outbox(&queue)?
+            } else {
+                crate::ledger::Ledger::on_queue(&queue)?
+            };
             let sched = Scheduler::with_telemetry(
                 queue.clone(),
                 config_rx.clone(),
@@ -294,6 +336,7 @@ impl Server {
         .with_telemetry(inbound.telemetry.clone())
         .with_alerts(alerts.clone());
         let admin_done = start_admin(admin_listener, state, stop_rx.clone())?;
+        let shipper = start_shipper(&cfg, &queue)?;
         Ok(Server {
             queue,
             inbound,
@@ -310,6 +353,7 @@ impl Server {
             admin_done,
             delivery,
             watchdog_done,
+            shipper,
         })
     }
 
@@ -398,6 +442,11 @@ impl Server {
             if tokio::time::timeout(drain, d).await.is_err() {
                 tracing::warn!("delivery attempts still running at exit; they will be retried");
             }
+        }
+        if let Some((stop, task)) = self.shipper {
+            // After delivery: the last records go out with the final round (bounded).
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
         if self.failed_rx.borrow().is_some() {
             // It would only hang or fail: the restart's recovery deals with the store.

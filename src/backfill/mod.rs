@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod gmail;
 pub mod imap_ops;
 pub mod index;
+pub mod lease;
 pub mod maildir;
 pub mod meta;
 pub mod namespace;
@@ -28,6 +29,7 @@ pub mod throttle;
 pub mod transform;
 pub mod uidset;
 pub mod utf7;
+pub mod worker;
 
 use std::time::Duration;
 

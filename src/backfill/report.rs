@@ -122,6 +122,34 @@ pub struct JobReport {
     pub failed: u64,
     pub duration_ms: u64,
     pub converged: bool,
+    /// Fleet mode (`backfill worker`): the shared pass's leases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetView>,
+}
+
+/// What the shared pass of a fleet backfill looks like (from the lease table).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetView {
+    /// The pass number (1 for the first).
+    pub pass: i32,
+    /// Mailboxes not yet started (or whose worker's lease expired).
+    pub pending: u64,
+    /// Mailboxes being worked on now.
+    pub running: Vec<LeaseView>,
+    /// Mailboxes finished in this pass.
+    pub done: u64,
+}
+
+/// A mailbox held by a worker.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    pub source_user: String,
+    pub destination_user: String,
+    pub worker: String,
+    /// How many workers have taken it this pass (above 1: taken over after a lease expired).
+    pub attempts: i32,
+    /// RFC 3339: when the lease runs out unless renewed.
+    pub expires: String,
 }
 
 impl JobReport {

@@ -107,16 +107,49 @@ pub fn parse_shard(s: &str) -> std::result::Result<(u32, u32), String> {
     Ok((i, n))
 }
 
+/// Where a pass reads the ledger's credits.
+pub(super) enum LedgerSource {
+    /// The gateway's sled db (`<state_dir>/db`), or its admin API while it holds the lock.
+    Local {
+        db: PathBuf,
+        admin: SocketAddr,
+        /// `admin.token_file`, for the admin API's ledger route.
+        token: Option<crate::config::AdminToken>,
+    },
+    /// The fleet's PostgreSQL (`[ledger] url`), trusted once every gateway's outbox drained.
+    Shared {
+        db: crate::pgdb::PgDb,
+        drain_wait: Duration,
+    },
+}
+
+impl LedgerSource {
+    /// The shared ledger when `[ledger] url` is set, else the local one.
+    pub(super) fn of(config: &Config) -> Result<LedgerSource> {
+        if config.ledger.shared() {
+            let base = config.path.parent().unwrap_or(Path::new("."));
+            let db = crate::pgdb::PgDb::new(&config.ledger, base)
+                .map_err(|e| BackfillError::Ledger(e.into()))?;
+            return Ok(LedgerSource::Shared {
+                db,
+                drain_wait: config.ledger.drain_wait.0,
+            });
+        }
+        Ok(LedgerSource::Local {
+            db: config.gateway.state_dir.join("db"),
+            admin: config.admin.listen,
+            token: config.admin.token.clone(),
+        })
+    }
+}
+
 /// Everything a mailbox task needs.
-struct Ctx {
+pub(super) struct Ctx {
     job: BackfillJob,
     src: Access,
     dst: Access,
     state: State,
-    ledger_db: PathBuf,
-    admin: SocketAddr,
-    /// `admin.token_file`, for the admin API's ledger route.
-    admin_token: Option<crate::config::AdminToken>,
+    ledger: LedgerSource,
     progress: Arc<Progress>,
     dry_run: bool,
     backoff: Backoff,
@@ -126,6 +159,55 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The context of a pass of `job` keeping its state in `state`.
+    pub(super) fn new(
+        config: &Config,
+        job: &BackfillJob,
+        state: State,
+        progress: Arc<Progress>,
+        opts: &RunOptions,
+    ) -> Result<Arc<Ctx>> {
+        let base = config
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Ok(Arc::new(Ctx {
+            src: Access::new("source", &job.source, &base)?,
+            dst: Access::new("destination", &job.destination, &base)?,
+            window: (
+                job.since.map(crate::time::date_epoch),
+                job.before.map(crate::time::date_epoch),
+            ),
+            job: job.clone(),
+            state,
+            ledger: LedgerSource::of(config)?,
+            progress,
+            dry_run: opts.dry_run,
+            backoff: opts.backoff.unwrap_or_default(),
+            transform: Transform::new(job),
+        }))
+    }
+
+    /// Whether this direction's pass applies ledger credits.
+    fn credits_apply(&self, way: Way) -> bool {
+        way == Way::Forward && self.job.dedupe_scope == DedupeScope::Mailbox
+    }
+
+    /// Fleet mode: the database time before a round reads the destination; the credits are
+    /// applied once every gateway shipped what it recorded before it (`ledger::shared`).
+    async fn ledger_mark(&self, way: Way) -> Result<Option<std::time::SystemTime>> {
+        match &self.ledger {
+            LedgerSource::Shared { db, .. } if self.credits_apply(way) => {
+                let t = crate::ledger::shared::now(db)
+                    .await
+                    .map_err(|e| BackfillError::Ledger(e.into()))?;
+                Ok(Some(t))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The (source, destination) endpoints of a direction.
     fn endpoints(&self, way: Way) -> (&ImapEndpoint, &ImapEndpoint) {
         match way {
@@ -185,7 +267,7 @@ pub fn find_job<'a>(config: &'a Config, name: &str) -> Result<&'a BackfillJob> {
 
 /// The mailboxes a pass works on: the job's `mailboxes_file` (relative to `base`), narrowed
 /// to `--mailbox` and to the shard.
-fn selected_mailboxes(
+pub(super) fn selected_mailboxes(
     job: &BackfillJob,
     base: &Path,
     opts: &RunOptions,
@@ -227,23 +309,7 @@ pub async fn run_job(config: &Config, job_name: &str, opts: RunOptions) -> Resul
         .counters
         .mailboxes_total
         .store(pairs.len() as u64, Ordering::Relaxed);
-    let ctx = Arc::new(Ctx {
-        src: Access::new("source", &job.source, &base)?,
-        dst: Access::new("destination", &job.destination, &base)?,
-        window: (
-            job.since.map(crate::time::date_epoch),
-            job.before.map(crate::time::date_epoch),
-        ),
-        job: job.clone(),
-        state,
-        ledger_db: config.gateway.state_dir.join("db"),
-        admin: config.admin.listen,
-        admin_token: config.admin.token.clone(),
-        progress: progress.clone(),
-        dry_run: opts.dry_run,
-        backoff: opts.backoff.unwrap_or_default(),
-        transform: Transform::new(&job),
-    });
+    let ctx = Ctx::new(config, &job, state, progress.clone(), &opts)?;
 
     let started = Instant::now();
     let report = Arc::new(Mutex::new(JobReport {
@@ -360,7 +426,7 @@ impl Way {
     }
 }
 
-async fn run_mailbox(ctx: &Arc<Ctx>, p: &MailboxPair) -> Vec<MailboxReport> {
+pub(super) async fn run_mailbox(ctx: &Arc<Ctx>, p: &MailboxPair) -> Vec<MailboxReport> {
     let mut out = vec![sync(ctx, Way::Forward, &p.source, &p.destination).await];
     if ctx.job.direction == Direction::Both {
         out.push(sync(ctx, Way::Reverse, &p.destination, &p.source).await);
@@ -559,7 +625,7 @@ async fn index_pair(
     home: Option<Home>,
     book: &Mutex<Book>,
 ) -> Result<Option<Work>> {
-    let st = ctx.state.get(way.key(), src_user, &p.name)?;
+    let st = ctx.state.get(way.key(), src_user, &p.name).await?;
     let sst = src.status(&p.src_wire).await?;
     let (suv, snext) = (sst.uidvalidity, sst.uidnext);
     let dst_missing = ctx.dry_run && p.create;
@@ -764,7 +830,7 @@ async fn apply_gmail_labels_of_source(
             None => {}
             Some(keywords) => {
                 if mode == Labels::Keywords && *v == Verdict::Copy {
-                    if ctx.state.gmail_copied(g.account, info.msgid)? {
+                    if ctx.state.gmail_copied(g.account, info.msgid).await? {
                         *v = Verdict::Skip;
                         notes.push(MessageNote::new(
                             m.uid,
@@ -803,20 +869,33 @@ async fn apply_gmail_labels_of_source(
 
 /// Phase 2: apply the ledger's credits (deliveries by cutover into the destination mailbox)
 /// to the decisions of `work` (forward passes with a mailbox-wide dedupe scope).
-async fn credit_ledger(ctx: &Ctx, way: Way, dst_user: &str, work: &mut [Work]) -> Result<()> {
-    if way != Way::Forward || ctx.job.dedupe_scope != DedupeScope::Mailbox || work.is_empty() {
+async fn credit_ledger(
+    ctx: &Ctx,
+    way: Way,
+    dst_user: &str,
+    mark: Option<std::time::SystemTime>,
+    work: &mut [Work],
+) -> Result<()> {
+    if !ctx.credits_apply(way) || work.is_empty() {
         return Ok(());
     }
+    let target = ctx.job.ledger_target.as_deref();
+    let found = match &ctx.ledger {
+        LedgerSource::Local { db, admin, token } => {
+            crate::ledger::credits_for_backfill(db, *admin, token.as_ref(), dst_user, target)
+                .await?
+        }
+        LedgerSource::Shared { db, drain_wait } => {
+            if let Some(mark) = mark {
+                crate::ledger::shared::wait_drained(db, mark, *drain_wait).await?;
+            }
+            crate::ledger::shared::credits(db, dst_user, target)
+                .await
+                .map_err(|e| BackfillError::Ledger(e.into()))?
+        }
+    };
     let mut credits: HashMap<FpKey, usize> = HashMap::new();
-    for (fp, n) in crate::ledger::credits_for_backfill(
-        &ctx.ledger_db,
-        ctx.admin,
-        ctx.admin_token.as_ref(),
-        dst_user,
-        ctx.job.ledger_target.as_deref(),
-    )
-    .await?
-    {
+    for (fp, n) in found {
         *credits.entry(fp.key()).or_default() += n;
     }
     if !credits.is_empty() {
@@ -840,6 +919,7 @@ async fn round(
 ) -> std::result::Result<(), RoundErr> {
     let (src_side, dst_side) = ctx.sides(way);
     let whole = |e: BackfillError| (None, e);
+    let mark = ctx.ledger_mark(way).await.map_err(whole)?;
     let (s, d) = tokio::join!(
         src_side.connect(src_user, &ctx.state),
         dst_side.connect(dst_user, &ctx.state)
@@ -874,7 +954,7 @@ async fn round(
     }
 
     // Phase 2: ledger credits (deliveries by cutover into the destination mailbox).
-    credit_ledger(ctx, way, dst_user, &mut work)
+    credit_ledger(ctx, way, dst_user, mark, &mut work)
         .await
         .map_err(whole)?;
     let label_adds = if gmail_dst {
@@ -1440,7 +1520,7 @@ async fn copy_batches(
         let mut capped = None;
         let day = today();
         if let Some(cap) = cap {
-            let used = ctx.state.bytes_on(&dst_account, &day)?;
+            let used = ctx.state.bytes_on(&dst_account, &day).await?;
             match fit_daily_cap(batch, &sizes, cap, used, &dst_account, &day) {
                 Ok((fit, c)) => {
                     batch = &batch[..fit];
@@ -1527,7 +1607,8 @@ async fn finish_folder(
             w.src.uidnext.saturating_sub(1)
         } else {
             ctx.state
-                .get(way.key(), src_user, &name)?
+                .get(way.key(), src_user, &name)
+                .await?
                 .map(|s| s.done_uid)
                 .unwrap_or(0)
         };

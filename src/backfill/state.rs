@@ -4,6 +4,12 @@
 //! Also: the daily upload counters, the UIDs given to Maildir messages, and a cache of message
 //! fingerprints per folder and UIDVALIDITY (so a pass fetches identity headers only for
 //! messages it has not seen). Owns nothing else (no IMAP, no reports).
+//!
+//! Fleet mode (`backfill worker`): the folder states, the daily counters and the Gmail
+//! copies live in the shared PostgreSQL instead (tables `backfill_folder`, `backfill_bytes`,
+//! `backfill_gmail`), so any worker resumes a mailbox where another left it. The fingerprint
+//! cache and the Maildir UIDs stay local files (a cache, and a Maildir seen by another worker
+//! gets its own UIDVALIDITY there, which the runner handles like any UIDVALIDITY change).
 
 use crate::fingerprint::FpKey;
 use serde::{Deserialize, Serialize};
@@ -21,6 +27,8 @@ pub enum StateError {
     Db(#[from] sled::Error),
     #[error("backfill state: corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("backfill state: {0}")]
+    Pg(#[from] crate::pgdb::PgError),
     #[error("backfill fingerprint cache {path}: {source}")]
     Cache {
         path: String,
@@ -50,10 +58,13 @@ pub struct FolderState {
     pub src_modseq: u64,
 }
 
-/// The state directory of a job (and shard).
-pub fn job_dir(state_dir: &Path, job: &str, shard: Option<(u32, u32)>) -> PathBuf {
-    let safe: String = job
-        .chars()
+/// `s` as one file name: ASCII letters, digits, `-`, `_` and `.` kept, anything else `_`;
+/// never empty, `.` or `..`.
+pub fn safe_name(s: &str) -> String {
+    if s.chars().all(|c| c == '.') {
+        return format!("_{s}");
+    }
+    s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
                 c
@@ -61,7 +72,12 @@ pub fn job_dir(state_dir: &Path, job: &str, shard: Option<(u32, u32)>) -> PathBu
                 '_'
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The state directory of a job (and shard).
+pub fn job_dir(state_dir: &Path, job: &str, shard: Option<(u32, u32)>) -> PathBuf {
+    let safe = safe_name(job);
     let name = match shard {
         Some((i, n)) => format!("{safe}.shard{i}-{n}"),
         None => safe,
@@ -69,10 +85,19 @@ pub fn job_dir(state_dir: &Path, job: &str, shard: Option<(u32, u32)>) -> PathBu
     state_dir.join("backfill").join(name)
 }
 
+/// Where folder states, counters and Gmail copies are kept.
+#[derive(Clone)]
+enum Store {
+    /// `<job dir>/state.sled`.
+    Local(sled::Db),
+    /// The fleet's PostgreSQL, rows of job `job`.
+    Shared { db: crate::pgdb::PgDb, job: String },
+}
+
 /// The state store of one job run.
 #[derive(Clone)]
 pub struct State {
-    db: sled::Db,
+    store: Store,
     /// `<job dir>/fingerprints/`: the fingerprint cache, one flat file per folder (kept out of
     /// sled: hundreds of thousands of small inserts grow sled's memory far beyond its cache).
     fp_dir: PathBuf,
@@ -184,10 +209,22 @@ impl State {
                 source,
             })?;
         Ok(State {
-            db,
+            store: Store::Local(db),
             fp_dir: dir.join("fingerprints"),
             uid_dir: dir.join("maildir-uids"),
         })
+    }
+
+    /// Fleet mode: state of job `job` in the shared database; the local caches under `dir`.
+    pub fn shared(dir: &Path, db: crate::pgdb::PgDb, job: &str) -> State {
+        State {
+            store: Store::Shared {
+                db,
+                job: job.to_string(),
+            },
+            fp_dir: dir.join("fingerprints"),
+            uid_dir: dir.join("maildir-uids"),
+        }
     }
 
     fn key(direction: &str, mailbox: &str, folder: &str) -> Vec<u8> {
@@ -201,13 +238,29 @@ impl State {
     }
 
     /// `direction` is `"fwd"` or `"rev"`; `mailbox` the source user; `folder` the logical name.
-    pub fn get(
+    pub async fn get(
         &self,
         direction: &str,
         mailbox: &str,
         folder: &str,
     ) -> Result<Option<FolderState>, StateError> {
-        match self.db.get(Self::key(direction, mailbox, folder))? {
+        let v = match &self.store {
+            Store::Local(db) => db
+                .get(Self::key(direction, mailbox, folder))?
+                .map(|v| v.to_vec()),
+            Store::Shared { db, job } => db
+                .client()
+                .await?
+                .query_opt(
+                    "SELECT state::text FROM backfill_folder
+                     WHERE job = $1 AND direction = $2 AND mailbox = $3 AND folder = $4",
+                    &[job, &direction, &mailbox, &folder],
+                )
+                .await
+                .map_err(crate::pgdb::PgError::from)?
+                .map(|r| r.get::<_, String>(0).into_bytes()),
+        };
+        match v {
             Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
             None => Ok(None),
         }
@@ -221,33 +274,83 @@ impl State {
         folder: &str,
         st: &FolderState,
     ) -> Result<(), StateError> {
-        let v = serde_json::to_vec(st)?;
-        self.db.insert(Self::key(direction, mailbox, folder), v)?;
-        self.db.flush_async().await?;
+        match &self.store {
+            Store::Local(db) => {
+                db.insert(
+                    Self::key(direction, mailbox, folder),
+                    serde_json::to_vec(st)?,
+                )?;
+                db.flush_async().await?;
+            }
+            Store::Shared { db, job } => {
+                let v = serde_json::to_string(st)?;
+                db.client()
+                    .await?
+                    .execute(
+                        "INSERT INTO backfill_folder (job, direction, mailbox, folder, state)
+                         VALUES ($1, $2, $3, $4, $5::text::jsonb)
+                         ON CONFLICT (job, direction, mailbox, folder)
+                         DO UPDATE SET state = excluded.state",
+                        &[job, &direction, &mailbox, &folder, &v],
+                    )
+                    .await
+                    .map_err(crate::pgdb::PgError::from)?;
+            }
+        }
         Ok(())
     }
 
     /// Bytes uploaded to `account` on `day` (`YYYY-MM-DD`, UTC) for `max_bytes_per_day`.
-    pub fn bytes_on(&self, account: &str, day: &str) -> Result<u64, StateError> {
-        Ok(self
-            .db
-            .get(Self::key("bytes", account, day))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
+    pub async fn bytes_on(&self, account: &str, day: &str) -> Result<u64, StateError> {
+        match &self.store {
+            Store::Local(db) => Ok(db
+                .get(Self::key("bytes", account, day))?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0)),
+            Store::Shared { db, job } => {
+                let row = db
+                    .client()
+                    .await?
+                    .query_opt(
+                        "SELECT bytes FROM backfill_bytes WHERE job = $1 AND account = $2 AND day = $3",
+                        &[job, &account, &day],
+                    )
+                    .await
+                    .map_err(crate::pgdb::PgError::from)?;
+                Ok(row.map_or(0, |r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
+            }
+        }
     }
 
     /// Add to [`State::bytes_on`].
     pub async fn add_bytes(&self, account: &str, day: &str, n: u64) -> Result<(), StateError> {
+        let db = match &self.store {
+            Store::Local(db) => db,
+            Store::Shared { db, job } => {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
+                db.client()
+                    .await?
+                    .execute(
+                        "INSERT INTO backfill_bytes (job, account, day, bytes) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (job, account, day)
+                         DO UPDATE SET bytes = backfill_bytes.bytes + excluded.bytes",
+                        &[job, &account, &day, &n],
+                    )
+                    .await
+                    .map_err(crate::pgdb::PgError::from)?;
+                return Ok(());
+            }
+        };
         let key = Self::key("bytes", account, day);
-        self.db.update_and_fetch(key, |old| {
+        db.update_and_fetch(key, |old| {
             let cur = old
                 .and_then(|v| <[u8; 8]>::try_from(v).ok())
                 .map(u64::from_be_bytes)
                 .unwrap_or(0);
             Some((cur + n).to_be_bytes().to_vec())
         })?;
-        self.db.flush_async().await?;
+        db.flush_async().await?;
         Ok(())
     }
 
@@ -377,9 +480,23 @@ impl State {
 
     /// Whether Gmail message `msgid` (X-GM-MSGID) of source `account` has been copied
     /// (`gmail_labels = "keywords"`: one copy per Gmail message, whatever its labels become).
-    pub fn gmail_copied(&self, account: &str, msgid: u64) -> Result<bool, StateError> {
-        let k = Self::key(GMAIL_COPIED_KEY, account, &msgid.to_string());
-        Ok(self.db.contains_key(k)?)
+    pub async fn gmail_copied(&self, account: &str, msgid: u64) -> Result<bool, StateError> {
+        match &self.store {
+            Store::Local(db) => {
+                let k = Self::key(GMAIL_COPIED_KEY, account, &msgid.to_string());
+                Ok(db.contains_key(k)?)
+            }
+            Store::Shared { db, job } => Ok(db
+                .client()
+                .await?
+                .query_opt(
+                    "SELECT 1 FROM backfill_gmail WHERE job = $1 AND account = $2 AND msgid = $3",
+                    &[job, &account, &(msgid as i64)],
+                )
+                .await
+                .map_err(crate::pgdb::PgError::from)?
+                .is_some()),
+        }
     }
 
     /// Record copied Gmail messages (durable when this returns).
@@ -391,18 +508,38 @@ impl State {
         if msgids.is_empty() {
             return Ok(());
         }
+        let db = match &self.store {
+            Store::Local(db) => db,
+            Store::Shared { db, job } => {
+                let ids: Vec<i64> = msgids.iter().map(|m| *m as i64).collect();
+                db.client()
+                    .await?
+                    .execute(
+                        "INSERT INTO backfill_gmail (job, account, msgid)
+                         SELECT $1, $2, unnest($3::bigint[]) ON CONFLICT DO NOTHING",
+                        &[job, &account, &ids],
+                    )
+                    .await
+                    .map_err(crate::pgdb::PgError::from)?;
+                return Ok(());
+            }
+        };
         for m in msgids {
             let k = Self::key(GMAIL_COPIED_KEY, account, &m.to_string());
-            self.db.insert(k, &[][..])?;
+            db.insert(k, &[][..])?;
         }
-        self.db.flush_async().await?;
+        db.flush_async().await?;
         Ok(())
     }
 
-    /// Every stored folder state: (direction, mailbox, folder, state).
+    /// Every stored folder state: (direction, mailbox, folder, state) (local mode; empty in
+    /// fleet mode).
     pub fn all(&self) -> Result<Vec<(String, String, String, FolderState)>, StateError> {
         let mut out = Vec::new();
-        for kv in self.db.iter() {
+        let Store::Local(db) = &self.store else {
+            return Ok(out);
+        };
+        for kv in db.iter() {
             let (k, v) = kv?;
             let parts: Vec<&[u8]> = k.splitn(3, |&b| b == 0).collect();
             if parts.len() != 3 || parts[0] == b"bytes" || parts[0] == GMAIL_COPIED {
@@ -431,7 +568,7 @@ mod tests {
         assert!(jd.ends_with("backfill/wave_1.shard0-3"));
         {
             let st = State::open(&jd).unwrap();
-            assert_eq!(st.get("fwd", "alice", "INBOX").unwrap(), None);
+            assert_eq!(st.get("fwd", "alice", "INBOX").await.unwrap(), None);
             let fs = FolderState {
                 src_uidvalidity: 1,
                 dst_uidvalidity: 2,
@@ -443,7 +580,11 @@ mod tests {
         }
         let st = State::open(&jd).unwrap();
         assert_eq!(
-            st.get("fwd", "alice", "INBOX").unwrap().unwrap().done_uid,
+            st.get("fwd", "alice", "INBOX")
+                .await
+                .unwrap()
+                .unwrap()
+                .done_uid,
             40
         );
         assert_eq!(st.all().unwrap().len(), 1);

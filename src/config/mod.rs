@@ -7,6 +7,7 @@ mod alert;
 mod auth;
 mod backfill;
 mod diag;
+mod ledger;
 mod model;
 pub mod profile;
 mod validate;
@@ -16,6 +17,7 @@ pub use alert::{AlertCondition, DEFAULT_DSN_PER, webhook_url};
 pub use auth::{ArcSealing, Auth, DmarcAction};
 pub use backfill::*;
 pub use diag::{Diagnostic, KeyPath, Seg, Severity};
+pub use ledger::{LedgerSection, LedgerUrl};
 pub use model::*;
 
 use diag::SpanIndex;
@@ -64,7 +66,7 @@ pub struct Loaded {
 
 const SECTIONS: &[&str] = &[
     "gateway", "targets", "routing", "queue", "admin", "dns", "bounce", "backfill", "alert",
-    "alerting", "auth",
+    "alerting", "auth", "ledger",
 ];
 
 /// What a check above this module (the routing checks: `crate::loader`) is told about the
@@ -143,6 +145,10 @@ pub fn parse_with(text: &str, path: &Path, extra: Check<'_>) -> Result<Loaded, C
     if !failed.contains(&"auth") {
         auth::check(&auth, &mut cx);
     }
+    let mut ledger: LedgerSection = cx.section_or_default("ledger", top("ledger"), &mut failed);
+    if !failed.contains(&"ledger") {
+        ledger::check(&mut ledger, &base_dir, &mut cx);
+    }
 
     let mut config = Config {
         path: path.to_path_buf(),
@@ -157,6 +163,7 @@ pub fn parse_with(text: &str, path: &Path, extra: Check<'_>) -> Result<Loaded, C
         alert,
         alerting,
         auth,
+        ledger,
     };
     validate::complete_and_check(&mut config, &base_dir, &failed, &broken_targets, &mut cx);
     extra(

@@ -32,6 +32,8 @@ pub struct Config {
     pub alerting: Alerting,
     /// `[auth]`: edge authentication.
     pub auth: super::Auth,
+    /// `[ledger]`: embedded (default) or a shared PostgreSQL.
+    pub ledger: super::LedgerSection,
 }
 
 fn default_hostname() -> String {

@@ -18,6 +18,12 @@
 //! update: the update's own sync, started later, covers the record (no extra sync per
 //! delivery), and the record precedes the update in the db's log. [`Ledger::record`] alone is
 //! not durable.
+//!
+//! Fleet mode (`[ledger] url`): each record also goes to the gateway's outbox (`outbox.rs`),
+//! shipped to the shared PostgreSQL (`shared.rs`), which backfills everywhere read instead.
+
+pub mod outbox;
+pub mod shared;
 
 use crate::fingerprint::Fingerprint;
 use crate::queue::{Queue, QueueError};
@@ -41,6 +47,12 @@ pub enum LedgerError {
     Sync(#[from] QueueError),
     #[error("ledger db {path} is locked by a running gateway and its admin API failed: {reason}")]
     Api { path: String, reason: String },
+    #[error("shared ledger: {0}")]
+    Pg(#[from] crate::pgdb::PgError),
+    #[error(
+        "shared ledger not complete yet: gateway outbox not drained: {0} (the mailbox waits for the next pass rather than copy what a gateway delivered)"
+    )]
+    NotDrained(String),
 }
 
 /// One delivery.
@@ -81,6 +93,8 @@ pub struct Ledger {
     tree: sled::Tree,
     /// The queue whose db holds the tree: its group commit makes records durable.
     queue: Option<Queue>,
+    /// Fleet mode: the outbox tree, and its db (for record ids).
+    outbox: Option<(sled::Tree, sled::Db)>,
 }
 
 fn key(mailbox: &str, fp: &Fingerprint, queue_id: &str, target: &str) -> Vec<u8> {
@@ -100,6 +114,7 @@ impl Ledger {
         Ok(Ledger {
             tree: db.open_tree(TREE)?,
             queue: None,
+            outbox: None,
         })
     }
 
@@ -109,6 +124,17 @@ impl Ledger {
         Ok(Ledger {
             tree: queue.store().db().open_tree(TREE)?,
             queue: Some(queue.clone()),
+            outbox: None,
+        })
+    }
+
+    /// [`Ledger::on_queue`] that also puts every record in the outbox shipped to the shared
+    /// ledger (fleet mode), in the same group commit.
+    pub fn on_queue_with_outbox(queue: &Queue) -> Result<Ledger, LedgerError> {
+        let db = queue.store().db().clone();
+        Ok(Ledger {
+            outbox: Some((db.open_tree(outbox::TREE)?, db)),
+            ..Ledger::on_queue(queue)?
         })
     }
 
@@ -160,6 +186,9 @@ impl Ledger {
             .insert(key(original_rcpt, fp, queue_id, target), v.clone())?;
         if !final_rcpt.eq_ignore_ascii_case(original_rcpt) {
             self.tree.insert(key(final_rcpt, fp, queue_id, target), v)?;
+        }
+        if let Some((tree, db)) = &self.outbox {
+            outbox::push(tree, db, &rec)?;
         }
         Ok(())
     }
