@@ -1,6 +1,6 @@
 //! Self-test of the PostgreSQL fixture (tests/support/postgres.rs): it starts (time printed, not
 //! asserted), psql writes and reads through the URL's port, `stop()` refuses connections, data
-//! survives `start_again()` on the same port, instances run side by side, and Drop leaves no
+//! survives `start_again()` on the same port, committed rows survive `crash()`, instances run side by side, and Drop leaves no
 //! postgres process behind.
 
 #[path = "support/common.rs"]
@@ -113,4 +113,22 @@ fn instances_run_side_by_side_and_drop_after_stop() {
     drop(a); // already stopped: Drop returns at once
     assert!(processes_mentioning(&data).is_empty());
     assert_eq!(b.psql("SELECT 1"), "1");
+}
+
+#[test]
+fn committed_rows_survive_a_crash() {
+    let Some(pg) = Postgres::start() else { return };
+    pg.psql("CREATE TABLE ledger (id int PRIMARY KEY)");
+    pg.psql("INSERT INTO ledger SELECT generate_series(1, 1000)");
+    pg.crash();
+    assert!(!pg.is_running());
+    assert!(!accepts(pg.port()));
+    pg.start_again();
+    assert_eq!(pg.psql("SELECT count(*) FROM ledger"), "1000");
+    assert!(
+        std::fs::read_to_string(pg.log_file())
+            .unwrap_or_default()
+            .contains("not properly shut down"),
+        "no crash recovery in the log"
+    );
 }

@@ -30,6 +30,8 @@
 //! let url = pg.url();                        // postgres://cutover@127.0.0.1:PORT/cutover
 //! pg.psql("CREATE TABLE t (x int); INSERT INTO t VALUES (1)");
 //! pg.stop();                                 // outage: connections refused, data kept
+//! pg.start_again();
+//! pg.crash();                                // immediate stop: recovery on the next start
 //! pg.start_again();                          // same data dir and port
 //! assert_eq!(pg.psql("SELECT x FROM t"), "1");
 //! ```
@@ -288,6 +290,23 @@ impl Postgres {
         wait_gone(pid, Duration::from_secs(WAIT_SECS));
     }
 
+    /// A crash (for durability tests): `pg_ctl stop -m immediate` (SIGQUIT, no shutdown checkpoint),
+    /// then SIGKILL to the process group if the postmaster outlives 5 s; [`start_again`](Self::start_again)
+    /// runs crash recovery from the WAL. Nothing to do when it is not running. Never panics.
+    pub fn crash(&self) {
+        let Some(pid) = self.postmaster_pid().filter(|p| process_alive(*p)) else {
+            return;
+        };
+        let _ = self.pg_ctl_stop("immediate", 10);
+        if !wait_gone(pid, Duration::from_secs(5)) {
+            // SAFETY: kill(2) on the process group of the postmaster this fixture started.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+            wait_gone(pid, Duration::from_secs(3));
+        }
+    }
+
     /// Start again after [`stop`](Self::stop): same data dir and port; returns once it accepts
     /// connections (at most [`WAIT_SECS`]). Nothing to do when it is running.
     pub fn start_again(&self) {
@@ -360,20 +379,10 @@ fn check(out: &Output, what: &str, detail: &str) {
 }
 
 impl Drop for Postgres {
-    /// `pg_ctl stop -m immediate` (bounded); if the postmaster is still there, SIGKILL to its
-    /// process group (pg_ctl makes it a session leader). Never panics, never waits unbounded.
+    /// [`crash`](Postgres::crash): `pg_ctl stop -m immediate` (bounded), SIGKILL to the
+    /// postmaster's process group (pg_ctl makes it a session leader) if it is still there.
     fn drop(&mut self) {
-        let Some(pid) = self.postmaster_pid().filter(|p| process_alive(*p)) else {
-            return;
-        };
-        let _ = self.pg_ctl_stop("immediate", 10);
-        if !wait_gone(pid, Duration::from_secs(5)) {
-            // SAFETY: kill(2) on the process group of the postmaster this fixture started.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
-            wait_gone(pid, Duration::from_secs(3));
-        }
+        self.crash();
     }
 }
 
