@@ -320,6 +320,20 @@ fn gateway_queue_is_on_a_persistent_volume() {
     );
 }
 
+/// What the API server checks at apply time and the schema does not: the StatefulSet's selector
+/// matches its pods, and its governing Service exists, headless, selecting them.
+#[test]
+fn statefulset_selector_and_governing_service_match() {
+    let Some(m) = Manifests::load() else { return };
+    let sts = m.gateways();
+    let labels = &sts["spec"]["template"]["metadata"]["labels"];
+    assert!(selects(&sts["spec"]["selector"]["matchLabels"], labels));
+    let service = sts["spec"]["serviceName"].as_str().unwrap();
+    let headless = m.get("Service", service);
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    assert!(selects(&headless["spec"]["selector"], labels));
+}
+
 /// Each gateway and worker is named by its pod in the fleet (CUTOVER_INSTANCE).
 #[test]
 fn instance_name_is_the_pod_name() {
