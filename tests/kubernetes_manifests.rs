@@ -563,7 +563,6 @@ fn every_configured_file_is_projected() {
 /// The ConfigMap's cutover.toml with its files (from the ConfigMap and the example Secrets)
 /// written into a temporary /etc/cutover: `cutover config check` accepts it without a warning.
 #[test]
-#[ignore = "needs the [ledger] config from main; the lead un-ignores it on merge"]
 fn configmap_config_passes_config_check() {
     let Some(m) = Manifests::load() else { return };
     let dir = tempfile::tempdir().unwrap();
