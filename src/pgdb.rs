@@ -127,11 +127,15 @@ impl PgDb {
     pub fn new(section: &LedgerSection, base_dir: &Path) -> Result<PgDb, PgError> {
         let url = section.url.as_ref().ok_or(PgError::NotConfigured)?;
         let redacted = url.redacted();
-        let config: tokio_postgres::Config =
+        let mut config: tokio_postgres::Config =
             url.secret().parse().map_err(|e| PgError::Connect {
                 url: redacted.clone(),
                 why: format!("bad URL: {e}"),
             })?;
+        if config.get_options().is_none() {
+            // The schema check's "already exists, skipping" notices are not worth a log line.
+            config.options("-c client_min_messages=warning");
+        }
         let ca = section
             .ca_file
             .as_ref()

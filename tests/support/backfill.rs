@@ -75,6 +75,16 @@ mailboxes_file = "mailboxes.csv"
         c
     }
 
+    /// The command line for `backfill worker` as fleet member `instance` (not started).
+    pub fn worker_cmd(&self, instance: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
+        c.args(["backfill", "worker", &self.name, "--json", "-q", "-c"])
+            .arg(self.config())
+            .env("CUTOVER_INSTANCE", instance)
+            .env("CUTOVER_LOG", "info");
+        c
+    }
+
     /// Run one pass; returns (output, report).
     pub fn run(&self, args: &[&str]) -> (Output, serde_json::Value) {
         let report = self.dir.path().join("report.json");

@@ -146,6 +146,11 @@ listen = "{admin}"
         }
     }
 
+    /// Add `key=value` to the environment of the processes [`Gateway::spawn`] starts.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Keep `guard` (e.g. a mount) until the process has been killed; it is dropped before the
     /// temp dir is removed.
     pub fn hold(&mut self, guard: impl Any) {
