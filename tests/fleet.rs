@@ -58,7 +58,7 @@ impl mailin_embedded::Handler for LdaBridge {
         &mut self,
         _d: &str,
         _f: &str,
-        _8: bool,
+        _8bit: bool,
         to: &[String],
     ) -> mailin_embedded::Response {
         self.rcpts = to.to_vec();
