@@ -217,6 +217,16 @@ fn start_watchdog(
     Ok(Some(done_rx))
 }
 
+/// The ledger every delivery is recorded in, the one the backfill engine reads (fleet mode:
+/// also the outbox shipped to the shared ledger).
+fn delivery_ledger(cfg: &Config, queue: &Queue) -> Result<crate::ledger::Ledger, ServerError> {
+    Ok(if cfg.ledger.shared() {
+        crate::ledger::Ledger::on_queue_with_outbox(queue)?
+    } else {
+        crate::ledger::Ledger::on_queue(queue)?
+    })
+}
+
 /// Fleet mode: start shipping the ledger outbox to the shared PostgreSQL (never blocks start:
 /// the database may be down; the outbox waits), and mirroring the jobs' shared pass reports.
 fn start_shipper(cfg: &Config, queue: &Queue) -> Result<Option<Shipping>, ServerError> {
@@ -291,13 +301,7 @@ impl Server {
             })
             .collect();
         let (scheduler, delivery) = if opts.deliver {
-            // Every delivery is recorded in the ledger the backfill engine reads (fleet mode:
-            // also in the outbox shipped to the shared ledger).
-            let ledger = if cfg.ledger.shared() {
-                crate::ledger::Ledger::on_queue_with_outbox(&queue)?
-            } else {
-                crate::ledger::Ledger::on_queue(&queue)?
-            };
+            let ledger = delivery_ledger(&cfg, &queue)?;
             let sched = Scheduler::with_telemetry(
                 queue.clone(),
                 config_rx.clone(),
