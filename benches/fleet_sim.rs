@@ -594,26 +594,34 @@ impl<'a> Sim<'a> {
     }
 }
 
-/// max(longest single mailbox, total work / usable slots), in seconds.
-fn lower_bound(profile: &Profile, mboxes: &[Mailbox], fleet: Fleet) -> f64 {
+/// (total work / usable slots, longest single mailbox), in seconds; the mailbox's time waits for
+/// its daily windows when `windows`.
+fn work(profile: &Profile, mboxes: &[Mailbox], fleet: Fleet, windows: bool) -> (f64, f64) {
     let slots = (fleet.workers * fleet.concurrency).min(profile.tenant_mailboxes()) as f64;
     let total: f64 = mboxes.iter().map(|m| m.bytes / profile.rate(m)).sum();
     let longest = mboxes
         .iter()
-        .map(|m| profile.mailbox_secs(m))
+        .map(|m| {
+            if windows {
+                profile.mailbox_secs(m)
+            } else {
+                m.bytes / profile.rate(m)
+            }
+        })
         .fold(0.0, f64::max);
-    (total / slots).max(longest)
+    (total / slots, longest)
+}
+
+/// max(longest single mailbox, total work / usable slots), in seconds.
+fn lower_bound(profile: &Profile, mboxes: &[Mailbox], fleet: Fleet) -> f64 {
+    let (spread, longest) = work(profile, mboxes, fleet, true);
+    spread.max(longest)
 }
 
 /// Graham's bound for greedy list scheduling without daily windows: total/slots + longest.
 fn list_bound(profile: &Profile, mboxes: &[Mailbox], fleet: Fleet) -> f64 {
-    let slots = (fleet.workers * fleet.concurrency).min(profile.tenant_mailboxes()) as f64;
-    let total: f64 = mboxes.iter().map(|m| m.bytes / profile.rate(m)).sum();
-    let longest = mboxes
-        .iter()
-        .map(|m| m.bytes / profile.rate(m))
-        .fold(0.0, f64::max);
-    total / slots + longest
+    let (spread, longest) = work(profile, mboxes, fleet, false);
+    spread + longest
 }
 
 fn simulate(profile: &Profile, mboxes: &[Mailbox], fleet: Fleet, s: Strategy) -> Outcome {
