@@ -26,6 +26,8 @@ mod imap_fault;
 mod imapcheck;
 #[path = "support/postgres.rs"]
 mod postgres;
+#[path = "support/queueops.rs"]
+mod queueops;
 #[path = "support/smtp.rs"]
 mod support;
 
@@ -288,8 +290,8 @@ async fn two_gateways_then_three_workers_copy_exactly_without_the_dual_delivered
     let new = dovecot(DovecotOptions::new());
     let users = ["alice", "bob", "carol", "dave", "erin", "frank"];
     let (to_old, to_new) = (bridge(&old, &users), bridge(&new, &users));
-    let a = gateway("gw-a", &db, to_old, to_new);
-    let b = gateway("gw-b", &db, to_old, to_new);
+    let mut a = gateway("gw-a", &db, to_old, to_new);
+    let mut b = gateway("gw-b", &db, to_old, to_new);
 
     // Mail through both gateways: half each; carol is the dual-delivered pilot.
     for i in 0..8 {
@@ -305,6 +307,15 @@ async fn two_gateways_then_three_workers_copy_exactly_without_the_dual_delivered
         &db,
         "SELECT count(DISTINCT gateway) || ' ' || count(*) FROM ledger WHERE target = 'new'",
         "2 8",
+    );
+
+    // The gateways stop cleanly (SIGTERM): each ships its last records and says so.
+    for g in [&mut a, &mut b] {
+        assert!(g.terminate().success(), "{}", g.log());
+    }
+    assert_eq!(
+        db.psql("SELECT string_agg(instance || ' ' || pending || ' ' || stopped, ',' ORDER BY instance) FROM gateways"),
+        "gw-a 0 true,gw-b 0 true"
     );
 
     // History on the old server, and carol files 3 dual-delivered messages into Archive.
@@ -338,7 +349,13 @@ async fn two_gateways_then_three_workers_copy_exactly_without_the_dual_delivered
         c.logout().await;
     }
 
-    // Three workers, started together.
+    // Three workers, started together; PostgreSQL's transaction count measures their load.
+    let xacts = || -> i64 {
+        db.psql("SELECT xact_commit FROM pg_stat_database WHERE datname = 'cutover'")
+            .parse()
+            .unwrap_or(0)
+    };
+    let before = xacts();
     let job = fleet_job(old.addr(), new.addr(), &db, &users, "concurrency = 2");
     let workers: Vec<std::process::Child> = ["w1", "w2", "w3"]
         .iter()
@@ -356,6 +373,12 @@ async fn two_gateways_then_three_workers_copy_exactly_without_the_dual_delivered
             .map(|w| w.wait_with_output().unwrap())
             .collect()
     });
+    std::thread::sleep(Duration::from_millis(1500)); // statistics are flushed about every second
+    eprintln!(
+        "PostgreSQL: {} transactions for {} mailboxes with 3 workers",
+        xacts() - before,
+        users.len()
+    );
     let mut done_here = 0;
     for o in &outs {
         let r = worker_json(o);
@@ -409,7 +432,6 @@ async fn two_gateways_then_three_workers_copy_exactly_without_the_dual_delivered
     assert!(o.status.success(), "{r:#}");
     assert_eq!(r["pass"], 2);
     assert_eq!(r["pass_report"]["copied"], 0, "{r:#}");
-    drop((a, b));
 }
 
 /// Wait until the destination stops changing (a killed worker's APPENDs in flight land).
@@ -528,6 +550,12 @@ async fn postgres_down_delivery_goes_on_and_the_outbox_replays() {
     assert!(
         took < Duration::from_secs(50),
         "deliveries waited for PostgreSQL ({took:?}); the first retry is 1 min"
+    );
+    // 5 messages × 2 targets wait in the outbox, and /metrics says so.
+    let metrics = queueops::http(gw.admin, "GET", "/metrics").await;
+    assert!(
+        metrics.contains("cutover_ledger_outbox_pending 10\n"),
+        "{metrics}"
     );
     // The records wait in the outbox, and survive a kill -9 of the gateway.
     gw.kill9();

@@ -101,6 +101,8 @@ pub struct Scrape<'a> {
     pub backfill: &'a [BackfillGauges],
     /// The storage probe's verdict (`/healthz`), when it was asked.
     pub storage_healthy: Option<bool>,
+    /// Fleet mode: delivery records waiting in the outbox for the shared ledger.
+    pub ledger_outbox: Option<u64>,
 }
 
 /// Render a scrape. Counter names get the `_total` suffix from the encoder.
@@ -114,6 +116,15 @@ pub fn render(s: &Scrape<'_>) -> Result<String, std::fmt::Error> {
         r.register(
             "cutover_storage_healthy",
             "1 when the storage probe (as /healthz) passes: a durable write read back",
+            g,
+        );
+    }
+    if let Some(n) = s.ledger_outbox {
+        let g: Gauge = Gauge::default();
+        g.set(i64::try_from(n).unwrap_or(i64::MAX));
+        r.register(
+            "cutover_ledger_outbox_pending",
+            "Delivery records waiting in this gateway's outbox for the shared PostgreSQL ledger (fleet mode; grows while the database is unreachable)",
             g,
         );
     }
@@ -633,6 +644,7 @@ mod tests {
             telemetry: Some(&snap),
             backfill: &[],
             storage_healthy: Some(false),
+            ledger_outbox: None,
         };
         let text = render(&scrape).unwrap();
         for line in [
@@ -684,6 +696,7 @@ mod tests {
             telemetry: None,
             backfill: &[],
             storage_healthy: None,
+            ledger_outbox: None,
         })
         .unwrap();
         assert!(!bare.contains("cutover_delivery"), "{bare}");
@@ -738,6 +751,7 @@ mod tests {
             telemetry: None,
             backfill: &[g],
             storage_healthy: Some(true),
+            ledger_outbox: None,
         })
         .unwrap();
         for line in [

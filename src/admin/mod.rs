@@ -340,9 +340,15 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
             orphans_quarantined: q.recovery().quarantined_orphans as u64,
             ..metrics::QueueGauges::from_list(&l, SystemTime::now())
         })?;
-        Ok((gauges, backfill_reports(&cfg)))
+        let outbox = if cfg.ledger.shared() {
+            let tree = q.store().db().open_tree(crate::ledger::outbox::TREE);
+            tree.ok().map(|t| t.len() as u64)
+        } else {
+            None
+        };
+        Ok((gauges, backfill_reports(&cfg), outbox))
     });
-    let (gauges, backfill) = match read.await {
+    let (gauges, backfill, ledger_outbox) = match read.await {
         Ok(g) => g,
         Err(r) => return r,
     };
@@ -357,6 +363,7 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
         telemetry: snapshot.as_ref(),
         backfill: &backfill,
         storage_healthy,
+        ledger_outbox,
     };
     match metrics::render(&scrape) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
