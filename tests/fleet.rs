@@ -121,9 +121,13 @@ fn bridge(d: &Dovecot, users: &[&str]) -> SocketAddr {
 }
 
 /// A gateway of the fleet: `old`/`new` targets, `carol` dual-delivered (the pilot), everyone
-/// else to old; the shared ledger at `db`, as instance `name`.
+/// else to old; the shared ledger at `db`, as instance `name`; also knows the backfill job `t`
+/// (the workers' job: its pass report is mirrored for the status page).
 fn gateway(name: &str, db: &Postgres, old: SocketAddr, new: SocketAddr) -> Gateway {
     let mut g = Gateway::configure(|smtp, admin, state| {
+        let dir = state.parent().unwrap();
+        std::fs::write(dir.join("mailboxes.csv"), "carol@example.com\n").unwrap();
+        std::fs::write(dir.join("imap.pass"), "secret\n").unwrap();
         format!(
             r#"[gateway]
 hostname = "mx.test"
@@ -154,6 +158,12 @@ listen = "{admin}"
 [ledger]
 url = "{url}"
 flush_interval = "200ms"
+
+[[backfill.job]]
+name = "t"
+source = {{ host = "127.0.0.1", port = 1, tls = "none", auth = "plain", password_file = "imap.pass" }}
+destination = {{ host = "127.0.0.1", port = 1, tls = "none", auth = "plain", password_file = "imap.pass" }}
+mailboxes_file = "mailboxes.csv"
 "#,
             state = state.display(),
             url = db.url(),
