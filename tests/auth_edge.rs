@@ -18,6 +18,8 @@ mod dkimpy;
 mod dnsmasq;
 #[path = "support/fake_smtp.rs"]
 mod fake_smtp;
+#[path = "support/queueops.rs"]
+mod queueops;
 #[path = "support/smtp.rs"]
 mod support;
 
@@ -563,9 +565,41 @@ async fn dmarc_reject_is_honoured_only_when_configured() {
         "a refused message was queued"
     );
 
+    // The decision is on the log line and in the metrics.
+    let log = strict.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("refused by edge authentication")
+                && l.contains("auth=spf=fail dkim=none dmarc=fail")),
+        "{log}"
+    );
+    let metrics = queueops::parse_metrics(&queueops::body_of(
+        &queueops::http(strict.admin, "GET", "/metrics").await,
+    ));
+    for (series, want) in [
+        ("cutover_intake_rejections_total{reason=\"dmarc\"}", 1.0),
+        (
+            "cutover_auth_results_total{method=\"dmarc\",result=\"fail\"}",
+            1.0,
+        ),
+        (
+            "cutover_auth_results_total{method=\"spf\",result=\"fail\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(metrics.get(series), Some(&want), "{series}: {metrics:#?}");
+    }
+
     for auth in ["", "dmarc = \"off\""] {
         let lax = gateway(&w, auth, "");
         let (_, ar) = through(&w, &lax, "helo-fail.test", from, &msg).await;
+        let log = lax.log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains(" accepted ")
+                    && l.contains("auth=\"spf=fail dkim=none dmarc=fail")),
+            "no auth= on the acceptance line: {log}"
+        );
         assert_eq!(ar.spf_mailfrom(), Some("fail"), "{ar:?}");
         assert_eq!(
             ar.result("dmarc", ""),
