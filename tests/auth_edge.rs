@@ -573,7 +573,7 @@ async fn dmarc_reject_is_honoured_only_when_configured() {
                 && l.contains("auth=spf=fail dkim=none dmarc=fail")),
         "{log}"
     );
-    let metrics = queueops::parse_metrics(&queueops::body_of(
+    let metrics = queueops::parse_metrics(queueops::body_of(
         &queueops::http(strict.admin, "GET", "/metrics").await,
     ));
     for (series, want) in [
