@@ -746,3 +746,47 @@ fn profile_and_tnef_keys_are_checked() {
     let (code, _, err) = cutover(&["config", "check", "-c", &path]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn ledger_keys_are_checked_and_the_password_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |ledger: &str| {
+        let path = write(
+            dir.path(),
+            "cutover.toml",
+            &format!("{BASE}\n[ledger]\n{ledger}"),
+        );
+        cutover(&["config", "check", "-c", &path])
+    };
+    // A URL the PostgreSQL client refuses: named by key, password redacted.
+    let (code, _, err) = with("url = \"postgres://cutover:s3cret@db:notaport/cutover\"\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ledger.url: not a PostgreSQL URL"), "{err}");
+    assert!(!err.contains("s3cret"), "the password was printed: {err}");
+    // Both forms, a missing file, a lease too short to renew, a batch of 0.
+    let (code, _, err) = with(
+        "url = \"postgres://c@db/c\"\nurl_file = \"nope.url\"\nlease_ttl = \"1s\"\nbatch = 0\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    for key in [
+        "ledger.url_file: set url or url_file",
+        "ledger.lease_ttl",
+        "ledger.batch",
+    ] {
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    let (code, _, err) = with("url_file = \"nope.url\"\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ledger.url_file: cannot read"), "{err}");
+    let (code, _, err) = with("lease = \"1m\"\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ledger") && err.contains("lease"), "{err}");
+    // A readable file with a good URL.
+    write(
+        dir.path(),
+        "ledger.url",
+        "postgres://cutover:pw@db.internal:5432/cutover\n",
+    );
+    let (code, _, err) = with("url_file = \"ledger.url\"\n");
+    assert_eq!(code, 0, "{err}");
+}

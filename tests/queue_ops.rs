@@ -585,7 +585,21 @@ async fn live_operations_with_the_delivery_engine() {
     assert_eq!(new.received()[0].rcpts, vec!["carol@example.com"]);
     assert_eq!(old.received().len(), 1, "nothing more went to old");
 
-    let m = parse_metrics(body_of(&http(admin_addr, "GET", "/metrics").await));
+    // A leg's final state is counted just after the update that may remove the message: the
+    // queue can be empty a moment before the counters move. Wait for them (bounded).
+    let t = std::time::Instant::now();
+    let m = loop {
+        let m = parse_metrics(body_of(&http(admin_addr, "GET", "/metrics").await));
+        let settled = ["old", "new"].iter().all(|target| {
+            m.get(&format!(
+                r#"cutover_queue_residence_seconds_count{{target="{target}"}}"#
+            )) == Some(&1.0)
+        });
+        if settled || t.elapsed() > std::time::Duration::from_secs(10) {
+            break m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(m["cutover_queue_messages"], 0.0);
     for target in ["old", "new"] {
         let t = format!(r#"{{target="{target}"}}"#);
