@@ -537,9 +537,22 @@ where
         }
     }
     for (wire, attrs, sep) in listed {
-        let selectable = !attrs.iter().any(|a| {
+        let mut selectable = !attrs.iter().any(|a| {
             a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent")
         });
+        // Dovecot's mailbox list index can keep a stale `\Noselect` for a folder whose creation
+        // raced a client that was killed (seen: an auto-created `Junk` listed `\Noselect` that
+        // EXAMINE opens, 0 messages): the folder counts as there when it opens.
+        if !selectable
+            && !attrs
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case("\\NonExistent"))
+            && tokio::time::timeout(IO_TIMEOUT, session.examine(&wire))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        {
+            selectable = true;
+        }
         let special_use = attrs
             .iter()
             .find(|a| {
