@@ -55,6 +55,11 @@ pub fn rfc5322_date(t: SystemTime) -> String {
 /// formats with it too), so the two never disagree.
 pub use crate::config::values::rfc3339_secs;
 
+/// [`rfc3339_secs`] of a [`SystemTime`] (reports, alerts, the fleet's database times).
+pub fn rfc3339(t: SystemTime) -> String {
+    crate::config::values::Timestamp(t).to_rfc3339()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,8 @@ mod common;
 mod corpus;
 #[path = "support/dovecot.rs"]
 mod dovecot;
+#[path = "support/gateway.rs"]
+mod gateway_conf;
 #[path = "support/imap_fault.rs"]
 mod imap_fault;
 #[path = "support/imapcheck.rs"]
@@ -129,13 +131,7 @@ fn gateway(name: &str, db: &Postgres, old: SocketAddr, new: SocketAddr) -> Gatew
         std::fs::write(dir.join("mailboxes.csv"), "carol@example.com\n").unwrap();
         std::fs::write(dir.join("imap.pass"), "secret\n").unwrap();
         format!(
-            r#"[gateway]
-hostname = "mx.test"
-listen = ["{smtp}"]
-state_dir = "{state}"
-accept_domains = ["example.com"]
-min_free_space = "1MiB"
-
+            r#"{gateway}
 [targets.old]
 address = "{old}"
 tls = "none"
@@ -165,7 +161,7 @@ source = {{ host = "127.0.0.1", port = 1, tls = "none", auth = "plain", password
 destination = {{ host = "127.0.0.1", port = 1, tls = "none", auth = "plain", password_file = "imap.pass" }}
 mailboxes_file = "mailboxes.csv"
 "#,
-            state = state.display(),
+            gateway = gateway_conf::gateway_table(smtp, state),
             url = db.url(),
         )
     });

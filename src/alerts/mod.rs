@@ -143,7 +143,7 @@ fn notice(cfg: &Config, snap: &rules::Snapshot, t: Transition) -> Option<(AlertE
     };
     let r = cfg.alert.iter().find(|r| r.name == rule)?;
     let event = AlertEvent {
-        at: rules::rfc3339(snap.now),
+        at: crate::time::rfc3339(snap.now),
         at_unix: crate::time::unix_secs(snap.now),
         alert: rule.clone(),
         condition: r.when.as_str().to_string(),

@@ -5,8 +5,9 @@
 //! history of DSN counter samples that `dsn_rate` needs. Never reads the clock, a file or the
 //! queue, and never sends anything (`super::facts` gathers, `super::delivery` sends).
 
-use crate::config::values::{HumanDuration, Timestamp};
+use crate::config::values::HumanDuration;
 use crate::config::{AlertCondition, AlertRule};
+use crate::time::rfc3339;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -272,11 +273,6 @@ fn resolve(rule: &AlertRule, snap: &Snapshot, at: SystemTime, summary: &str) -> 
             "firing_secs": lasted.as_secs(),
         }),
     }
-}
-
-/// RFC 3339 in UTC, seconds.
-pub fn rfc3339(t: SystemTime) -> String {
-    Timestamp(t).to_rfc3339()
 }
 
 /// A duration in whole seconds, human form (`2m 5s`).

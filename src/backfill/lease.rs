@@ -9,6 +9,7 @@
 use super::report::{FleetView, JobReport, LeaseView, MailboxReport};
 use super::runner::MailboxPair;
 use crate::pgdb::{PgDb, PgError};
+use crate::time::rfc3339;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
@@ -237,10 +238,6 @@ pub async fn finish_pass(db: &PgDb, job: &str, pass: i32) -> Result<bool, PgErro
         )
         .await?;
     Ok(n == 1)
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    crate::time::rfc3339_secs(crate::time::unix_secs(t) as i64)
 }
 
 /// The job's latest shared pass as a report (what `backfill status`, the status page, the

@@ -14,6 +14,7 @@
 use super::{LedgerError, Record};
 use crate::fingerprint::Fingerprint;
 use crate::pgdb::{PgDb, PgError};
+use crate::time::rfc3339;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
@@ -100,10 +101,6 @@ pub struct GatewayOutbox {
     pub drained_at: Option<String>,
     pub heartbeat_at: String,
     pub stopped: bool,
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    crate::time::rfc3339_secs(crate::time::unix_secs(t) as i64)
 }
 
 /// Every gateway's report.
